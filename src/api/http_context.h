@@ -1,0 +1,31 @@
+// Internal to api/: what the route files share. Not a public header.
+#pragma once
+
+#include <httplib.h>
+
+#include <string>
+
+#include "api/http_server.h"
+
+namespace perch::http {
+
+struct Context {
+  const HttpServerOptions& options;
+  const InferenceService& inference;
+  ModelManager& models;
+  const MetricsRegistry& metrics;
+  const Logger& logger;
+};
+
+// The one mapping of perch status codes to HTTP status codes.
+int HttpStatusFor(StatusCode code);
+
+void SendJson(httplib::Response& response, int http_status, std::string body);
+// `{"error": "<message>"}` with the status that fits `status`.
+void SendError(httplib::Response& response, const Status& status);
+
+void RegisterHealthRoutes(httplib::Server& server, const Context& context);
+void RegisterInferenceRoutes(httplib::Server& server, const Context& context);
+void RegisterRepositoryRoutes(httplib::Server& server, const Context& context);
+
+}  // namespace perch::http

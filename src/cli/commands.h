@@ -1,0 +1,19 @@
+// The subcommands of `perch`. Each Add* declares its options on `app` and
+// returns the function that runs it once parsing succeeded (its exit code).
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+
+namespace perch::cli {
+
+using CommandRunner = std::function<int()>;
+
+CommandRunner AddServeCommand(CLI::App& app);
+CommandRunner AddInferCommand(CLI::App& app);
+
+// The version perch was built as, e.g. "0.1.0".
+const char* Version();
+
+}  // namespace perch::cli

@@ -1,0 +1,210 @@
+// `perch infer`: one request to a running agent over REST, inputs from
+// .npy files (sent as binary tensors) or .json files, outputs printed as JSON.
+#include <httplib.h>
+
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "core/status.h"
+#include "tensor/npy.h"
+#include "tensor/tensor.h"
+
+namespace perch::cli {
+namespace {
+
+using nlohmann::json;
+
+struct InferOptions {
+  std::string model;
+  std::vector<std::string> inputs;  // NAME=FILE
+  std::vector<std::string> outputs;
+  std::string url = "http://127.0.0.1:8000";
+  std::string version;
+  double timeout_seconds = 60;
+};
+
+Result<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return NotFound(fmt::format("cannot open {}", path));
+  }
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// The shape of a nested JSON array; InvalidArgument if it is ragged.
+Result<Shape> ShapeOfNested(const json& value) {
+  if (!value.is_array()) {
+    return Shape{};
+  }
+  if (value.empty()) {
+    return Shape{0};
+  }
+  PERCH_ASSIGN_OR_RETURN(Shape inner, ShapeOfNested(value.front()));
+  for (const json& child : value) {
+    PERCH_ASSIGN_OR_RETURN(const Shape other, ShapeOfNested(child));
+    if (other != inner) {
+      return InvalidArgument("the nested array is ragged: its rows differ in shape");
+    }
+  }
+  inner.insert(inner.begin(), static_cast<int64_t>(value.size()));
+  return inner;
+}
+
+class Client {
+ public:
+  Client(const InferOptions& options) : options_(options), http_(options.url) {
+    const auto seconds = static_cast<time_t>(options.timeout_seconds);
+    http_.set_connection_timeout(seconds, 0);
+    http_.set_read_timeout(seconds, 0);
+    http_.set_write_timeout(seconds, 0);
+  }
+
+  std::string ModelPath() const {
+    std::string path = "/v2/models/" + options_.model;
+    if (!options_.version.empty()) {
+      path += "/versions/" + options_.version;
+    }
+    return path;
+  }
+
+  // The body of a 200 answer, or the server's error.
+  Result<std::string> Call(const httplib::Result& result) const {
+    if (!result) {
+      return Unavailable(fmt::format("cannot reach {}: {}", options_.url,
+                                     httplib::to_string(result.error())));
+    }
+    if (result->status != 200) {
+      const auto body = json::parse(result->body, nullptr, false);
+      const std::string message = body.is_object() && body.contains("error")
+                                      ? body["error"].get<std::string>()
+                                      : result->body;
+      return Status(result->status == 404 ? StatusCode::kNotFound : StatusCode::kInvalidArgument,
+                    fmt::format("HTTP {}: {}", result->status, message));
+    }
+    return result->body;
+  }
+
+  Result<json> Metadata() {
+    PERCH_ASSIGN_OR_RETURN(const std::string body, Call(http_.Get(ModelPath())));
+    return json::parse(body);
+  }
+
+  Result<std::string> Infer(const std::string& body, size_t json_size) {
+    httplib::Headers headers;
+    if (json_size != body.size()) {
+      headers.emplace("Inference-Header-Content-Length", std::to_string(json_size));
+    }
+    return Call(http_.Post(ModelPath() + "/infer", headers, body,
+                           json_size != body.size() ? "application/octet-stream"
+                                                    : "application/json"));
+  }
+
+ private:
+  const InferOptions& options_;
+  httplib::Client http_;
+};
+
+// Adds the input `name` from a .json file: a full tensor object, or a bare
+// nested array whose datatype comes from the model's metadata.
+Status AddJsonInput(const std::string& name, const std::string& text, Client& client,
+                    json& request) {
+  const json value = json::parse(text, nullptr, false);
+  if (value.is_discarded()) {
+    return InvalidArgument(fmt::format("the file for input '{}' is not valid JSON", name));
+  }
+  if (value.is_object()) {
+    json tensor = value;
+    tensor["name"] = name;
+    request["inputs"].push_back(std::move(tensor));
+    return Status::Ok();
+  }
+  PERCH_ASSIGN_OR_RETURN(const json metadata, client.Metadata());
+  std::string datatype;
+  for (const auto& input : metadata.value("inputs", json::array())) {
+    if (input.value("name", "") == name) {
+      datatype = input.value("datatype", "");
+    }
+  }
+  if (datatype.empty()) {
+    return InvalidArgument(fmt::format("model has no input '{}'", name));
+  }
+  PERCH_ASSIGN_OR_RETURN(const Shape shape, ShapeOfNested(value));
+  request["inputs"].push_back({{"name", name}, {"datatype", datatype}, {"shape", shape}, {"data", value}});
+  return Status::Ok();
+}
+
+Result<json> Run(const InferOptions& options) {
+  Client client(options);
+  json request = {{"inputs", json::array()}};
+  std::string binary;
+  for (const auto& spec : options.inputs) {
+    const auto equals = spec.find('=');
+    if (equals == std::string::npos || equals == 0 || equals + 1 == spec.size()) {
+      return InvalidArgument(fmt::format("--input takes NAME=FILE, not \"{}\"", spec));
+    }
+    const std::string name = spec.substr(0, equals);
+    const std::string path = spec.substr(equals + 1);
+    PERCH_ASSIGN_OR_RETURN(const std::string content, ReadFile(path));
+    if (path.ends_with(".npy")) {
+      auto tensor = DecodeNpy(content, name);
+      if (!tensor.ok()) {
+        return InvalidArgument(fmt::format("{}: {}", path, tensor.status().message()));
+      }
+      request["inputs"].push_back({{"name", name},
+                                   {"datatype", ToString(tensor->datatype)},
+                                   {"shape", tensor->shape},
+                                   {"parameters", {{"binary_data_size", tensor->data.size()}}}});
+      binary += tensor->data;
+    } else if (path.ends_with(".json")) {
+      PERCH_RETURN_IF_ERROR(AddJsonInput(name, content, client, request));
+    } else {
+      return InvalidArgument(fmt::format("{}: inputs are .npy or .json files", path));
+    }
+  }
+  for (const auto& name : options.outputs) {
+    request["outputs"].push_back({{"name", name}});
+  }
+  std::string body = request.dump();
+  const size_t json_size = body.size();
+  body += binary;
+  PERCH_ASSIGN_OR_RETURN(const std::string answer, client.Infer(body, json_size));
+  return json::parse(answer);
+}
+
+}  // namespace
+
+CommandRunner AddInferCommand(CLI::App& app) {
+  auto options = std::make_shared<InferOptions>();
+  app.add_option("model", options->model, "Model name")->required();
+  app.add_option("--input,-i", options->inputs,
+                 "NAME=FILE, once per input; FILE is .npy, or .json holding a nested array or "
+                 "{\"datatype\", \"shape\", \"data\"}")
+      ->required();
+  app.add_option("--output,-o", options->outputs, "Only these outputs (default: all)");
+  app.add_option("--url", options->url, "The agent's REST address")
+      ->envname("PERCH_URL")
+      ->capture_default_str();
+  app.add_option("--model-version", options->version, "Model version (default: the newest)");
+  app.add_option("--timeout", options->timeout_seconds, "Seconds to wait for the answer")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  return [options] {
+    const auto result = Run(*options);
+    if (!result.ok()) {
+      std::fprintf(stderr, "perch infer: %s\n", result.status().message().c_str());
+      return 1;
+    }
+    std::printf("%s\n", result->dump(2).c_str());
+    return 0;
+  };
+}
+
+}  // namespace perch::cli

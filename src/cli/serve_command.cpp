@@ -1,0 +1,145 @@
+// `perch serve`: wires engine, model manager, inference service and the REST
+// front end together, then waits for SIGINT or SIGTERM.
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <thread>
+
+#include "api/http_server.h"
+#include "cli/commands.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "engine/engine.h"
+#include "models/inference_service.h"
+#include "models/model_manager.h"
+
+namespace perch::cli {
+namespace {
+
+struct ServeOptions {
+  std::string repository;
+  std::string log_level = "info";
+  double poll_seconds = 0;
+  int engine_threads = 0;
+  bool check_config = false;
+  HttpServerOptions http;
+};
+
+// Blocks SIGINT and SIGTERM in every thread (threads inherit the mask) so
+// that the main thread alone receives them, synchronously, with sigwait.
+sigset_t BlockStopSignals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  return signals;
+}
+
+int Fail(const Logger& logger, const Status& status) {
+  logger.Error("{}", status.message());
+  return 1;
+}
+
+int RunServe(const ServeOptions& options) {
+  const auto level = LogLevelFromString(options.log_level).value_or(LogLevel::kInfo);
+  const Logger logger = Logger::ToStderr(level, "serve");
+  if (!std::filesystem::is_directory(options.repository)) {
+    return Fail(logger, NotFound("--repo " + options.repository + " is not a directory"));
+  }
+  if (options.check_config) {
+    std::printf("configuration is valid\n");
+    return 0;
+  }
+  const sigset_t stop_signals = BlockStopSignals();
+
+  MetricsRegistry metrics;
+  auto engine = CreateOnnxEngine(OnnxEngineOptions{.intra_op_threads = options.engine_threads},
+                                 logger.ForComponent("engine"));
+  if (!engine.ok()) {
+    return Fail(logger, engine.status());
+  }
+  ModelManager models(
+      ModelManagerOptions{
+          .repository = options.repository,
+          .poll_interval = std::chrono::milliseconds(static_cast<int64_t>(options.poll_seconds * 1000)),
+      },
+      **engine, metrics, logger.ForComponent("models"));
+  const InferenceService inference(models);
+  auto http = HttpServer::Create(options.http, inference, models, metrics, logger.ForComponent("http"));
+  if (!http.ok()) {
+    return Fail(logger, http.status());
+  }
+  // Listen first, so that liveness answers while models load; readiness
+  // says when loading is done.
+  if (const Status started = (*http)->Start(); !started.ok()) {
+    return Fail(logger, started);
+  }
+  if (const Status loaded = models.Start(); !loaded.ok()) {
+    (*http)->Stop();
+    return Fail(logger, loaded);
+  }
+  logger.Info("ready: try curl http://{}:{}/v2/repository/index -X POST", options.http.host,
+              (*http)->port());
+
+  int signal = 0;
+  sigwait(&stop_signals, &signal);
+  logger.Info("received {}, shutting down", signal == SIGINT ? "SIGINT" : "SIGTERM");
+  (*http)->Stop();
+  models.Stop();
+  return 0;
+}
+
+}  // namespace
+
+CommandRunner AddServeCommand(CLI::App& app) {
+  auto options = std::make_shared<ServeOptions>();
+  app.add_option("--repo", options->repository, "Model repository: REPO/<model>/<version>/model.onnx")
+      ->envname("PERCH_REPO")
+      ->required();
+  app.add_option("--host", options->http.host, "Address to listen on")
+      ->envname("PERCH_HOST")
+      ->capture_default_str();
+  app.add_option("--http-port", options->http.port, "REST port (0: any free port)")
+      ->envname("PERCH_HTTP_PORT")
+      ->check(CLI::Range(0, 65535))
+      ->capture_default_str();
+  app.add_option("--poll", options->poll_seconds,
+                 "Rescan the repository every SECONDS for added, changed and removed versions "
+                 "(0: never)")
+      ->envname("PERCH_POLL")
+      ->check(CLI::Range(0.0, 86400.0))
+      ->capture_default_str();
+  app.add_option("--max-body-bytes", options->http.max_body_bytes,
+                 "Largest request body accepted, after decompression")
+      ->envname("PERCH_MAX_BODY_BYTES")
+      ->check(CLI::Range(size_t{1024}, size_t{1} << 34))
+      ->capture_default_str();
+  app.add_option("--max-json-depth", options->http.max_json_depth, "Deepest JSON nesting accepted")
+      ->envname("PERCH_MAX_JSON_DEPTH")
+      ->check(CLI::Range(size_t{4}, size_t{1024}))
+      ->capture_default_str();
+  app.add_option("--http-threads", options->http.threads,
+                 "REST I/O threads; each open keep-alive connection holds one")
+      ->envname("PERCH_HTTP_THREADS")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  app.add_option("--threads", options->engine_threads,
+                 "Threads of the inference pool shared by all models (0: one per core)")
+      ->envname("PERCH_THREADS")
+      ->check(CLI::Range(0, 1024))
+      ->capture_default_str();
+  app.add_option("--log-level", options->log_level, "debug, info, warn or error")
+      ->envname("PERCH_LOG_LEVEL")
+      ->check(CLI::IsMember({"debug", "info", "warn", "error"}))
+      ->capture_default_str();
+  app.add_flag("--check-config", options->check_config,
+               "Check the options and exit without serving");
+  return [options] {
+    options->http.server_version = Version();
+    return RunServe(*options);
+  };
+}
+
+}  // namespace perch::cli

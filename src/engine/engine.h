@@ -1,0 +1,73 @@
+// Inference engines behind one interface. An Engine loads model files into
+// Sessions; a Session runs inference. ONNX Runtime is the first engine.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/log.h"
+#include "core/status.h"
+#include "tensor/tensor.h"
+
+namespace perch {
+
+// One input or output as the model declares it; -1 marks a dynamic dim.
+struct TensorSpec {
+  std::string name;
+  DataType datatype = DataType::kFp32;
+  Shape shape;
+};
+
+struct ModelSignature {
+  std::vector<TensorSpec> inputs;
+  std::vector<TensorSpec> outputs;
+};
+
+struct SessionOptions {
+  // Intra-op threads for this model alone; 0 shares the engine's pool, which
+  // is what keeps hundreds of small models cheap.
+  int intra_op_threads = 0;
+};
+
+// A loaded model. Run is thread-safe: concurrent requests may share one Session.
+class Session {
+ public:
+  virtual ~Session() = default;
+
+  virtual const ModelSignature& Signature() const = 0;
+
+  // Runs the model. `inputs` are matched by name and must already agree with
+  // Signature() (the caller validates); `output_names` lists the outputs to
+  // compute, in the order they are returned. Errors: InvalidArgument when the
+  // runtime refuses the values, Internal otherwise.
+  virtual Result<std::vector<Tensor>> Run(const std::vector<Tensor>& inputs,
+                                          const std::vector<std::string>& output_names) = 0;
+};
+
+// Loads models. Thread-safe.
+class Engine {
+ public:
+  virtual ~Engine() = default;
+
+  // Loads `model_file`. Nothing outside `allowed_root` is ever opened: the
+  // file itself (after resolving links) and any external data it names must
+  // lie inside. Errors: NotFound, PermissionDenied (outside the root),
+  // InvalidArgument (not a model this engine can run).
+  virtual Result<std::unique_ptr<Session>> Load(const std::filesystem::path& model_file,
+                                                const std::filesystem::path& allowed_root,
+                                                const SessionOptions& options) = 0;
+};
+
+struct OnnxEngineOptions {
+  int intra_op_threads = 0;  // the shared pool's size; 0 = one per core
+  int inter_op_threads = 1;
+};
+
+// ONNX Runtime on the CPU, one environment and one thread pool shared by all
+// sessions that do not ask for their own.
+Result<std::unique_ptr<Engine>> CreateOnnxEngine(const OnnxEngineOptions& options, Logger logger);
+
+}  // namespace perch

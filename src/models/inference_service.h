@@ -1,0 +1,38 @@
+// InferenceService: the one transport-neutral entry point for inference.
+// REST, gRPC and MQTT decode their wire format into an InferRequest, call
+// Infer, and encode the InferResponse. Thread-safe.
+#pragma once
+
+#include "core/status.h"
+#include "engine/engine.h"
+#include "models/model_config.h"
+#include "models/model_manager.h"
+#include "tensor/tensor.h"
+
+namespace perch {
+
+class InferenceService {
+ public:
+  explicit InferenceService(const ModelManager& models) : models_(models) {}
+
+  // Runs `request` on the version it names (or the newest ready one).
+  // NotFound: unknown model or version; Unavailable: not ready;
+  // InvalidArgument: inputs or requested outputs that do not fit the model.
+  Result<InferResponse> Infer(InferRequest request) const;
+
+ private:
+  const ModelManager& models_;
+};
+
+// Checks `inputs` against `signature`: every input present once, none
+// unknown, datatypes equal, ranks equal, fixed dims equal, the batch dim
+// within `max_batch_size` (when > 0), and data sizes matching shapes.
+Status ValidateInputs(const ModelSignature& signature, int64_t max_batch_size,
+                      const std::vector<Tensor>& inputs);
+
+// The outputs to compute: `requested` checked against `signature`, or every
+// output in model order when `requested` is empty.
+Result<std::vector<std::string>> ResolveOutputs(const ModelSignature& signature,
+                                                const std::vector<std::string>& requested);
+
+}  // namespace perch

@@ -1,0 +1,251 @@
+#include "models/model_config.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+namespace perch {
+namespace {
+
+using nlohmann::json;
+
+Status CheckKeys(const json& object, std::string_view where,
+                 std::initializer_list<std::string_view> allowed) {
+  for (const auto& [key, value] : object.items()) {
+    if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
+      return InvalidArgument(fmt::format("{} has unknown key \"{}\"; known keys: {}", where, key,
+                                         fmt::join(allowed, ", ")));
+    }
+  }
+  return Status::Ok();
+}
+
+Result<int64_t> GetInteger(const json& object, std::string_view key, int64_t min, int64_t max) {
+  const json& value = object.at(key);
+  if (!value.is_number_integer() || value.get<int64_t>() < min || value.get<int64_t>() > max) {
+    return InvalidArgument(
+        fmt::format("\"{}\" must be an integer from {} to {}, not {}", key, min, max, value.dump()));
+  }
+  return value.get<int64_t>();
+}
+
+Result<VersionPolicy> ParseVersionPolicy(const json& value) {
+  if (!value.is_object() || value.size() != 1) {
+    return InvalidArgument(
+        "\"version_policy\" must be one of {\"latest\": {\"num_versions\": N}}, {\"all\": {}}, "
+        "{\"specific\": {\"versions\": [..]}}");
+  }
+  const auto& [kind_name, body] = *value.items().begin();
+  const auto kind = VersionPolicyKindFromString(kind_name);
+  if (!kind || !body.is_object()) {
+    return InvalidArgument(fmt::format("\"version_policy\" kind \"{}\" is unknown; use latest, all "
+                                       "or specific",
+                                       kind_name));
+  }
+  VersionPolicy policy;
+  policy.kind = *kind;
+  if (*kind == VersionPolicy::Kind::kLatest) {
+    PERCH_RETURN_IF_ERROR(CheckKeys(body, "version_policy.latest", {"num_versions"}));
+    if (body.contains("num_versions")) {
+      PERCH_ASSIGN_OR_RETURN(policy.latest, GetInteger(body, "num_versions", 1, 1 << 20));
+    }
+  } else if (*kind == VersionPolicy::Kind::kSpecific) {
+    PERCH_RETURN_IF_ERROR(CheckKeys(body, "version_policy.specific", {"versions"}));
+    const json& versions = body.value("versions", json::array());
+    if (!versions.is_array() || versions.empty()) {
+      return InvalidArgument("version_policy.specific needs \"versions\", a non-empty array");
+    }
+    for (const json& version : versions) {
+      if (!version.is_number_integer() || version.get<int64_t>() < 1) {
+        return InvalidArgument(
+            fmt::format("version_policy.specific lists {}, not a positive integer", version.dump()));
+      }
+      policy.specific.push_back(version.get<int64_t>());
+    }
+  } else {
+    PERCH_RETURN_IF_ERROR(CheckKeys(body, "version_policy.all", {}));
+  }
+  return policy;
+}
+
+Result<std::vector<TensorOverride>> ParseOverrides(const json& value, std::string_view key) {
+  if (!value.is_array()) {
+    return InvalidArgument(fmt::format("\"{}\" must be an array of objects", key));
+  }
+  std::vector<TensorOverride> overrides;
+  for (const json& entry : value) {
+    const std::string where = fmt::format("an entry of \"{}\"", key);
+    if (!entry.is_object() || !entry.contains("name") || !entry["name"].is_string()) {
+      return InvalidArgument(fmt::format("{} must be an object with a \"name\"", where));
+    }
+    PERCH_RETURN_IF_ERROR(CheckKeys(entry, where, {"name", "datatype", "dims"}));
+    TensorOverride override{.name = entry["name"].get<std::string>(), .datatype = {}, .dims = {}};
+    if (entry.contains("datatype")) {
+      const auto datatype = entry["datatype"].is_string()
+                                ? DataTypeFromString(entry["datatype"].get<std::string>())
+                                : std::nullopt;
+      if (!datatype) {
+        return InvalidArgument(fmt::format("\"{}\" entry '{}' has an unknown datatype {}", key,
+                                           override.name, entry["datatype"].dump()));
+      }
+      override.datatype = datatype;
+    }
+    if (entry.contains("dims")) {
+      const json& dims = entry["dims"];
+      Shape shape;
+      for (const json& dim : dims.is_array() ? dims : json::array({nullptr})) {
+        if (!dim.is_number_integer() || dim.get<int64_t>() < -1) {
+          return InvalidArgument(fmt::format(
+              "\"{}\" entry '{}' needs \"dims\" as an array of integers (-1 for any size)", key,
+              override.name));
+        }
+        shape.push_back(dim.get<int64_t>());
+      }
+      override.dims = std::move(shape);
+    }
+    overrides.push_back(std::move(override));
+  }
+  return overrides;
+}
+
+Result<std::vector<TensorSpec>> ApplyTo(const std::vector<TensorSpec>& specs,
+                                        const std::vector<TensorOverride>& overrides,
+                                        std::string_view kind) {
+  std::vector<TensorSpec> result = specs;
+  for (const auto& override : overrides) {
+    auto spec = std::find_if(result.begin(), result.end(),
+                             [&](const TensorSpec& s) { return s.name == override.name; });
+    if (spec == result.end()) {
+      return InvalidArgument(
+          fmt::format("model.json overrides {} '{}', which the model does not have", kind,
+                      override.name));
+    }
+    if (override.datatype && *override.datatype != spec->datatype) {
+      return InvalidArgument(fmt::format("model.json says {} '{}' is {} but the model has {}", kind,
+                                         override.name, ToString(*override.datatype),
+                                         ToString(spec->datatype)));
+    }
+    if (override.dims) {
+      const Shape& dims = *override.dims;
+      bool compatible = dims.size() == spec->shape.size();
+      for (size_t i = 0; compatible && i < dims.size(); ++i) {
+        compatible = spec->shape[i] < 0 || dims[i] == spec->shape[i];
+      }
+      if (!compatible) {
+        return InvalidArgument(fmt::format("model.json gives {} '{}' dims {} but the model has {}",
+                                           kind, override.name, ShapeToString(dims),
+                                           ShapeToString(spec->shape)));
+      }
+      spec->shape = dims;
+    }
+  }
+  return result;
+}
+
+}  // namespace
+
+std::string_view ToString(VersionPolicy::Kind kind) {
+  switch (kind) {
+    case VersionPolicy::Kind::kLatest:
+      return "latest";
+    case VersionPolicy::Kind::kAll:
+      return "all";
+    case VersionPolicy::Kind::kSpecific:
+      return "specific";
+  }
+  return "latest";
+}
+
+std::optional<VersionPolicy::Kind> VersionPolicyKindFromString(std::string_view name) {
+  for (const auto kind :
+       {VersionPolicy::Kind::kLatest, VersionPolicy::Kind::kAll, VersionPolicy::Kind::kSpecific}) {
+    if (ToString(kind) == name) {
+      return kind;
+    }
+  }
+  return std::nullopt;
+}
+
+std::vector<int64_t> VersionPolicy::Select(const std::vector<int64_t>& available) const {
+  switch (kind) {
+    case Kind::kAll:
+      return available;
+    case Kind::kLatest: {
+      const auto keep = std::min<size_t>(available.size(), static_cast<size_t>(latest));
+      return {available.end() - static_cast<std::ptrdiff_t>(keep), available.end()};
+    }
+    case Kind::kSpecific: {
+      std::vector<int64_t> selected;
+      for (int64_t version : available) {
+        if (std::find(specific.begin(), specific.end(), version) != specific.end()) {
+          selected.push_back(version);
+        }
+      }
+      return selected;
+    }
+  }
+  return {};
+}
+
+Result<ModelConfig> ParseModelConfig(std::string_view text) {
+  const json root = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (root.is_discarded() || !root.is_object()) {
+    return InvalidArgument("model.json is not a JSON object");
+  }
+  PERCH_RETURN_IF_ERROR(CheckKeys(root, "model.json",
+                                  {"max_batch_size", "instances", "threads", "version_policy",
+                                   "inputs", "outputs", "warmup"}));
+  ModelConfig config;
+  if (root.contains("max_batch_size")) {
+    PERCH_ASSIGN_OR_RETURN(config.max_batch_size, GetInteger(root, "max_batch_size", 0, 1 << 20));
+  }
+  if (root.contains("instances")) {
+    PERCH_ASSIGN_OR_RETURN(const int64_t instances, GetInteger(root, "instances", 1, 256));
+    config.instances = static_cast<int>(instances);
+  }
+  if (root.contains("threads")) {
+    PERCH_ASSIGN_OR_RETURN(const int64_t threads, GetInteger(root, "threads", 0, 1024));
+    config.threads = static_cast<int>(threads);
+  }
+  if (root.contains("version_policy")) {
+    PERCH_ASSIGN_OR_RETURN(config.version_policy, ParseVersionPolicy(root["version_policy"]));
+  }
+  if (root.contains("inputs")) {
+    PERCH_ASSIGN_OR_RETURN(config.inputs, ParseOverrides(root["inputs"], "inputs"));
+  }
+  if (root.contains("outputs")) {
+    PERCH_ASSIGN_OR_RETURN(config.outputs, ParseOverrides(root["outputs"], "outputs"));
+  }
+  if (root.contains("warmup")) {
+    const json& warmup = root["warmup"];
+    if (!warmup.is_object()) {
+      return InvalidArgument("\"warmup\" must be an object such as {\"runs\": 3}");
+    }
+    PERCH_RETURN_IF_ERROR(CheckKeys(warmup, "warmup", {"runs"}));
+    if (warmup.contains("runs")) {
+      PERCH_ASSIGN_OR_RETURN(const int64_t runs, GetInteger(warmup, "runs", 0, 1000));
+      config.warmup_runs = static_cast<int>(runs);
+    }
+  }
+  return config;
+}
+
+Result<ModelSignature> ApplyOverrides(const ModelSignature& model, const ModelConfig& config) {
+  ModelSignature signature;
+  PERCH_ASSIGN_OR_RETURN(signature.inputs, ApplyTo(model.inputs, config.inputs, "input"));
+  PERCH_ASSIGN_OR_RETURN(signature.outputs, ApplyTo(model.outputs, config.outputs, "output"));
+  if (config.max_batch_size > 0) {
+    for (const auto& input : signature.inputs) {
+      if (input.shape.empty() || input.shape[0] != -1) {
+        return InvalidArgument(fmt::format(
+            "model.json sets max_batch_size {} but input '{}' has shape {}; batching needs a "
+            "dynamic first dim",
+            config.max_batch_size, input.name, ShapeToString(input.shape)));
+      }
+    }
+  }
+  return signature;
+}
+
+}  // namespace perch

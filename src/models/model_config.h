@@ -1,0 +1,54 @@
+// model.json: the optional per-model settings of a model repository.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/status.h"
+#include "engine/engine.h"
+
+namespace perch {
+
+struct VersionPolicy {
+  enum class Kind { kLatest, kAll, kSpecific };
+  Kind kind = Kind::kLatest;
+  int64_t latest = 1;             // kLatest: how many of the newest versions
+  std::vector<int64_t> specific;  // kSpecific: exactly these
+
+  // The versions to serve out of `available` (ascending), ascending.
+  std::vector<int64_t> Select(const std::vector<int64_t>& available) const;
+};
+
+std::string_view ToString(VersionPolicy::Kind kind);
+std::optional<VersionPolicy::Kind> VersionPolicyKindFromString(std::string_view name);
+
+// Narrows what the model declares: a datatype it must have, dims it must take.
+struct TensorOverride {
+  std::string name;
+  std::optional<DataType> datatype;
+  std::optional<Shape> dims;
+};
+
+struct ModelConfig {
+  int64_t max_batch_size = 0;  // > 0: dim 0 is the batch dim, at most this
+  int instances = 1;           // requests of this model run at once
+  int threads = 0;             // > 0: a thread pool of its own; 0 = the shared pool
+  VersionPolicy version_policy;
+  std::vector<TensorOverride> inputs;
+  std::vector<TensorOverride> outputs;
+  int warmup_runs = 0;  // inferences on zero inputs before the model is ready
+};
+
+// Parses a model.json body. InvalidArgument naming the key for unknown keys,
+// wrong types and out-of-range values.
+Result<ModelConfig> ParseModelConfig(std::string_view json);
+
+// The signature requests are checked against: the model's own with the
+// overrides of `config` applied. InvalidArgument when an override names an
+// unknown tensor or contradicts the model.
+Result<ModelSignature> ApplyOverrides(const ModelSignature& model, const ModelConfig& config);
+
+}  // namespace perch

@@ -1,0 +1,385 @@
+#include "models/model_manager.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+
+namespace perch {
+namespace {
+
+constexpr std::array<std::pair<ModelState, std::string_view>, 3> kStateNames{{
+    {ModelState::kLoading, "LOADING"},
+    {ModelState::kReady, "READY"},
+    {ModelState::kUnavailable, "UNAVAILABLE"},
+}};
+
+// Zero-filled inputs for warmup; dynamic dims take size 1.
+std::vector<Tensor> WarmupInputs(const ModelSignature& signature) {
+  std::vector<Tensor> inputs;
+  for (const auto& spec : signature.inputs) {
+    Tensor tensor{.name = spec.name, .datatype = spec.datatype, .shape = spec.shape, .data = {}};
+    int64_t count = 1;
+    for (auto& dim : tensor.shape) {
+      dim = dim < 0 ? 1 : dim;
+      count *= dim;
+    }
+    if (spec.datatype == DataType::kBytes) {
+      for (int64_t i = 0; i < count; ++i) {
+        AppendBytesElement(tensor.data, "");
+      }
+    } else {
+      tensor.data.assign(static_cast<size_t>(count) * ElementSize(spec.datatype), '\0');
+    }
+    inputs.push_back(std::move(tensor));
+  }
+  return inputs;
+}
+
+std::vector<std::string> OutputNames(const ModelSignature& signature) {
+  std::vector<std::string> names;
+  for (const auto& spec : signature.outputs) {
+    names.push_back(spec.name);
+  }
+  return names;
+}
+
+}  // namespace
+
+std::string_view ToString(ModelState state) {
+  for (const auto& [value, name] : kStateNames) {
+    if (value == state) {
+      return name;
+    }
+  }
+  return "UNAVAILABLE";
+}
+
+std::optional<ModelState> ModelStateFromString(std::string_view name) {
+  for (const auto& [value, known] : kStateNames) {
+    if (known == name) {
+      return value;
+    }
+  }
+  return std::nullopt;
+}
+
+LoadedModel::LoadedModel(std::string name, int64_t version, ModelConfig config,
+                         ModelSignature signature, std::unique_ptr<Session> session,
+                         MetricsRegistry& metrics)
+    : requests(metrics.GetCounter("perch_inference_requests_total",
+                                  "Inference requests received, successful or not",
+                                  {{"model", name}, {"version", std::to_string(version)}})),
+      failures(metrics.GetCounter("perch_inference_failures_total",
+                                  "Inference requests that failed",
+                                  {{"model", name}, {"version", std::to_string(version)}})),
+      queue_seconds(metrics.GetHistogram(
+          "perch_inference_queue_duration_seconds",
+          "Time a request waited for a free model instance",
+          {{"model", name}, {"version", std::to_string(version)}}, LatencyBucketsSeconds())),
+      compute_seconds(metrics.GetHistogram(
+          "perch_inference_compute_duration_seconds", "Time the engine spent on a request",
+          {{"model", name}, {"version", std::to_string(version)}}, LatencyBucketsSeconds())),
+      name_(std::move(name)),
+      version_(version),
+      config_(std::move(config)),
+      signature_(std::move(signature)),
+      session_(std::move(session)),
+      instance_slots_(config_.instances) {}
+
+ModelManager::ModelManager(ModelManagerOptions options, Engine& engine, MetricsRegistry& metrics,
+                           Logger logger)
+    : options_(std::move(options)), engine_(engine), metrics_(metrics), logger_(std::move(logger)) {}
+
+ModelManager::~ModelManager() { Stop(); }
+
+Status ModelManager::Start() {
+  {
+    std::lock_guard reconcile(reconcile_mutex_);
+    PERCH_RETURN_IF_ERROR(ScanRepository(options_.repository).status());
+    Reconcile();
+  }
+  {
+    std::lock_guard lock(mutex_);
+    ready_ = true;
+  }
+  if (options_.poll_interval.count() > 0) {
+    poller_ = std::jthread([this](std::stop_token stop) { PollLoop(std::move(stop)); });
+  }
+  return Status::Ok();
+}
+
+void ModelManager::Stop() {
+  if (poller_.joinable()) {
+    poller_.request_stop();
+    poll_wakeup_.notify_all();
+    poller_.join();
+  }
+}
+
+bool ModelManager::Ready() const {
+  std::lock_guard lock(mutex_);
+  return ready_;
+}
+
+void ModelManager::PollLoop(std::stop_token stop) {
+  while (!stop.stop_requested()) {
+    {
+      std::unique_lock lock(poll_mutex_);
+      poll_wakeup_.wait_for(lock, stop, options_.poll_interval, [] { return false; });
+    }
+    if (stop.stop_requested()) {
+      return;
+    }
+    std::lock_guard reconcile(reconcile_mutex_);
+    Reconcile();
+  }
+}
+
+void ModelManager::Reconcile() {
+  auto scan = ScanRepository(options_.repository);
+  if (!scan.ok()) {
+    // A repository that vanished (an unmounted disk) must not take models
+    // down with it: keep serving what is loaded until it is back.
+    logger_.Error("{}; keeping the loaded models", scan.status().message());
+    return;
+  }
+  std::set<std::string, std::less<>> on_disk;
+  for (const auto& model : *scan) {
+    on_disk.insert(model.name);
+    {
+      std::lock_guard lock(mutex_);
+      if (unloaded_.contains(model.name)) {
+        continue;
+      }
+    }
+    (void)ReconcileModel(model, /*force=*/false);
+  }
+  std::lock_guard lock(mutex_);
+  for (auto it = models_.begin(); it != models_.end();) {
+    if (on_disk.contains(it->first)) {
+      ++it;
+      continue;
+    }
+    logger_.Info("model '{}' was removed from the repository; unloading it", it->first);
+    it = models_.erase(it);
+  }
+  std::erase_if(unloaded_, [&](const std::string& name) { return !on_disk.contains(name); });
+}
+
+Status ModelManager::ReconcileModel(const ModelOnDisk& disk, bool force) {
+  ModelEntry current;
+  {
+    std::lock_guard lock(mutex_);
+    current = models_[disk.name];
+  }
+  if (!disk.config_status.ok()) {
+    const bool serving = std::any_of(current.versions.begin(), current.versions.end(),
+                                     [](const auto& v) { return v.second.model != nullptr; });
+    if (current.config_fingerprint != disk.config_fingerprint || force) {
+      logger_.Error("model '{}': {}{}", disk.name, disk.config_status.message(),
+                    serving ? "; the loaded versions keep serving" : "");
+    }
+    std::lock_guard lock(mutex_);
+    auto& entry = models_[disk.name];
+    entry.reason = disk.config_status.message();
+    entry.config_fingerprint = disk.config_fingerprint;
+    return disk.config_status;
+  }
+
+  std::vector<int64_t> available;
+  for (const auto& [version, ignored] : disk.versions) {
+    available.push_back(version);
+  }
+  const std::vector<int64_t> desired = disk.config.version_policy.Select(available);
+  const bool config_changed = current.config_fingerprint != disk.config_fingerprint;
+
+  ModelEntry next;
+  next.config_fingerprint = disk.config_fingerprint;
+  if (desired.empty()) {
+    next.reason = available.empty()
+                      ? "no version folder holds a model.onnx"
+                      : "the version policy of model.json selects none of the versions on disk";
+  }
+  Status result = Status::Ok();
+  for (const int64_t version : desired) {
+    const VersionOnDisk& on_disk = disk.versions.at(version);
+    const auto old = current.versions.find(version);
+    const bool unchanged = old != current.versions.end() &&
+                           old->second.fingerprint == on_disk.fingerprint && !config_changed;
+    if (unchanged && !force) {
+      next.versions[version] = old->second;
+      continue;
+    }
+    auto loaded = LoadVersion(disk, version);
+    VersionSlot slot;
+    slot.fingerprint = on_disk.fingerprint;
+    if (loaded.ok()) {
+      slot.model = std::move(loaded).value();
+      slot.state = ModelState::kReady;
+      logger_.Info("model '{}' version {} is ready", disk.name, version);
+    } else if (old != current.versions.end() && old->second.model) {
+      slot = old->second;
+      slot.fingerprint = on_disk.fingerprint;  // do not retry this copy on every poll
+      slot.reason = fmt::format("a newer copy failed to load, the previous one keeps serving: {}",
+                                loaded.status().message());
+      logger_.Error("model '{}' version {}: {}", disk.name, version, slot.reason);
+      result = loaded.status();
+    } else {
+      slot.state = ModelState::kUnavailable;
+      slot.reason = loaded.status().message();
+      logger_.Error("model '{}' version {} failed to load: {}", disk.name, version, slot.reason);
+      result = loaded.status();
+    }
+    next.versions[version] = std::move(slot);
+  }
+  for (const auto& [version, slot] : current.versions) {
+    if (!next.versions.contains(version) && slot.model) {
+      logger_.Info("model '{}' version {} is no longer selected; unloading it", disk.name, version);
+    }
+  }
+  std::lock_guard lock(mutex_);
+  if (!unloaded_.contains(disk.name)) {
+    models_[disk.name] = std::move(next);
+  }
+  return result;
+}
+
+Result<std::shared_ptr<LoadedModel>> ModelManager::LoadVersion(const ModelOnDisk& disk,
+                                                               int64_t version) {
+  const VersionOnDisk& on_disk = disk.versions.at(version);
+  PERCH_ASSIGN_OR_RETURN(auto session,
+                         engine_.Load(on_disk.model_file, options_.repository,
+                                      SessionOptions{.intra_op_threads = disk.config.threads}));
+  PERCH_ASSIGN_OR_RETURN(auto signature, ApplyOverrides(session->Signature(), disk.config));
+  if (disk.config.warmup_runs > 0) {
+    const auto inputs = WarmupInputs(signature);
+    const auto outputs = OutputNames(signature);
+    for (int run = 0; run < disk.config.warmup_runs; ++run) {
+      const auto result = session->Run(inputs, outputs);
+      if (!result.ok()) {
+        return InvalidArgument(fmt::format("warmup failed: {}", result.status().message()));
+      }
+    }
+  }
+  return std::make_shared<LoadedModel>(disk.name, version, disk.config, std::move(signature),
+                                       std::move(session), metrics_);
+}
+
+Result<std::shared_ptr<LoadedModel>> ModelManager::Acquire(std::string_view name,
+                                                           std::string_view version) const {
+  if (!IsValidModelName(name)) {
+    return InvalidArgument(fmt::format("'{}' is not a valid model name", name));
+  }
+  std::optional<int64_t> wanted;
+  if (!version.empty()) {
+    wanted = ParseModelVersion(version);
+    if (!wanted) {
+      return InvalidArgument(
+          fmt::format("model version '{}' is not a positive integer", version));
+    }
+  }
+  std::lock_guard lock(mutex_);
+  if (unloaded_.contains(name)) {
+    return Unavailable(fmt::format("model '{}' is unloaded; load it through the repository API",
+                                   name));
+  }
+  const auto model = models_.find(name);
+  if (model == models_.end()) {
+    return NotFound(fmt::format("model '{}' is not in the repository", name));
+  }
+  const auto& versions = model->second.versions;
+  if (wanted) {
+    const auto slot = versions.find(*wanted);
+    if (slot == versions.end()) {
+      return NotFound(fmt::format("model '{}' has no version {}", name, *wanted));
+    }
+    if (!slot->second.model) {
+      return Unavailable(fmt::format("model '{}' version {} is not ready: {}", name, *wanted,
+                                     slot->second.reason));
+    }
+    return slot->second.model;
+  }
+  for (auto it = versions.rbegin(); it != versions.rend(); ++it) {
+    if (it->second.model) {
+      return it->second.model;
+    }
+  }
+  const std::string reason = !model->second.reason.empty() ? model->second.reason
+                             : versions.empty()            ? "it has no versions"
+                                                           : versions.rbegin()->second.reason;
+  return Unavailable(fmt::format("model '{}' is not ready: {}", name, reason));
+}
+
+std::vector<int64_t> ModelManager::ReadyVersions(std::string_view name) const {
+  std::vector<int64_t> ready;
+  std::lock_guard lock(mutex_);
+  const auto model = models_.find(name);
+  if (model == models_.end() || unloaded_.contains(name)) {
+    return ready;
+  }
+  for (const auto& [version, slot] : model->second.versions) {
+    if (slot.model) {
+      ready.push_back(version);
+    }
+  }
+  return ready;
+}
+
+std::vector<VersionStatus> ModelManager::Index() const {
+  std::vector<VersionStatus> index;
+  std::lock_guard lock(mutex_);
+  for (const auto& [name, entry] : models_) {
+    if (entry.versions.empty()) {
+      index.push_back({name, std::nullopt, ModelState::kUnavailable, entry.reason});
+    }
+    for (const auto& [version, slot] : entry.versions) {
+      const ModelState state = slot.model ? ModelState::kReady : slot.state;
+      std::string reason = slot.reason;
+      if (!entry.reason.empty()) {
+        reason = reason.empty() ? entry.reason : entry.reason + "; " + reason;
+      }
+      index.push_back({name, version, state, std::move(reason)});
+    }
+  }
+  for (const auto& name : unloaded_) {
+    index.push_back({name, std::nullopt, ModelState::kUnavailable, "unloaded"});
+  }
+  std::sort(index.begin(), index.end(), [](const VersionStatus& a, const VersionStatus& b) {
+    return std::tie(a.model, a.version) < std::tie(b.model, b.version);
+  });
+  return index;
+}
+
+Status ModelManager::LoadModel(const std::string& name) {
+  std::lock_guard reconcile(reconcile_mutex_);
+  PERCH_ASSIGN_OR_RETURN(const ModelOnDisk disk, ScanModel(options_.repository, name));
+  {
+    std::lock_guard lock(mutex_);
+    unloaded_.erase(name);
+  }
+  PERCH_RETURN_IF_ERROR(ReconcileModel(disk, /*force=*/true));
+  if (ReadyVersions(name).empty()) {
+    std::lock_guard lock(mutex_);
+    return Unavailable(fmt::format("model '{}' has nothing to serve: {}", name,
+                                   models_[name].reason));
+  }
+  return Status::Ok();
+}
+
+Status ModelManager::UnloadModel(const std::string& name) {
+  std::lock_guard reconcile(reconcile_mutex_);
+  if (!IsValidModelName(name)) {
+    return InvalidArgument(fmt::format("'{}' is not a valid model name", name));
+  }
+  std::lock_guard lock(mutex_);
+  if (!models_.contains(name) && !unloaded_.contains(name)) {
+    return NotFound(fmt::format("model '{}' is not in the repository", name));
+  }
+  models_.erase(name);
+  unloaded_.insert(name);
+  logger_.Info("model '{}' unloaded on request", name);
+  return Status::Ok();
+}
+
+}  // namespace perch

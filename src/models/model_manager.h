@@ -1,0 +1,156 @@
+// ModelManager: keeps the served models equal to what the repository on
+// disk says (the desired state), loading and unloading versions to match.
+//
+// Requests hold a std::shared_ptr<LoadedModel>; a version that is unloaded
+// or replaced is freed only when the last request on it finishes, so no
+// request ever sees its model disappear mid-flight.
+//
+// Threading: every public method is thread-safe. Loads run without holding
+// the lock that Acquire takes, so serving never waits for a load; one
+// reconciliation (start, poll, load or unload call) runs at a time.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <semaphore>
+#include <set>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "core/log.h"
+#include "core/metrics.h"
+#include "core/status.h"
+#include "engine/engine.h"
+#include "models/model_config.h"
+#include "models/repository.h"
+
+namespace perch {
+
+enum class ModelState { kLoading, kReady, kUnavailable };
+
+// "LOADING", "READY", "UNAVAILABLE", as the repository extension spells them.
+std::string_view ToString(ModelState state);
+std::optional<ModelState> ModelStateFromString(std::string_view name);
+
+// One version, loaded and ready. Shared by the manager and in-flight requests.
+class LoadedModel {
+ public:
+  LoadedModel(std::string name, int64_t version, ModelConfig config, ModelSignature signature,
+              std::unique_ptr<Session> session, MetricsRegistry& metrics);
+
+  const std::string& name() const { return name_; }
+  int64_t version() const { return version_; }
+  const ModelConfig& config() const { return config_; }
+  const ModelSignature& signature() const { return signature_; }
+  Session& session() const { return *session_; }
+
+  // At most config().instances requests run at once; the rest wait here.
+  std::counting_semaphore<256>& instance_slots() { return instance_slots_; }
+
+  Counter& requests;
+  Counter& failures;
+  Histogram& queue_seconds;
+  Histogram& compute_seconds;
+
+ private:
+  const std::string name_;
+  const int64_t version_;
+  const ModelConfig config_;
+  const ModelSignature signature_;
+  const std::unique_ptr<Session> session_;
+  std::counting_semaphore<256> instance_slots_;
+};
+
+struct VersionStatus {
+  std::string model;
+  std::optional<int64_t> version;  // none when the model has no usable version
+  ModelState state = ModelState::kUnavailable;
+  std::string reason;  // why it is unavailable, or what went wrong with a newer copy
+};
+
+struct ModelManagerOptions {
+  std::filesystem::path repository;
+  std::chrono::milliseconds poll_interval{0};  // 0: no polling
+};
+
+class ModelManager {
+ public:
+  ModelManager(ModelManagerOptions options, Engine& engine, MetricsRegistry& metrics,
+               Logger logger);
+  ~ModelManager();
+  ModelManager(const ModelManager&) = delete;
+  ModelManager& operator=(const ModelManager&) = delete;
+
+  // Loads everything the repository holds, then starts polling if asked.
+  // NotFound if the repository is missing; a model that fails to load is
+  // reported in Index() and the log, not here.
+  Status Start();
+  void Stop();
+
+  // True once Start() has finished its first pass.
+  bool Ready() const;
+
+  // The version to run a request on: `version` ("" for the newest ready one).
+  // NotFound: unknown model or version; InvalidArgument: malformed name or
+  // version; Unavailable: known but not ready (the reason is in the message).
+  Result<std::shared_ptr<LoadedModel>> Acquire(std::string_view name,
+                                               std::string_view version) const;
+
+  // The ready versions of `name`, ascending.
+  std::vector<int64_t> ReadyVersions(std::string_view name) const;
+
+  // Every model and version with its state, for the repository index.
+  std::vector<VersionStatus> Index() const;
+
+  // Reads `name` from disk again and loads it, even if unchanged; undoes an
+  // UnloadModel. NotFound if the folder is missing; the load error otherwise.
+  Status LoadModel(const std::string& name);
+
+  // Stops serving `name` until LoadModel; the poller leaves it alone.
+  Status UnloadModel(const std::string& name);
+
+ private:
+  struct VersionSlot {
+    std::string fingerprint;  // of what is loaded, or of the copy that failed
+    std::shared_ptr<LoadedModel> model;  // set when ready
+    ModelState state = ModelState::kLoading;
+    std::string reason;
+  };
+  struct ModelEntry {
+    std::string config_fingerprint;
+    std::map<int64_t, VersionSlot> versions;
+    std::string reason;  // model-level trouble: no versions, model.json errors
+  };
+
+  void Reconcile();  // requires reconcile_mutex_
+  Status ReconcileModel(const ModelOnDisk& disk, bool force);  // requires reconcile_mutex_
+  Result<std::shared_ptr<LoadedModel>> LoadVersion(const ModelOnDisk& disk, int64_t version);
+  void PollLoop(std::stop_token stop);
+
+  const ModelManagerOptions options_;
+  Engine& engine_;
+  MetricsRegistry& metrics_;
+  const Logger logger_;
+
+  std::mutex reconcile_mutex_;  // one reconciliation at a time; taken before mutex_
+
+  mutable std::mutex mutex_;
+  std::map<std::string, ModelEntry, std::less<>> models_;  // guarded by mutex_
+  std::set<std::string, std::less<>> unloaded_;            // guarded by mutex_
+  bool ready_ = false;                                     // guarded by mutex_
+
+  std::condition_variable_any poll_wakeup_;
+  std::mutex poll_mutex_;
+  std::jthread poller_;
+};
+
+}  // namespace perch
