@@ -1,0 +1,95 @@
+#include "models/model_config.h"
+
+#include <gtest/gtest.h>
+
+namespace perch {
+namespace {
+
+TEST(ModelConfigTest, ParsesEveryKey) {
+  const auto config = ParseModelConfig(R"({
+    "max_batch_size": 8, "instances": 2, "threads": 1,
+    "version_policy": {"specific": {"versions": [1, 3]}},
+    "inputs": [{"name": "x", "datatype": "FP32", "dims": [-1, 16]}],
+    "outputs": [{"name": "y"}],
+    "warmup": {"runs": 2}})");
+  ASSERT_TRUE(config.ok()) << config.status().message();
+  EXPECT_EQ(config->max_batch_size, 8);
+  EXPECT_EQ(config->instances, 2);
+  EXPECT_EQ(config->threads, 1);
+  EXPECT_EQ(config->version_policy.kind, VersionPolicy::Kind::kSpecific);
+  EXPECT_EQ(config->version_policy.specific, (std::vector<int64_t>{1, 3}));
+  EXPECT_EQ(config->inputs[0].dims, (Shape{-1, 16}));
+  EXPECT_EQ(config->warmup_runs, 2);
+}
+
+TEST(ModelConfigTest, EmptyObjectGivesDefaults) {
+  const auto config = ParseModelConfig("{}");
+  ASSERT_TRUE(config.ok());
+  EXPECT_EQ(config->instances, 1);
+  EXPECT_EQ(config->version_policy.kind, VersionPolicy::Kind::kLatest);
+  EXPECT_EQ(config->version_policy.latest, 1);
+}
+
+TEST(ModelConfigTest, RefusesMistakesByName) {
+  const auto expect_error = [](const std::string& json, const std::string& fragment) {
+    const auto config = ParseModelConfig(json);
+    ASSERT_FALSE(config.ok()) << json;
+    EXPECT_NE(config.status().message().find(fragment), std::string::npos)
+        << config.status().message();
+  };
+  expect_error("[1]", "not a JSON object");
+  expect_error("{", "not a JSON object");
+  expect_error(R"({"max_batch_sise": 4})", "unknown key \"max_batch_sise\"");
+  expect_error(R"({"instances": 0})", "\"instances\" must be an integer from 1");
+  expect_error(R"({"threads": "two"})", "\"threads\"");
+  expect_error(R"({"version_policy": {"newest": {}}})", "\"newest\" is unknown");
+  expect_error(R"({"version_policy": {"latest": {"num_versions": 0}}})", "num_versions");
+  expect_error(R"({"version_policy": {"specific": {"versions": [0]}}})", "positive integer");
+  expect_error(R"({"inputs": [{"name": "x", "datatype": "FLOAT"}]})", "unknown datatype");
+  expect_error(R"({"inputs": [{"name": "x", "dims": [-2]}]})", "dims");
+  expect_error(R"({"warmup": 3})", "\"warmup\" must be an object");
+}
+
+TEST(VersionPolicyTest, Selects) {
+  const std::vector<int64_t> available{1, 2, 5};
+  VersionPolicy policy;
+  EXPECT_EQ(policy.Select(available), (std::vector<int64_t>{5}));
+  policy.latest = 2;
+  EXPECT_EQ(policy.Select(available), (std::vector<int64_t>{2, 5}));
+  policy.latest = 10;
+  EXPECT_EQ(policy.Select(available), available);
+  policy.kind = VersionPolicy::Kind::kSpecific;
+  policy.specific = {1, 4};
+  EXPECT_EQ(policy.Select(available), (std::vector<int64_t>{1}));
+  policy.kind = VersionPolicy::Kind::kAll;
+  EXPECT_EQ(policy.Select(available), available);
+}
+
+TEST(ApplyOverridesTest, NarrowsDynamicDimsAndRefusesContradictions) {
+  const ModelSignature model{
+      .inputs = {{.name = "x", .datatype = DataType::kFp32, .shape = {-1, -1}}},
+      .outputs = {{.name = "y", .datatype = DataType::kFp32, .shape = {-1}}},
+  };
+  ModelConfig config;
+  config.inputs = {{.name = "x", .datatype = DataType::kFp32, .dims = Shape{-1, 16}}};
+  const auto narrowed = ApplyOverrides(model, config);
+  ASSERT_TRUE(narrowed.ok());
+  EXPECT_EQ(narrowed->inputs[0].shape, (Shape{-1, 16}));
+
+  config.inputs = {{.name = "x", .datatype = DataType::kInt64, .dims = {}}};
+  EXPECT_FALSE(ApplyOverrides(model, config).ok());
+  config.inputs = {{.name = "z", .datatype = {}, .dims = {}}};
+  EXPECT_FALSE(ApplyOverrides(model, config).ok());
+  config.inputs = {{.name = "x", .datatype = {}, .dims = Shape{4}}};
+  EXPECT_FALSE(ApplyOverrides(model, config).ok());
+
+  config.inputs = {};
+  config.max_batch_size = 4;
+  EXPECT_TRUE(ApplyOverrides(model, config).ok());
+  const ModelSignature fixed{.inputs = {{.name = "x", .datatype = DataType::kFp32, .shape = {1, 3}}},
+                             .outputs = {}};
+  EXPECT_FALSE(ApplyOverrides(fixed, config).ok());
+}
+
+}  // namespace
+}  // namespace perch
