@@ -3,6 +3,7 @@
 
 #include <httplib.h>
 
+#include <functional>
 #include <string>
 
 #include "api/http_server.h"
@@ -23,6 +24,15 @@ int HttpStatusFor(StatusCode code);
 void SendJson(httplib::Response& response, int http_status, std::string body);
 // `{"error": "<message>"}` with the status that fits `status`.
 void SendError(httplib::Response& response, const Status& status);
+
+// Registers a POST route whose body is read here, counting every byte after
+// decompression: the HTTP library itself checks only Content-Length, which
+// neither chunked nor compressed bodies are bounded by. Past the limit the
+// answer is 413 and `handler` is not called.
+using BodyHandler =
+    std::function<void(const httplib::Request&, const std::string& body, httplib::Response&)>;
+void PostWithBody(httplib::Server& server, const std::string& pattern, const Context& context,
+                  BodyHandler handler);
 
 void RegisterHealthRoutes(httplib::Server& server, const Context& context);
 void RegisterInferenceRoutes(httplib::Server& server, const Context& context);

@@ -49,6 +49,38 @@ void SendError(httplib::Response& response, const Status& status) {
                                                             nlohmann::json::error_handler_t::replace));
 }
 
+void PostWithBody(httplib::Server& server, const std::string& pattern, const Context& context,
+                  BodyHandler handler) {
+  server.Post(pattern, [&context, handler = std::move(handler)](
+                           const httplib::Request& request, httplib::Response& response,
+                           const httplib::ContentReader& read_content) {
+    const size_t limit = context.options.max_body_bytes;
+    std::string body;
+    bool too_large = request.get_header_value<uint64_t>("Content-Length") > limit;
+    const bool complete = !too_large && read_content([&](const char* data, size_t length) {
+      if (length > limit - body.size()) {
+        too_large = true;
+        return false;
+      }
+      body.append(data, length);
+      return true;
+    });
+    if (too_large) {
+      SendJson(response, 413,
+               nlohmann::json{{"error", fmt::format("the request body is larger than the server's "
+                                                    "limit of {} bytes (--max-body-bytes)",
+                                                    limit)}}
+                   .dump());
+      return;
+    }
+    if (!complete) {
+      SendError(response, InvalidArgument("the request body could not be read completely"));
+      return;
+    }
+    handler(request, body, response);
+  });
+}
+
 }  // namespace http
 
 class HttpServer::Impl {

@@ -69,9 +69,9 @@ void HandleReady(const Context& context, const httplib::Request& request,
 }
 
 // The JSON part's length for the binary tensor extension; the whole body without it.
-Result<size_t> JsonLength(const httplib::Request& request) {
+Result<size_t> JsonLength(const httplib::Request& request, std::string_view body) {
   if (!request.has_header(std::string(kHeaderLength))) {
-    return request.body.size();
+    return body.size();
   }
   const std::string value = request.get_header_value(std::string(kHeaderLength));
   size_t length = 0;
@@ -80,29 +80,32 @@ Result<size_t> JsonLength(const httplib::Request& request) {
     return InvalidArgument(fmt::format("{} must be a non-negative integer, not \"{}\"",
                                        kHeaderLength, value));
   }
-  if (length > request.body.size()) {
+  if (length > body.size()) {
     return InvalidArgument(fmt::format("{} is {} but the body has only {} bytes", kHeaderLength,
-                                       length, request.body.size()));
+                                       length, body.size()));
   }
   return length;
 }
 
+Result<JsonInferRequest> Decode(const Context& context, const httplib::Request& request,
+                                std::string_view body) {
+  PERCH_ASSIGN_OR_RETURN(const size_t json_length, JsonLength(request, body));
+  return DecodeJsonInferRequest(body.substr(0, json_length), body.substr(json_length),
+                                context.options.max_json_depth);
+}
+
 void HandleInfer(const Context& context, const httplib::Request& request,
-                 httplib::Response& response) {
-  const auto json_length = JsonLength(request);
-  if (!json_length.ok()) {
-    SendError(response, json_length.status());
-    return;
-  }
-  const std::string_view body = request.body;
-  auto decoded = DecodeJsonInferRequest(body.substr(0, *json_length), body.substr(*json_length),
-                                        context.options.max_json_depth);
+                 const std::string& body, httplib::Response& response) {
+  const std::string model_name = request.matches[1];
+  const std::string model_version = VersionOf(request);
+  auto decoded = Decode(context, request, body);
   if (!decoded.ok()) {
+    context.inference.RecordUndecodable(model_name, model_version);
     SendError(response, decoded.status());
     return;
   }
-  decoded->request.model_name = request.matches[1];
-  decoded->request.model_version = VersionOf(request);
+  decoded->request.model_name = model_name;
+  decoded->request.model_version = model_version;
   const auto result = context.inference.Infer(std::move(decoded->request));
   if (!result.ok()) {
     SendError(response, result.status());
@@ -133,10 +136,11 @@ void RegisterInferenceRoutes(httplib::Server& server, const Context& context) {
              [&context](const httplib::Request& request, httplib::Response& response) {
                HandleReady(context, request, response);
              });
-  server.Post(model_path + "/infer",
-              [&context](const httplib::Request& request, httplib::Response& response) {
-                HandleInfer(context, request, response);
-              });
+  PostWithBody(server, model_path + "/infer", context,
+               [&context](const httplib::Request& request, const std::string& body,
+                          httplib::Response& response) {
+                 HandleInfer(context, request, body, response);
+               });
 }
 
 }  // namespace perch::http

@@ -6,11 +6,12 @@
 namespace perch::http {
 
 void RegisterRepositoryRoutes(httplib::Server& server, const Context& context) {
-  server.Post("/v2/repository/index",
-              [&context](const httplib::Request& request, httplib::Response& response) {
+  PostWithBody(server, "/v2/repository/index", context,
+              [&context](const httplib::Request&, const std::string& request_body,
+                         httplib::Response& response) {
                 bool ready_only = false;
-                if (!request.body.empty()) {
-                  const auto body = nlohmann::json::parse(request.body, nullptr, false);
+                if (!request_body.empty()) {
+                  const auto body = nlohmann::json::parse(request_body, nullptr, false);
                   if (body.is_discarded() || !body.is_object() ||
                       (body.contains("ready") && !body["ready"].is_boolean())) {
                     SendError(response, InvalidArgument("the index request body must be a JSON "
@@ -36,8 +37,9 @@ void RegisterRepositoryRoutes(httplib::Server& server, const Context& context) {
                 SendJson(response, 200,
                          index.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
               });
-  server.Post(R"(/v2/repository/models/([^/]+)/(load|unload))",
-              [&context](const httplib::Request& request, httplib::Response& response) {
+  PostWithBody(server, R"(/v2/repository/models/([^/]+)/(load|unload))", context,
+              [&context](const httplib::Request& request, const std::string&,
+                         httplib::Response& response) {
                 const std::string name = request.matches[1];
                 const Status status = request.matches[2] == "load"
                                           ? context.models.LoadModel(name)

@@ -95,6 +95,15 @@ Result<std::vector<std::string>> ResolveOutputs(const ModelSignature& signature,
   return names;
 }
 
+void InferenceService::RecordUndecodable(std::string_view model_name,
+                                         std::string_view model_version) const {
+  const auto model = models_.Acquire(model_name, model_version);
+  if (model.ok()) {
+    (*model)->requests.Increment();
+    (*model)->failures.Increment();
+  }
+}
+
 Result<InferResponse> InferenceService::Infer(InferRequest request) const {
   const auto received = Clock::now();
   PERCH_ASSIGN_OR_RETURN(const auto model,

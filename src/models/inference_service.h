@@ -20,6 +20,11 @@ class InferenceService {
   // InvalidArgument: inputs or requested outputs that do not fit the model.
   Result<InferResponse> Infer(InferRequest request) const;
 
+  // Counts a request for a served model that its transport could not decode,
+  // so the model's failure count includes malformed requests. Requests for
+  // unknown models are not counted: their names would be unbounded labels.
+  void RecordUndecodable(std::string_view model_name, std::string_view model_version) const;
+
  private:
   const ModelManager& models_;
 };

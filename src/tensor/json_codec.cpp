@@ -282,7 +282,11 @@ Result<Tensor> DecodeInput(const element& input_value, size_t index, std::string
   }
   Tensor tensor{.name = std::string(name), .datatype = *datatype, .shape = {}, .data = {}};
   PERCH_ASSIGN_OR_RETURN(tensor.shape, DecodeShape(input, where));
-  PERCH_ASSIGN_OR_RETURN(const int64_t count, ElementCount(tensor.shape));
+  const auto element_count = ElementCount(tensor.shape);
+  if (!element_count.ok()) {
+    return InvalidArgument(fmt::format("{}: {}", where, element_count.status().message()));
+  }
+  const int64_t count = *element_count;
 
   PERCH_ASSIGN_OR_RETURN(const auto parameters, GetOptionalObject(input, "parameters", where));
   element binary_size_value;
@@ -341,10 +345,14 @@ Status DecodeOutputs(const simdjson::dom::object& root, JsonInferRequest& decode
     PERCH_ASSIGN_OR_RETURN(const std::string_view name, GetString(output, "name", index_where));
     const std::string where = fmt::format("output '{}'", name);
     PERCH_ASSIGN_OR_RETURN(const auto parameters, GetOptionalObject(output, "parameters", where));
-    PERCH_ASSIGN_OR_RETURN(const bool binary, GetBoolParameter(parameters, "binary_data", where));
     decoded.request.requested_outputs.emplace_back(name);
-    if (binary) {
-      decoded.binary_outputs.emplace_back(name);
+    element binary;
+    if (FindKey(parameters, "binary_data", binary)) {
+      if (binary.type() != element_type::BOOL) {
+        return InvalidArgument(
+            fmt::format("parameter \"binary_data\" of {} must be true or false", where));
+      }
+      decoded.binary_choices.emplace_back(name, bool(binary));
     }
   }
   return Status::Ok();
@@ -354,6 +362,8 @@ std::string_view SimdjsonErrorText(simdjson::error_code error, size_t max_depth,
                                    std::string& buffer) {
   if (error == simdjson::DEPTH_ERROR) {
     buffer = fmt::format("the JSON nests deeper than the limit of {} levels", max_depth);
+  } else if (error == simdjson::NUMBER_ERROR) {
+    buffer = "the body holds a number that is malformed or out of 64-bit range";
   } else {
     buffer = fmt::format("the body is not valid JSON: {}", simdjson::error_message(error));
   }
@@ -363,9 +373,9 @@ std::string_view SimdjsonErrorText(simdjson::error_code error, size_t max_depth,
 }  // namespace
 
 bool JsonInferRequest::WantsBinary(std::string_view output_name) const {
-  return all_outputs_binary ||
-         std::find(binary_outputs.begin(), binary_outputs.end(), output_name) !=
-             binary_outputs.end();
+  const auto choice = std::find_if(binary_choices.begin(), binary_choices.end(),
+                                   [&](const auto& c) { return c.first == output_name; });
+  return choice != binary_choices.end() ? choice->second : all_outputs_binary;
 }
 
 Result<JsonInferRequest> DecodeJsonInferRequest(std::string_view json, std::string_view binary,

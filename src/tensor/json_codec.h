@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "core/status.h"
@@ -16,8 +17,9 @@ namespace perch {
 // JSON wire format carries.
 struct JsonInferRequest {
   InferRequest request;
-  std::vector<std::string> binary_outputs;  // outputs asked for with "binary_data": true
-  bool all_outputs_binary = false;          // request "binary_data_output": true
+  // Outputs with an explicit "binary_data" parameter; it overrides the default.
+  std::vector<std::pair<std::string, bool>> binary_choices;
+  bool all_outputs_binary = false;  // request "binary_data_output": the default
 
   bool WantsBinary(std::string_view output_name) const;
 };

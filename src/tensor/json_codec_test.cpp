@@ -69,6 +69,15 @@ TEST(JsonDecodeTest, IdOutputsAndBinaryChoices) {
   EXPECT_FALSE(decoded->WantsBinary("b"));
 }
 
+TEST(JsonDecodeTest, PerOutputChoiceOverridesTheDefault) {
+  const auto decoded = Decode(
+      R"({"parameters":{"binary_data_output":true},"inputs":[],
+          "outputs":[{"name":"a","parameters":{"binary_data":false}},{"name":"b"}]})");
+  ASSERT_TRUE(decoded.ok()) << decoded.status().message();
+  EXPECT_FALSE(decoded->WantsBinary("a"));
+  EXPECT_TRUE(decoded->WantsBinary("b"));
+}
+
 TEST(JsonDecodeTest, BinaryInputsTakeTheirBytesInOrder) {
   std::string binary;
   const float values[] = {1.5f, -2.0f};
@@ -143,7 +152,7 @@ TEST(JsonEncodeTest, JsonAndBinaryOutputs) {
             R"({"name":"l","datatype":"BYTES","shape":[1],"data":["cat"]}]})");
 
   JsonInferRequest binary_p;
-  binary_p.binary_outputs = {"p"};
+  binary_p.binary_choices = {{"p", true}};
   const auto mixed = EncodeJsonInferResponse(response, binary_p);
   ASSERT_TRUE(mixed.ok());
   EXPECT_TRUE(mixed->has_binary);

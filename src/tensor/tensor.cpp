@@ -71,7 +71,11 @@ std::string ShapeToString(const Shape& shape) { return fmt::format("[{}]", fmt::
 Status ValidateTensorData(const Tensor& tensor) {
   PERCH_ASSIGN_OR_RETURN(const int64_t count, ElementCount(tensor.shape));
   if (tensor.datatype == DataType::kBytes) {
-    return SplitBytesElements(tensor.data, count).status();
+    const auto elements = SplitBytesElements(tensor.data, count);
+    if (!elements.ok()) {
+      return InvalidArgument(fmt::format("tensor '{}': {}", tensor.name, elements.status().message()));
+    }
+    return Status::Ok();
   }
   const size_t element_size = ElementSize(tensor.datatype);
   if (static_cast<uint64_t>(count) > tensor.data.size() / element_size ||
