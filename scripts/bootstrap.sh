@@ -53,21 +53,36 @@ fetch_npm() {
 
 ort_dir="$deps/onnxruntime"
 if [ ! -f "$ort_dir/lib/libonnxruntime.so" ]; then
-  # 0.4.9 ships ONNX Runtime 1.29: the C/C++ headers (in its iOS framework,
-  # platform-neutral) and the linux-x64 shared library.
-  tgz=$(fetch_npm com.github.asus4.onnxruntime@0.4.9 \
+  # com.github.asus4.onnxruntime 0.4.9 ships ONNX Runtime 1.29: the C/C++
+  # headers (in its iOS framework, platform-neutral) and the linux-x64
+  # library. On Arm, the linux-arm64 library of onnxruntime-node 1.30 serves
+  # the same headers: the C API is versioned and newer libraries keep the old.
+  headers_tgz=$(fetch_npm com.github.asus4.onnxruntime@0.4.9 \
     "sha512-BkzxduSZ9IkeDP6Q8lz2TFU2ie7hSSvS7ZIfzMooExoq0CNzJnuuGaUJ7IsojBgqO4ouD1jXah8OYyJbCN29Fg==")
   headers='package/Plugins/iOS~/onnxruntime.xcframework/ios-arm64/onnxruntime.framework/Headers'
+  case "$(uname -m)" in
+    x86_64)
+      lib_tgz="$headers_tgz"
+      lib_path=package/Plugins/Linux/x64/libonnxruntime.so ;;
+    aarch64|arm64)
+      lib_tgz=$(fetch_npm onnxruntime-node@1.30.0 \
+        "sha512-twhs1C2C/BFkz1yc5OY0KIU2GUq6DURO7hD4bx5Q2Qy3nAMJwRXW8xU3NVczE29VA9lolLOYepoD8fjTGOfIqw==")
+      lib_path=package/bin/napi-v6/linux/arm64/libonnxruntime.so.1 ;;
+    *)
+      echo "bootstrap: no provisioned ONNX Runtime for $(uname -m); build with -DONNXRUNTIME_ROOT=<release>" >&2
+      exit 1 ;;
+  esac
   tmp=$(mktemp -d)
-  tar -xzf "$tgz" -C "$tmp" "$headers" package/Plugins/Linux/x64/libonnxruntime.so
+  tar -xzf "$headers_tgz" -C "$tmp" "$headers"
+  tar -xzf "$lib_tgz" -C "$tmp" "$lib_path"
   mkdir -p "$ort_dir/include" "$ort_dir/lib"
   cp "$tmp/$headers"/*.h "$ort_dir/include/"
-  cp "$tmp/package/Plugins/Linux/x64/libonnxruntime.so" "$ort_dir/lib/"
+  cp "$tmp/$lib_path" "$ort_dir/lib/libonnxruntime.so"
+  rm -rf "$tmp"
   # Binaries look the library up by its soname.
   soname=$(objdump -p "$ort_dir/lib/libonnxruntime.so" | awk '/SONAME/ {print $2}')
   [ -z "$soname" ] || ln -sf libonnxruntime.so "$ort_dir/lib/$soname"
-  rm -rf "$tmp"
-  echo "bootstrap: ONNX Runtime 1.29 in $ort_dir"
+  echo "bootstrap: ONNX Runtime in $ort_dir"
 fi
 
 models_dir="$deps/openwakeword"
