@@ -13,6 +13,7 @@
 #include "engine/engine.h"
 #include "models/inference_service.h"
 #include "models/model_manager.h"
+#include "models/scheduler.h"
 
 namespace perch::cli {
 namespace {
@@ -22,6 +23,7 @@ struct ServeOptions {
   std::string log_level = "info";
   double poll_seconds = 0;
   int engine_threads = 0;
+  int workers = 0;
   bool check_config = false;
   HttpServerOptions http;
 };
@@ -66,7 +68,9 @@ int RunServe(const ServeOptions& options) {
           .poll_interval = std::chrono::milliseconds(static_cast<int64_t>(options.poll_seconds * 1000)),
       },
       **engine, metrics, logger.ForComponent("models"));
-  const InferenceService inference(models);
+  Scheduler scheduler(SchedulerOptions{.workers = options.workers});
+  scheduler.Start();
+  const InferenceService inference(models, scheduler);
   auto http = HttpServer::Create(options.http, inference, models, metrics, logger.ForComponent("http"));
   if (!http.ok()) {
     return Fail(logger, http.status());
@@ -86,7 +90,10 @@ int RunServe(const ServeOptions& options) {
   int signal = 0;
   sigwait(&stop_signals, &signal);
   logger.Info("received {}, shutting down", signal == SIGINT ? "SIGINT" : "SIGTERM");
+  // Staged: stop accepting and finish the requests in flight, then the
+  // workers (which run what is still queued), then the repository poller.
   (*http)->Stop();
+  scheduler.Stop();
   models.Stop();
   return 0;
 }
@@ -128,6 +135,11 @@ CommandRunner AddServeCommand(CLI::App& app) {
   app.add_option("--threads", options->engine_threads,
                  "Threads of the inference pool shared by all models (0: one per core)")
       ->envname("PERCH_THREADS")
+      ->check(CLI::Range(0, 1024))
+      ->capture_default_str();
+  app.add_option("--workers", options->workers,
+                 "Inference workers shared by all models (0: one per core)")
+      ->envname("PERCH_WORKERS")
       ->check(CLI::Range(0, 1024))
       ->capture_default_str();
   app.add_option("--log-level", options->log_level, "debug, info, warn or error")

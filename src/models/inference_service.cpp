@@ -11,10 +11,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double SecondsBetween(Clock::time_point start, Clock::time_point end) {
-  return std::chrono::duration<double>(end - start).count();
-}
-
 Status CheckShape(const TensorSpec& spec, int64_t max_batch_size, const Tensor& input) {
   if (input.shape.size() != spec.shape.size()) {
     return InvalidArgument(fmt::format("input '{}' has shape {} of rank {} but the model expects "
@@ -110,25 +106,29 @@ Result<InferResponse> InferenceService::Infer(InferRequest request) const {
                          models_.Acquire(request.model_name, request.model_version));
   model->requests.Increment();
   const auto run = [&]() -> Result<InferResponse> {
+    const ModelSignature& signature = model->signature();
     PERCH_RETURN_IF_ERROR(
-        ValidateInputs(model->signature(), model->config().max_batch_size, request.inputs));
-    PERCH_ASSIGN_OR_RETURN(const auto output_names,
-                           ResolveOutputs(model->signature(), request.requested_outputs));
-    model->instance_slots().acquire();
-    const auto started = Clock::now();
-    auto outputs = model->session().Run(request.inputs, output_names);
-    const auto finished = Clock::now();
-    model->instance_slots().release();
-    model->queue_seconds.Observe(SecondsBetween(received, started));
-    model->compute_seconds.Observe(SecondsBetween(started, finished));
-    if (!outputs.ok()) {
-      return outputs.status();
+        ValidateInputs(signature, model->config().max_batch_size, request.inputs));
+    PERCH_ASSIGN_OR_RETURN(auto output_names, ResolveOutputs(signature, request.requested_outputs));
+    // Model order, so that requests of one model line up for batching.
+    std::vector<Tensor> inputs;
+    inputs.reserve(request.inputs.size());
+    for (const auto& spec : signature.inputs) {
+      auto input = std::find_if(request.inputs.begin(), request.inputs.end(),
+                                [&](const Tensor& t) { return t.name == spec.name; });
+      inputs.push_back(std::move(*input));
     }
+    std::optional<Clock::time_point> deadline;
+    if (request.timeout.count() > 0) {
+      deadline = received + request.timeout;
+    }
+    PERCH_ASSIGN_OR_RETURN(auto outputs, scheduler_.Submit(model, std::move(inputs),
+                                                           std::move(output_names), deadline));
     return InferResponse{
         .model_name = model->name(),
         .model_version = std::to_string(model->version()),
         .id = std::move(request.id),
-        .outputs = std::move(outputs).value(),
+        .outputs = std::move(outputs),
     };
   };
   auto response = run();

@@ -7,17 +7,21 @@
 #include "engine/engine.h"
 #include "models/model_config.h"
 #include "models/model_manager.h"
+#include "models/scheduler.h"
 #include "tensor/tensor.h"
 
 namespace perch {
 
 class InferenceService {
  public:
-  explicit InferenceService(const ModelManager& models) : models_(models) {}
+  InferenceService(const ModelManager& models, Scheduler& scheduler)
+      : models_(models), scheduler_(scheduler) {}
 
-  // Runs `request` on the version it names (or the newest ready one).
-  // NotFound: unknown model or version; Unavailable: not ready;
-  // InvalidArgument: inputs or requested outputs that do not fit the model.
+  // Runs `request` on the version it names (or the newest ready one) and
+  // waits for the answer. NotFound: unknown model or version; Unavailable:
+  // not ready; InvalidArgument: inputs or requested outputs that do not fit
+  // the model; ResourceExhausted: its queue is full; DeadlineExceeded: past
+  // request.timeout.
   Result<InferResponse> Infer(InferRequest request) const;
 
   // Counts a request for a served model that its transport could not decode,
@@ -27,6 +31,7 @@ class InferenceService {
 
  private:
   const ModelManager& models_;
+  Scheduler& scheduler_;
 };
 
 // Checks `inputs` against `signature`: every input present once, none

@@ -69,6 +69,34 @@ Result<VersionPolicy> ParseVersionPolicy(const json& value) {
   return policy;
 }
 
+Result<DynamicBatching> ParseDynamicBatching(const json& value, int64_t max_batch_size) {
+  if (!value.is_object()) {
+    return InvalidArgument("\"dynamic_batching\" must be an object");
+  }
+  if (max_batch_size <= 0) {
+    return InvalidArgument("\"dynamic_batching\" needs \"max_batch_size\" above 0: batches are "
+                           "merged along dim 0 up to that size");
+  }
+  PERCH_RETURN_IF_ERROR(
+      CheckKeys(value, "dynamic_batching", {"preferred_batch_sizes", "max_queue_delay_us"}));
+  DynamicBatching batching;
+  if (value.contains("max_queue_delay_us")) {
+    PERCH_ASSIGN_OR_RETURN(batching.max_queue_delay_us,
+                           GetInteger(value, "max_queue_delay_us", 0, 10'000'000));
+  }
+  for (const json& size : value.value("preferred_batch_sizes", json::array())) {
+    if (!size.is_number_integer() || size.get<int64_t>() < 1 ||
+        size.get<int64_t>() > max_batch_size) {
+      return InvalidArgument(fmt::format(
+          "dynamic_batching.preferred_batch_sizes lists {}, not an integer from 1 to "
+          "max_batch_size ({})",
+          size.dump(), max_batch_size));
+    }
+    batching.preferred_batch_sizes.push_back(size.get<int64_t>());
+  }
+  return batching;
+}
+
 Result<std::vector<TensorOverride>> ParseOverrides(const json& value, std::string_view key) {
   if (!value.is_array()) {
     return InvalidArgument(fmt::format("\"{}\" must be an array of objects", key));
@@ -194,8 +222,9 @@ Result<ModelConfig> ParseModelConfig(std::string_view text) {
     return InvalidArgument("model.json is not a JSON object");
   }
   PERCH_RETURN_IF_ERROR(CheckKeys(root, "model.json",
-                                  {"max_batch_size", "instances", "threads", "version_policy",
-                                   "inputs", "outputs", "warmup"}));
+                                  {"max_batch_size", "instances", "max_queue_size",
+                                   "dynamic_batching", "threads", "version_policy", "inputs",
+                                   "outputs", "warmup"}));
   ModelConfig config;
   if (root.contains("max_batch_size")) {
     PERCH_ASSIGN_OR_RETURN(config.max_batch_size, GetInteger(root, "max_batch_size", 0, 1 << 20));
@@ -203,6 +232,13 @@ Result<ModelConfig> ParseModelConfig(std::string_view text) {
   if (root.contains("instances")) {
     PERCH_ASSIGN_OR_RETURN(const int64_t instances, GetInteger(root, "instances", 1, 256));
     config.instances = static_cast<int>(instances);
+  }
+  if (root.contains("max_queue_size")) {
+    PERCH_ASSIGN_OR_RETURN(config.max_queue_size, GetInteger(root, "max_queue_size", 1, 1 << 20));
+  }
+  if (root.contains("dynamic_batching")) {
+    PERCH_ASSIGN_OR_RETURN(config.dynamic_batching,
+                           ParseDynamicBatching(root["dynamic_batching"], config.max_batch_size));
   }
   if (root.contains("threads")) {
     PERCH_ASSIGN_OR_RETURN(const int64_t threads, GetInteger(root, "threads", 0, 1024));

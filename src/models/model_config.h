@@ -32,9 +32,19 @@ struct TensorOverride {
   std::optional<Shape> dims;
 };
 
+// Merging concurrent requests along dim 0 into one engine run.
+struct DynamicBatching {
+  // Sizes worth dispatching at once, without waiting for more requests.
+  std::vector<int64_t> preferred_batch_sizes;
+  // How long the oldest request may wait for others to join its batch.
+  int64_t max_queue_delay_us = 0;
+};
+
 struct ModelConfig {
   int64_t max_batch_size = 0;  // > 0: dim 0 is the batch dim, at most this
-  int instances = 1;           // requests of this model run at once
+  int instances = 1;           // batches of this model that run at once
+  int64_t max_queue_size = 64;  // requests waiting beyond this are refused
+  std::optional<DynamicBatching> dynamic_batching;  // needs max_batch_size > 0
   int threads = 0;             // > 0: a thread pool of its own; 0 = the shared pool
   VersionPolicy version_policy;
   std::vector<TensorOverride> inputs;

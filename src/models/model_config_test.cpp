@@ -7,7 +7,8 @@ namespace {
 
 TEST(ModelConfigTest, ParsesEveryKey) {
   const auto config = ParseModelConfig(R"({
-    "max_batch_size": 8, "instances": 2, "threads": 1,
+    "max_batch_size": 8, "instances": 2, "threads": 1, "max_queue_size": 16,
+    "dynamic_batching": {"preferred_batch_sizes": [4, 8], "max_queue_delay_us": 500},
     "version_policy": {"specific": {"versions": [1, 3]}},
     "inputs": [{"name": "x", "datatype": "FP32", "dims": [-1, 16]}],
     "outputs": [{"name": "y"}],
@@ -20,6 +21,10 @@ TEST(ModelConfigTest, ParsesEveryKey) {
   EXPECT_EQ(config->version_policy.specific, (std::vector<int64_t>{1, 3}));
   EXPECT_EQ(config->inputs[0].dims, (Shape{-1, 16}));
   EXPECT_EQ(config->warmup_runs, 2);
+  EXPECT_EQ(config->max_queue_size, 16);
+  ASSERT_TRUE(config->dynamic_batching.has_value());
+  EXPECT_EQ(config->dynamic_batching->preferred_batch_sizes, (std::vector<int64_t>{4, 8}));
+  EXPECT_EQ(config->dynamic_batching->max_queue_delay_us, 500);
 }
 
 TEST(ModelConfigTest, EmptyObjectGivesDefaults) {
@@ -48,6 +53,12 @@ TEST(ModelConfigTest, RefusesMistakesByName) {
   expect_error(R"({"inputs": [{"name": "x", "datatype": "FLOAT"}]})", "unknown datatype");
   expect_error(R"({"inputs": [{"name": "x", "dims": [-2]}]})", "dims");
   expect_error(R"({"warmup": 3})", "\"warmup\" must be an object");
+  expect_error(R"({"dynamic_batching": {}})", "needs \"max_batch_size\" above 0");
+  expect_error(R"({"max_batch_size": 4, "dynamic_batching": {"preferred_batch_sizes": [8]}})",
+               "preferred_batch_sizes lists 8");
+  expect_error(R"({"max_batch_size": 4, "dynamic_batching": {"max_delay": 1}})",
+               "unknown key \"max_delay\"");
+  expect_error(R"({"max_queue_size": 0})", "max_queue_size");
 }
 
 TEST(VersionPolicyTest, Selects) {

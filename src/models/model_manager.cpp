@@ -75,17 +75,20 @@ LoadedModel::LoadedModel(std::string name, int64_t version, ModelConfig config,
                                   {{"model", name}, {"version", std::to_string(version)}})),
       queue_seconds(metrics.GetHistogram(
           "perch_inference_queue_duration_seconds",
-          "Time a request waited for a free model instance",
+          "Time a request waited in its model's queue",
           {{"model", name}, {"version", std::to_string(version)}}, LatencyBucketsSeconds())),
       compute_seconds(metrics.GetHistogram(
           "perch_inference_compute_duration_seconds", "Time the engine spent on a request",
           {{"model", name}, {"version", std::to_string(version)}}, LatencyBucketsSeconds())),
+      batch_size(metrics.GetHistogram("perch_inference_batch_size",
+                                      "Requests run together in one engine call",
+                                      {{"model", name}, {"version", std::to_string(version)}},
+                                      {1, 2, 4, 8, 16, 32, 64, 128})),
       name_(std::move(name)),
       version_(version),
       config_(std::move(config)),
       signature_(std::move(signature)),
-      session_(std::move(session)),
-      instance_slots_(config_.instances) {}
+      session_(std::move(session)) {}
 
 ModelManager::ModelManager(ModelManagerOptions options, Engine& engine, MetricsRegistry& metrics,
                            Logger logger)

@@ -18,7 +18,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <semaphore>
 #include <set>
 #include <stop_token>
 #include <string>
@@ -53,13 +52,11 @@ class LoadedModel {
   const ModelSignature& signature() const { return signature_; }
   Session& session() const { return *session_; }
 
-  // At most config().instances requests run at once; the rest wait here.
-  std::counting_semaphore<256>& instance_slots() { return instance_slots_; }
-
   Counter& requests;
   Counter& failures;
   Histogram& queue_seconds;
   Histogram& compute_seconds;
+  Histogram& batch_size;  // requests merged into one engine run
 
  private:
   const std::string name_;
@@ -67,7 +64,6 @@ class LoadedModel {
   const ModelConfig config_;
   const ModelSignature signature_;
   const std::unique_ptr<Session> session_;
-  std::counting_semaphore<256> instance_slots_;
 };
 
 struct VersionStatus {

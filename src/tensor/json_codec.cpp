@@ -407,6 +407,15 @@ Result<JsonInferRequest> DecodeJsonInferRequest(std::string_view json, std::stri
                          GetOptionalObject(root, "parameters", "the request"));
   PERCH_ASSIGN_OR_RETURN(decoded.all_outputs_binary,
                          GetBoolParameter(parameters, "binary_data_output", "the request"));
+  element timeout;
+  if (FindKey(parameters, "timeout", timeout)) {
+    // Microseconds, as Triton reads the same parameter.
+    if (timeout.type() != element_type::INT64 || int64_t(timeout) < 0) {
+      return InvalidArgument(
+          "parameter \"timeout\" must be a non-negative integer (microseconds)");
+    }
+    decoded.request.timeout = std::chrono::microseconds(int64_t(timeout));
+  }
 
   element inputs_value;
   if (root.at_key("inputs").get(inputs_value) != simdjson::SUCCESS ||

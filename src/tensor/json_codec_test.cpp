@@ -60,10 +60,11 @@ TEST(JsonDecodeTest, BoolAndBytes) {
 
 TEST(JsonDecodeTest, IdOutputsAndBinaryChoices) {
   const auto decoded = Decode(
-      R"({"id":"r1","parameters":{"binary_data_output":false},"inputs":[],
+      R"({"id":"r1","parameters":{"binary_data_output":false,"timeout":2500},"inputs":[],
           "outputs":[{"name":"a","parameters":{"binary_data":true}},{"name":"b"}]})");
   ASSERT_TRUE(decoded.ok()) << decoded.status().message();
   EXPECT_EQ(decoded->request.id, "r1");
+  EXPECT_EQ(decoded->request.timeout, std::chrono::microseconds(2500));
   EXPECT_EQ(decoded->request.requested_outputs, (std::vector<std::string>{"a", "b"}));
   EXPECT_TRUE(decoded->WantsBinary("a"));
   EXPECT_FALSE(decoded->WantsBinary("b"));
@@ -113,6 +114,7 @@ TEST(JsonDecodeTest, RefusesBadInput) {
   ExpectError(Decode(R"({"inputs":[{"name":"x","datatype":"FP32","shape":[1]}]})"),
               "neither \"data\" nor");
   ExpectError(Decode(R"({"id":5,"inputs":[]})"), "\"id\" must be a string");
+  ExpectError(Decode(R"({"parameters":{"timeout":-1},"inputs":[]})"), "\"timeout\"");
   ExpectError(Decode(R"({"inputs":[],"outputs":[{"name":"a","parameters":{"binary_data":1}}]})"),
               "true or false");
 }

@@ -2,6 +2,7 @@
 // inference inputs and outputs, and the request/response that carry them.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -73,6 +74,7 @@ struct InferRequest {
   std::string id;
   std::vector<Tensor> inputs;
   std::vector<std::string> requested_outputs;  // empty: every output, in model order
+  std::chrono::microseconds timeout{0};         // 0: no limit
 };
 
 struct InferResponse {

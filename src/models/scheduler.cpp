@@ -1,0 +1,217 @@
+#include "models/scheduler.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "models/batching.h"
+
+namespace perch {
+namespace {
+
+double SecondsBetween(Scheduler::Clock::time_point start, Scheduler::Clock::time_point end) {
+  return std::chrono::duration<double>(end - start).count();
+}
+
+}  // namespace
+
+Scheduler::Scheduler(SchedulerOptions options) : options_(options) {}
+
+Scheduler::~Scheduler() { Stop(); }
+
+void Scheduler::Start() {
+  const int workers = options_.workers > 0
+                          ? options_.workers
+                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  for (int i = 0; i < workers; ++i) {
+    workers_.emplace_back([this] { WorkerLoop(); });
+  }
+}
+
+void Scheduler::Stop() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wakeup_.notify_all();
+  for (auto& worker : workers_) {
+    worker.join();
+  }
+  workers_.clear();
+}
+
+Result<std::vector<Tensor>> Scheduler::Submit(const std::shared_ptr<LoadedModel>& model,
+                                              std::vector<Tensor> inputs,
+                                              std::vector<std::string> output_names,
+                                              std::optional<Clock::time_point> deadline) {
+  auto pending = std::make_shared<Pending>();
+  pending->inputs = std::move(inputs);
+  pending->output_names = std::move(output_names);
+  pending->deadline = deadline;
+  pending->enqueued = Clock::now();
+  auto done = pending->done.get_future();
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_ || workers_.empty()) {
+      return Unavailable("the agent is shutting down");
+    }
+    ModelQueue& queue = queues_[model.get()];
+    if (static_cast<int64_t>(queue.pending.size()) >= model->config().max_queue_size) {
+      return ResourceExhausted(fmt::format(
+          "model '{}' has {} requests waiting, its max_queue_size; retry later", model->name(),
+          queue.pending.size()));
+    }
+    queue.model = model;
+    queue.pending.push_back(std::move(pending));
+    List(queue);
+  }
+  wakeup_.notify_all();
+  if (deadline && done.wait_until(*deadline) == std::future_status::timeout) {
+    return Status(StatusCode::kDeadlineExceeded,
+                  fmt::format("model '{}' did not answer within the request's timeout",
+                              model->name()));
+  }
+  return done.get();
+}
+
+void Scheduler::List(ModelQueue& queue) {
+  if (!queue.listed && !queue.pending.empty() && queue.active < queue.model->config().instances) {
+    queue.listed = true;
+    ready_.push_back(queue.model.get());
+  }
+}
+
+void Scheduler::WorkerLoop() {
+  std::unique_lock lock(mutex_);
+  while (true) {
+    wakeup_.wait(lock, [this] { return stopping_ || !ready_.empty(); });
+    if (ready_.empty()) {
+      return;  // stopping, and nothing is left to run
+    }
+    const LoadedModel* key = ready_.front();
+    ready_.pop_front();
+    ModelQueue& queue = queues_.at(key);
+    auto batch = TakeBatch(queue, lock);
+    queue.listed = false;
+    if (batch.empty()) {
+      List(queue);
+      continue;
+    }
+    ++queue.active;
+    List(queue);  // another worker may start the next batch meanwhile
+    const std::shared_ptr<LoadedModel> model = queue.model;
+    lock.unlock();
+    wakeup_.notify_all();
+    RunBatch(*model, batch);
+    lock.lock();
+    --queue.active;
+    List(queue);
+    if (queue.pending.empty() && queue.active == 0 && !queue.listed) {
+      queues_.erase(key);
+    }
+    wakeup_.notify_all();
+  }
+}
+
+std::vector<std::shared_ptr<Scheduler::Pending>> Scheduler::TakeBatch(
+    ModelQueue& queue, std::unique_lock<std::mutex>& lock) {
+  const auto& config = queue.model->config();
+  const auto expire = [&queue](Clock::time_point now) {
+    std::erase_if(queue.pending, [now](const std::shared_ptr<Pending>& pending) {
+      if (pending->deadline && *pending->deadline <= now) {
+        pending->done.set_value(Status(StatusCode::kDeadlineExceeded,
+                                       "the request's timeout passed while it waited in the queue"));
+        return true;
+      }
+      return false;
+    });
+  };
+  expire(Clock::now());
+  if (queue.pending.empty()) {
+    return {};
+  }
+  if (!config.dynamic_batching) {
+    auto single = std::move(queue.pending.front());
+    queue.pending.pop_front();
+    return {std::move(single)};
+  }
+
+  // Rows of the requests at the head of the queue that can join the oldest.
+  const auto mergeable_rows = [&queue, &config]() {
+    int64_t rows = 0;
+    for (const auto& pending : queue.pending) {
+      const int64_t more = pending->inputs.front().shape[0];
+      if (!CanMerge(queue.pending.front()->inputs, pending->inputs) ||
+          pending->output_names != queue.pending.front()->output_names ||
+          rows + more > config.max_batch_size) {
+        break;
+      }
+      rows += more;
+    }
+    return rows;
+  };
+  const auto& preferred = config.dynamic_batching->preferred_batch_sizes;
+  const auto full = [&]() {
+    const int64_t rows = mergeable_rows();
+    return stopping_ || rows >= config.max_batch_size ||
+           std::find(preferred.begin(), preferred.end(), rows) != preferred.end();
+  };
+  const auto flush_at = queue.pending.front()->enqueued +
+                        std::chrono::microseconds(config.dynamic_batching->max_queue_delay_us);
+  // `listed` stays set while waiting, so new requests of this model wake us
+  // instead of listing the model for a second worker.
+  wakeup_.wait_until(lock, flush_at, full);
+  expire(Clock::now());
+
+  std::vector<std::shared_ptr<Pending>> batch;
+  int64_t rows = 0;
+  while (!queue.pending.empty()) {
+    const auto& next = queue.pending.front();
+    const int64_t more = next->inputs.front().shape[0];
+    if (!batch.empty() && (!CanMerge(batch.front()->inputs, next->inputs) ||
+                           next->output_names != batch.front()->output_names ||
+                           rows + more > config.max_batch_size)) {
+      break;
+    }
+    rows += more;
+    batch.push_back(std::move(queue.pending.front()));
+    queue.pending.pop_front();
+  }
+  return batch;
+}
+
+void Scheduler::RunBatch(LoadedModel& model, const std::vector<std::shared_ptr<Pending>>& batch) {
+  const auto started = Clock::now();
+  Result<std::vector<Tensor>> outputs = Internal("not run");
+  std::vector<int64_t> rows;
+  if (batch.size() == 1) {
+    outputs = model.session().Run(batch.front()->inputs, batch.front()->output_names);
+  } else {
+    std::vector<const std::vector<Tensor>*> inputs;
+    for (const auto& pending : batch) {
+      inputs.push_back(&pending->inputs);
+      rows.push_back(pending->inputs.front().shape[0]);
+    }
+    outputs = model.session().Run(MergeBatch(inputs), batch.front()->output_names);
+  }
+  const auto finished = Clock::now();
+  for (const auto& pending : batch) {
+    model.queue_seconds.Observe(SecondsBetween(pending->enqueued, started));
+    model.compute_seconds.Observe(SecondsBetween(started, finished));
+  }
+  model.batch_size.Observe(static_cast<double>(batch.size()));
+  if (batch.size() == 1 || !outputs.ok()) {
+    for (const auto& pending : batch) {
+      pending->done.set_value(batch.size() == 1 ? std::move(outputs)
+                                                : Result<std::vector<Tensor>>(outputs.status()));
+    }
+    return;
+  }
+  auto split = SplitBatch(*outputs, rows);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    batch[i]->done.set_value(split.ok() ? Result<std::vector<Tensor>>(std::move((*split)[i]))
+                                        : Result<std::vector<Tensor>>(split.status()));
+  }
+}
+
+}  // namespace perch

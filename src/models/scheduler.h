@@ -1,0 +1,88 @@
+// Scheduler: the inference workers. Transports hand requests to Submit and
+// wait; a fixed pool of workers runs them, per model in FIFO order, at most
+// `instances` batches of one model at a time, merging requests into batches
+// for models with dynamic batching.
+//
+// Threading: Submit is thread-safe and blocks the calling (transport) thread
+// until its request is done, refused or past its deadline. Start and Stop
+// are called from one controlling thread.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/status.h"
+#include "models/model_manager.h"
+#include "tensor/tensor.h"
+
+namespace perch {
+
+struct SchedulerOptions {
+  int workers = 0;  // 0: one per core
+};
+
+class Scheduler {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  explicit Scheduler(SchedulerOptions options);
+  ~Scheduler();
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  void Start();
+  // Stops taking requests, runs those already queued, and joins the workers.
+  void Stop();
+
+  // Runs `inputs` (validated, in the model's input order) on `model` and
+  // returns `output_names`. ResourceExhausted when the model's queue is full;
+  // DeadlineExceeded past `deadline`; Unavailable once stopping.
+  Result<std::vector<Tensor>> Submit(const std::shared_ptr<LoadedModel>& model,
+                                     std::vector<Tensor> inputs,
+                                     std::vector<std::string> output_names,
+                                     std::optional<Clock::time_point> deadline);
+
+ private:
+  struct Pending {
+    std::vector<Tensor> inputs;
+    std::vector<std::string> output_names;
+    std::optional<Clock::time_point> deadline;
+    Clock::time_point enqueued;
+    std::promise<Result<std::vector<Tensor>>> done;
+  };
+  struct ModelQueue {
+    std::shared_ptr<LoadedModel> model;  // alive while anything of it is queued or running
+    std::deque<std::shared_ptr<Pending>> pending;
+    int active = 0;
+    bool listed = false;  // in ready_, or being batched by a worker
+  };
+
+  void WorkerLoop();
+  // Takes the next batch of `queue`, waiting up to the batching delay for it
+  // to fill. Requires `lock` held; may release it while waiting.
+  std::vector<std::shared_ptr<Pending>> TakeBatch(ModelQueue& queue,
+                                                  std::unique_lock<std::mutex>& lock);
+  void RunBatch(LoadedModel& model, const std::vector<std::shared_ptr<Pending>>& batch);
+  void List(ModelQueue& queue);  // requires mutex_
+
+  const SchedulerOptions options_;
+  std::vector<std::thread> workers_;
+
+  std::mutex mutex_;
+  std::condition_variable wakeup_;
+  std::map<const LoadedModel*, ModelQueue> queues_;  // guarded by mutex_
+  std::deque<const LoadedModel*> ready_;             // guarded by mutex_
+  bool stopping_ = false;                            // guarded by mutex_
+};
+
+}  // namespace perch
