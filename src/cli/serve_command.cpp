@@ -7,6 +7,9 @@
 #include <thread>
 
 #include "api/http_server.h"
+#ifdef PERCH_WITH_GRPC
+#include "api/grpc_server.h"
+#endif
 #include "cli/commands.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -26,6 +29,7 @@ struct ServeOptions {
   int workers = 0;
   bool check_config = false;
   HttpServerOptions http;
+  GrpcServerOptions grpc;
 };
 
 // Blocks SIGINT and SIGTERM in every thread (threads inherit the mask) so
@@ -75,11 +79,23 @@ int RunServe(const ServeOptions& options) {
   if (!http.ok()) {
     return Fail(logger, http.status());
   }
+#ifdef PERCH_WITH_GRPC
+  auto grpc = GrpcServer::Create(options.grpc, inference, models, logger.ForComponent("grpc"));
+  if (!grpc.ok()) {
+    return Fail(logger, grpc.status());
+  }
+#endif
   // Listen first, so that liveness answers while models load; readiness
   // says when loading is done.
   if (const Status started = (*http)->Start(); !started.ok()) {
     return Fail(logger, started);
   }
+#ifdef PERCH_WITH_GRPC
+  if (const Status started = (*grpc)->Start(); !started.ok()) {
+    (*http)->Stop();
+    return Fail(logger, started);
+  }
+#endif
   if (const Status loaded = models.Start(); !loaded.ok()) {
     (*http)->Stop();
     return Fail(logger, loaded);
@@ -93,6 +109,9 @@ int RunServe(const ServeOptions& options) {
   // Staged: stop accepting and finish the requests in flight, then the
   // workers (which run what is still queued), then the repository poller.
   (*http)->Stop();
+#ifdef PERCH_WITH_GRPC
+  (*grpc)->Stop();
+#endif
   scheduler.Stop();
   models.Stop();
   return 0;
@@ -112,6 +131,17 @@ CommandRunner AddServeCommand(CLI::App& app) {
       ->envname("PERCH_HTTP_PORT")
       ->check(CLI::Range(0, 65535))
       ->capture_default_str();
+#ifdef PERCH_WITH_GRPC
+  app.add_option("--grpc-port", options->grpc.port, "gRPC port (0: any free port)")
+      ->envname("PERCH_GRPC_PORT")
+      ->check(CLI::Range(0, 65535))
+      ->capture_default_str();
+  app.add_option("--grpc-max-message-bytes", options->grpc.max_message_bytes,
+                 "Largest gRPC message received or sent")
+      ->envname("PERCH_GRPC_MAX_MESSAGE_BYTES")
+      ->check(CLI::Range(size_t{1024}, (size_t{1} << 31) - 1))
+      ->capture_default_str();
+#endif
   app.add_option("--poll", options->poll_seconds,
                  "Rescan the repository every SECONDS for added, changed and removed versions "
                  "(0: never)")
@@ -150,6 +180,8 @@ CommandRunner AddServeCommand(CLI::App& app) {
                "Check the options and exit without serving");
   return [options] {
     options->http.server_version = Version();
+    options->grpc.server_version = Version();
+    options->grpc.host = options->http.host;
     return RunServe(*options);
   };
 }

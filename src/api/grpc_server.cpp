@@ -1,0 +1,186 @@
+#include "api/grpc_server.h"
+
+#include <fmt/format.h>
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+
+#include "api/grpc_codec.h"
+#include "grpc_predict_v2.grpc.pb.h"
+
+namespace perch {
+namespace {
+
+using grpc::ServerContext;
+using inference::GRPCInferenceService;
+
+void FillTensorMetadata(const std::vector<TensorSpec>& specs,
+                        google::protobuf::RepeatedPtrField<
+                            inference::ModelMetadataResponse::TensorMetadata>* out) {
+  for (const auto& spec : specs) {
+    auto* tensor = out->Add();
+    tensor->set_name(spec.name);
+    tensor->set_datatype(std::string(ToString(spec.datatype)));
+    for (const int64_t dim : spec.shape) {
+      tensor->add_shape(dim);
+    }
+  }
+}
+
+class InferenceServiceImpl final : public GRPCInferenceService::Service {
+ public:
+  InferenceServiceImpl(const GrpcServerOptions& options, const InferenceService& inference,
+                       const ModelManager& models, const Logger& logger)
+      : options_(options), inference_(inference), models_(models), logger_(logger) {}
+
+  grpc::Status ServerLive(ServerContext*, const inference::ServerLiveRequest*,
+                          inference::ServerLiveResponse* response) override {
+    response->set_live(true);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ServerReady(ServerContext*, const inference::ServerReadyRequest*,
+                           inference::ServerReadyResponse* response) override {
+    response->set_ready(models_.Ready());
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ModelReady(ServerContext*, const inference::ModelReadyRequest* request,
+                          inference::ModelReadyResponse* response) override {
+    const auto model = models_.Acquire(request->name(), request->version());
+    if (!model.ok() && model.status().code() != StatusCode::kUnavailable) {
+      return grpc_api::ToGrpcStatus(model.status());
+    }
+    response->set_ready(model.ok());
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ServerMetadata(ServerContext*, const inference::ServerMetadataRequest*,
+                              inference::ServerMetadataResponse* response) override {
+    response->set_name("perch");
+    response->set_version(options_.server_version);
+    response->add_extensions("model_repository");
+    response->add_extensions("metrics");
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ModelMetadata(ServerContext*, const inference::ModelMetadataRequest* request,
+                             inference::ModelMetadataResponse* response) override {
+    const auto model = models_.Acquire(request->name(), request->version());
+    if (!model.ok()) {
+      return grpc_api::ToGrpcStatus(model.status());
+    }
+    response->set_name(request->name());
+    for (const int64_t version : models_.ReadyVersions(request->name())) {
+      response->add_versions(std::to_string(version));
+    }
+    response->set_platform("onnxruntime_onnx");
+    FillTensorMetadata((*model)->signature().inputs, response->mutable_inputs());
+    FillTensorMetadata((*model)->signature().outputs, response->mutable_outputs());
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ModelInfer(ServerContext* context, const inference::ModelInferRequest* request,
+                          inference::ModelInferResponse* response) override {
+    try {
+      auto decoded = grpc_api::DecodeInferRequest(*request);
+      if (!decoded.ok()) {
+        inference_.RecordUndecodable(request->model_name(), request->model_version());
+        return grpc_api::ToGrpcStatus(decoded.status());
+      }
+      LimitToClientDeadline(*context, decoded->request);
+      const auto result = inference_.Infer(std::move(decoded->request));
+      if (!result.ok()) {
+        return grpc_api::ToGrpcStatus(result.status());
+      }
+      grpc_api::EncodeInferResponse(*result, decoded->raw_outputs, *response);
+      return grpc::Status::OK;
+    } catch (const std::exception& error) {
+      logger_.Error("ModelInfer failed: {}", error.what());
+      return {grpc::StatusCode::INTERNAL, fmt::format("internal error: {}", error.what())};
+    }
+  }
+
+ private:
+  // A client deadline shortens the request's own timeout, never lengthens it.
+  static void LimitToClientDeadline(const ServerContext& context, InferRequest& request) {
+    const auto deadline = context.deadline();
+    if (deadline == std::chrono::system_clock::time_point::max()) {
+      return;
+    }
+    const auto left = std::chrono::duration_cast<std::chrono::microseconds>(
+        deadline - std::chrono::system_clock::now());
+    const auto limit = std::max(left, std::chrono::microseconds(1));
+    if (request.timeout.count() == 0 || limit < request.timeout) {
+      request.timeout = limit;
+    }
+  }
+
+  const GrpcServerOptions& options_;
+  const InferenceService& inference_;
+  const ModelManager& models_;
+  const Logger& logger_;
+};
+
+}  // namespace
+
+class GrpcServer::Impl {
+ public:
+  Impl(const GrpcServerOptions& options, const InferenceService& inference,
+       const ModelManager& models, Logger logger)
+      : options_(options),
+        logger_(std::move(logger)),
+        service_(options_, inference, models, logger_) {}
+
+  Status Start() {
+    grpc::ServerBuilder builder;
+    const std::string address = fmt::format("{}:{}", options_.host, options_.port);
+    builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port_);
+    builder.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
+    builder.SetMaxSendMessageSize(static_cast<int>(options_.max_message_bytes));
+    builder.RegisterService(&service_);
+    server_ = builder.BuildAndStart();
+    if (!server_ || port_ <= 0) {
+      server_.reset();
+      return Unavailable(fmt::format("cannot listen for gRPC on {}: the address is in use or not "
+                                     "local",
+                                     address));
+    }
+    logger_.Info("gRPC API on {}:{}", options_.host, port_);
+    return Status::Ok();
+  }
+
+  void Stop() {
+    if (server_) {
+      server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+      server_.reset();
+    }
+  }
+
+  int port() const { return port_; }
+
+ private:
+  const GrpcServerOptions options_;
+  const Logger logger_;
+  InferenceServiceImpl service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+};
+
+Result<std::unique_ptr<GrpcServer>> GrpcServer::Create(const GrpcServerOptions& options,
+                                                       const InferenceService& inference,
+                                                       const ModelManager& models, Logger logger) {
+  if (options.max_message_bytes < 1024 || options.max_message_bytes > (size_t{1} << 31) - 1) {
+    return InvalidArgument("the gRPC message limit must be from 1 KiB to 2 GiB");
+  }
+  return std::unique_ptr<GrpcServer>(
+      new GrpcServer(std::make_unique<Impl>(options, inference, models, std::move(logger))));
+}
+
+GrpcServer::GrpcServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+GrpcServer::~GrpcServer() { Stop(); }
+Status GrpcServer::Start() { return impl_->Start(); }
+void GrpcServer::Stop() { impl_->Stop(); }
+int GrpcServer::port() const { return impl_->port(); }
+
+}  // namespace perch

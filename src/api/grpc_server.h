@@ -1,0 +1,48 @@
+// The Open Inference Protocol over gRPC: inference.GRPCInferenceService with
+// the messages and field numbers of KServe v2, so existing KServe and Triton
+// clients work unchanged. A thin adapter over InferenceService, like REST.
+//
+// Threading: RPCs are served by gRPC's own thread pool; Start and Stop are
+// called from one controlling thread.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "core/log.h"
+#include "core/status.h"
+#include "models/inference_service.h"
+#include "models/model_manager.h"
+
+namespace perch {
+
+struct GrpcServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 8001;                      // 0: any free port, see GrpcServer::port()
+  size_t max_message_bytes = 64 << 20;  // larger requests get RESOURCE_EXHAUSTED
+  std::string server_version = "0.0.0";
+};
+
+class GrpcServer {
+ public:
+  static Result<std::unique_ptr<GrpcServer>> Create(const GrpcServerOptions& options,
+                                                    const InferenceService& inference,
+                                                    const ModelManager& models, Logger logger);
+  ~GrpcServer();
+  GrpcServer(const GrpcServer&) = delete;
+  GrpcServer& operator=(const GrpcServer&) = delete;
+
+  // Binds and starts serving. Unavailable if the address cannot be bound.
+  Status Start();
+  // Stops accepting and waits (up to a few seconds) for RPCs in flight.
+  void Stop();
+  int port() const;
+
+ private:
+  class Impl;
+  explicit GrpcServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace perch
