@@ -12,6 +12,7 @@ using CommandRunner = std::function<int()>;
 
 CommandRunner AddServeCommand(CLI::App& app);
 CommandRunner AddInferCommand(CLI::App& app);
+CommandRunner AddPerfCommand(CLI::App& app);
 
 // The version perch was built as, e.g. "0.1.0".
 const char* Version();

@@ -28,6 +28,8 @@ int main(int argc, char** argv) {
   runners[serve] = perch::cli::AddServeCommand(*serve);
   auto* infer = app.add_subcommand("infer", "Send one inference request to a running agent");
   runners[infer] = perch::cli::AddInferCommand(*infer);
+  auto* perf = app.add_subcommand("perf", "Measure throughput and latency under load");
+  runners[perf] = perch::cli::AddPerfCommand(*perf);
 
   CLI11_PARSE(app, argc, argv);
   for (const auto* subcommand : app.get_subcommands()) {
