@@ -90,6 +90,18 @@ Counter& MetricsRegistry::GetCounter(const std::string& name, const std::string&
   return *series;
 }
 
+Gauge& MetricsRegistry::GetGauge(const std::string& name, const std::string& help,
+                                 const MetricLabels& labels) {
+  std::lock_guard lock(mutex_);
+  auto& family = gauges_[name];
+  family.help = help;
+  auto& series = family.series[labels];
+  if (!series) {
+    series = std::make_unique<Gauge>();
+  }
+  return *series;
+}
+
 Histogram& MetricsRegistry::GetHistogram(const std::string& name, const std::string& help,
                                          const MetricLabels& labels,
                                          const std::vector<double>& upper_bounds) {
@@ -110,6 +122,12 @@ std::string MetricsRegistry::RenderPrometheus() const {
     out += fmt::format("# HELP {} {}\n# TYPE {} counter\n", name, family.help, name);
     for (const auto& [labels, counter] : family.series) {
       out += fmt::format("{}{} {}\n", name, RenderLabels(labels), counter->Value());
+    }
+  }
+  for (const auto& [name, family] : gauges_) {
+    out += fmt::format("# HELP {} {}\n# TYPE {} gauge\n", name, family.help, name);
+    for (const auto& [labels, gauge] : family.series) {
+      out += fmt::format("{}{} {}\n", name, RenderLabels(labels), gauge->Value());
     }
   }
   for (const auto& [name, family] : histograms_) {

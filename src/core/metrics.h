@@ -26,6 +26,15 @@ class Counter {
   std::atomic<uint64_t> value_{0};
 };
 
+class Gauge {
+ public:
+  void Set(int64_t value) { value_.store(value, std::memory_order_relaxed); }
+  int64_t Value() const { return value_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<int64_t> value_{0};
+};
+
 class Histogram {
  public:
   // `upper_bounds` ascending; an implicit +Inf bucket follows them.
@@ -53,6 +62,7 @@ std::vector<double> LatencyBucketsSeconds();
 class MetricsRegistry {
  public:
   Counter& GetCounter(const std::string& name, const std::string& help, const MetricLabels& labels);
+  Gauge& GetGauge(const std::string& name, const std::string& help, const MetricLabels& labels);
   Histogram& GetHistogram(const std::string& name, const std::string& help,
                           const MetricLabels& labels, const std::vector<double>& upper_bounds);
 
@@ -68,6 +78,7 @@ class MetricsRegistry {
 
   mutable std::mutex mutex_;
   std::map<std::string, Family<Counter>> counters_;      // guarded by mutex_
+  std::map<std::string, Family<Gauge>> gauges_;          // guarded by mutex_
   std::map<std::string, Family<Histogram>> histograms_;  // guarded by mutex_
 };
 

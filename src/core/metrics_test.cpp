@@ -32,10 +32,12 @@ TEST(MetricsTest, HistogramBucketsAreCumulative) {
 TEST(MetricsTest, RendersPrometheusText) {
   MetricsRegistry registry;
   registry.GetCounter("perch_x_total", "X things", {{"model", "a\"b"}}).Increment(5);
+  registry.GetGauge("perch_depth", "Depth", {}).Set(-3);
   registry.GetHistogram("perch_y_seconds", "Y time", {{"model", "m"}}, {0.5}).Observe(0.25);
   const std::string text = registry.RenderPrometheus();
   EXPECT_NE(text.find("# TYPE perch_x_total counter\n"), std::string::npos);
   EXPECT_NE(text.find("perch_x_total{model=\"a\\\"b\"} 5\n"), std::string::npos);
+  EXPECT_NE(text.find("# TYPE perch_depth gauge\nperch_depth -3\n"), std::string::npos);
   EXPECT_NE(text.find("# TYPE perch_y_seconds histogram\n"), std::string::npos);
   EXPECT_NE(text.find("perch_y_seconds_bucket{model=\"m\",le=\"0.5\"} 1\n"), std::string::npos);
   EXPECT_NE(text.find("perch_y_seconds_bucket{model=\"m\",le=\"+Inf\"} 1\n"), std::string::npos);

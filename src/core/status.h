@@ -77,7 +77,8 @@ class [[nodiscard]] Result {
 
   T& value() & { return std::get<T>(state_); }
   const T& value() const& { return std::get<T>(state_); }
-  T&& value() && { return std::get<T>(std::move(state_)); }
+  // By value, so that `for (auto& x : F().value())` cannot dangle.
+  T value() && { return std::get<T>(std::move(state_)); }
 
   T& operator*() & { return value(); }
   const T& operator*() const& { return value(); }

@@ -1,0 +1,297 @@
+#include "outbox/durable_queue.h"
+
+#include <fmt/format.h>
+#include <sqlite3.h>
+
+#include <array>
+#include <mutex>
+
+namespace perch {
+namespace {
+
+constexpr std::array<std::pair<OverflowPolicy, std::string_view>, 2> kPolicyNames{{
+    {OverflowPolicy::kRejectNew, "reject-new"},
+    {OverflowPolicy::kDropOldest, "drop-oldest"},
+}};
+constexpr std::array<std::pair<SyncMode, std::string_view>, 2> kSyncNames{{
+    {SyncMode::kNormal, "normal"},
+    {SyncMode::kFull, "full"},
+}};
+
+template <typename Enum, size_t N>
+std::string_view NameOf(const std::array<std::pair<Enum, std::string_view>, N>& names, Enum value) {
+  for (const auto& [known, name] : names) {
+    if (known == value) {
+      return name;
+    }
+  }
+  return names.front().second;
+}
+
+template <typename Enum, size_t N>
+std::optional<Enum> ValueOf(const std::array<std::pair<Enum, std::string_view>, N>& names,
+                            std::string_view name) {
+  for (const auto& [value, known] : names) {
+    if (known == name) {
+      return value;
+    }
+  }
+  return std::nullopt;
+}
+
+int64_t NowUnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// A prepared statement, reset after each use.
+class Statement {
+ public:
+  Statement(sqlite3* db, const char* sql) { sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &statement_, nullptr); }
+  ~Statement() { sqlite3_finalize(statement_); }
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+
+  bool valid() const { return statement_ != nullptr; }
+  sqlite3_stmt* get() const { return statement_; }
+  void BindText(int index, std::string_view text) {
+    sqlite3_bind_text(statement_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
+  }
+  void BindBlob(int index, std::string_view bytes) {
+    sqlite3_bind_blob(statement_, index, bytes.data(), static_cast<int>(bytes.size()), SQLITE_TRANSIENT);
+  }
+  void BindInt(int index, int64_t value) { sqlite3_bind_int64(statement_, index, value); }
+  std::string ColumnBytes(int column) const {
+    const auto* data = static_cast<const char*>(sqlite3_column_blob(statement_, column));
+    return data ? std::string(data, static_cast<size_t>(sqlite3_column_bytes(statement_, column)))
+                : std::string();
+  }
+  // Runs to completion; the SQLite result code.
+  int Run() {
+    int result = SQLITE_ROW;
+    while (result == SQLITE_ROW) {
+      result = sqlite3_step(statement_);
+    }
+    sqlite3_reset(statement_);
+    sqlite3_clear_bindings(statement_);
+    return result;
+  }
+  void Reset() {
+    sqlite3_reset(statement_);
+    sqlite3_clear_bindings(statement_);
+  }
+
+ private:
+  sqlite3_stmt* statement_ = nullptr;
+};
+
+}  // namespace
+
+std::string_view ToString(OverflowPolicy policy) { return NameOf(kPolicyNames, policy); }
+std::optional<OverflowPolicy> OverflowPolicyFromString(std::string_view name) {
+  return ValueOf(kPolicyNames, name);
+}
+std::string_view ToString(SyncMode mode) { return NameOf(kSyncNames, mode); }
+std::optional<SyncMode> SyncModeFromString(std::string_view name) {
+  return ValueOf(kSyncNames, name);
+}
+
+class DurableQueue::Impl {
+ public:
+  Impl(const DurableQueueOptions& options, sqlite3* db, MetricsRegistry& metrics)
+      : options_(options),
+        db_(db),
+        append_(db, "INSERT INTO records(destination, key, payload, attributes, created_ms) "
+                    "VALUES (?, ?, ?, ?, ?)"),
+        read_(db, "SELECT sequence, destination, key, payload, attributes, created_ms FROM records "
+                  "WHERE sequence > ? ORDER BY sequence LIMIT ?"),
+        remove_(db, "DELETE FROM records WHERE sequence = ?"),
+        drop_oldest_(db, "DELETE FROM records WHERE sequence = (SELECT MIN(sequence) FROM records)"),
+        expire_(db, "DELETE FROM records WHERE created_ms < ?"),
+        depth_(metrics.GetGauge("perch_queue_depth", "Records waiting in a durable queue",
+                                {{"queue", options.name}})),
+        dropped_(metrics.GetCounter("perch_queue_dropped_total",
+                                    "Records dropped to make room (drop-oldest policy)",
+                                    {{"queue", options.name}})),
+        rejected_(metrics.GetCounter("perch_queue_rejected_total",
+                                     "Records refused because the queue was full (reject-new policy)",
+                                     {{"queue", options.name}})),
+        expired_(metrics.GetCounter("perch_queue_expired_total",
+                                    "Records removed undelivered past their time-to-live",
+                                    {{"queue", options.name}})) {}
+
+  ~Impl() { sqlite3_close_v2(db_); }
+
+  Status Initialize() {
+    if (!append_.valid() || !read_.valid() || !remove_.valid() || !drop_oldest_.valid() ||
+        !expire_.valid()) {
+      return Unavailable(fmt::format("{} is not a perch queue database: {}",
+                                     options_.path.string(), sqlite3_errmsg(db_)));
+    }
+    Statement count(db_, "SELECT COUNT(*) FROM records");
+    if (sqlite3_step(count.get()) != SQLITE_ROW) {
+      return Unavailable(fmt::format("cannot count the records of {}: {}", options_.path.string(),
+                                     sqlite3_errmsg(db_)));
+    }
+    size_ = sqlite3_column_int64(count.get(), 0);
+    depth_.Set(size_);
+    return Status::Ok();
+  }
+
+  Result<int64_t> Append(std::string_view destination, std::string_view key,
+                         std::string_view payload, std::string_view attributes) {
+    std::lock_guard lock(mutex_);
+    if (size_ >= options_.max_records) {
+      if (options_.overflow == OverflowPolicy::kRejectNew) {
+        rejected_.Increment();
+        return ResourceExhausted(fmt::format(
+            "the {} holds {} records, its limit; the record was refused", options_.name, size_));
+      }
+      PERCH_RETURN_IF_ERROR(Check(drop_oldest_.Run(), "drop the oldest record"));
+      size_ -= sqlite3_changes(db_);
+      dropped_.Increment();
+    }
+    append_.BindText(1, destination);
+    append_.BindText(2, key);
+    append_.BindBlob(3, payload);
+    append_.BindBlob(4, attributes);
+    append_.BindInt(5, NowUnixMs());
+    PERCH_RETURN_IF_ERROR(Check(append_.Run(), "append a record"));
+    ++size_;
+    depth_.Set(size_);
+    return sqlite3_last_insert_rowid(db_);
+  }
+
+  Result<std::vector<QueuedRecord>> Read(int64_t after, size_t limit) {
+    std::lock_guard lock(mutex_);
+    if (options_.ttl.count() > 0) {
+      expire_.BindInt(1, NowUnixMs() - std::chrono::milliseconds(options_.ttl).count());
+      PERCH_RETURN_IF_ERROR(Check(expire_.Run(), "expire old records"));
+      const int expired = sqlite3_changes(db_);
+      if (expired > 0) {
+        size_ -= expired;
+        expired_.Increment(static_cast<uint64_t>(expired));
+        depth_.Set(size_);
+      }
+    }
+    std::vector<QueuedRecord> records;
+    read_.BindInt(1, after);
+    read_.BindInt(2, static_cast<int64_t>(limit));
+    int result = SQLITE_ROW;
+    while ((result = sqlite3_step(read_.get())) == SQLITE_ROW) {
+      records.push_back(QueuedRecord{
+          .sequence = sqlite3_column_int64(read_.get(), 0),
+          .destination = read_.ColumnBytes(1),
+          .key = read_.ColumnBytes(2),
+          .payload = read_.ColumnBytes(3),
+          .attributes = read_.ColumnBytes(4),
+          .created_unix_ms = sqlite3_column_int64(read_.get(), 5),
+      });
+    }
+    read_.Reset();
+    PERCH_RETURN_IF_ERROR(Check(result, "read records"));
+    return records;
+  }
+
+  Status Remove(const std::vector<int64_t>& sequences) {
+    std::lock_guard lock(mutex_);
+    // One transaction for the lot: one disk flush however many were delivered.
+    PERCH_RETURN_IF_ERROR(Check(sqlite3_exec(db_, "BEGIN", nullptr, nullptr, nullptr), "begin"));
+    for (const int64_t sequence : sequences) {
+      remove_.BindInt(1, sequence);
+      const int result = remove_.Run();
+      if (result != SQLITE_DONE) {
+        sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+        return Check(result, "remove a record");
+      }
+      size_ -= sqlite3_changes(db_);
+    }
+    PERCH_RETURN_IF_ERROR(Check(sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr), "commit"));
+    depth_.Set(size_);
+    return Status::Ok();
+  }
+
+  int64_t Size() const {
+    std::lock_guard lock(mutex_);
+    return size_;
+  }
+
+ private:
+  Status Check(int result, std::string_view doing) const {
+    if (result == SQLITE_DONE || result == SQLITE_OK || result == SQLITE_ROW) {
+      return Status::Ok();
+    }
+    const auto code = result == SQLITE_FULL ? StatusCode::kResourceExhausted : StatusCode::kUnavailable;
+    return Status(code, fmt::format("the {} at {} could not {}: {}", options_.name,
+                                    options_.path.string(), doing, sqlite3_errmsg(db_)));
+  }
+
+  const DurableQueueOptions options_;
+  mutable std::mutex mutex_;
+  sqlite3* const db_;
+  Statement append_;       // guarded by mutex_, like every statement
+  Statement read_;
+  Statement remove_;
+  Statement drop_oldest_;
+  Statement expire_;
+  int64_t size_ = 0;       // guarded by mutex_
+  Gauge& depth_;
+  Counter& dropped_;
+  Counter& rejected_;
+  Counter& expired_;
+};
+
+Result<std::unique_ptr<DurableQueue>> DurableQueue::Open(const DurableQueueOptions& options,
+                                                         MetricsRegistry& metrics) {
+  if (options.max_records < 1) {
+    return InvalidArgument(fmt::format("the {} needs room for at least one record", options.name));
+  }
+  std::error_code error;
+  std::filesystem::create_directories(options.path.parent_path(), error);
+  sqlite3* db = nullptr;
+  const int opened = sqlite3_open_v2(options.path.c_str(), &db,
+                                     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                                     nullptr);
+  if (opened != SQLITE_OK) {
+    const std::string message = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close_v2(db);
+    return Unavailable(fmt::format("cannot open the {} at {}: {}", options.name,
+                                   options.path.string(), message));
+  }
+  const std::string setup = fmt::format(
+      "PRAGMA journal_mode=WAL; PRAGMA synchronous={}; PRAGMA busy_timeout=5000;"
+      "CREATE TABLE IF NOT EXISTS records("
+      "  sequence INTEGER PRIMARY KEY AUTOINCREMENT,"
+      "  destination TEXT NOT NULL, key TEXT NOT NULL,"
+      "  payload BLOB NOT NULL, attributes BLOB NOT NULL, created_ms INTEGER NOT NULL);",
+      options.sync == SyncMode::kFull ? "FULL" : "NORMAL");
+  char* setup_error = nullptr;
+  if (sqlite3_exec(db, setup.c_str(), nullptr, nullptr, &setup_error) != SQLITE_OK) {
+    const std::string message = setup_error ? setup_error : sqlite3_errmsg(db);
+    sqlite3_free(setup_error);
+    sqlite3_close_v2(db);
+    return Unavailable(fmt::format("{} is not usable as the {}: {}", options.path.string(),
+                                   options.name, message));
+  }
+  auto impl = std::make_unique<Impl>(options, db, metrics);
+  PERCH_RETURN_IF_ERROR(impl->Initialize());
+  return std::unique_ptr<DurableQueue>(new DurableQueue(std::move(impl)));
+}
+
+DurableQueue::DurableQueue(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+DurableQueue::~DurableQueue() = default;
+
+Result<int64_t> DurableQueue::Append(std::string_view destination, std::string_view key,
+                                     std::string_view payload, std::string_view attributes) {
+  return impl_->Append(destination, key, payload, attributes);
+}
+Result<std::vector<QueuedRecord>> DurableQueue::Read(int64_t after, size_t limit) {
+  return impl_->Read(after, limit);
+}
+Status DurableQueue::Remove(const std::vector<int64_t>& sequences) {
+  return impl_->Remove(sequences);
+}
+int64_t DurableQueue::Size() const { return impl_->Size(); }
+
+}  // namespace perch

@@ -1,0 +1,85 @@
+// DurableQueue: a FIFO of records kept in an SQLite database (WAL), the
+// store-and-forward queue behind everything the agent must deliver (the
+// outbox) and every message it accepted but has not processed yet (the inbox).
+//
+// A record is durable once Append returns: it survives the process being
+// killed, and with SyncMode::kFull a power loss too. Records leave only by
+// Remove (delivered), by the overflow policy, or by expiring.
+//
+// Threading: every method is thread-safe (one connection, one mutex).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/metrics.h"
+#include "core/status.h"
+
+namespace perch {
+
+enum class OverflowPolicy { kRejectNew, kDropOldest };
+std::string_view ToString(OverflowPolicy policy);
+std::optional<OverflowPolicy> OverflowPolicyFromString(std::string_view name);
+
+enum class SyncMode { kNormal, kFull };
+std::string_view ToString(SyncMode mode);
+std::optional<SyncMode> SyncModeFromString(std::string_view name);
+
+struct DurableQueueOptions {
+  std::filesystem::path path;  // the database file; its folder is created
+  std::string name = "outbox";  // the "queue" label of its metrics
+  int64_t max_records = 100000;
+  OverflowPolicy overflow = OverflowPolicy::kRejectNew;
+  std::chrono::seconds ttl{0};  // 0: records never expire
+  // kNormal survives the process being killed; kFull also a power loss, at
+  // the price of a disk flush per record.
+  SyncMode sync = SyncMode::kNormal;
+};
+
+struct QueuedRecord {
+  int64_t sequence = 0;     // increases with every append, never reused
+  std::string destination;  // where it goes, e.g. an MQTT topic
+  std::string key;          // idempotency key: receivers drop repeats of it
+  std::string payload;
+  std::string attributes;   // what the deliverer needs besides (opaque here)
+  int64_t created_unix_ms = 0;
+};
+
+class DurableQueue {
+ public:
+  // Opens or creates the queue. Unavailable when the file cannot be opened
+  // or is not a queue database.
+  static Result<std::unique_ptr<DurableQueue>> Open(const DurableQueueOptions& options,
+                                                    MetricsRegistry& metrics);
+  ~DurableQueue();
+  DurableQueue(const DurableQueue&) = delete;
+  DurableQueue& operator=(const DurableQueue&) = delete;
+
+  // Appends a record and returns its sequence once it is on disk.
+  // ResourceExhausted when the queue is full and the policy rejects new
+  // records; with kDropOldest the oldest record makes room (and is counted).
+  Result<int64_t> Append(std::string_view destination, std::string_view key,
+                         std::string_view payload, std::string_view attributes);
+
+  // Up to `limit` records with a sequence above `after`, oldest first.
+  // Records past their time-to-live are removed (and counted) instead.
+  Result<std::vector<QueuedRecord>> Read(int64_t after, size_t limit);
+
+  // Removes delivered records; unknown sequences are ignored.
+  Status Remove(const std::vector<int64_t>& sequences);
+
+  int64_t Size() const;
+
+ private:
+  class Impl;
+  explicit DurableQueue(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace perch
