@@ -58,6 +58,11 @@ Status CopyTyped(const Repeated& values, int64_t count, std::string_view field, 
 }
 
 Status DecodeTyped(const InferTensorContents& contents, int64_t count, Tensor& tensor) {
+  if (tensor.datatype == DataType::kFp16 || tensor.datatype == DataType::kBf16) {
+    return InvalidArgument(fmt::format("input '{}' is {}, which has no typed contents field: send "
+                                       "it in raw_input_contents",
+                                       tensor.name, ToString(tensor.datatype)));
+  }
   const int expected_fields = [&] {
     switch (tensor.datatype) {
       case DataType::kBool:
@@ -126,9 +131,7 @@ Status DecodeTyped(const InferTensorContents& contents, int64_t count, Tensor& t
       return Status::Ok();
     case DataType::kFp16:
     case DataType::kBf16:
-      return InvalidArgument(fmt::format("input '{}' is {}, which has no typed contents field: send "
-                                         "it in raw_input_contents",
-                                         tensor.name, ToString(tensor.datatype)));
+      break;  // refused above
   }
   return Internal("unhandled datatype");
 }

@@ -3,7 +3,9 @@
 #include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <chrono>
+#include <thread>
 
 #include "api/grpc_codec.h"
 #include "grpc_predict_v2.grpc.pb.h"
@@ -82,6 +84,10 @@ class InferenceServiceImpl final : public GRPCInferenceService::Service {
 
   grpc::Status ModelInfer(ServerContext* context, const inference::ModelInferRequest* request,
                           inference::ModelInferResponse* response) override {
+    const InFlight in_flight(*this);
+    if (stopping_.load()) {
+      return {grpc::StatusCode::UNAVAILABLE, "the agent is shutting down"};
+    }
     try {
       auto decoded = grpc_api::DecodeInferRequest(*request);
       if (!decoded.ok()) {
@@ -101,7 +107,28 @@ class InferenceServiceImpl final : public GRPCInferenceService::Service {
     }
   }
 
+  // Refuses new inferences and waits (up to `grace`) for those in flight.
+  void Drain(std::chrono::milliseconds grace) {
+    stopping_.store(true);
+    const auto until = std::chrono::steady_clock::now() + grace;
+    while (in_flight_.load() > 0 && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+
  private:
+  // Counts an inference in flight for as long as it lives.
+  class InFlight {
+   public:
+    explicit InFlight(InferenceServiceImpl& service) : service_(service) { ++service_.in_flight_; }
+    ~InFlight() { --service_.in_flight_; }
+    InFlight(const InFlight&) = delete;
+    InFlight& operator=(const InFlight&) = delete;
+
+   private:
+    InferenceServiceImpl& service_;
+  };
+
   // A client deadline shortens the request's own timeout, never lengthens it.
   static void LimitToClientDeadline(const ServerContext& context, InferRequest& request) {
     const auto deadline = context.deadline();
@@ -120,6 +147,8 @@ class InferenceServiceImpl final : public GRPCInferenceService::Service {
   const InferenceService& inference_;
   const ModelManager& models_;
   const Logger& logger_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<int> in_flight_{0};
 };
 
 }  // namespace
@@ -136,6 +165,8 @@ class GrpcServer::Impl {
     grpc::ServerBuilder builder;
     const std::string address = fmt::format("{}:{}", options_.host, options_.port);
     builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port_);
+    // As for REST: a second agent on the same port must fail, not share it.
+    builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
     builder.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
     builder.SetMaxSendMessageSize(static_cast<int>(options_.max_message_bytes));
     builder.RegisterService(&service_);
@@ -152,7 +183,10 @@ class GrpcServer::Impl {
 
   void Stop() {
     if (server_) {
-      server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+      // Drain first, then shut down at once: a deadline given to Shutdown is
+      // also spent waiting on idle client connections.
+      service_.Drain(std::chrono::seconds(30));
+      server_->Shutdown(std::chrono::system_clock::now());
       server_.reset();
     }
   }

@@ -35,7 +35,7 @@ class GrpcServer {
 
   // Binds and starts serving. Unavailable if the address cannot be bound.
   Status Start();
-  // Stops accepting and waits (up to a few seconds) for RPCs in flight.
+  // Refuses new inferences, waits (up to 30 s) for those in flight, and stops.
   void Stop();
   int port() const;
 

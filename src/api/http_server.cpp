@@ -97,6 +97,12 @@ class HttpServer::Impl {
     server_.set_read_timeout(30, 0);
     server_.set_write_timeout(30, 0);
     server_.set_tcp_nodelay(true);
+    // SO_REUSEADDR only: the library's default also sets SO_REUSEPORT, which
+    // lets a second agent bind the same port and silently take half the traffic.
+    server_.set_socket_options([](socket_t socket) {
+      const int yes = 1;
+      setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    });
     // Exceptions stop here: a handler bug answers 500, it never takes the server down.
     server_.set_exception_handler(
         [this](const httplib::Request& request, httplib::Response& response, std::exception_ptr error) {

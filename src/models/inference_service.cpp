@@ -118,8 +118,9 @@ Result<InferResponse> InferenceService::Infer(InferRequest request) const {
                                 [&](const Tensor& t) { return t.name == spec.name; });
       inputs.push_back(std::move(*input));
     }
+    // Timeouts past a year mean "none": adding them to the clock could overflow.
     std::optional<Clock::time_point> deadline;
-    if (request.timeout.count() > 0) {
+    if (request.timeout.count() > 0 && request.timeout < std::chrono::hours(24 * 365)) {
       deadline = received + request.timeout;
     }
     PERCH_ASSIGN_OR_RETURN(auto outputs, scheduler_.Submit(model, std::move(inputs),

@@ -97,6 +97,32 @@ Result<DynamicBatching> ParseDynamicBatching(const json& value, int64_t max_batc
   return batching;
 }
 
+Result<MqttBinding> ParseMqttBinding(const json& value) {
+  if (!value.is_object()) {
+    return InvalidArgument("\"mqtt\" must be an object such as {\"input_topic\": \"sensors/+/audio\"}");
+  }
+  PERCH_RETURN_IF_ERROR(CheckKeys(value, "mqtt", {"input_topic", "output_topic"}));
+  MqttBinding binding;
+  for (const auto& [key, target] : {std::pair{"input_topic", &binding.input_topic},
+                                    std::pair{"output_topic", &binding.output_topic}}) {
+    if (!value.contains(key)) {
+      continue;
+    }
+    if (!value[key].is_string() || value[key].get<std::string>().empty() ||
+        value[key].get<std::string>().size() > 65535) {
+      return InvalidArgument(fmt::format("mqtt.{} must be a non-empty topic", key));
+    }
+    *target = value[key].get<std::string>();
+  }
+  if (binding.input_topic.empty()) {
+    return InvalidArgument("\"mqtt\" needs \"input_topic\", the topic whose messages are requests");
+  }
+  if (binding.output_topic.find_first_of("+#") != std::string::npos) {
+    return InvalidArgument("mqtt.output_topic is where results go: it cannot hold the wildcards + or #");
+  }
+  return binding;
+}
+
 Result<std::vector<TensorOverride>> ParseOverrides(const json& value, std::string_view key) {
   if (!value.is_array()) {
     return InvalidArgument(fmt::format("\"{}\" must be an array of objects", key));
@@ -224,7 +250,7 @@ Result<ModelConfig> ParseModelConfig(std::string_view text) {
   PERCH_RETURN_IF_ERROR(CheckKeys(root, "model.json",
                                   {"max_batch_size", "instances", "max_queue_size",
                                    "dynamic_batching", "threads", "version_policy", "inputs",
-                                   "outputs", "warmup"}));
+                                   "outputs", "warmup", "mqtt"}));
   ModelConfig config;
   if (root.contains("max_batch_size")) {
     PERCH_ASSIGN_OR_RETURN(config.max_batch_size, GetInteger(root, "max_batch_size", 0, 1 << 20));
@@ -252,6 +278,9 @@ Result<ModelConfig> ParseModelConfig(std::string_view text) {
   }
   if (root.contains("outputs")) {
     PERCH_ASSIGN_OR_RETURN(config.outputs, ParseOverrides(root["outputs"], "outputs"));
+  }
+  if (root.contains("mqtt")) {
+    PERCH_ASSIGN_OR_RETURN(config.mqtt, ParseMqttBinding(root["mqtt"]));
   }
   if (root.contains("warmup")) {
     const json& warmup = root["warmup"];

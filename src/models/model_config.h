@@ -40,6 +40,13 @@ struct DynamicBatching {
   int64_t max_queue_delay_us = 0;
 };
 
+// An event stream: every message on `input_topic` is a request to the model,
+// every result is published to `output_topic`.
+struct MqttBinding {
+  std::string input_topic;   // an MQTT topic filter; wildcards allowed
+  std::string output_topic;  // empty: <prefix>/<location>/<device>/results/<model>
+};
+
 struct ModelConfig {
   int64_t max_batch_size = 0;  // > 0: dim 0 is the batch dim, at most this
   int instances = 1;           // batches of this model that run at once
@@ -50,6 +57,7 @@ struct ModelConfig {
   std::vector<TensorOverride> inputs;
   std::vector<TensorOverride> outputs;
   int warmup_runs = 0;  // inferences on zero inputs before the model is ready
+  std::optional<MqttBinding> mqtt;
 };
 
 // Parses a model.json body. InvalidArgument naming the key for unknown keys,

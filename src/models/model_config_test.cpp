@@ -12,7 +12,8 @@ TEST(ModelConfigTest, ParsesEveryKey) {
     "version_policy": {"specific": {"versions": [1, 3]}},
     "inputs": [{"name": "x", "datatype": "FP32", "dims": [-1, 16]}],
     "outputs": [{"name": "y"}],
-    "warmup": {"runs": 2}})");
+    "warmup": {"runs": 2},
+    "mqtt": {"input_topic": "sensors/+/audio", "output_topic": "results/audio"}})");
   ASSERT_TRUE(config.ok()) << config.status().message();
   EXPECT_EQ(config->max_batch_size, 8);
   EXPECT_EQ(config->instances, 2);
@@ -22,6 +23,9 @@ TEST(ModelConfigTest, ParsesEveryKey) {
   EXPECT_EQ(config->inputs[0].dims, (Shape{-1, 16}));
   EXPECT_EQ(config->warmup_runs, 2);
   EXPECT_EQ(config->max_queue_size, 16);
+  ASSERT_TRUE(config->mqtt.has_value());
+  EXPECT_EQ(config->mqtt->input_topic, "sensors/+/audio");
+  EXPECT_EQ(config->mqtt->output_topic, "results/audio");
   ASSERT_TRUE(config->dynamic_batching.has_value());
   EXPECT_EQ(config->dynamic_batching->preferred_batch_sizes, (std::vector<int64_t>{4, 8}));
   EXPECT_EQ(config->dynamic_batching->max_queue_delay_us, 500);
@@ -59,6 +63,10 @@ TEST(ModelConfigTest, RefusesMistakesByName) {
   expect_error(R"({"max_batch_size": 4, "dynamic_batching": {"max_delay": 1}})",
                "unknown key \"max_delay\"");
   expect_error(R"({"max_queue_size": 0})", "max_queue_size");
+  expect_error(R"({"mqtt": {"output_topic": "a"}})", "needs \"input_topic\"");
+  expect_error(R"({"mqtt": {"input_topic": "a", "output_topic": "b/#"}})", "wildcards");
+  expect_error(R"({"mqtt": {"input_topic": ""}})", "non-empty topic");
+  expect_error(R"({"mqtt": {"input_topic": "a", "qos": 2}})", "unknown key \"qos\"");
 }
 
 TEST(VersionPolicyTest, Selects) {

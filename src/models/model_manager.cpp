@@ -314,6 +314,20 @@ Result<std::shared_ptr<LoadedModel>> ModelManager::Acquire(std::string_view name
   return Unavailable(fmt::format("model '{}' is not ready: {}", name, reason));
 }
 
+std::vector<std::shared_ptr<LoadedModel>> ModelManager::ServedModels() const {
+  std::vector<std::shared_ptr<LoadedModel>> served;
+  std::lock_guard lock(mutex_);
+  for (const auto& [name, entry] : models_) {
+    for (auto it = entry.versions.rbegin(); it != entry.versions.rend(); ++it) {
+      if (it->second.model) {
+        served.push_back(it->second.model);
+        break;
+      }
+    }
+  }
+  return served;
+}
+
 std::vector<int64_t> ModelManager::ReadyVersions(std::string_view name) const {
   std::vector<int64_t> ready;
   std::lock_guard lock(mutex_);

@@ -101,6 +101,9 @@ class ModelManager {
   Result<std::shared_ptr<LoadedModel>> Acquire(std::string_view name,
                                                std::string_view version) const;
 
+  // The newest ready version of every model that has one.
+  std::vector<std::shared_ptr<LoadedModel>> ServedModels() const;
+
   // The ready versions of `name`, ascending.
   std::vector<int64_t> ReadyVersions(std::string_view name) const;
 

@@ -403,6 +403,13 @@ Result<JsonInferRequest> DecodeJsonInferRequest(std::string_view json, std::stri
     }
     decoded.request.id = std::string(std::string_view(id));
   }
+  element reply_to;
+  if (root.at_key("reply_to").get(reply_to) == simdjson::SUCCESS) {
+    if (reply_to.type() != element_type::STRING) {
+      return InvalidArgument("\"reply_to\" must be a string, the topic for the answer");
+    }
+    decoded.reply_to = std::string(std::string_view(reply_to));
+  }
   PERCH_ASSIGN_OR_RETURN(const auto parameters,
                          GetOptionalObject(root, "parameters", "the request"));
   PERCH_ASSIGN_OR_RETURN(decoded.all_outputs_binary,

@@ -20,6 +20,8 @@ struct JsonInferRequest {
   // Outputs with an explicit "binary_data" parameter; it overrides the default.
   std::vector<std::pair<std::string, bool>> binary_choices;
   bool all_outputs_binary = false;  // request "binary_data_output": the default
+  // Where an MQTT 3.1.1 client, which has no Response Topic, wants the answer.
+  std::string reply_to;
 
   bool WantsBinary(std::string_view output_name) const;
 };

@@ -60,10 +60,11 @@ TEST(JsonDecodeTest, BoolAndBytes) {
 
 TEST(JsonDecodeTest, IdOutputsAndBinaryChoices) {
   const auto decoded = Decode(
-      R"({"id":"r1","parameters":{"binary_data_output":false,"timeout":2500},"inputs":[],
+      R"({"id":"r1","reply_to":"answers/r1","parameters":{"binary_data_output":false,"timeout":2500},"inputs":[],
           "outputs":[{"name":"a","parameters":{"binary_data":true}},{"name":"b"}]})");
   ASSERT_TRUE(decoded.ok()) << decoded.status().message();
   EXPECT_EQ(decoded->request.id, "r1");
+  EXPECT_EQ(decoded->reply_to, "answers/r1");
   EXPECT_EQ(decoded->request.timeout, std::chrono::microseconds(2500));
   EXPECT_EQ(decoded->request.requested_outputs, (std::vector<std::string>{"a", "b"}));
   EXPECT_TRUE(decoded->WantsBinary("a"));

@@ -180,6 +180,96 @@ def write_broken(model_dir):
     path.write_bytes(b"this is not an ONNX model\x00\xff\x13\x37")
 
 
+def write_mixed_precision(model_dir):
+    # A half-precision output beside a single-precision one: over gRPC an
+    # answer holding FP16 has no typed field, so it must come all raw.
+    dims = ["rows", "columns"]
+    write_version(model_dir, 1, make_model(
+        "mixed_precision",
+        [
+            helper.make_node("Cast", ["INPUT0"], ["OUTPUT0"],
+                             to=TensorProto.FLOAT16),
+            helper.make_node("Neg", ["INPUT0"], ["OUTPUT1"]),
+        ],
+        [helper.make_tensor_value_info("INPUT0", FP32, dims)],
+        [helper.make_tensor_value_info("OUTPUT0", TensorProto.FLOAT16, dims),
+         helper.make_tensor_value_info("OUTPUT1", FP32, dims)],
+    ))
+
+
+# The slow model's busy work: SLOW_STEPS products of a SLOW_SIZE square
+# matrix: about 80 ms per inference on the 2-core development machine.
+SLOW_SIZE = 384
+SLOW_STEPS = 100
+
+
+def write_slow(model_dir):
+    """OUTPUT0 = INPUT0 * 2, deterministic but slow.
+
+    The busy work starts from the sum of the input, so that no optimizer can
+    fold it away, and stays bounded through Tanh; it joins the output
+    multiplied by zero, which adds exactly (-)0.0 to every element."""
+    rng = np.random.default_rng(7)
+    weights = (rng.standard_normal((SLOW_SIZE, SLOW_SIZE))
+               / np.sqrt(SLOW_SIZE)).astype(np.float32)
+    nodes = [
+        helper.make_node("ReduceSum", ["INPUT0"], ["total"], keepdims=0),
+        helper.make_node("Mul", ["WEIGHTS", "total"], ["state0"]),
+    ]
+    for step in range(SLOW_STEPS):
+        nodes += [
+            helper.make_node("MatMul", [f"state{step}", "WEIGHTS"],
+                             [f"product{step}"]),
+            helper.make_node("Tanh", [f"product{step}"],
+                             [f"state{step + 1}"]),
+        ]
+    nodes += [
+        helper.make_node("ReduceSum", [f"state{SLOW_STEPS}"], ["busy"],
+                         keepdims=0),
+        helper.make_node("Mul", ["busy", "ZERO"], ["nothing"]),
+        helper.make_node("Mul", ["INPUT0", "TWO"], ["doubled"]),
+        helper.make_node("Add", ["doubled", "nothing"], ["OUTPUT0"]),
+    ]
+    dims = ["batch", 4]
+    write_version(model_dir, 1, make_model(
+        "slow", nodes,
+        [helper.make_tensor_value_info("INPUT0", FP32, dims)],
+        [helper.make_tensor_value_info("OUTPUT0", FP32, dims)],
+        [numpy_helper.from_array(weights, "WEIGHTS"),
+         numpy_helper.from_array(np.float32(0), "ZERO"),
+         numpy_helper.from_array(np.float32(2), "TWO")],
+    ))
+    write_config(model_dir, {"instances": 1, "max_queue_size": 2})
+
+
+def row_wise_model(name):
+    """OUTPUT0 = INPUT0 * 2 + 1 and OUTPUT1 = the sum of each row: every row
+    of the answer depends on its own row alone, as batching needs."""
+    dims = ["batch", 4]
+    return make_model(
+        name,
+        [
+            helper.make_node("Mul", ["INPUT0", "TWO"], ["doubled"]),
+            helper.make_node("Add", ["doubled", "ONE"], ["OUTPUT0"]),
+            helper.make_node("ReduceSum", ["INPUT0", "AXES"], ["OUTPUT1"],
+                             keepdims=1),
+        ],
+        [helper.make_tensor_value_info("INPUT0", FP32, dims)],
+        [helper.make_tensor_value_info("OUTPUT0", FP32, dims),
+         helper.make_tensor_value_info("OUTPUT1", FP32, ["batch", 1])],
+        [numpy_helper.from_array(np.float32(2), "TWO"),
+         numpy_helper.from_array(np.float32(1), "ONE"),
+         numpy_helper.from_array(np.array([1], dtype=np.int64), "AXES")],
+    )
+
+
+def write_row_wise(config):
+    def write(model_dir):
+        write_version(model_dir, 1, row_wise_model(model_dir.name))
+        write_config(model_dir, config)
+    return write
+
+
 WRITERS = {
     **{f"identity_{dt.lower()}": write_identity(dt) for dt in OIP_TO_ONNX},
     "add_sub": write_add_sub,
@@ -190,6 +280,19 @@ WRITERS = {
     "external_inside": write_external_inside,
     "external_outside": write_external_outside,
     "broken": write_broken,
+    "mixed_precision": write_mixed_precision,
+    "slow": write_slow,
+    # Merges concurrent requests, waiting up to 20 ms for company.
+    "dynamic_batched": write_row_wise({
+        "max_batch_size": 8,
+        "dynamic_batching": {"max_queue_delay_us": 20000}}),
+    # Waits up to 1 s for company, unless two requests make a batch of 2.
+    "preferred_batched": write_row_wise({
+        "max_batch_size": 4,
+        "dynamic_batching": {"preferred_batch_sizes": [2],
+                             "max_queue_delay_us": 1000000}}),
+    # The same graph, run one request at a time.
+    "row_wise": write_row_wise({"max_batch_size": 8}),
 }
 
 
