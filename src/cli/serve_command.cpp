@@ -5,10 +5,15 @@
 #include <filesystem>
 #include <memory>
 #include <thread>
+#include <unistd.h>
 
 #include "api/http_server.h"
 #ifdef PERCH_WITH_GRPC
 #include "api/grpc_server.h"
+#endif
+#ifdef PERCH_WITH_MQTT
+#include "mqtt/mqtt_bridge.h"
+#include "outbox/durable_queue.h"
 #endif
 #include "cli/commands.h"
 #include "core/log.h"
@@ -28,8 +33,16 @@ struct ServeOptions {
   int engine_threads = 0;
   int workers = 0;
   bool check_config = false;
+  std::string state = "perch-state";
   HttpServerOptions http;
   GrpcServerOptions grpc;
+#ifdef PERCH_WITH_MQTT
+  MqttOptions mqtt;
+  int64_t outbox_max_records = 100000;
+  std::string outbox_overflow = "reject-new";
+  int64_t outbox_ttl_seconds = 0;
+  std::string outbox_sync = "normal";
+#endif
 };
 
 // Blocks SIGINT and SIGTERM in every thread (threads inherit the mask) so
@@ -100,6 +113,46 @@ int RunServe(const ServeOptions& options) {
     (*http)->Stop();
     return Fail(logger, loaded);
   }
+#ifdef PERCH_WITH_MQTT
+  // The queues and the bridge live here, so that they outlive what uses them.
+  std::unique_ptr<DurableQueue> inbox;
+  std::unique_ptr<DurableQueue> outbox;
+  std::unique_ptr<MqttBridge> mqtt;
+  if (!options.mqtt.url.empty()) {
+    DurableQueueOptions queue{
+        .path = std::filesystem::path(options.state) / "outbox.db",
+        .name = "outbox",
+        .max_records = options.outbox_max_records,
+        .overflow = OverflowPolicyFromString(options.outbox_overflow).value_or(OverflowPolicy::kRejectNew),
+        .ttl = std::chrono::seconds(options.outbox_ttl_seconds),
+        .sync = SyncModeFromString(options.outbox_sync).value_or(SyncMode::kNormal),
+    };
+    auto opened_outbox = DurableQueue::Open(queue, metrics);
+    queue.path = std::filesystem::path(options.state) / "mqtt-inbox.db";
+    queue.name = "mqtt-inbox";
+    // Accepted messages are never dropped for age or room: the broker holds
+    // what the inbox cannot take.
+    queue.overflow = OverflowPolicy::kRejectNew;
+    queue.ttl = std::chrono::seconds(0);
+    auto opened_inbox = DurableQueue::Open(queue, metrics);
+    if (!opened_outbox.ok() || !opened_inbox.ok()) {
+      return Fail(logger, opened_outbox.ok() ? opened_inbox.status() : opened_outbox.status());
+    }
+    outbox = std::move(opened_outbox).value();
+    inbox = std::move(opened_inbox).value();
+    MqttOptions mqtt_options = options.mqtt;
+    mqtt_options.server_version = Version();
+    auto bridge = MqttBridge::Create(mqtt_options, inference, models, *inbox, *outbox, metrics,
+                                     logger.ForComponent("mqtt"));
+    if (!bridge.ok()) {
+      return Fail(logger, bridge.status());
+    }
+    mqtt = std::move(bridge).value();
+    if (const Status started = mqtt->Start(); !started.ok()) {
+      return Fail(logger, started);
+    }
+  }
+#endif
   logger.Info("ready: try curl http://{}:{}/v2/repository/index -X POST", options.http.host,
               (*http)->port());
 
@@ -108,6 +161,11 @@ int RunServe(const ServeOptions& options) {
   logger.Info("received {}, shutting down", signal == SIGINT ? "SIGINT" : "SIGTERM");
   // Staged: stop accepting and finish the requests in flight, then the
   // workers (which run what is still queued), then the repository poller.
+#ifdef PERCH_WITH_MQTT
+  if (mqtt) {
+    mqtt->Stop();
+  }
+#endif
   (*http)->Stop();
 #ifdef PERCH_WITH_GRPC
   (*grpc)->Stop();
@@ -140,6 +198,50 @@ CommandRunner AddServeCommand(CLI::App& app) {
                  "Largest gRPC message received or sent")
       ->envname("PERCH_GRPC_MAX_MESSAGE_BYTES")
       ->check(CLI::Range(size_t{1024}, (size_t{1} << 31) - 1))
+      ->capture_default_str();
+#endif
+  app.add_option("--state", options->state,
+                 "Folder for what must survive a restart (the outbox and the MQTT inbox)")
+      ->envname("PERCH_STATE")
+      ->capture_default_str();
+#ifdef PERCH_WITH_MQTT
+  app.add_option("--mqtt", options->mqtt.url, "MQTT broker, mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+      ->envname("PERCH_MQTT");
+  app.add_option("--mqtt-username", options->mqtt.username, "MQTT user name")
+      ->envname("PERCH_MQTT_USERNAME");
+  app.add_option("--mqtt-password", options->mqtt.password,
+                 "MQTT password (prefer the environment variable: flags show in ps)")
+      ->envname("PERCH_MQTT_PASSWORD");
+  app.add_option("--mqtt-ca-file", options->mqtt.ca_file, "mqtts: the CA certificate to trust")
+      ->envname("PERCH_MQTT_CA_FILE")
+      ->check(CLI::ExistingFile);
+  app.add_option("--mqtt-prefix", options->mqtt.prefix, "First level of every perch topic")
+      ->envname("PERCH_MQTT_PREFIX")
+      ->capture_default_str();
+  app.add_option("--location", options->mqtt.location, "This device's edge location")
+      ->envname("PERCH_LOCATION")
+      ->capture_default_str();
+  app.add_option("--device", options->mqtt.device, "This device's name (default: the host name)")
+      ->envname("PERCH_DEVICE");
+  app.add_option("--outbox-max-records", options->outbox_max_records,
+                 "Records the outbox holds while the broker is out of reach")
+      ->envname("PERCH_OUTBOX_MAX_RECORDS")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40))
+      ->capture_default_str();
+  app.add_option("--outbox-overflow", options->outbox_overflow,
+                 "When the outbox is full: reject-new or drop-oldest")
+      ->envname("PERCH_OUTBOX_OVERFLOW")
+      ->check(CLI::IsMember({"reject-new", "drop-oldest"}))
+      ->capture_default_str();
+  app.add_option("--outbox-ttl", options->outbox_ttl_seconds,
+                 "Seconds a record may wait before it is dropped undelivered (0: forever)")
+      ->envname("PERCH_OUTBOX_TTL")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40))
+      ->capture_default_str();
+  app.add_option("--outbox-sync", options->outbox_sync,
+                 "normal: survives the process being killed; full: also a power loss (slower)")
+      ->envname("PERCH_OUTBOX_SYNC")
+      ->check(CLI::IsMember({"normal", "full"}))
       ->capture_default_str();
 #endif
   app.add_option("--poll", options->poll_seconds,
@@ -182,6 +284,13 @@ CommandRunner AddServeCommand(CLI::App& app) {
     options->http.server_version = Version();
     options->grpc.server_version = Version();
     options->grpc.host = options->http.host;
+#ifdef PERCH_WITH_MQTT
+    if (options->mqtt.device.empty()) {
+      char host[256] = {};
+      gethostname(host, sizeof(host) - 1);
+      options->mqtt.device = host;
+    }
+#endif
     return RunServe(*options);
   };
 }
