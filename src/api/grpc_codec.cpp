@@ -11,20 +11,6 @@ namespace {
 
 using inference::InferTensorContents;
 
-template <typename T>
-void AppendRaw(std::string& out, T value) {
-  char bytes[sizeof(T)];
-  std::memcpy(bytes, &value, sizeof(T));
-  out.append(bytes, sizeof(T));
-}
-
-template <typename T>
-T ReadRaw(const std::string& data, size_t index) {
-  T value;
-  std::memcpy(&value, data.data() + index * sizeof(T), sizeof(T));
-  return value;
-}
-
 // How many values of all the typed fields a contents message holds.
 int TypedValueCount(const InferTensorContents& contents) {
   return contents.bool_contents_size() + contents.int_contents_size() +
@@ -52,7 +38,7 @@ Status CopyTyped(const Repeated& values, int64_t count, std::string_view field, 
                                            tensor.name, value, field, ToString(tensor.datatype)));
       }
     }
-    AppendRaw(tensor.data, static_cast<T>(value));
+    AppendElement(tensor.data, static_cast<T>(value));
   }
   return Status::Ok();
 }
@@ -154,7 +140,7 @@ void FillTyped(const std::string& data, Repeated* values) {
   const size_t count = data.size() / sizeof(T);
   values->Reserve(static_cast<int>(count));
   for (size_t i = 0; i < count; ++i) {
-    values->Add(ReadRaw<T>(data, i));
+    values->Add(ReadElement<T>(data, i));
   }
 }
 

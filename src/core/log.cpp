@@ -2,12 +2,12 @@
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 
-#include <array>
+#include "core/enum_names.h"
 
 namespace perch {
 namespace {
 
-constexpr std::array<std::pair<LogLevel, std::string_view>, 5> kLevelNames{{
+constexpr EnumNames<LogLevel, 5> kLevelNames{{
     {LogLevel::kDebug, "debug"},
     {LogLevel::kInfo, "info"},
     {LogLevel::kWarn, "warn"},
@@ -33,22 +33,10 @@ spdlog::level::level_enum ToSpdlog(LogLevel level) {
 
 }  // namespace
 
-std::string_view ToString(LogLevel level) {
-  for (const auto& [value, name] : kLevelNames) {
-    if (value == level) {
-      return name;
-    }
-  }
-  return "info";
-}
+std::string_view ToString(LogLevel level) { return EnumToString(kLevelNames, level); }
 
 std::optional<LogLevel> LogLevelFromString(std::string_view name) {
-  for (const auto& [value, known] : kLevelNames) {
-    if (known == name) {
-      return value;
-    }
-  }
-  return std::nullopt;
+  return EnumFromString(kLevelNames, name);
 }
 
 Logger Logger::ToStderr(LogLevel level, std::string component) {

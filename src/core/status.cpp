@@ -1,11 +1,11 @@
 #include "core/status.h"
 
-#include <array>
+#include "core/enum_names.h"
 
 namespace perch {
 namespace {
 
-constexpr std::array<std::pair<StatusCode, std::string_view>, 11> kNames{{
+constexpr EnumNames<StatusCode, 11> kNames{{
     {StatusCode::kOk, "Ok"},
     {StatusCode::kInvalidArgument, "InvalidArgument"},
     {StatusCode::kNotFound, "NotFound"},
@@ -21,22 +21,10 @@ constexpr std::array<std::pair<StatusCode, std::string_view>, 11> kNames{{
 
 }  // namespace
 
-std::string_view ToString(StatusCode code) {
-  for (const auto& [value, name] : kNames) {
-    if (value == code) {
-      return name;
-    }
-  }
-  return "Unknown";
-}
+std::string_view ToString(StatusCode code) { return EnumToString(kNames, code); }
 
 std::optional<StatusCode> StatusCodeFromString(std::string_view name) {
-  for (const auto& [value, known] : kNames) {
-    if (known == name) {
-      return value;
-    }
-  }
-  return std::nullopt;
+  return EnumFromString(kNames, name);
 }
 
 std::string Status::ToString() const {

@@ -5,10 +5,18 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "core/enum_names.h"
+
 namespace perch {
 namespace {
 
 using nlohmann::json;
+
+constexpr EnumNames<VersionPolicy::Kind, 3> kPolicyKindNames{{
+    {VersionPolicy::Kind::kLatest, "latest"},
+    {VersionPolicy::Kind::kAll, "all"},
+    {VersionPolicy::Kind::kSpecific, "specific"},
+}};
 
 Status CheckKeys(const json& object, std::string_view where,
                  std::initializer_list<std::string_view> allowed) {
@@ -199,26 +207,10 @@ Result<std::vector<TensorSpec>> ApplyTo(const std::vector<TensorSpec>& specs,
 
 }  // namespace
 
-std::string_view ToString(VersionPolicy::Kind kind) {
-  switch (kind) {
-    case VersionPolicy::Kind::kLatest:
-      return "latest";
-    case VersionPolicy::Kind::kAll:
-      return "all";
-    case VersionPolicy::Kind::kSpecific:
-      return "specific";
-  }
-  return "latest";
-}
+std::string_view ToString(VersionPolicy::Kind kind) { return EnumToString(kPolicyKindNames, kind); }
 
 std::optional<VersionPolicy::Kind> VersionPolicyKindFromString(std::string_view name) {
-  for (const auto kind :
-       {VersionPolicy::Kind::kLatest, VersionPolicy::Kind::kAll, VersionPolicy::Kind::kSpecific}) {
-    if (ToString(kind) == name) {
-      return kind;
-    }
-  }
-  return std::nullopt;
+  return EnumFromString(kPolicyKindNames, name);
 }
 
 std::vector<int64_t> VersionPolicy::Select(const std::vector<int64_t>& available) const {

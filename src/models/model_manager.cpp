@@ -3,12 +3,12 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <array>
+#include "core/enum_names.h"
 
 namespace perch {
 namespace {
 
-constexpr std::array<std::pair<ModelState, std::string_view>, 3> kStateNames{{
+constexpr EnumNames<ModelState, 3> kStateNames{{
     {ModelState::kLoading, "LOADING"},
     {ModelState::kReady, "READY"},
     {ModelState::kUnavailable, "UNAVAILABLE"},
@@ -46,22 +46,10 @@ std::vector<std::string> OutputNames(const ModelSignature& signature) {
 
 }  // namespace
 
-std::string_view ToString(ModelState state) {
-  for (const auto& [value, name] : kStateNames) {
-    if (value == state) {
-      return name;
-    }
-  }
-  return "UNAVAILABLE";
-}
+std::string_view ToString(ModelState state) { return EnumToString(kStateNames, state); }
 
 std::optional<ModelState> ModelStateFromString(std::string_view name) {
-  for (const auto& [value, known] : kStateNames) {
-    if (known == name) {
-      return value;
-    }
-  }
-  return std::nullopt;
+  return EnumFromString(kStateNames, name);
 }
 
 LoadedModel::LoadedModel(std::string name, int64_t version, ModelConfig config,

@@ -3,41 +3,20 @@
 #include <fmt/format.h>
 #include <sqlite3.h>
 
-#include <array>
+#include "core/enum_names.h"
 #include <mutex>
 
 namespace perch {
 namespace {
 
-constexpr std::array<std::pair<OverflowPolicy, std::string_view>, 2> kPolicyNames{{
+constexpr EnumNames<OverflowPolicy, 2> kPolicyNames{{
     {OverflowPolicy::kRejectNew, "reject-new"},
     {OverflowPolicy::kDropOldest, "drop-oldest"},
 }};
-constexpr std::array<std::pair<SyncMode, std::string_view>, 2> kSyncNames{{
+constexpr EnumNames<SyncMode, 2> kSyncNames{{
     {SyncMode::kNormal, "normal"},
     {SyncMode::kFull, "full"},
 }};
-
-template <typename Enum, size_t N>
-std::string_view NameOf(const std::array<std::pair<Enum, std::string_view>, N>& names, Enum value) {
-  for (const auto& [known, name] : names) {
-    if (known == value) {
-      return name;
-    }
-  }
-  return names.front().second;
-}
-
-template <typename Enum, size_t N>
-std::optional<Enum> ValueOf(const std::array<std::pair<Enum, std::string_view>, N>& names,
-                            std::string_view name) {
-  for (const auto& [value, known] : names) {
-    if (known == name) {
-      return value;
-    }
-  }
-  return std::nullopt;
-}
 
 int64_t NowUnixMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -88,13 +67,13 @@ class Statement {
 
 }  // namespace
 
-std::string_view ToString(OverflowPolicy policy) { return NameOf(kPolicyNames, policy); }
+std::string_view ToString(OverflowPolicy policy) { return EnumToString(kPolicyNames, policy); }
 std::optional<OverflowPolicy> OverflowPolicyFromString(std::string_view name) {
-  return ValueOf(kPolicyNames, name);
+  return EnumFromString(kPolicyNames, name);
 }
-std::string_view ToString(SyncMode mode) { return NameOf(kSyncNames, mode); }
+std::string_view ToString(SyncMode mode) { return EnumToString(kSyncNames, mode); }
 std::optional<SyncMode> SyncModeFromString(std::string_view name) {
-  return ValueOf(kSyncNames, name);
+  return EnumFromString(kSyncNames, name);
 }
 
 class DurableQueue::Impl {

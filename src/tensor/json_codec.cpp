@@ -23,20 +23,6 @@ static_assert(std::endian::native == std::endian::little,
 using simdjson::dom::element;
 using simdjson::dom::element_type;
 
-template <typename T>
-void AppendRaw(std::string& out, T value) {
-  char bytes[sizeof(T)];
-  std::memcpy(bytes, &value, sizeof(T));
-  out.append(bytes, sizeof(T));
-}
-
-template <typename T>
-T ReadRaw(const char* at) {
-  T value;
-  std::memcpy(&value, at, sizeof(T));
-  return value;
-}
-
 std::string_view JsonTypeName(element_type type) {
   switch (type) {
     case element_type::ARRAY:
@@ -86,18 +72,18 @@ class ElementWriter {
         return AppendInteger<int64_t>(value);
       case DataType::kFp16:
         return AppendFloat(value, 65504.0, [this](double v) {
-          AppendRaw(out_, FloatToHalf(static_cast<float>(v)));
+          AppendElement(out_, FloatToHalf(static_cast<float>(v)));
         });
       case DataType::kBf16:
         return AppendFloat(value, std::numeric_limits<float>::max(), [this](double v) {
-          AppendRaw(out_, FloatToBfloat16(static_cast<float>(v)));
+          AppendElement(out_, FloatToBfloat16(static_cast<float>(v)));
         });
       case DataType::kFp32:
         return AppendFloat(value, std::numeric_limits<float>::max(),
-                           [this](double v) { AppendRaw(out_, static_cast<float>(v)); });
+                           [this](double v) { AppendElement(out_, static_cast<float>(v)); });
       case DataType::kFp64:
         return AppendFloat(value, std::numeric_limits<double>::max(),
-                           [this](double v) { AppendRaw(out_, v); });
+                           [this](double v) { AppendElement(out_, v); });
       case DataType::kBytes:
         return AppendString(value);
     }
@@ -133,7 +119,7 @@ class ElementWriter {
                                       v > static_cast<int64_t>(std::numeric_limits<T>::max())) {
         return OutOfRange(std::to_string(v));
       }
-      AppendRaw(out_, static_cast<T>(v));
+      AppendElement(out_, static_cast<T>(v));
       return Status::Ok();
     }
     if (value.type() == element_type::UINT64) {  // only values above INT64_MAX land here
@@ -141,7 +127,7 @@ class ElementWriter {
       if (!std::is_same_v<T, uint64_t>) {
         return OutOfRange(std::to_string(v));
       }
-      AppendRaw(out_, static_cast<T>(v));
+      AppendElement(out_, static_cast<T>(v));
       return Status::Ok();
     }
     return WrongType(value, "an integer");
@@ -498,7 +484,7 @@ void AppendNumbers(std::string& out, const std::string& data, Convert convert) {
     if (i) {
       out += ',';
     }
-    AppendNumber(out, convert(ReadRaw<T>(data.data() + i * sizeof(T))));
+    AppendNumber(out, convert(ReadElement<T>(data, i)));
   }
 }
 

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -60,6 +61,22 @@ struct Tensor {
 
 // Checks that `tensor.data` holds exactly the elements its shape says.
 Status ValidateTensorData(const Tensor& tensor);
+
+// Appends one element of a numeric tensor to its data.
+template <typename T>
+void AppendElement(std::string& data, T value) {
+  char bytes[sizeof(T)];
+  std::memcpy(bytes, &value, sizeof(T));
+  data.append(bytes, sizeof(T));
+}
+
+// Element `index` of a numeric tensor's data (which must hold it).
+template <typename T>
+T ReadElement(std::string_view data, size_t index) {
+  T value;
+  std::memcpy(&value, data.data() + index * sizeof(T), sizeof(T));
+  return value;
+}
 
 // Splits BYTES tensor data into its elements (views into `data`).
 Result<std::vector<std::string_view>> SplitBytesElements(std::string_view data,
