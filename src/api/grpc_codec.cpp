@@ -23,9 +23,9 @@ int TypedValueCount(const InferTensorContents& contents) {
 template <typename T, typename Repeated>
 Status CopyTyped(const Repeated& values, int64_t count, std::string_view field, Tensor& tensor) {
   if (values.size() != count) {
-    return InvalidArgument(fmt::format("input '{}' has {} values in contents.{} but shape {} needs {}",
-                                       tensor.name, values.size(), field,
-                                       ShapeToString(tensor.shape), count));
+    return InvalidArgument(
+        fmt::format("input '{}' has {} values in contents.{} but shape {} needs {}", tensor.name,
+                    values.size(), field, ShapeToString(tensor.shape), count));
   }
   tensor.data.reserve(static_cast<size_t>(count) * sizeof(T));
   for (const auto value : values) {
@@ -33,9 +33,10 @@ Status CopyTyped(const Repeated& values, int64_t count, std::string_view field, 
     if constexpr (std::is_integral_v<T> && !std::is_same_v<T, Source>) {
       if (value < static_cast<Source>(std::numeric_limits<T>::min()) ||
           value > static_cast<Source>(std::numeric_limits<T>::max())) {
-        return InvalidArgument(fmt::format("input '{}' has the value {} in contents.{}, out of "
-                                           "range for {}",
-                                           tensor.name, value, field, ToString(tensor.datatype)));
+        return InvalidArgument(
+            fmt::format("input '{}' has the value {} in contents.{}, out of "
+                        "range for {}",
+                        tensor.name, value, field, ToString(tensor.datatype)));
       }
     }
     AppendElement(tensor.data, static_cast<T>(value));
@@ -45,9 +46,10 @@ Status CopyTyped(const Repeated& values, int64_t count, std::string_view field, 
 
 Status DecodeTyped(const InferTensorContents& contents, int64_t count, Tensor& tensor) {
   if (tensor.datatype == DataType::kFp16 || tensor.datatype == DataType::kBf16) {
-    return InvalidArgument(fmt::format("input '{}' is {}, which has no typed contents field: send "
-                                       "it in raw_input_contents",
-                                       tensor.name, ToString(tensor.datatype)));
+    return InvalidArgument(
+        fmt::format("input '{}' is {}, which has no typed contents field: send "
+                    "it in raw_input_contents",
+                    tensor.name, ToString(tensor.datatype)));
   }
   const int expected_fields = [&] {
     switch (tensor.datatype) {
@@ -78,9 +80,9 @@ Status DecodeTyped(const InferTensorContents& contents, int64_t count, Tensor& t
     return 0;
   }();
   if (TypedValueCount(contents) != expected_fields) {
-    return InvalidArgument(fmt::format(
-        "input '{}' is {} but its contents fill a field of another datatype", tensor.name,
-        ToString(tensor.datatype)));
+    return InvalidArgument(
+        fmt::format("input '{}' is {} but its contents fill a field of another datatype",
+                    tensor.name, ToString(tensor.datatype)));
   }
   switch (tensor.datatype) {
     case DataType::kBool:
@@ -122,8 +124,9 @@ Status DecodeTyped(const InferTensorContents& contents, int64_t count, Tensor& t
   return Internal("unhandled datatype");
 }
 
-Result<int64_t> Int64Parameter(const google::protobuf::Map<std::string, inference::InferParameter>& parameters,
-                               const std::string& key) {
+Result<int64_t> Int64Parameter(
+    const google::protobuf::Map<std::string, inference::InferParameter>& parameters,
+    const std::string& key) {
   const auto it = parameters.find(key);
   if (it == parameters.end()) {
     return int64_t{0};
@@ -206,28 +209,32 @@ Result<DecodedInfer> DecodeInferRequest(const inference::ModelInferRequest& mess
   const bool raw = message.raw_input_contents_size() > 0;
   decoded.raw_outputs = raw;
   if (raw && message.raw_input_contents_size() != message.inputs_size()) {
-    return InvalidArgument(fmt::format("the request has {} inputs but {} raw_input_contents; "
-                                       "give one per input, in input order",
-                                       message.inputs_size(), message.raw_input_contents_size()));
+    return InvalidArgument(
+        fmt::format("the request has {} inputs but {} raw_input_contents; "
+                    "give one per input, in input order",
+                    message.inputs_size(), message.raw_input_contents_size()));
   }
   for (int i = 0; i < message.inputs_size(); ++i) {
     const auto& input = message.inputs(i);
     const auto datatype = DataTypeFromString(input.datatype());
     if (!datatype) {
-      return InvalidArgument(fmt::format("input '{}' has unknown datatype \"{}\"", input.name(),
-                                         input.datatype()));
+      return InvalidArgument(
+          fmt::format("input '{}' has unknown datatype \"{}\"", input.name(), input.datatype()));
     }
-    Tensor tensor{.name = input.name(), .datatype = *datatype,
-                  .shape = Shape(input.shape().begin(), input.shape().end()), .data = {}};
+    Tensor tensor{.name = input.name(),
+                  .datatype = *datatype,
+                  .shape = Shape(input.shape().begin(), input.shape().end()),
+                  .data = {}};
     const auto count = ElementCount(tensor.shape);
     if (!count.ok()) {
       return InvalidArgument(fmt::format("input '{}': {}", tensor.name, count.status().message()));
     }
     if (raw) {
       if (input.has_contents() && TypedValueCount(input.contents()) > 0) {
-        return InvalidArgument(fmt::format("input '{}' has typed contents in a request that uses "
-                                           "raw_input_contents; use one or the other",
-                                           tensor.name));
+        return InvalidArgument(
+            fmt::format("input '{}' has typed contents in a request that uses "
+                        "raw_input_contents; use one or the other",
+                        tensor.name));
       }
       tensor.data = message.raw_input_contents(i);
       PERCH_RETURN_IF_ERROR(ValidateTensorData(tensor));

@@ -16,9 +16,9 @@ namespace {
 using grpc::ServerContext;
 using inference::GRPCInferenceService;
 
-void FillTensorMetadata(const std::vector<TensorSpec>& specs,
-                        google::protobuf::RepeatedPtrField<
-                            inference::ModelMetadataResponse::TensorMetadata>* out) {
+void FillTensorMetadata(
+    const std::vector<TensorSpec>& specs,
+    google::protobuf::RepeatedPtrField<inference::ModelMetadataResponse::TensorMetadata>* out) {
   for (const auto& spec : specs) {
     auto* tensor = out->Add();
     tensor->set_name(spec.name);
@@ -173,9 +173,10 @@ class GrpcServer::Impl {
     server_ = builder.BuildAndStart();
     if (!server_ || port_ <= 0) {
       server_.reset();
-      return Unavailable(fmt::format("cannot listen for gRPC on {}: the address is in use or not "
-                                     "local",
-                                     address));
+      return Unavailable(
+          fmt::format("cannot listen for gRPC on {}: the address is in use or not "
+                      "local",
+                      address));
     }
     logger_.Info("gRPC API on {}:{}", options_.host, port_);
     return Status::Ok();

@@ -9,12 +9,10 @@ void RegisterHealthRoutes(httplib::Server& server, const Context& context) {
   server.Get("/v2/health/live", [](const httplib::Request&, httplib::Response& response) {
     SendJson(response, 200, R"({"live":true})");
   });
-  server.Get("/v2/health/ready",
-             [&context](const httplib::Request&, httplib::Response& response) {
-               const bool ready = context.models.Ready();
-               SendJson(response, ready ? 200 : 503,
-                        nlohmann::json{{"ready", ready}}.dump());
-             });
+  server.Get("/v2/health/ready", [&context](const httplib::Request&, httplib::Response& response) {
+    const bool ready = context.models.Ready();
+    SendJson(response, ready ? 200 : 503, nlohmann::json{{"ready", ready}}.dump());
+  });
   server.Get("/v2", [&context](const httplib::Request&, httplib::Response& response) {
     SendJson(response, 200,
              nlohmann::json{

@@ -45,8 +45,8 @@ void SendJson(httplib::Response& response, int http_status, std::string body) {
 
 void SendError(httplib::Response& response, const Status& status) {
   SendJson(response, HttpStatusFor(status.code()),
-           nlohmann::json{{"error", status.message()}}.dump(-1, ' ', false,
-                                                            nlohmann::json::error_handler_t::replace));
+           nlohmann::json{{"error", status.message()}}.dump(
+               -1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
 void PostWithBody(httplib::Server& server, const std::string& pattern, const Context& context,
@@ -104,18 +104,18 @@ class HttpServer::Impl {
       setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
     });
     // Exceptions stop here: a handler bug answers 500, it never takes the server down.
-    server_.set_exception_handler(
-        [this](const httplib::Request& request, httplib::Response& response, std::exception_ptr error) {
-          std::string what = "unknown error";
-          try {
-            std::rethrow_exception(error);
-          } catch (const std::exception& e) {
-            what = e.what();
-          } catch (...) {
-          }
-          logger_.Error("{} {} failed: {}", request.method, request.path, what);
-          http::SendError(response, Internal(fmt::format("internal error: {}", what)));
-        });
+    server_.set_exception_handler([this](const httplib::Request& request,
+                                         httplib::Response& response, std::exception_ptr error) {
+      std::string what = "unknown error";
+      try {
+        std::rethrow_exception(error);
+      } catch (const std::exception& e) {
+        what = e.what();
+      } catch (...) {
+      }
+      logger_.Error("{} {} failed: {}", request.method, request.path, what);
+      http::SendError(response, Internal(fmt::format("internal error: {}", what)));
+    });
     // Answers the library produces itself (no route, body too large) get the
     // same JSON error shape as ours.
     server_.set_error_handler([](const httplib::Request& request, httplib::Response& response) {

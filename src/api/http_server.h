@@ -21,8 +21,8 @@ namespace perch {
 
 struct HttpServerOptions {
   std::string host = "127.0.0.1";
-  int port = 8000;                       // 0: any free port, see HttpServer::port()
-  size_t max_body_bytes = 64 << 20;      // also the limit after decompression
+  int port = 8000;                   // 0: any free port, see HttpServer::port()
+  size_t max_body_bytes = 64 << 20;  // also the limit after decompression
   size_t max_json_depth = 64;
   int threads = 16;                      // I/O threads; each keep-alive client holds one
   std::string server_version = "0.0.0";  // reported by GET /v2

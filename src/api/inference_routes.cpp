@@ -22,7 +22,8 @@ std::string VersionOf(const httplib::Request& request) {
 nlohmann::json SpecsToJson(const std::vector<TensorSpec>& specs) {
   nlohmann::json list = nlohmann::json::array();
   for (const auto& spec : specs) {
-    list.push_back({{"name", spec.name}, {"datatype", ToString(spec.datatype)}, {"shape", spec.shape}});
+    list.push_back(
+        {{"name", spec.name}, {"datatype", ToString(spec.datatype)}, {"shape", spec.shape}});
   }
   return list;
 }
@@ -63,9 +64,10 @@ void HandleReady(const Context& context, const httplib::Request& request,
     SendError(response, model.status());
     return;
   }
-  SendJson(response, 503,
-           nlohmann::json{{"name", name}, {"ready", false}, {"error", model.status().message()}}
-               .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  SendJson(
+      response, 503,
+      nlohmann::json{{"name", name}, {"ready", false}, {"error", model.status().message()}}.dump(
+          -1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
 // The JSON part's length for the binary tensor extension; the whole body without it.
@@ -77,12 +79,12 @@ Result<size_t> JsonLength(const httplib::Request& request, std::string_view body
   size_t length = 0;
   const auto [ptr, error] = std::from_chars(value.data(), value.data() + value.size(), length);
   if (error != std::errc() || ptr != value.data() + value.size() || value.empty()) {
-    return InvalidArgument(fmt::format("{} must be a non-negative integer, not \"{}\"",
-                                       kHeaderLength, value));
+    return InvalidArgument(
+        fmt::format("{} must be a non-negative integer, not \"{}\"", kHeaderLength, value));
   }
   if (length > body.size()) {
-    return InvalidArgument(fmt::format("{} is {} but the body has only {} bytes", kHeaderLength,
-                                       length, body.size()));
+    return InvalidArgument(
+        fmt::format("{} is {} but the body has only {} bytes", kHeaderLength, length, body.size()));
   }
   return length;
 }
@@ -94,8 +96,8 @@ Result<JsonInferRequest> Decode(const Context& context, const httplib::Request& 
                                 context.options.max_json_depth);
 }
 
-void HandleInfer(const Context& context, const httplib::Request& request,
-                 const std::string& body, httplib::Response& response) {
+void HandleInfer(const Context& context, const httplib::Request& request, const std::string& body,
+                 httplib::Response& response) {
   const std::string model_name = request.matches[1];
   const std::string model_version = VersionOf(request);
   auto decoded = Decode(context, request, body);
@@ -136,11 +138,10 @@ void RegisterInferenceRoutes(httplib::Server& server, const Context& context) {
              [&context](const httplib::Request& request, httplib::Response& response) {
                HandleReady(context, request, response);
              });
-  PostWithBody(server, model_path + "/infer", context,
-               [&context](const httplib::Request& request, const std::string& body,
-                          httplib::Response& response) {
-                 HandleInfer(context, request, body, response);
-               });
+  PostWithBody(
+      server, model_path + "/infer", context,
+      [&context](const httplib::Request& request, const std::string& body,
+                 httplib::Response& response) { HandleInfer(context, request, body, response); });
 }
 
 }  // namespace perch::http

@@ -1,8 +1,7 @@
 // `perch infer`: one request to a running agent over REST, inputs from
 // .npy files (sent as binary tensors) or .json files, outputs printed as JSON.
-#include <httplib.h>
-
 #include <fmt/format.h>
+#include <httplib.h>
 
 #include <cstdio>
 #include <fstream>
@@ -78,8 +77,8 @@ class Client {
   // The body of a 200 answer, or the server's error.
   Result<std::string> Call(const httplib::Result& result) const {
     if (!result) {
-      return Unavailable(fmt::format("cannot reach {}: {}", options_.url,
-                                     httplib::to_string(result.error())));
+      return Unavailable(
+          fmt::format("cannot reach {}: {}", options_.url, httplib::to_string(result.error())));
     }
     if (result->status != 200) {
       const auto body = json::parse(result->body, nullptr, false);
@@ -102,9 +101,9 @@ class Client {
     if (json_size != body.size()) {
       headers.emplace("Inference-Header-Content-Length", std::to_string(json_size));
     }
-    return Call(http_.Post(ModelPath() + "/infer", headers, body,
-                           json_size != body.size() ? "application/octet-stream"
-                                                    : "application/json"));
+    return Call(
+        http_.Post(ModelPath() + "/infer", headers, body,
+                   json_size != body.size() ? "application/octet-stream" : "application/json"));
   }
 
  private:
@@ -137,7 +136,8 @@ Status AddJsonInput(const std::string& name, const std::string& text, Client& cl
     return InvalidArgument(fmt::format("model has no input '{}'", name));
   }
   PERCH_ASSIGN_OR_RETURN(const Shape shape, ShapeOfNested(value));
-  request["inputs"].push_back({{"name", name}, {"datatype", datatype}, {"shape", shape}, {"data", value}});
+  request["inputs"].push_back(
+      {{"name", name}, {"datatype", datatype}, {"shape", shape}, {"data", value}});
   return Status::Ok();
 }
 

@@ -1,6 +1,5 @@
 // perch: one binary for every role (agent, hub, client tools).
 #include <CLI/CLI.hpp>
-
 #include <cstdio>
 #include <map>
 #include <string>

@@ -1,9 +1,8 @@
 // `perch perf`: a load generator in the spirit of Triton's perf_analyzer.
 // For each concurrency level it keeps that many requests in flight for a
 // fixed time and reports throughput and latency percentiles.
-#include <httplib.h>
-
 #include <fmt/format.h>
+#include <httplib.h>
 
 #include <algorithm>
 #include <atomic>
@@ -63,7 +62,8 @@ struct LevelResult {
     if (latencies_ms.empty()) {
       return 0;
     }
-    const auto rank = static_cast<size_t>(p / 100.0 * static_cast<double>(latencies_ms.size() - 1) + 0.5);
+    const auto rank =
+        static_cast<size_t>(p / 100.0 * static_cast<double>(latencies_ms.size() - 1) + 0.5);
     return latencies_ms[std::min(rank, latencies_ms.size() - 1)];
   }
 };
@@ -77,7 +77,10 @@ Result<std::chrono::milliseconds> ParseDuration(const std::string& text) {
     used = 0;
   }
   const std::string unit = text.substr(used);
-  const double scale = unit == "ms" ? 1 : unit == "s" || unit.empty() ? 1000 : unit == "m" ? 60000 : -1;
+  const double scale = unit == "ms"                  ? 1
+                       : unit == "s" || unit.empty() ? 1000
+                       : unit == "m"                 ? 60000
+                                                     : -1;
   if (used == 0 || scale < 0 || value < 0) {
     return InvalidArgument(fmt::format("'{}' is not a duration such as 500ms, 10s or 2m", text));
   }
@@ -217,9 +220,10 @@ Result<std::string> FetchMetadata(const PerfOptions& options) {
   }
   json metadata = {{"inputs", json::array()}};
   for (const auto& input : response.inputs()) {
-    metadata["inputs"].push_back({{"name", input.name()},
-                                  {"datatype", input.datatype()},
-                                  {"shape", std::vector<int64_t>(input.shape().begin(), input.shape().end())}});
+    metadata["inputs"].push_back(
+        {{"name", input.name()},
+         {"datatype", input.datatype()},
+         {"shape", std::vector<int64_t>(input.shape().begin(), input.shape().end())}});
   }
   return metadata.dump();
 #else
@@ -256,7 +260,8 @@ LevelResult RunLevel(const std::vector<std::unique_ptr<Sender>>& senders,
             first_errors[i] = *error;
           }
         } else {
-          latencies[i].push_back(std::chrono::duration<double, std::milli>(received - sent).count());
+          latencies[i].push_back(
+              std::chrono::duration<double, std::milli>(received - sent).count());
         }
       }
     });
@@ -281,9 +286,12 @@ void Print(const PerfOptions& options, const std::vector<LevelResult>& results) 
   if (options.json_output) {
     json out = json::array();
     for (const auto& r : results) {
-      out.push_back({{"concurrency", r.concurrency}, {"requests", r.requests},
-                     {"errors", r.errors}, {"throughput", r.Throughput()},
-                     {"p50_ms", r.Percentile(50)}, {"p90_ms", r.Percentile(90)},
+      out.push_back({{"concurrency", r.concurrency},
+                     {"requests", r.requests},
+                     {"errors", r.errors},
+                     {"throughput", r.Throughput()},
+                     {"p50_ms", r.Percentile(50)},
+                     {"p90_ms", r.Percentile(90)},
                      {"p99_ms", r.Percentile(99)}});
     }
     std::printf("%s\n", out.dump(2).c_str());
@@ -328,7 +336,8 @@ Result<std::vector<LevelResult>> Run(const PerfOptions& options) {
   // Decoding through perch's own codec checks the data and gives raw bytes.
   auto decoded = DecodeJsonInferRequest(request_json, "", 64);
   if (!decoded.ok()) {
-    return InvalidArgument(fmt::format("the request data is unusable: {}", decoded.status().message()));
+    return InvalidArgument(
+        fmt::format("the request data is unusable: {}", decoded.status().message()));
   }
 
   std::string rest_body = request_json;
@@ -337,7 +346,8 @@ Result<std::vector<LevelResult>> Run(const PerfOptions& options) {
     json header = {{"inputs", json::array()}};
     std::string raw;
     for (const auto& tensor : decoded->request.inputs) {
-      header["inputs"].push_back({{"name", tensor.name}, {"datatype", ToString(tensor.datatype)},
+      header["inputs"].push_back({{"name", tensor.name},
+                                  {"datatype", ToString(tensor.datatype)},
                                   {"shape", tensor.shape},
                                   {"parameters", {{"binary_data_size", tensor.data.size()}}}});
       raw += tensor.data;
@@ -392,7 +402,9 @@ CommandRunner AddPerfCommand(CLI::App& app) {
   app.add_option("--protocol", options->protocol, "rest or grpc")
       ->check(CLI::IsMember({"rest", "grpc"}))
       ->capture_default_str();
-  app.add_option("--url", options->url, "REST address")->envname("PERCH_URL")->capture_default_str();
+  app.add_option("--url", options->url, "REST address")
+      ->envname("PERCH_URL")
+      ->capture_default_str();
   app.add_option("--grpc-target", options->grpc_target, "gRPC address")->capture_default_str();
   app.add_option("--concurrency", options->concurrency, "Requests kept in flight, e.g. 1,2,4,8")
       ->delimiter(',')

@@ -1,11 +1,12 @@
 // `perch serve`: wires engine, model manager, inference service and the REST
 // front end together, then waits for SIGINT or SIGTERM.
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <thread>
-#include <unistd.h>
 
 #include "api/http_server.h"
 #ifdef PERCH_WITH_GRPC
@@ -82,13 +83,15 @@ int RunServe(const ServeOptions& options) {
   ModelManager models(
       ModelManagerOptions{
           .repository = options.repository,
-          .poll_interval = std::chrono::milliseconds(static_cast<int64_t>(options.poll_seconds * 1000)),
+          .poll_interval =
+              std::chrono::milliseconds(static_cast<int64_t>(options.poll_seconds * 1000)),
       },
       **engine, metrics, logger.ForComponent("models"));
   Scheduler scheduler(SchedulerOptions{.workers = options.workers});
   scheduler.Start();
   const InferenceService inference(models, scheduler);
-  auto http = HttpServer::Create(options.http, inference, models, metrics, logger.ForComponent("http"));
+  auto http =
+      HttpServer::Create(options.http, inference, models, metrics, logger.ForComponent("http"));
   if (!http.ok()) {
     return Fail(logger, http.status());
   }
@@ -123,7 +126,8 @@ int RunServe(const ServeOptions& options) {
         .path = std::filesystem::path(options.state) / "outbox.db",
         .name = "outbox",
         .max_records = options.outbox_max_records,
-        .overflow = OverflowPolicyFromString(options.outbox_overflow).value_or(OverflowPolicy::kRejectNew),
+        .overflow =
+            OverflowPolicyFromString(options.outbox_overflow).value_or(OverflowPolicy::kRejectNew),
         .ttl = std::chrono::seconds(options.outbox_ttl_seconds),
         .sync = SyncModeFromString(options.outbox_sync).value_or(SyncMode::kNormal),
     };
@@ -179,7 +183,8 @@ int RunServe(const ServeOptions& options) {
 
 CommandRunner AddServeCommand(CLI::App& app) {
   auto options = std::make_shared<ServeOptions>();
-  app.add_option("--repo", options->repository, "Model repository: REPO/<model>/<version>/model.onnx")
+  app.add_option("--repo", options->repository,
+                 "Model repository: REPO/<model>/<version>/model.onnx")
       ->envname("PERCH_REPO")
       ->required();
   app.add_option("--host", options->http.host, "Address to listen on")
@@ -205,7 +210,8 @@ CommandRunner AddServeCommand(CLI::App& app) {
       ->envname("PERCH_STATE")
       ->capture_default_str();
 #ifdef PERCH_WITH_MQTT
-  app.add_option("--mqtt", options->mqtt.url, "MQTT broker, mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+  app.add_option("--mqtt", options->mqtt.url,
+                 "MQTT broker, mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
       ->envname("PERCH_MQTT");
   app.add_option("--mqtt-username", options->mqtt.username, "MQTT user name")
       ->envname("PERCH_MQTT_USERNAME");

@@ -74,8 +74,8 @@ Histogram::Snapshot Histogram::Read() const {
 }
 
 std::vector<double> LatencyBucketsSeconds() {
-  return {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
-          0.025,   0.05,   0.1,     0.25,   0.5,   1.0,    2.5,   5.0,  10.0};
+  return {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+          0.05,    0.1,    0.25,    0.5,    1.0,   2.5,    5.0,   10.0};
 }
 
 Counter& MetricsRegistry::GetCounter(const std::string& name, const std::string& help,

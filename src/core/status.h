@@ -64,7 +64,7 @@ inline Status Internal(std::string message) { return {StatusCode::kInternal, std
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : state_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : state_(std::move(value)) {}        // NOLINT: implicit by design
   Result(Status status) : state_(std::move(status)) {  // NOLINT: implicit by design
     assert(!std::get<Status>(state_).ok() && "a Result holding a Status must hold an error");
   }
@@ -92,12 +92,12 @@ class [[nodiscard]] Result {
 }  // namespace perch
 
 // Returns the Status of `expr` from the enclosing function when it is not ok.
-#define PERCH_RETURN_IF_ERROR(expr)          \
-  do {                                       \
-    ::perch::Status perch_status_ = (expr);  \
-    if (!perch_status_.ok()) {               \
-      return perch_status_;                  \
-    }                                        \
+#define PERCH_RETURN_IF_ERROR(expr)         \
+  do {                                      \
+    ::perch::Status perch_status_ = (expr); \
+    if (!perch_status_.ok()) {              \
+      return perch_status_;                 \
+    }                                       \
   } while (false)
 
 #define PERCH_CONCAT_INNER(a, b) a##b

@@ -1,9 +1,8 @@
 // ONNX Runtime behind perch's Engine interface. ONNX Runtime's C++ API
 // throws Ort::Exception; every call into it is wrapped here so that only
 // Status values leave this file.
-#include <onnxruntime_cxx_api.h>
-
 #include <fmt/format.h>
+#include <onnxruntime_cxx_api.h>
 
 #include <array>
 #include <fstream>
@@ -134,9 +133,10 @@ Result<TensorSpec> ReadSpec(const std::string& name, const Ort::TypeInfo& type_i
   const auto tensor_info = type_info.GetTensorTypeAndShapeInfo();
   const auto datatype = FromOnnx(tensor_info.GetElementType());
   if (!datatype) {
-    return InvalidArgument(fmt::format("'{}' has ONNX element type {}, which has no Open Inference "
-                                       "Protocol datatype",
-                                       name, static_cast<int>(tensor_info.GetElementType())));
+    return InvalidArgument(
+        fmt::format("'{}' has ONNX element type {}, which has no Open Inference "
+                    "Protocol datatype",
+                    name, static_cast<int>(tensor_info.GetElementType())));
   }
   return TensorSpec{.name = name, .datatype = *datatype, .shape = tensor_info.GetShape()};
 }
@@ -227,7 +227,8 @@ class OnnxSession final : public Session {
     tensor.data.reserve(total + 4 * count);
     for (size_t i = 0; i < count; ++i) {
       const size_t end = i + 1 < count ? offsets[i + 1] : total;
-      AppendBytesElement(tensor.data, std::string_view(content).substr(offsets[i], end - offsets[i]));
+      AppendBytesElement(tensor.data,
+                         std::string_view(content).substr(offsets[i], end - offsets[i]));
     }
     return tensor;
   }
@@ -247,8 +248,8 @@ class OnnxEngine final : public Engine {
     try {
       return LoadOrThrow(bytes, model_file, options);
     } catch (const Ort::Exception& error) {
-      return FromOrtException(error, fmt::format("ONNX Runtime cannot load {}",
-                                                 model_file.string()));
+      return FromOrtException(error,
+                              fmt::format("ONNX Runtime cannot load {}", model_file.string()));
     } catch (const std::exception& error) {
       return Internal(fmt::format("loading {} failed: {}", model_file.string(), error.what()));
     }
@@ -284,8 +285,8 @@ class OnnxEngine final : public Engine {
       PERCH_ASSIGN_OR_RETURN(auto spec, ReadSpec(name, session.GetOutputTypeInfo(i)));
       signature.outputs.push_back(std::move(spec));
     }
-    logger_.Debug("loaded {} ({} inputs, {} outputs)", model_file.string(),
-                  signature.inputs.size(), signature.outputs.size());
+    logger_.Debug("loaded {} ({} inputs, {} outputs)", model_file.string(), signature.inputs.size(),
+                  signature.outputs.size());
     return std::unique_ptr<Session>(
         std::make_unique<OnnxSession>(std::move(session), std::move(signature)));
   }
@@ -302,8 +303,7 @@ Result<std::unique_ptr<Engine>> CreateOnnxEngine(const OnnxEngineOptions& option
     threading.SetGlobalIntraOpNumThreads(options.intra_op_threads);
     threading.SetGlobalInterOpNumThreads(options.inter_op_threads);
     Ort::Env env(threading, ORT_LOGGING_LEVEL_WARNING, "perch");
-    logger.Info("ONNX Runtime {} ready, shared thread pool of {} threads",
-                Ort::GetVersionString(),
+    logger.Info("ONNX Runtime {} ready, shared thread pool of {} threads", Ort::GetVersionString(),
                 options.intra_op_threads > 0 ? std::to_string(options.intra_op_threads)
                                              : std::string("one per core"));
     return std::unique_ptr<Engine>(std::make_unique<OnnxEngine>(std::move(env), std::move(logger)));

@@ -44,9 +44,9 @@ TEST(OnnxExternalDataTest, ModelWithoutExternalData) {
 }
 
 TEST(OnnxExternalDataTest, RefusesMalformedBytes) {
-  EXPECT_FALSE(ListOnnxExternalDataLocations("\x3a\x7f").ok());          // length past the end
-  EXPECT_FALSE(ListOnnxExternalDataLocations("\x08\xff\xff").ok());      // truncated varint
-  EXPECT_FALSE(ListOnnxExternalDataLocations("\x0b").ok());              // group wire type
+  EXPECT_FALSE(ListOnnxExternalDataLocations("\x3a\x7f").ok());      // length past the end
+  EXPECT_FALSE(ListOnnxExternalDataLocations("\x08\xff\xff").ok());  // truncated varint
+  EXPECT_FALSE(ListOnnxExternalDataLocations("\x0b").ok());          // group wire type
   std::string nested = Field(5, "");
   for (int i = 0; i < 200; ++i) {
     nested = Field(5, Field(6, Field(1, nested)));  // attribute -> graph -> node, deeper and deeper

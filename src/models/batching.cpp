@@ -24,8 +24,8 @@ std::vector<Tensor> MergeBatch(const std::vector<const std::vector<Tensor>*>& re
   std::vector<Tensor> merged;
   const auto& first = *requests.front();
   for (size_t i = 0; i < first.size(); ++i) {
-    Tensor tensor{.name = first[i].name, .datatype = first[i].datatype, .shape = first[i].shape,
-                  .data = {}};
+    Tensor tensor{
+        .name = first[i].name, .datatype = first[i].datatype, .shape = first[i].shape, .data = {}};
     tensor.shape[0] = 0;
     size_t bytes = 0;
     for (const auto* request : requests) {
@@ -66,8 +66,8 @@ Result<std::vector<std::vector<Tensor>>> SplitBatch(const std::vector<Tensor>& o
     size_t offset = 0;
     size_t element = 0;
     for (size_t r = 0; r < rows.size(); ++r) {
-      Tensor piece{.name = output.name, .datatype = output.datatype, .shape = output.shape,
-                   .data = {}};
+      Tensor piece{
+          .name = output.name, .datatype = output.datatype, .shape = output.shape, .data = {}};
       piece.shape[0] = rows[r];
       if (output.datatype == DataType::kBytes) {
         for (int64_t e = 0; e < rows[r] * elements_per_row; ++e) {

@@ -13,10 +13,11 @@ using Clock = std::chrono::steady_clock;
 
 Status CheckShape(const TensorSpec& spec, int64_t max_batch_size, const Tensor& input) {
   if (input.shape.size() != spec.shape.size()) {
-    return InvalidArgument(fmt::format("input '{}' has shape {} of rank {} but the model expects "
-                                       "rank {} ({})",
-                                       input.name, ShapeToString(input.shape), input.shape.size(),
-                                       spec.shape.size(), ShapeToString(spec.shape)));
+    return InvalidArgument(
+        fmt::format("input '{}' has shape {} of rank {} but the model expects "
+                    "rank {} ({})",
+                    input.name, ShapeToString(input.shape), input.shape.size(), spec.shape.size(),
+                    ShapeToString(spec.shape)));
   }
   for (size_t i = 0; i < spec.shape.size(); ++i) {
     if (spec.shape[i] >= 0 && input.shape[i] != spec.shape[i]) {
@@ -26,9 +27,10 @@ Status CheckShape(const TensorSpec& spec, int64_t max_batch_size, const Tensor& 
     }
   }
   if (max_batch_size > 0 && !input.shape.empty() && input.shape[0] > max_batch_size) {
-    return InvalidArgument(fmt::format("input '{}' has a batch of {}, over the model's "
-                                       "max_batch_size of {}",
-                                       input.name, input.shape[0], max_batch_size));
+    return InvalidArgument(
+        fmt::format("input '{}' has a batch of {}, over the model's "
+                    "max_batch_size of {}",
+                    input.name, input.shape[0], max_batch_size));
   }
   return Status::Ok();
 }

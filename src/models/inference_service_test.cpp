@@ -14,8 +14,8 @@ const ModelSignature kSignature{
 
 Tensor Make(const std::string& name, DataType datatype, Shape shape) {
   Tensor tensor{.name = name, .datatype = datatype, .shape = std::move(shape), .data = {}};
-  tensor.data.assign(static_cast<size_t>(ElementCount(tensor.shape).value()) * ElementSize(datatype),
-                     '\0');
+  tensor.data.assign(
+      static_cast<size_t>(ElementCount(tensor.shape).value()) * ElementSize(datatype), '\0');
   return tensor;
 }
 
@@ -36,8 +36,7 @@ TEST(ValidateInputsTest, RefusesMismatches) {
   ExpectInvalid(ValidateInputs(kSignature, 0, {rate, rate}), "'rate' is given more than once");
   ExpectInvalid(ValidateInputs(kSignature, 0, {rate, Make("audio", DataType::kFp64, {1, 4})}),
                 "is FP64 but the model expects FP32");
-  ExpectInvalid(ValidateInputs(kSignature, 0, {rate, Make("audio", DataType::kFp32, {4})}),
-                "rank");
+  ExpectInvalid(ValidateInputs(kSignature, 0, {rate, Make("audio", DataType::kFp32, {4})}), "rank");
   ExpectInvalid(ValidateInputs(kSignature, 0, {rate, Make("audio", DataType::kFp32, {1, 5})}),
                 "expects [-1,4]");
   ExpectInvalid(ValidateInputs(kSignature, 2, {rate, Make("audio", DataType::kFp32, {3, 4})}),

@@ -32,8 +32,8 @@ Status CheckKeys(const json& object, std::string_view where,
 Result<int64_t> GetInteger(const json& object, std::string_view key, int64_t min, int64_t max) {
   const json& value = object.at(key);
   if (!value.is_number_integer() || value.get<int64_t>() < min || value.get<int64_t>() > max) {
-    return InvalidArgument(
-        fmt::format("\"{}\" must be an integer from {} to {}, not {}", key, min, max, value.dump()));
+    return InvalidArgument(fmt::format("\"{}\" must be an integer from {} to {}, not {}", key, min,
+                                       max, value.dump()));
   }
   return value.get<int64_t>();
 }
@@ -47,9 +47,10 @@ Result<VersionPolicy> ParseVersionPolicy(const json& value) {
   const auto& [kind_name, body] = *value.items().begin();
   const auto kind = VersionPolicyKindFromString(kind_name);
   if (!kind || !body.is_object()) {
-    return InvalidArgument(fmt::format("\"version_policy\" kind \"{}\" is unknown; use latest, all "
-                                       "or specific",
-                                       kind_name));
+    return InvalidArgument(
+        fmt::format("\"version_policy\" kind \"{}\" is unknown; use latest, all "
+                    "or specific",
+                    kind_name));
   }
   VersionPolicy policy;
   policy.kind = *kind;
@@ -66,8 +67,8 @@ Result<VersionPolicy> ParseVersionPolicy(const json& value) {
     }
     for (const json& version : versions) {
       if (!version.is_number_integer() || version.get<int64_t>() < 1) {
-        return InvalidArgument(
-            fmt::format("version_policy.specific lists {}, not a positive integer", version.dump()));
+        return InvalidArgument(fmt::format(
+            "version_policy.specific lists {}, not a positive integer", version.dump()));
       }
       policy.specific.push_back(version.get<int64_t>());
     }
@@ -82,8 +83,9 @@ Result<DynamicBatching> ParseDynamicBatching(const json& value, int64_t max_batc
     return InvalidArgument("\"dynamic_batching\" must be an object");
   }
   if (max_batch_size <= 0) {
-    return InvalidArgument("\"dynamic_batching\" needs \"max_batch_size\" above 0: batches are "
-                           "merged along dim 0 up to that size");
+    return InvalidArgument(
+        "\"dynamic_batching\" needs \"max_batch_size\" above 0: batches are "
+        "merged along dim 0 up to that size");
   }
   PERCH_RETURN_IF_ERROR(
       CheckKeys(value, "dynamic_batching", {"preferred_batch_sizes", "max_queue_delay_us"}));
@@ -95,10 +97,10 @@ Result<DynamicBatching> ParseDynamicBatching(const json& value, int64_t max_batc
   for (const json& size : value.value("preferred_batch_sizes", json::array())) {
     if (!size.is_number_integer() || size.get<int64_t>() < 1 ||
         size.get<int64_t>() > max_batch_size) {
-      return InvalidArgument(fmt::format(
-          "dynamic_batching.preferred_batch_sizes lists {}, not an integer from 1 to "
-          "max_batch_size ({})",
-          size.dump(), max_batch_size));
+      return InvalidArgument(
+          fmt::format("dynamic_batching.preferred_batch_sizes lists {}, not an integer from 1 to "
+                      "max_batch_size ({})",
+                      size.dump(), max_batch_size));
     }
     batching.preferred_batch_sizes.push_back(size.get<int64_t>());
   }
@@ -107,7 +109,8 @@ Result<DynamicBatching> ParseDynamicBatching(const json& value, int64_t max_batc
 
 Result<MqttBinding> ParseMqttBinding(const json& value) {
   if (!value.is_object()) {
-    return InvalidArgument("\"mqtt\" must be an object such as {\"input_topic\": \"sensors/+/audio\"}");
+    return InvalidArgument(
+        "\"mqtt\" must be an object such as {\"input_topic\": \"sensors/+/audio\"}");
   }
   PERCH_RETURN_IF_ERROR(CheckKeys(value, "mqtt", {"input_topic", "output_topic"}));
   MqttBinding binding;
@@ -126,7 +129,8 @@ Result<MqttBinding> ParseMqttBinding(const json& value) {
     return InvalidArgument("\"mqtt\" needs \"input_topic\", the topic whose messages are requests");
   }
   if (binding.output_topic.find_first_of("+#") != std::string::npos) {
-    return InvalidArgument("mqtt.output_topic is where results go: it cannot hold the wildcards + or #");
+    return InvalidArgument(
+        "mqtt.output_topic is where results go: it cannot hold the wildcards + or #");
   }
   return binding;
 }
@@ -179,9 +183,8 @@ Result<std::vector<TensorSpec>> ApplyTo(const std::vector<TensorSpec>& specs,
     auto spec = std::find_if(result.begin(), result.end(),
                              [&](const TensorSpec& s) { return s.name == override.name; });
     if (spec == result.end()) {
-      return InvalidArgument(
-          fmt::format("model.json overrides {} '{}', which the model does not have", kind,
-                      override.name));
+      return InvalidArgument(fmt::format(
+          "model.json overrides {} '{}', which the model does not have", kind, override.name));
     }
     if (override.datatype && *override.datatype != spec->datatype) {
       return InvalidArgument(fmt::format("model.json says {} '{}' is {} but the model has {}", kind,
@@ -239,10 +242,10 @@ Result<ModelConfig> ParseModelConfig(std::string_view text) {
   if (root.is_discarded() || !root.is_object()) {
     return InvalidArgument("model.json is not a JSON object");
   }
-  PERCH_RETURN_IF_ERROR(CheckKeys(root, "model.json",
-                                  {"max_batch_size", "instances", "max_queue_size",
-                                   "dynamic_batching", "threads", "version_policy", "inputs",
-                                   "outputs", "warmup", "mqtt"}));
+  PERCH_RETURN_IF_ERROR(
+      CheckKeys(root, "model.json",
+                {"max_batch_size", "instances", "max_queue_size", "dynamic_batching", "threads",
+                 "version_policy", "inputs", "outputs", "warmup", "mqtt"}));
   ModelConfig config;
   if (root.contains("max_batch_size")) {
     PERCH_ASSIGN_OR_RETURN(config.max_batch_size, GetInteger(root, "max_batch_size", 0, 1 << 20));

@@ -48,11 +48,11 @@ struct MqttBinding {
 };
 
 struct ModelConfig {
-  int64_t max_batch_size = 0;  // > 0: dim 0 is the batch dim, at most this
-  int instances = 1;           // batches of this model that run at once
-  int64_t max_queue_size = 64;  // requests waiting beyond this are refused
+  int64_t max_batch_size = 0;                       // > 0: dim 0 is the batch dim, at most this
+  int instances = 1;                                // batches of this model that run at once
+  int64_t max_queue_size = 64;                      // requests waiting beyond this are refused
   std::optional<DynamicBatching> dynamic_batching;  // needs max_batch_size > 0
-  int threads = 0;             // > 0: a thread pool of its own; 0 = the shared pool
+  int threads = 0;  // > 0: a thread pool of its own; 0 = the shared pool
   VersionPolicy version_policy;
   std::vector<TensorOverride> inputs;
   std::vector<TensorOverride> outputs;

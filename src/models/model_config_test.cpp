@@ -105,8 +105,8 @@ TEST(ApplyOverridesTest, NarrowsDynamicDimsAndRefusesContradictions) {
   config.inputs = {};
   config.max_batch_size = 4;
   EXPECT_TRUE(ApplyOverrides(model, config).ok());
-  const ModelSignature fixed{.inputs = {{.name = "x", .datatype = DataType::kFp32, .shape = {1, 3}}},
-                             .outputs = {}};
+  const ModelSignature fixed{
+      .inputs = {{.name = "x", .datatype = DataType::kFp32, .shape = {1, 3}}}, .outputs = {}};
   EXPECT_FALSE(ApplyOverrides(fixed, config).ok());
 }
 

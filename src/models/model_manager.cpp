@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+
 #include "core/enum_names.h"
 
 namespace perch {
@@ -62,16 +63,14 @@ LoadedModel::LoadedModel(std::string name, int64_t version, ModelConfig config,
                                   "Inference requests that failed",
                                   {{"model", name}, {"version", std::to_string(version)}})),
       queue_seconds(metrics.GetHistogram(
-          "perch_inference_queue_duration_seconds",
-          "Time a request waited in its model's queue",
+          "perch_inference_queue_duration_seconds", "Time a request waited in its model's queue",
           {{"model", name}, {"version", std::to_string(version)}}, LatencyBucketsSeconds())),
       compute_seconds(metrics.GetHistogram(
           "perch_inference_compute_duration_seconds", "Time the engine spent on a request",
           {{"model", name}, {"version", std::to_string(version)}}, LatencyBucketsSeconds())),
-      batch_size(metrics.GetHistogram("perch_inference_batch_size",
-                                      "Requests run together in one engine call",
-                                      {{"model", name}, {"version", std::to_string(version)}},
-                                      {1, 2, 4, 8, 16, 32, 64, 128})),
+      batch_size(metrics.GetHistogram(
+          "perch_inference_batch_size", "Requests run together in one engine call",
+          {{"model", name}, {"version", std::to_string(version)}}, {1, 2, 4, 8, 16, 32, 64, 128})),
       name_(std::move(name)),
       version_(version),
       config_(std::move(config)),
@@ -80,7 +79,10 @@ LoadedModel::LoadedModel(std::string name, int64_t version, ModelConfig config,
 
 ModelManager::ModelManager(ModelManagerOptions options, Engine& engine, MetricsRegistry& metrics,
                            Logger logger)
-    : options_(std::move(options)), engine_(engine), metrics_(metrics), logger_(std::move(logger)) {}
+    : options_(std::move(options)),
+      engine_(engine),
+      metrics_(metrics),
+      logger_(std::move(logger)) {}
 
 ModelManager::~ModelManager() { Stop(); }
 
@@ -266,14 +268,13 @@ Result<std::shared_ptr<LoadedModel>> ModelManager::Acquire(std::string_view name
   if (!version.empty()) {
     wanted = ParseModelVersion(version);
     if (!wanted) {
-      return InvalidArgument(
-          fmt::format("model version '{}' is not a positive integer", version));
+      return InvalidArgument(fmt::format("model version '{}' is not a positive integer", version));
     }
   }
   std::lock_guard lock(mutex_);
   if (unloaded_.contains(name)) {
-    return Unavailable(fmt::format("model '{}' is unloaded; load it through the repository API",
-                                   name));
+    return Unavailable(
+        fmt::format("model '{}' is unloaded; load it through the repository API", name));
   }
   const auto model = models_.find(name);
   if (model == models_.end()) {
@@ -366,8 +367,8 @@ Status ModelManager::LoadModel(const std::string& name) {
   PERCH_RETURN_IF_ERROR(ReconcileModel(disk, /*force=*/true));
   if (ReadyVersions(name).empty()) {
     std::lock_guard lock(mutex_);
-    return Unavailable(fmt::format("model '{}' has nothing to serve: {}", name,
-                                   models_[name].reason));
+    return Unavailable(
+        fmt::format("model '{}' has nothing to serve: {}", name, models_[name].reason));
   }
   return Status::Ok();
 }

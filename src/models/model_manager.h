@@ -119,7 +119,7 @@ class ModelManager {
 
  private:
   struct VersionSlot {
-    std::string fingerprint;  // of what is loaded, or of the copy that failed
+    std::string fingerprint;             // of what is loaded, or of the copy that failed
     std::shared_ptr<LoadedModel> model;  // set when ready
     ModelState state = ModelState::kLoading;
     std::string reason;
@@ -130,7 +130,7 @@ class ModelManager {
     std::string reason;  // model-level trouble: no versions, model.json errors
   };
 
-  void Reconcile();  // requires reconcile_mutex_
+  void Reconcile();                                            // requires reconcile_mutex_
   Status ReconcileModel(const ModelOnDisk& disk, bool force);  // requires reconcile_mutex_
   Result<std::shared_ptr<LoadedModel>> LoadVersion(const ModelOnDisk& disk, int64_t version);
   void PollLoop(std::stop_token stop);

@@ -46,16 +46,16 @@ void ReadConfig(const fs::path& folder, ModelOnDisk& model) {
   }
   model.config_fingerprint = FingerprintOf(fs::directory_entry(file, error));
   if (fs::file_size(file, error) > kMaxConfigBytes) {
-    model.config_status = InvalidArgument(
-        fmt::format("{} is larger than {} bytes", file.string(), kMaxConfigBytes));
+    model.config_status =
+        InvalidArgument(fmt::format("{} is larger than {} bytes", file.string(), kMaxConfigBytes));
     return;
   }
   std::ifstream in(file);
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   auto config = ParseModelConfig(text);
   if (!config.ok()) {
-    model.config_status = InvalidArgument(
-        fmt::format("{}: {}", file.string(), config.status().message()));
+    model.config_status =
+        InvalidArgument(fmt::format("{}: {}", file.string(), config.status().message()));
     return;
   }
   model.config = std::move(config).value();
@@ -68,8 +68,8 @@ bool IsValidModelName(std::string_view name) {
     return false;
   }
   return std::all_of(name.begin(), name.end(), [](char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '.' || c == '-';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.' || c == '-';
   });
 }
 
@@ -87,9 +87,10 @@ std::optional<int64_t> ParseModelVersion(std::string_view text) {
 
 Result<ModelOnDisk> ScanModel(const fs::path& root, const std::string& name) {
   if (!IsValidModelName(name)) {
-    return InvalidArgument(fmt::format("'{}' is not a valid model name ([A-Za-z0-9_.-], at most "
-                                       "128 characters)",
-                                       name));
+    return InvalidArgument(
+        fmt::format("'{}' is not a valid model name ([A-Za-z0-9_.-], at most "
+                    "128 characters)",
+                    name));
   }
   const fs::path folder = root / name;
   std::error_code error;

@@ -35,8 +35,9 @@ class ScanTest : public testing::Test {
  protected:
   void SetUp() override {
     root_ = fs::temp_directory_path() /
-            ("perch_repository_test_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
-             "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+            ("perch_repository_test_" +
+             std::to_string(::testing::UnitTest::GetInstance()->random_seed()) + "_" +
+             ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(root_);
     fs::create_directories(root_);
   }

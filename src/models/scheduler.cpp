@@ -57,9 +57,9 @@ Result<std::vector<Tensor>> Scheduler::Submit(const std::shared_ptr<LoadedModel>
     }
     ModelQueue& queue = queues_[model.get()];
     if (static_cast<int64_t>(queue.pending.size()) >= model->config().max_queue_size) {
-      return ResourceExhausted(fmt::format(
-          "model '{}' has {} requests waiting, its max_queue_size; retry later", model->name(),
-          queue.pending.size()));
+      return ResourceExhausted(
+          fmt::format("model '{}' has {} requests waiting, its max_queue_size; retry later",
+                      model->name(), queue.pending.size()));
     }
     queue.model = model;
     queue.pending.push_back(std::move(pending));
@@ -67,9 +67,9 @@ Result<std::vector<Tensor>> Scheduler::Submit(const std::shared_ptr<LoadedModel>
   }
   wakeup_.notify_all();
   if (deadline && done.wait_until(*deadline) == std::future_status::timeout) {
-    return Status(StatusCode::kDeadlineExceeded,
-                  fmt::format("model '{}' did not answer within the request's timeout",
-                              model->name()));
+    return Status(
+        StatusCode::kDeadlineExceeded,
+        fmt::format("model '{}' did not answer within the request's timeout", model->name()));
   }
   return done.get();
 }
@@ -119,8 +119,9 @@ std::vector<std::shared_ptr<Scheduler::Pending>> Scheduler::TakeBatch(
   const auto expire = [&queue](Clock::time_point now) {
     std::erase_if(queue.pending, [now](const std::shared_ptr<Pending>& pending) {
       if (pending->deadline && *pending->deadline <= now) {
-        pending->done.set_value(Status(StatusCode::kDeadlineExceeded,
-                                       "the request's timeout passed while it waited in the queue"));
+        pending->done.set_value(
+            Status(StatusCode::kDeadlineExceeded,
+                   "the request's timeout passed while it waited in the queue"));
         return true;
       }
       return false;

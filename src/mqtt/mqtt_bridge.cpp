@@ -47,17 +47,19 @@ std::string Unhex(std::string_view hex) {
 }
 
 bool IsPublishableTopic(const std::string& topic) {
-  return !topic.empty() && mosquitto_pub_topic_check2(topic.c_str(), topic.size()) == MOSQ_ERR_SUCCESS;
+  return !topic.empty() &&
+         mosquitto_pub_topic_check2(topic.c_str(), topic.size()) == MOSQ_ERR_SUCCESS;
 }
 
 // `body` (a JSON object) with the idempotency key as its first member.
 std::string WithKey(std::string body, std::string_view key) {
-  body.insert(1, fmt::format("\"idempotency_key\":{}{}", JsonQuote(key), body.size() > 2 ? "," : ""));
+  body.insert(1,
+              fmt::format("\"idempotency_key\":{}{}", JsonQuote(key), body.size() > 2 ? "," : ""));
   return body;
 }
 
-std::string ErrorBody(const std::string& message, const std::string& model, const std::string& topic,
-                      const std::string& id) {
+std::string ErrorBody(const std::string& message, const std::string& model,
+                      const std::string& topic, const std::string& id) {
   json body = {{"error", message}, {"model_name", model}, {"topic", topic}};
   if (!id.empty()) {
     body["id"] = id;
@@ -95,9 +97,12 @@ class MqttBridge::Impl {
         outbox_(outbox),
         logger_(std::move(logger)),
         random_(std::random_device{}()),
-        connected_gauge_(metrics.GetGauge("perch_mqtt_connected", "1 while connected to the broker", {})),
-        connects_(metrics.GetCounter("perch_mqtt_connects_total", "Connections made to the broker", {})),
-        received_(metrics.GetCounter("perch_mqtt_received_total", "Messages accepted from the broker", {})),
+        connected_gauge_(
+            metrics.GetGauge("perch_mqtt_connected", "1 while connected to the broker", {})),
+        connects_(
+            metrics.GetCounter("perch_mqtt_connects_total", "Connections made to the broker", {})),
+        received_(metrics.GetCounter("perch_mqtt_received_total",
+                                     "Messages accepted from the broker", {})),
         delivered_(metrics.GetCounter("perch_mqtt_delivered_total",
                                       "Messages the broker acknowledged", {})),
         undeliverable_(metrics.GetCounter("perch_mqtt_undeliverable_total",
@@ -115,16 +120,19 @@ class MqttBridge::Impl {
     mosquitto_int_option(mosq_, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
     // Our own threads call publish while the network thread runs the loop.
     mosquitto_threaded_set(mosq_, true);
-    mosquitto_connect_v5_callback_set(mosq_, [](mosquitto*, void* self, int rc, int, const mosquitto_property*) {
-      static_cast<Impl*>(self)->OnConnect(rc);
-    });
-    mosquitto_disconnect_v5_callback_set(mosq_, [](mosquitto*, void* self, int rc, const mosquitto_property*) {
-      static_cast<Impl*>(self)->OnDisconnect(rc);
-    });
-    mosquitto_message_v5_callback_set(
-        mosq_, [](mosquitto*, void* self, const mosquitto_message* message, const mosquitto_property* properties) {
-          static_cast<Impl*>(self)->OnMessage(*message, properties);
+    mosquitto_connect_v5_callback_set(
+        mosq_, [](mosquitto*, void* self, int rc, int, const mosquitto_property*) {
+          static_cast<Impl*>(self)->OnConnect(rc);
         });
+    mosquitto_disconnect_v5_callback_set(
+        mosq_, [](mosquitto*, void* self, int rc, const mosquitto_property*) {
+          static_cast<Impl*>(self)->OnDisconnect(rc);
+        });
+    mosquitto_message_v5_callback_set(mosq_,
+                                      [](mosquitto*, void* self, const mosquitto_message* message,
+                                         const mosquitto_property* properties) {
+                                        static_cast<Impl*>(self)->OnMessage(*message, properties);
+                                      });
     mosquitto_publish_v5_callback_set(
         mosq_, [](mosquitto*, void* self, int mid, int reason, const mosquitto_property*) {
           static_cast<Impl*>(self)->OnPublished(mid, reason);
@@ -134,11 +142,12 @@ class MqttBridge::Impl {
                                 options_.password.empty() ? nullptr : options_.password.c_str());
     }
     if (address_.tls) {
-      const int rc = mosquitto_tls_set(mosq_, options_.ca_file.empty() ? nullptr : options_.ca_file.c_str(),
-                                       options_.ca_file.empty() ? "/etc/ssl/certs" : nullptr, nullptr,
-                                       nullptr, nullptr);
+      const int rc = mosquitto_tls_set(
+          mosq_, options_.ca_file.empty() ? nullptr : options_.ca_file.c_str(),
+          options_.ca_file.empty() ? "/etc/ssl/certs" : nullptr, nullptr, nullptr, nullptr);
       if (rc != MOSQ_ERR_SUCCESS) {
-        return InvalidArgument(fmt::format("cannot use the MQTT TLS settings: {}", mosquitto_strerror(rc)));
+        return InvalidArgument(
+            fmt::format("cannot use the MQTT TLS settings: {}", mosquitto_strerror(rc)));
       }
     }
     const std::string offline = StatusBody("offline");
@@ -195,7 +204,8 @@ class MqttBridge::Impl {
     while (!Stopping()) {
       if (!socket_open) {
         mosquitto_property* properties = nullptr;
-        mosquitto_property_add_int32(&properties, MQTT_PROP_SESSION_EXPIRY_INTERVAL, kSessionExpirySeconds);
+        mosquitto_property_add_int32(&properties, MQTT_PROP_SESSION_EXPIRY_INTERVAL,
+                                     kSessionExpirySeconds);
         const int rc = mosquitto_connect_bind_v5(mosq_, address_.host.c_str(), address_.port,
                                                  options_.keepalive_seconds, nullptr, properties);
         mosquitto_property_free_all(&properties);
@@ -223,8 +233,8 @@ class MqttBridge::Impl {
     if (socket_open && connected_) {
       // A clean goodbye: the status says offline, then the session pauses.
       const std::string offline = StatusBody("offline");
-      mosquitto_publish_v5(mosq_, nullptr, layout_.Status().c_str(), static_cast<int>(offline.size()),
-                           offline.data(), 1, true, nullptr);
+      mosquitto_publish_v5(mosq_, nullptr, layout_.Status().c_str(),
+                           static_cast<int>(offline.size()), offline.data(), 1, true, nullptr);
       mosquitto_disconnect_v5(mosq_, MQTT_RC_NORMAL_DISCONNECTION, nullptr);
       for (int i = 0; i < 10 && mosquitto_loop(mosq_, 50, 1) == MOSQ_ERR_SUCCESS; ++i) {
       }
@@ -236,7 +246,8 @@ class MqttBridge::Impl {
   void Backoff(int attempt) {
     const auto base = options_.reconnect_min * (1LL << std::min(attempt, 16));
     const auto capped = std::min<std::chrono::milliseconds>(base, options_.reconnect_max);
-    std::uniform_int_distribution<int64_t> jitter(capped.count() / 2, std::max<int64_t>(capped.count(), 1));
+    std::uniform_int_distribution<int64_t> jitter(capped.count() / 2,
+                                                  std::max<int64_t>(capped.count(), 1));
     const auto delay = std::chrono::milliseconds(jitter(random_));
     std::unique_lock lock(stop_mutex_);
     stop_wakeup_.wait_for(lock, delay, [this] { return stopping_; });
@@ -274,8 +285,8 @@ class MqttBridge::Impl {
 
   void OnDisconnect(int rc) {
     if (rc != 0 && !Stopping()) {
-      logger_.Warn("MQTT: connection to {}:{} lost ({}); reconnecting", address_.host, address_.port,
-                   mosquitto_strerror(rc));
+      logger_.Warn("MQTT: connection to {}:{} lost ({}); reconnecting", address_.host,
+                   address_.port, mosquitto_strerror(rc));
     }
     SetConnected(false);
   }
@@ -300,7 +311,8 @@ class MqttBridge::Impl {
       return;  // a subscription since dropped
     }
     char* response_topic = nullptr;
-    if (mosquitto_property_read_string(properties, MQTT_PROP_RESPONSE_TOPIC, &response_topic, false)) {
+    if (mosquitto_property_read_string(properties, MQTT_PROP_RESPONSE_TOPIC, &response_topic,
+                                       false)) {
       attributes["response_topic"] = response_topic;
       free(response_topic);
     }
@@ -316,12 +328,16 @@ class MqttBridge::Impl {
                                    static_cast<size_t>(message.payloadlen));
     const auto sequence = inbox_.Append(topic, key, payload, attributes.dump());
     if (!sequence.ok()) {
-      logger_.Error("MQTT: a message on {} could not be accepted: {}", topic, sequence.status().message());
+      logger_.Error("MQTT: a message on {} could not be accepted: {}", topic,
+                    sequence.status().message());
       return;
     }
     received_.Increment();
-    Dispatch(QueuedRecord{.sequence = *sequence, .destination = topic, .key = key,
-                          .payload = std::string(payload), .attributes = attributes.dump(),
+    Dispatch(QueuedRecord{.sequence = *sequence,
+                          .destination = topic,
+                          .key = key,
+                          .payload = std::string(payload),
+                          .attributes = attributes.dump(),
                           .created_unix_ms = 0});
   }
 
@@ -398,8 +414,9 @@ class MqttBridge::Impl {
       destination = decoded->reply_to;
     }
     if (!destination.empty() && !IsPublishableTopic(destination)) {
-      body = ErrorBody(fmt::format("\"{}\" is not a topic an answer can be published to", destination),
-                       model, topic, decoded.ok() ? decoded->request.id : "");
+      body =
+          ErrorBody(fmt::format("\"{}\" is not a topic an answer can be published to", destination),
+                    model, topic, decoded.ok() ? decoded->request.id : "");
       destination = layout_.Errors();
     } else if (!decoded.ok()) {
       body = ErrorBody(decoded.status().message(), model, topic, "");
@@ -418,7 +435,8 @@ class MqttBridge::Impl {
     // The answer's key comes from the message: answering it again after a
     // crash repeats the key, so receivers can drop the repeat.
     const std::string key = fmt::format("{}/{}", client_id_, record.key);
-    const auto appended = outbox_.Append(destination, key, WithKey(std::move(body), key), out_attributes.dump());
+    const auto appended =
+        outbox_.Append(destination, key, WithKey(std::move(body), key), out_attributes.dump());
     if (!appended.ok()) {
       logger_.Error("MQTT: the answer to a message on {} was dropped: {}", topic,
                     appended.status().message());
@@ -429,7 +447,8 @@ class MqttBridge::Impl {
     delivery_wakeup_.notify_all();
   }
 
-  std::string Answer(JsonInferRequest& decoded, const std::string& model, const std::string& topic) {
+  std::string Answer(JsonInferRequest& decoded, const std::string& model,
+                     const std::string& topic) {
     decoded.request.model_name = model;
     const std::string id = decoded.request.id;
     const auto result = inference_.Infer(std::move(decoded.request));
@@ -439,7 +458,8 @@ class MqttBridge::Impl {
     // Answers are JSON documents: binary output parameters do not apply.
     JsonInferRequest as_json;
     auto encoded = EncodeJsonInferResponse(*result, as_json);
-    return encoded.ok() ? std::move(encoded->body) : ErrorBody(encoded.status().message(), model, topic, id);
+    return encoded.ok() ? std::move(encoded->body)
+                        : ErrorBody(encoded.status().message(), model, topic, id);
   }
 
   // --- delivery thread -------------------------------------------------------
@@ -472,7 +492,8 @@ class MqttBridge::Impl {
 
   void PublishPending() {
     std::lock_guard lock(delivery_mutex_);
-    const auto room = static_cast<size_t>(std::max(0, options_.max_inflight - static_cast<int>(in_flight_.size())));
+    const auto room = static_cast<size_t>(
+        std::max(0, options_.max_inflight - static_cast<int>(in_flight_.size())));
     if (room == 0) {
       return;
     }
@@ -494,8 +515,8 @@ class MqttBridge::Impl {
       }
       int mid = 0;
       const int rc = mosquitto_publish_v5(mosq_, &mid, record.destination.c_str(),
-                                          static_cast<int>(record.payload.size()), record.payload.data(),
-                                          1, false, properties);
+                                          static_cast<int>(record.payload.size()),
+                                          record.payload.data(), 1, false, properties);
       mosquitto_property_free_all(&properties);
       if (rc == MOSQ_ERR_SUCCESS) {
         in_flight_[mid] = record.sequence;
@@ -531,10 +552,11 @@ class MqttBridge::Impl {
     }
     std::lock_guard lock(bindings_mutex_);
     if (bindings.size() == bindings_.size() &&
-        std::equal(bindings.begin(), bindings.end(), bindings_.begin(), [](const auto& a, const auto& b) {
-          return a.first == b.first && a.second.model == b.second.model &&
-                 a.second.output_topic == b.second.output_topic;
-        }) &&
+        std::equal(bindings.begin(), bindings.end(), bindings_.begin(),
+                   [](const auto& a, const auto& b) {
+                     return a.first == b.first && a.second.model == b.second.model &&
+                            a.second.output_topic == b.second.output_topic;
+                   }) &&
         names == model_names_) {
       return false;
     }
@@ -559,7 +581,8 @@ class MqttBridge::Impl {
     std::lock_guard lock(bindings_mutex_);
     for (const auto& [filter, binding] : bindings_) {
       bool matches = false;
-      if (mosquitto_topic_matches_sub(filter.c_str(), topic.c_str(), &matches) == MOSQ_ERR_SUCCESS &&
+      if (mosquitto_topic_matches_sub(filter.c_str(), topic.c_str(), &matches) ==
+              MOSQ_ERR_SUCCESS &&
           matches) {
         return binding;
       }
@@ -625,7 +648,7 @@ class MqttBridge::Impl {
 
   std::mutex delivery_mutex_;
   std::condition_variable delivery_wakeup_;
-  std::map<int, int64_t> in_flight_;    // MQTT message id -> outbox sequence; guarded
+  std::map<int, int64_t> in_flight_;   // MQTT message id -> outbox sequence; guarded
   std::vector<int64_t> acknowledged_;  // guarded by delivery_mutex_
   int64_t last_sent_ = 0;              // guarded by delivery_mutex_
 
@@ -636,16 +659,17 @@ class MqttBridge::Impl {
 
 Result<std::unique_ptr<MqttBridge>> MqttBridge::Create(const MqttOptions& options,
                                                        const InferenceService& inference,
-                                                       const ModelManager& models, DurableQueue& inbox,
-                                                       DurableQueue& outbox, MetricsRegistry& metrics,
-                                                       Logger logger) {
+                                                       const ModelManager& models,
+                                                       DurableQueue& inbox, DurableQueue& outbox,
+                                                       MetricsRegistry& metrics, Logger logger) {
   PERCH_ASSIGN_OR_RETURN(auto address, mqtt::ParseBrokerUrl(options.url));
-  for (const auto& [what, level] : {std::pair{"location", options.location},
-                                    std::pair{"device", options.device},
-                                    std::pair{"prefix", options.prefix}}) {
+  for (const auto& [what, level] :
+       {std::pair{"location", options.location}, std::pair{"device", options.device},
+        std::pair{"prefix", options.prefix}}) {
     if (!mqtt::IsValidTopicLevel(level)) {
-      return InvalidArgument(fmt::format(
-          "the MQTT {} \"{}\" must be one topic level: not empty, no '/', '+' or '#'", what, level));
+      return InvalidArgument(
+          fmt::format("the MQTT {} \"{}\" must be one topic level: not empty, no '/', '+' or '#'",
+                      what, level));
     }
   }
   if (options.max_inflight < 1 || options.lanes < 1) {

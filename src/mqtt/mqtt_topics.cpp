@@ -26,10 +26,12 @@ Result<BrokerAddress> ParseBrokerUrl(std::string_view url) {
   if (colon != std::string_view::npos && rest.find(']') == std::string_view::npos) {
     const std::string_view port_text = rest.substr(colon + 1);
     int port = 0;
-    const auto [ptr, error] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+    const auto [ptr, error] =
+        std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
     if (error != std::errc() || ptr != port_text.data() + port_text.size() || port < 1 ||
         port > 65535) {
-      return InvalidArgument(fmt::format("broker URL \"{}\" has a bad port \"{}\"", url, port_text));
+      return InvalidArgument(
+          fmt::format("broker URL \"{}\" has a bad port \"{}\"", url, port_text));
     }
     address.port = port;
     rest = rest.substr(0, colon);

@@ -26,11 +26,11 @@ class TopicLayout {
   TopicLayout(std::string prefix, std::string location, std::string device)
       : prefix_(std::move(prefix)), location_(std::move(location)), device_(std::move(device)) {}
 
-  std::string DeviceRequests() const;    // <p>/<l>/<d>/infer/+
-  std::string LocationRequests() const;  // $share/perch/<p>/<l>/infer/+
-  std::string Status() const;            // <p>/<l>/<d>/status
+  std::string DeviceRequests() const;                 // <p>/<l>/<d>/infer/+
+  std::string LocationRequests() const;               // $share/perch/<p>/<l>/infer/+
+  std::string Status() const;                         // <p>/<l>/<d>/status
   std::string Results(std::string_view model) const;  // <p>/<l>/<d>/results/<model>
-  std::string Errors() const;            // <p>/<l>/<d>/errors
+  std::string Errors() const;                         // <p>/<l>/<d>/errors
 
   // The model a request topic (device or location) names; nullopt for any
   // other topic.

@@ -3,8 +3,9 @@
 #include <fmt/format.h>
 #include <sqlite3.h>
 
-#include "core/enum_names.h"
 #include <mutex>
+
+#include "core/enum_names.h"
 
 namespace perch {
 namespace {
@@ -27,7 +28,9 @@ int64_t NowUnixMs() {
 // A prepared statement, reset after each use.
 class Statement {
  public:
-  Statement(sqlite3* db, const char* sql) { sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &statement_, nullptr); }
+  Statement(sqlite3* db, const char* sql) {
+    sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &statement_, nullptr);
+  }
   ~Statement() { sqlite3_finalize(statement_); }
   Statement(const Statement&) = delete;
   Statement& operator=(const Statement&) = delete;
@@ -35,10 +38,12 @@ class Statement {
   bool valid() const { return statement_ != nullptr; }
   sqlite3_stmt* get() const { return statement_; }
   void BindText(int index, std::string_view text) {
-    sqlite3_bind_text(statement_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_text(statement_, index, text.data(), static_cast<int>(text.size()),
+                      SQLITE_TRANSIENT);
   }
   void BindBlob(int index, std::string_view bytes) {
-    sqlite3_bind_blob(statement_, index, bytes.data(), static_cast<int>(bytes.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_blob(statement_, index, bytes.data(), static_cast<int>(bytes.size()),
+                      SQLITE_TRANSIENT);
   }
   void BindInt(int index, int64_t value) { sqlite3_bind_int64(statement_, index, value); }
   std::string ColumnBytes(int column) const {
@@ -81,21 +86,25 @@ class DurableQueue::Impl {
   Impl(const DurableQueueOptions& options, sqlite3* db, MetricsRegistry& metrics)
       : options_(options),
         db_(db),
-        append_(db, "INSERT INTO records(destination, key, payload, attributes, created_ms) "
-                    "VALUES (?, ?, ?, ?, ?)"),
-        read_(db, "SELECT sequence, destination, key, payload, attributes, created_ms FROM records "
-                  "WHERE sequence > ? ORDER BY sequence LIMIT ?"),
+        append_(db,
+                "INSERT INTO records(destination, key, payload, attributes, created_ms) "
+                "VALUES (?, ?, ?, ?, ?)"),
+        read_(db,
+              "SELECT sequence, destination, key, payload, attributes, created_ms FROM records "
+              "WHERE sequence > ? ORDER BY sequence LIMIT ?"),
         remove_(db, "DELETE FROM records WHERE sequence = ?"),
-        drop_oldest_(db, "DELETE FROM records WHERE sequence = (SELECT MIN(sequence) FROM records)"),
+        drop_oldest_(db,
+                     "DELETE FROM records WHERE sequence = (SELECT MIN(sequence) FROM records)"),
         expire_(db, "DELETE FROM records WHERE created_ms < ?"),
         depth_(metrics.GetGauge("perch_queue_depth", "Records waiting in a durable queue",
                                 {{"queue", options.name}})),
         dropped_(metrics.GetCounter("perch_queue_dropped_total",
                                     "Records dropped to make room (drop-oldest policy)",
                                     {{"queue", options.name}})),
-        rejected_(metrics.GetCounter("perch_queue_rejected_total",
-                                     "Records refused because the queue was full (reject-new policy)",
-                                     {{"queue", options.name}})),
+        rejected_(
+            metrics.GetCounter("perch_queue_rejected_total",
+                               "Records refused because the queue was full (reject-new policy)",
+                               {{"queue", options.name}})),
         expired_(metrics.GetCounter("perch_queue_expired_total",
                                     "Records removed undelivered past their time-to-live",
                                     {{"queue", options.name}})) {}
@@ -105,8 +114,8 @@ class DurableQueue::Impl {
   Status Initialize() {
     if (!append_.valid() || !read_.valid() || !remove_.valid() || !drop_oldest_.valid() ||
         !expire_.valid()) {
-      return Unavailable(fmt::format("{} is not a perch queue database: {}",
-                                     options_.path.string(), sqlite3_errmsg(db_)));
+      return Unavailable(fmt::format("{} is not a perch queue database: {}", options_.path.string(),
+                                     sqlite3_errmsg(db_)));
     }
     Statement count(db_, "SELECT COUNT(*) FROM records");
     if (sqlite3_step(count.get()) != SQLITE_ROW) {
@@ -201,7 +210,8 @@ class DurableQueue::Impl {
     if (result == SQLITE_DONE || result == SQLITE_OK || result == SQLITE_ROW) {
       return Status::Ok();
     }
-    const auto code = result == SQLITE_FULL ? StatusCode::kResourceExhausted : StatusCode::kUnavailable;
+    const auto code =
+        result == SQLITE_FULL ? StatusCode::kResourceExhausted : StatusCode::kUnavailable;
     return Status(code, fmt::format("the {} at {} could not {}: {}", options_.name,
                                     options_.path.string(), doing, sqlite3_errmsg(db_)));
   }
@@ -209,12 +219,12 @@ class DurableQueue::Impl {
   const DurableQueueOptions options_;
   mutable std::mutex mutex_;
   sqlite3* const db_;
-  Statement append_;       // guarded by mutex_, like every statement
+  Statement append_;  // guarded by mutex_, like every statement
   Statement read_;
   Statement remove_;
   Statement drop_oldest_;
   Statement expire_;
-  int64_t size_ = 0;       // guarded by mutex_
+  int64_t size_ = 0;  // guarded by mutex_
   Gauge& depth_;
   Counter& dropped_;
   Counter& rejected_;
@@ -229,14 +239,14 @@ Result<std::unique_ptr<DurableQueue>> DurableQueue::Open(const DurableQueueOptio
   std::error_code error;
   std::filesystem::create_directories(options.path.parent_path(), error);
   sqlite3* db = nullptr;
-  const int opened = sqlite3_open_v2(options.path.c_str(), &db,
-                                     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                                     nullptr);
+  const int opened =
+      sqlite3_open_v2(options.path.c_str(), &db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   if (opened != SQLITE_OK) {
     const std::string message = db ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close_v2(db);
-    return Unavailable(fmt::format("cannot open the {} at {}: {}", options.name,
-                                   options.path.string(), message));
+    return Unavailable(
+        fmt::format("cannot open the {} at {}: {}", options.name, options.path.string(), message));
   }
   const std::string setup = fmt::format(
       "PRAGMA journal_mode=WAL; PRAGMA synchronous={}; PRAGMA busy_timeout=5000;"

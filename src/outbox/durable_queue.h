@@ -32,7 +32,7 @@ std::string_view ToString(SyncMode mode);
 std::optional<SyncMode> SyncModeFromString(std::string_view name);
 
 struct DurableQueueOptions {
-  std::filesystem::path path;  // the database file; its folder is created
+  std::filesystem::path path;   // the database file; its folder is created
   std::string name = "outbox";  // the "queue" label of its metrics
   int64_t max_records = 100000;
   OverflowPolicy overflow = OverflowPolicy::kRejectNew;
@@ -47,7 +47,7 @@ struct QueuedRecord {
   std::string destination;  // where it goes, e.g. an MQTT topic
   std::string key;          // idempotency key: receivers drop repeats of it
   std::string payload;
-  std::string attributes;   // what the deliverer needs besides (opaque here)
+  std::string attributes;  // what the deliverer needs besides (opaque here)
   int64_t created_unix_ms = 0;
 };
 

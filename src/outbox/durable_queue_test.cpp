@@ -14,7 +14,8 @@ class DurableQueueTest : public testing::Test {
  protected:
   void SetUp() override {
     folder_ = fs::temp_directory_path() /
-              ("perch_queue_test_" + std::string(testing::UnitTest::GetInstance()->current_test_info()->name()));
+              ("perch_queue_test_" +
+               std::string(testing::UnitTest::GetInstance()->current_test_info()->name()));
     fs::remove_all(folder_);
   }
   void TearDown() override { fs::remove_all(folder_); }

@@ -41,7 +41,9 @@ uint16_t FloatToHalf(float value) {
   return static_cast<uint16_t>(sign | (rounded >> 13));
 }
 
-float Bfloat16ToFloat(uint16_t bf16) { return std::bit_cast<float>(static_cast<uint32_t>(bf16) << 16); }
+float Bfloat16ToFloat(uint16_t bf16) {
+  return std::bit_cast<float>(static_cast<uint32_t>(bf16) << 16);
+}
 
 uint16_t FloatToBfloat16(float value) {
   const uint32_t bits = std::bit_cast<uint32_t>(value);

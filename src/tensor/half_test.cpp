@@ -11,7 +11,7 @@ TEST(HalfTest, KnownValues) {
   EXPECT_EQ(FloatToHalf(1.0f), 0x3C00);
   EXPECT_EQ(FloatToHalf(-2.0f), 0xC000);
   EXPECT_EQ(FloatToHalf(65504.0f), 0x7BFF);
-  EXPECT_EQ(FloatToHalf(1e6f), 0x7C00);  // overflow to infinity
+  EXPECT_EQ(FloatToHalf(1e6f), 0x7C00);                    // overflow to infinity
   EXPECT_EQ(FloatToHalf(5.960464477539063e-08f), 0x0001);  // smallest subnormal
   EXPECT_FLOAT_EQ(HalfToFloat(0x3555), 0.333251953125f);
 }

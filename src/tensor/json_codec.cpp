@@ -98,8 +98,9 @@ class ElementWriter {
   }
 
   Status OutOfRange(std::string_view value_text) const {
-    return InvalidArgument(fmt::format("input '{}' has the value {} in its data, out of range for {}",
-                                       tensor_name_, value_text, ToString(datatype_)));
+    return InvalidArgument(
+        fmt::format("input '{}' has the value {} in its data, out of range for {}", tensor_name_,
+                    value_text, ToString(datatype_)));
   }
 
   Status AppendBool(const element& value) {
@@ -257,8 +258,7 @@ Result<Tensor> DecodeInput(const element& input_value, size_t index, std::string
   const std::string index_where = fmt::format("inputs[{}]", index);
   PERCH_ASSIGN_OR_RETURN(const std::string_view name, GetString(input, "name", index_where));
   const std::string where = fmt::format("input '{}'", name);
-  PERCH_ASSIGN_OR_RETURN(const std::string_view datatype_name,
-                         GetString(input, "datatype", where));
+  PERCH_ASSIGN_OR_RETURN(const std::string_view datatype_name, GetString(input, "datatype", where));
   const auto datatype = DataTypeFromString(datatype_name);
   if (!datatype) {
     return InvalidArgument(fmt::format(
@@ -284,8 +284,8 @@ Result<Tensor> DecodeInput(const element& input_value, size_t index, std::string
     const auto size = static_cast<uint64_t>(int64_t(binary_size_value));
     if (size > binary.size()) {
       return InvalidArgument(fmt::format(
-          "{} says binary_data_size {} but only {} bytes of binary data remain in the body",
-          where, size, binary.size()));
+          "{} says binary_data_size {} but only {} bytes of binary data remain in the body", where,
+          size, binary.size()));
     }
     tensor.data.assign(binary.substr(0, size));
     binary.remove_prefix(size);
@@ -404,8 +404,7 @@ Result<JsonInferRequest> DecodeJsonInferRequest(std::string_view json, std::stri
   if (FindKey(parameters, "timeout", timeout)) {
     // Microseconds, as Triton reads the same parameter.
     if (timeout.type() != element_type::INT64 || int64_t(timeout) < 0) {
-      return InvalidArgument(
-          "parameter \"timeout\" must be a non-negative integer (microseconds)");
+      return InvalidArgument("parameter \"timeout\" must be a non-negative integer (microseconds)");
     }
     decoded.request.timeout = std::chrono::microseconds(int64_t(timeout));
   }

@@ -35,8 +35,8 @@ Result<JsonInferRequest> DecodeJsonInferRequest(std::string_view json, std::stri
                                                 size_t max_depth);
 
 struct EncodedInferResponse {
-  std::string body;        // the JSON, then any binary output data
-  size_t json_size = 0;    // the Inference-Header-Content-Length when has_binary
+  std::string body;      // the JSON, then any binary output data
+  size_t json_size = 0;  // the Inference-Header-Content-Length when has_binary
   bool has_binary = false;
 };
 

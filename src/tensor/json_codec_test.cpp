@@ -149,10 +149,9 @@ TEST(JsonEncodeTest, JsonAndBinaryOutputs) {
   const auto encoded = EncodeJsonInferResponse(response, all_json);
   ASSERT_TRUE(encoded.ok());
   EXPECT_FALSE(encoded->has_binary);
-  EXPECT_EQ(encoded->body,
-            R"({"model_name":"m","model_version":"2","id":"q\"1","outputs":[)"
-            R"({"name":"p","datatype":"FP32","shape":[2],"data":[0.25,1e-07]},)"
-            R"({"name":"l","datatype":"BYTES","shape":[1],"data":["cat"]}]})");
+  EXPECT_EQ(encoded->body, R"({"model_name":"m","model_version":"2","id":"q\"1","outputs":[)"
+                           R"({"name":"p","datatype":"FP32","shape":[2],"data":[0.25,1e-07]},)"
+                           R"({"name":"l","datatype":"BYTES","shape":[1],"data":["cat"]}]})");
 
   JsonInferRequest binary_p;
   binary_p.binary_choices = {{"p", true}};

@@ -100,7 +100,8 @@ Result<Tensor> DecodeNpy(std::string_view file, std::string name) {
   size_t header_length = 0;
   size_t header_start = 0;
   if (major == 1) {
-    header_length = static_cast<uint8_t>(file[8]) | (static_cast<size_t>(static_cast<uint8_t>(file[9])) << 8);
+    header_length =
+        static_cast<uint8_t>(file[8]) | (static_cast<size_t>(static_cast<uint8_t>(file[9])) << 8);
     header_start = 10;
   } else if (major == 2 || major == 3) {
     if (file.size() < 12) {
@@ -130,9 +131,9 @@ Result<Tensor> DecodeNpy(std::string_view file, std::string name) {
 
   if (descr.size() > 2 && descr.substr(0, 2) == "|S") {
     size_t width = 0;
-    const auto [ptr, error] =
-        std::from_chars(descr.data() + 2, descr.data() + descr.size(), width);
-    if (error != std::errc() || width == 0 || static_cast<uint64_t>(count) > payload.size() / width ||
+    const auto [ptr, error] = std::from_chars(descr.data() + 2, descr.data() + descr.size(), width);
+    if (error != std::errc() || width == 0 ||
+        static_cast<uint64_t>(count) > payload.size() / width ||
         payload.size() != static_cast<size_t>(count) * width) {
       return Bad(fmt::format("the data does not hold {} strings of dtype {}", count, descr));
     }
@@ -145,8 +146,8 @@ Result<Tensor> DecodeNpy(std::string_view file, std::string name) {
     return tensor;
   }
   for (const auto& type : kTypes) {
-    if (type.descr == descr || (type.descr[0] == '|' && descr.size() == 3 &&
-                                descr.substr(1) == type.descr.substr(1))) {
+    if (type.descr == descr ||
+        (type.descr[0] == '|' && descr.size() == 3 && descr.substr(1) == type.descr.substr(1))) {
       tensor.datatype = type.datatype;
       tensor.data.assign(payload);
       PERCH_RETURN_IF_ERROR(ValidateTensorData(tensor));

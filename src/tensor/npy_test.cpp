@@ -23,10 +23,10 @@ std::string Npy(const std::string& header_dict, const std::string& payload) {
 
 TEST(NpyTest, DecodesFloat32Matrix) {
   const float values[] = {1, 2, 3, 4, 5, 6};
-  const auto tensor = DecodeNpy(
-      Npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }",
-          std::string(reinterpret_cast<const char*>(values), sizeof(values))),
-      "x");
+  const auto tensor =
+      DecodeNpy(Npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }",
+                    std::string(reinterpret_cast<const char*>(values), sizeof(values))),
+                "x");
   ASSERT_TRUE(tensor.ok()) << tensor.status().message();
   EXPECT_EQ(tensor->name, "x");
   EXPECT_EQ(tensor->datatype, DataType::kFp32);
@@ -36,18 +36,16 @@ TEST(NpyTest, DecodesFloat32Matrix) {
 
 TEST(NpyTest, DecodesScalarsBoolsAndBytes) {
   const int64_t value = -7;
-  const auto scalar = DecodeNpy(
-      Npy("{'descr': '<i8', 'fortran_order': False, 'shape': (), }",
-          std::string(reinterpret_cast<const char*>(&value), 8)),
-      "sr");
+  const auto scalar = DecodeNpy(Npy("{'descr': '<i8', 'fortran_order': False, 'shape': (), }",
+                                    std::string(reinterpret_cast<const char*>(&value), 8)),
+                                "sr");
   ASSERT_TRUE(scalar.ok());
   EXPECT_EQ(scalar->datatype, DataType::kInt64);
   EXPECT_TRUE(scalar->shape.empty());
 
-  const auto flags =
-      DecodeNpy(Npy("{'descr': '|b1', 'fortran_order': False, 'shape': (2,), }",
-                    std::string("\x01\x00", 2)),
-                "b");
+  const auto flags = DecodeNpy(
+      Npy("{'descr': '|b1', 'fortran_order': False, 'shape': (2,), }", std::string("\x01\x00", 2)),
+      "b");
   ASSERT_TRUE(flags.ok());
   EXPECT_EQ(flags->datatype, DataType::kBool);
 

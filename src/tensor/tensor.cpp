@@ -1,10 +1,10 @@
 #include "tensor/tensor.h"
 
+#include <fmt/format.h>
+
 #include <array>
 #include <cstring>
 #include <limits>
-
-#include <fmt/format.h>
 
 namespace perch {
 namespace {
@@ -32,9 +32,7 @@ constexpr std::array<DataTypeInfo, 14> kDataTypes{{
     {DataType::kBytes, "BYTES", 0},
 }};
 
-const DataTypeInfo& Info(DataType datatype) {
-  return kDataTypes[static_cast<size_t>(datatype)];
-}
+const DataTypeInfo& Info(DataType datatype) { return kDataTypes[static_cast<size_t>(datatype)]; }
 
 }  // namespace
 
@@ -55,11 +53,12 @@ Result<int64_t> ElementCount(const Shape& shape) {
   int64_t count = 1;
   for (int64_t dim : shape) {
     if (dim < 0) {
-      return InvalidArgument(fmt::format("shape {} has a negative dimension", ShapeToString(shape)));
+      return InvalidArgument(
+          fmt::format("shape {} has a negative dimension", ShapeToString(shape)));
     }
     if (dim != 0 && count > std::numeric_limits<int64_t>::max() / dim) {
-      return InvalidArgument(fmt::format("shape {} has more elements than fit in 64 bits",
-                                         ShapeToString(shape)));
+      return InvalidArgument(
+          fmt::format("shape {} has more elements than fit in 64 bits", ShapeToString(shape)));
     }
     count *= dim;
   }
@@ -73,7 +72,8 @@ Status ValidateTensorData(const Tensor& tensor) {
   if (tensor.datatype == DataType::kBytes) {
     const auto elements = SplitBytesElements(tensor.data, count);
     if (!elements.ok()) {
-      return InvalidArgument(fmt::format("tensor '{}': {}", tensor.name, elements.status().message()));
+      return InvalidArgument(
+          fmt::format("tensor '{}': {}", tensor.name, elements.status().message()));
     }
     return Status::Ok();
   }
@@ -104,9 +104,9 @@ Result<std::vector<std::string_view>> SplitBytesElements(std::string_view data,
     }
     offset += 4;
     if (length > data.size() - offset) {
-      return InvalidArgument(fmt::format(
-          "BYTES element {} claims {} bytes but only {} remain in the buffer", elements.size(),
-          length, data.size() - offset));
+      return InvalidArgument(
+          fmt::format("BYTES element {} claims {} bytes but only {} remain in the buffer",
+                      elements.size(), length, data.size() - offset));
     }
     elements.push_back(data.substr(offset, length));
     offset += length;

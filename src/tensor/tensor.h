@@ -91,7 +91,7 @@ struct InferRequest {
   std::string id;
   std::vector<Tensor> inputs;
   std::vector<std::string> requested_outputs;  // empty: every output, in model order
-  std::chrono::microseconds timeout{0};         // 0: no limit
+  std::chrono::microseconds timeout{0};        // 0: no limit
 };
 
 struct InferResponse {
