@@ -5,7 +5,10 @@ PYTHON := /usr/bin/python3
 JOBS ?= $(shell nproc)
 SAMPLE_REPO := $(BUILD)/sample-repo
 
-.PHONY: all bootstrap build run test unit-test integration-test sample-repo test-models clean
+.PHONY: all bootstrap build run test unit-test integration-test sample-repo test-models \
+	format format-check lint clean
+
+CXX_SOURCES = $(shell git ls-files 'src/*.cpp' 'src/*.h' 'tests/*.cpp' 'bench/*.cpp')
 
 all: build
 
@@ -35,6 +38,16 @@ integration-test: build test-models
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
 test: unit-test integration-test
+
+format:
+	@clang-format -i $(CXX_SOURCES)
+
+# Fails, listing the files, when a source is not formatted as .clang-format says.
+format-check: bootstrap
+	@clang-format --dry-run --Werror $(CXX_SOURCES)
+
+lint: build
+	@git ls-files 'src/*.cpp' | grep -v _test.cpp | xargs -P $(JOBS) -n 4 clang-tidy -p $(BUILD) --quiet
 
 clean:
 	rm -rf $(BUILD)
