@@ -21,7 +21,7 @@ struct Context {
 // The one mapping of perch status codes to HTTP status codes.
 int HttpStatusFor(StatusCode code);
 
-void SendJson(httplib::Response& response, int http_status, std::string body);
+void SendJson(httplib::Response& response, int http_status, const std::string& body);
 // `{"error": "<message>"}` with the status that fits `status`.
 void SendError(httplib::Response& response, const Status& status);
 

@@ -38,9 +38,9 @@ int HttpStatusFor(StatusCode code) {
   return 500;
 }
 
-void SendJson(httplib::Response& response, int http_status, std::string body) {
+void SendJson(httplib::Response& response, int http_status, const std::string& body) {
   response.status = http_status;
-  response.set_content(std::move(body), "application/json");
+  response.set_content(body, "application/json");
 }
 
 void SendError(httplib::Response& response, const Status& status) {
@@ -105,7 +105,8 @@ class HttpServer::Impl {
     });
     // Exceptions stop here: a handler bug answers 500, it never takes the server down.
     server_.set_exception_handler([this](const httplib::Request& request,
-                                         httplib::Response& response, std::exception_ptr error) {
+                                         httplib::Response& response,
+                                         const std::exception_ptr& error) {
       std::string what = "unknown error";
       try {
         std::rethrow_exception(error);

@@ -121,9 +121,9 @@ void HandleInfer(const Context& context, const httplib::Request& request, const 
   response.status = 200;
   if (encoded->has_binary) {
     response.set_header(std::string(kHeaderLength), std::to_string(encoded->json_size));
-    response.set_content(std::move(encoded->body), "application/octet-stream");
+    response.set_content(encoded->body, "application/octet-stream");
   } else {
-    response.set_content(std::move(encoded->body), "application/json");
+    response.set_content(encoded->body, "application/json");
   }
 }
 

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
@@ -63,7 +64,7 @@ struct LevelResult {
       return 0;
     }
     const auto rank =
-        static_cast<size_t>(p / 100.0 * static_cast<double>(latencies_ms.size() - 1) + 0.5);
+        static_cast<size_t>(std::lround(p / 100.0 * static_cast<double>(latencies_ms.size() - 1)));
     return latencies_ms[std::min(rank, latencies_ms.size() - 1)];
   }
 };

@@ -106,9 +106,11 @@ class [[nodiscard]] Result {
 // `PERCH_ASSIGN_OR_RETURN(auto x, MakeX());` unwraps a Result or returns its Status.
 #define PERCH_ASSIGN_OR_RETURN(lhs, expr) \
   PERCH_ASSIGN_OR_RETURN_IMPL(PERCH_CONCAT(perch_result_, __LINE__), lhs, expr)
+// NOLINTBEGIN(bugprone-macro-parentheses): lhs is a declaration.
 #define PERCH_ASSIGN_OR_RETURN_IMPL(result, lhs, expr) \
   auto result = (expr);                                \
   if (!result.ok()) {                                  \
     return result.status();                            \
   }                                                    \
   lhs = std::move(result).value()
+// NOLINTEND(bugprone-macro-parentheses)

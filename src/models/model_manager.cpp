@@ -97,7 +97,7 @@ Status ModelManager::Start() {
     ready_ = true;
   }
   if (options_.poll_interval.count() > 0) {
-    poller_ = std::jthread([this](std::stop_token stop) { PollLoop(std::move(stop)); });
+    poller_ = std::jthread([this](const std::stop_token& stop) { PollLoop(stop); });
   }
   return Status::Ok();
 }
@@ -115,7 +115,7 @@ bool ModelManager::Ready() const {
   return ready_;
 }
 
-void ModelManager::PollLoop(std::stop_token stop) {
+void ModelManager::PollLoop(const std::stop_token& stop) {
   while (!stop.stop_requested()) {
     {
       std::unique_lock lock(poll_mutex_);
@@ -343,7 +343,7 @@ std::vector<VersionStatus> ModelManager::Index() const {
       const ModelState state = slot.model ? ModelState::kReady : slot.state;
       std::string reason = slot.reason;
       if (!entry.reason.empty()) {
-        reason = reason.empty() ? entry.reason : entry.reason + "; " + reason;
+        reason = reason.empty() ? entry.reason : fmt::format("{}; {}", entry.reason, reason);
       }
       index.push_back({name, version, state, std::move(reason)});
     }

@@ -133,7 +133,7 @@ class ModelManager {
   void Reconcile();                                            // requires reconcile_mutex_
   Status ReconcileModel(const ModelOnDisk& disk, bool force);  // requires reconcile_mutex_
   Result<std::shared_ptr<LoadedModel>> LoadVersion(const ModelOnDisk& disk, int64_t version);
-  void PollLoop(std::stop_token stop);
+  void PollLoop(const std::stop_token& stop);
 
   const ModelManagerOptions options_;
   Engine& engine_;
