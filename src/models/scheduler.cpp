@@ -201,10 +201,13 @@ void Scheduler::RunBatch(LoadedModel& model, const std::vector<std::shared_ptr<P
     model.compute_seconds.Observe(SecondsBetween(started, finished));
   }
   model.batch_size.Observe(static_cast<double>(batch.size()));
-  if (batch.size() == 1 || !outputs.ok()) {
+  if (batch.size() == 1) {
+    batch.front()->done.set_value(std::move(outputs));
+    return;
+  }
+  if (!outputs.ok()) {
     for (const auto& pending : batch) {
-      pending->done.set_value(batch.size() == 1 ? std::move(outputs)
-                                                : Result<std::vector<Tensor>>(outputs.status()));
+      pending->done.set_value(outputs.status());
     }
     return;
   }
