@@ -33,7 +33,8 @@ void Scheduler::Stop() {
     std::lock_guard lock(mutex_);
     stopping_ = true;
   }
-  wakeup_.notify_all();
+  work_ready_.notify_all();
+  batch_grew_.notify_all();
   for (auto& worker : workers_) {
     worker.join();
   }
@@ -64,8 +65,10 @@ Result<std::vector<Tensor>> Scheduler::Submit(const std::shared_ptr<LoadedModel>
     queue.model = model;
     queue.pending.push_back(std::move(pending));
     List(queue);
+    if (batching_waiters_ > 0) {
+      batch_grew_.notify_all();
+    }
   }
-  wakeup_.notify_all();
   if (deadline && done.wait_until(*deadline) == std::future_status::timeout) {
     return Status(
         StatusCode::kDeadlineExceeded,
@@ -78,13 +81,16 @@ void Scheduler::List(ModelQueue& queue) {
   if (!queue.listed && !queue.pending.empty() && queue.active < queue.model->config().instances) {
     queue.listed = true;
     ready_.push_back(queue.model.get());
+    // One model listed is work for one worker: waking them all costs every
+    // other worker a context switch for nothing.
+    work_ready_.notify_one();
   }
 }
 
 void Scheduler::WorkerLoop() {
   std::unique_lock lock(mutex_);
   while (true) {
-    wakeup_.wait(lock, [this] { return stopping_ || !ready_.empty(); });
+    work_ready_.wait(lock, [this] { return stopping_ || !ready_.empty(); });
     if (ready_.empty()) {
       return;  // stopping, and nothing is left to run
     }
@@ -101,7 +107,6 @@ void Scheduler::WorkerLoop() {
     List(queue);  // another worker may start the next batch meanwhile
     const std::shared_ptr<LoadedModel> model = queue.model;
     lock.unlock();
-    wakeup_.notify_all();
     RunBatch(*model, batch);
     lock.lock();
     --queue.active;
@@ -109,7 +114,6 @@ void Scheduler::WorkerLoop() {
     if (queue.pending.empty() && queue.active == 0 && !queue.listed) {
       queues_.erase(key);
     }
-    wakeup_.notify_all();
   }
 }
 
@@ -161,7 +165,9 @@ std::vector<std::shared_ptr<Scheduler::Pending>> Scheduler::TakeBatch(
                         std::chrono::microseconds(config.dynamic_batching->max_queue_delay_us);
   // `listed` stays set while waiting, so new requests of this model wake us
   // instead of listing the model for a second worker.
-  wakeup_.wait_until(lock, flush_at, full);
+  ++batching_waiters_;
+  batch_grew_.wait_until(lock, flush_at, full);
+  --batching_waiters_;
   expire(Clock::now());
 
   std::vector<std::shared_ptr<Pending>> batch;

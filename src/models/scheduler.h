@@ -79,7 +79,9 @@ class Scheduler {
   std::vector<std::thread> workers_;
 
   std::mutex mutex_;
-  std::condition_variable wakeup_;
+  std::condition_variable work_ready_;               // a model was listed in ready_
+  std::condition_variable batch_grew_;               // a request joined a queue a batch waits on
+  int batching_waiters_ = 0;                         // guarded by mutex_
   std::map<const LoadedModel*, ModelQueue> queues_;  // guarded by mutex_
   std::deque<const LoadedModel*> ready_;             // guarded by mutex_
   bool stopping_ = false;                            // guarded by mutex_
