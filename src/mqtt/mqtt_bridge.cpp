@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -38,10 +39,16 @@ std::string Hex(std::string_view bytes) {
   return out;
 }
 
+// The bytes of `hex` (written by Hex); stops at the first pair that is not hex.
 std::string Unhex(std::string_view hex) {
   std::string out;
   for (size_t i = 0; i + 1 < hex.size(); i += 2) {
-    out += static_cast<char>(std::stoi(std::string(hex.substr(i, 2)), nullptr, 16));
+    unsigned value = 0;
+    const auto [ptr, error] = std::from_chars(hex.data() + i, hex.data() + i + 2, value, 16);
+    if (error != std::errc() || ptr != hex.data() + i + 2) {
+      break;
+    }
+    out += static_cast<char>(value);
   }
   return out;
 }
@@ -398,12 +405,23 @@ class MqttBridge::Impl {
         record = std::move(lane.records.front());
         lane.records.pop_front();
       }
-      Process(record);
+      try {
+        Process(record);
+      } catch (const std::exception& error) {
+        // A record that cannot be handled (a damaged database) must not stop
+        // the lane: it is dropped, loudly.
+        logger_.Error("MQTT: message {} on {} could not be processed ({}); dropping it",
+                      record.sequence, record.destination, error.what());
+        (void)inbox_.Remove({record.sequence});
+      }
     }
   }
 
   void Process(const QueuedRecord& record) {
-    const json attributes = json::parse(record.attributes, nullptr, false);
+    json attributes = json::parse(record.attributes, nullptr, false);
+    if (!attributes.is_object()) {
+      attributes = json::object();
+    }
     const std::string topic = attributes.value("topic", record.destination);
     const std::string model = attributes.value("model", "");
     std::string destination = attributes.value("response_topic", "");
@@ -508,7 +526,8 @@ class MqttBridge::Impl {
       mosquitto_property_add_string(&properties, MQTT_PROP_CONTENT_TYPE, "application/json");
       mosquitto_property_add_string_pair(&properties, MQTT_PROP_USER_PROPERTY, "idempotency-key",
                                          record.key.c_str());
-      if (attributes.is_object() && attributes.contains("correlation")) {
+      if (attributes.is_object() && attributes.contains("correlation") &&
+          attributes["correlation"].is_string()) {
         const std::string correlation = Unhex(attributes["correlation"].get<std::string>());
         mosquitto_property_add_binary(&properties, MQTT_PROP_CORRELATION_DATA, correlation.data(),
                                       static_cast<uint16_t>(correlation.size()));
