@@ -134,8 +134,9 @@ int RunServe(const ServeOptions& options) {
     auto opened_outbox = DurableQueue::Open(queue, metrics);
     queue.path = std::filesystem::path(options.state) / "mqtt-inbox.db";
     queue.name = "mqtt-inbox";
-    // Accepted messages are never dropped for age or room: the broker holds
-    // what the inbox cannot take.
+    // Accepted messages are never dropped for age, and the outbox's cap does
+    // not apply: the inbox only ever holds what is being worked on.
+    queue.max_records = int64_t{1} << 40;
     queue.overflow = OverflowPolicy::kRejectNew;
     queue.ttl = std::chrono::seconds(0);
     auto opened_inbox = DurableQueue::Open(queue, metrics);

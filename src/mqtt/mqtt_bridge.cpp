@@ -157,11 +157,12 @@ class MqttBridge::Impl {
             fmt::format("cannot use the MQTT TLS settings: {}", mosquitto_strerror(rc)));
       }
     }
+    // The bindings first: the will repeats the status, model list included.
+    RefreshBindings();
     const std::string offline = StatusBody("offline");
     mosquitto_will_set_v5(mosq_, layout_.Status().c_str(), static_cast<int>(offline.size()),
                           offline.data(), 1, true, nullptr);
 
-    RefreshBindings();
     for (size_t i = 0; i < lanes_.size(); ++i) {
       lanes_[i].thread = std::thread([this, i] { LaneLoop(lanes_[i]); });
     }
@@ -428,20 +429,37 @@ class MqttBridge::Impl {
     std::string body;
 
     auto decoded = DecodeJsonInferRequest(record.payload, "", kMaxJsonDepth);
+    std::string id = decoded.ok() ? decoded->request.id : "";
     if (destination.empty() && decoded.ok()) {
       destination = decoded->reply_to;
+    } else if (!decoded.ok()) {
+      // A request that is not a valid infer request may still say where its
+      // error should go.
+      const json request = json::parse(record.payload, nullptr, false);
+      if (request.is_object()) {
+        if (destination.empty() && request.contains("reply_to") &&
+            request["reply_to"].is_string()) {
+          destination = request["reply_to"].get<std::string>();
+        }
+        if (request.contains("id") && request["id"].is_string()) {
+          id = request["id"].get<std::string>();
+        }
+      }
     }
     if (!destination.empty() && !IsPublishableTopic(destination)) {
       body =
           ErrorBody(fmt::format("\"{}\" is not a topic an answer can be published to", destination),
-                    model, topic, decoded.ok() ? decoded->request.id : "");
+                    model, topic, id);
       destination = layout_.Errors();
     } else if (!decoded.ok()) {
-      body = ErrorBody(decoded.status().message(), model, topic, "");
+      body = ErrorBody(decoded.status().message(), model, topic, id);
       destination = destination.empty() ? layout_.Errors() : destination;
     } else {
-      body = Answer(*decoded, model, topic);
-      if (destination.empty()) {
+      bool failed = false;
+      body = Answer(*decoded, model, topic, failed);
+      if (destination.empty() && failed) {
+        destination = layout_.Errors();
+      } else if (destination.empty()) {
         const std::string stream_output = attributes.value("stream_output", "");
         destination = stream_output.empty() ? layout_.Results(model) : stream_output;
       }
@@ -465,17 +483,20 @@ class MqttBridge::Impl {
     delivery_wakeup_.notify_all();
   }
 
-  std::string Answer(JsonInferRequest& decoded, const std::string& model,
-                     const std::string& topic) {
+  // The answer body; `failed` tells whether it is an error.
+  std::string Answer(JsonInferRequest& decoded, const std::string& model, const std::string& topic,
+                     bool& failed) {
     decoded.request.model_name = model;
     const std::string id = decoded.request.id;
     const auto result = inference_.Infer(std::move(decoded.request));
-    if (!result.ok()) {
+    failed = !result.ok();
+    if (failed) {
       return ErrorBody(result.status().message(), model, topic, id);
     }
     // Answers are JSON documents: binary output parameters do not apply.
     JsonInferRequest as_json;
     auto encoded = EncodeJsonInferResponse(*result, as_json);
+    failed = !encoded.ok();
     return encoded.ok() ? std::move(encoded->body)
                         : ErrorBody(encoded.status().message(), model, topic, id);
   }

@@ -42,8 +42,9 @@ class Statement {
                       SQLITE_TRANSIENT);
   }
   void BindBlob(int index, std::string_view bytes) {
-    sqlite3_bind_blob(statement_, index, bytes.data(), static_cast<int>(bytes.size()),
-                      SQLITE_TRANSIENT);
+    // An empty view may have no data pointer, which SQLite would bind as NULL.
+    sqlite3_bind_blob(statement_, index, bytes.empty() ? "" : bytes.data(),
+                      static_cast<int>(bytes.size()), SQLITE_TRANSIENT);
   }
   void BindInt(int index, int64_t value) { sqlite3_bind_int64(statement_, index, value); }
   std::string ColumnBytes(int column) const {
