@@ -125,6 +125,9 @@ class MqttBridge::Impl {
       return Internal("cannot create the MQTT client");
     }
     mosquitto_int_option(mosq_, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+    // Answers are small packets sent right after a PUBACK: without this the
+    // kernel holds each one until the broker's delayed ACK, about 40 ms.
+    mosquitto_int_option(mosq_, MOSQ_OPT_TCP_NODELAY, 1);
     // Our own threads call publish while the network thread runs the loop.
     mosquitto_threaded_set(mosq_, true);
     mosquitto_connect_v5_callback_set(
