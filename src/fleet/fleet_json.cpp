@@ -1,0 +1,590 @@
+#include "fleet/fleet_json.h"
+
+#include <nlohmann/json.hpp>
+
+namespace perch {
+namespace {
+
+using nlohmann::json;
+
+// Reads the fields of one JSON object, remembering the first problem with
+// the full path of the field, so that parsers read straight through and
+// report once.
+class Fields {
+ public:
+  Fields(const json& object, std::string path, Status& error)
+      : object_(object), path_(std::move(path)), error_(error) {
+    if (!object_.is_object()) {
+      Fail(path_.empty() ? "the body" : path_, "must be a JSON object");
+    }
+  }
+
+  std::string Path(std::string_view key) const {
+    return path_.empty() ? std::string(key) : path_ + "." + std::string(key);
+  }
+  const json* Find(std::string_view key) const {
+    if (!error_.ok() || !object_.is_object()) {
+      return nullptr;
+    }
+    const auto it = object_.find(key);
+    return it == object_.end() || it->is_null() ? nullptr : &*it;
+  }
+  void Fail(const std::string& field, std::string_view problem) {
+    if (error_.ok()) {
+      error_ = InvalidArgument(field + ": " + std::string(problem));
+    }
+  }
+
+  std::string String(std::string_view key, bool required = false) {
+    const json* value = Find(key);
+    if (value == nullptr) {
+      if (required && error_.ok()) {
+        Fail(Path(key), "is required");
+      }
+      return {};
+    }
+    if (!value->is_string()) {
+      Fail(Path(key), "must be a string");
+      return {};
+    }
+    return value->get<std::string>();
+  }
+  int64_t Int(std::string_view key, int64_t fallback = 0) {
+    const json* value = Find(key);
+    if (value == nullptr) {
+      return fallback;
+    }
+    if (!value->is_number_integer()) {
+      Fail(Path(key), "must be an integer");
+      return fallback;
+    }
+    return value->get<int64_t>();
+  }
+  double Number(std::string_view key) {
+    const json* value = Find(key);
+    if (value == nullptr) {
+      return 0;
+    }
+    if (!value->is_number()) {
+      Fail(Path(key), "must be a number");
+      return 0;
+    }
+    return value->get<double>();
+  }
+  bool Bool(std::string_view key) {
+    const json* value = Find(key);
+    if (value == nullptr) {
+      return false;
+    }
+    if (!value->is_boolean()) {
+      Fail(Path(key), "must be true or false");
+      return false;
+    }
+    return value->get<bool>();
+  }
+  std::vector<std::string> Strings(std::string_view key) {
+    std::vector<std::string> strings;
+    const json* value = Find(key);
+    if (value == nullptr) {
+      return strings;
+    }
+    if (!value->is_array()) {
+      Fail(Path(key), "must be an array of strings");
+      return strings;
+    }
+    for (const auto& item : *value) {
+      if (!item.is_string()) {
+        Fail(Path(key), "must be an array of strings");
+        return {};
+      }
+      strings.push_back(item.get<std::string>());
+    }
+    return strings;
+  }
+  Labels LabelMap(std::string_view key) {
+    Labels labels;
+    const json* value = Find(key);
+    if (value == nullptr) {
+      return labels;
+    }
+    if (!value->is_object()) {
+      Fail(Path(key), "must be an object of string values");
+      return labels;
+    }
+    for (const auto& [name, item] : value->items()) {
+      const std::string field = Path(key) + "." + name;
+      if (!item.is_string()) {
+        Fail(field, "must be a string");
+        return {};
+      }
+      if (!IsValidLabel(name, item.get<std::string>())) {
+        Fail(field,
+             "label keys are lowercase letters, digits, '.', '_', '-' (at most 64); values at "
+             "most 256 printable characters");
+        return {};
+      }
+      labels[name] = item.get<std::string>();
+    }
+    return labels;
+  }
+  const json& Object(std::string_view key) {
+    static const json kEmpty = json::object();
+    const json* value = Find(key);
+    return value == nullptr ? kEmpty : *value;
+  }
+
+ private:
+  const json& object_;
+  std::string path_;
+  Status& error_;
+};
+
+template <typename T>
+Result<T> Finish(T value, const Status& error) {
+  if (!error.ok()) {
+    return error;
+  }
+  return value;
+}
+
+json Parse(std::string_view text, Status& error) {
+  json parsed = json::parse(text, nullptr, false);
+  if (parsed.is_discarded()) {
+    error = InvalidArgument("the body is not valid JSON");
+  }
+  return parsed;
+}
+
+void CheckName(Fields& fields, std::string_view key, const std::string& name) {
+  if (!name.empty() && !IsValidFleetName(name)) {
+    fields.Fail(fields.Path(key),
+                "'" + name.substr(0, 80) +
+                    "' is not a valid name: 1 to 64 of lowercase letters, digits, '.', '_' and "
+                    "'-', starting and ending with a letter or digit");
+  }
+}
+
+json LabelsJson(const Labels& labels) { return labels.empty() ? json::object() : json(labels); }
+
+json SelectorJson(const Selector& selector) {
+  json out = json::object();
+  if (!selector.location.empty()) {
+    out["location"] = selector.location;
+  }
+  if (!selector.labels.empty()) {
+    out["labels"] = selector.labels;
+  }
+  if (!selector.architecture.empty()) {
+    out["architecture"] = selector.architecture;
+  }
+  if (!selector.device.empty()) {
+    out["device"] = selector.device;
+  }
+  return out;
+}
+
+json RolloutJson(const Rollout& rollout) {
+  json out = {{"strategy", ToString(rollout.strategy)}};
+  if (rollout.strategy == RolloutStrategy::kCanary) {
+    out["canary_percent"] = rollout.canary_percent;
+    out["canary_healthy_seconds"] = rollout.canary_healthy_seconds;
+  }
+  return out;
+}
+
+json HeartbeatJson(const Heartbeat& heartbeat) {
+  json models = json::array();
+  for (const ModelReport& model : heartbeat.models) {
+    json item = {{"name", model.name},
+                 {"version", model.version},
+                 {"reference", model.reference},
+                 {"digest", model.digest},
+                 {"state", model.state}};
+    if (!model.error.empty()) {
+      item["error"] = model.error;
+    }
+    models.push_back(std::move(item));
+  }
+  return {{"models", models},
+          {"errors", heartbeat.errors},
+          {"load", heartbeat.load},
+          {"outbox_depth", heartbeat.outbox_depth},
+          {"last_inference_at", heartbeat.last_inference_at},
+          {"applied_etag", heartbeat.applied_etag}};
+}
+
+json DeviceJson(const Device& device) {
+  json out = {{"name", device.name},
+              {"location", device.location},
+              {"labels", LabelsJson(device.labels)},
+              {"architecture", device.architecture},
+              {"perch_version", device.perch_version},
+              {"addresses", device.addresses},
+              {"enrolled_at", device.enrolled_at},
+              {"last_seen", device.last_seen},
+              {"revoked", device.revoked}};
+  if (device.heartbeat) {
+    out["heartbeat"] = HeartbeatJson(*device.heartbeat);
+  }
+  return out;
+}
+
+json RevisionJson(const Revision& revision) {
+  json out = {{"revision", revision.number},
+              {"reference", revision.reference},
+              {"selector", SelectorJson(revision.selector)},
+              {"rollout", RolloutJson(revision.rollout)},
+              {"created_at", revision.created_at},
+              {"rolled_back", revision.rolled_back},
+              {"promoted", revision.promoted}};
+  if (revision.healthy_since) {
+    out["healthy_since"] = *revision.healthy_since;
+  }
+  return out;
+}
+
+Location ReadLocation(Fields& fields, Status&) {
+  return Location{.name = fields.String("name", true),
+                  .description = fields.String("description"),
+                  .labels = fields.LabelMap("labels"),
+                  .created_at = fields.Int("created_at")};
+}
+
+Selector ReadSelector(Fields& fields) {
+  Selector selector;
+  selector.location = fields.String("location");
+  CheckName(fields, "location", selector.location);
+  selector.labels = fields.LabelMap("labels");
+  selector.architecture = fields.String("architecture");
+  selector.device = fields.String("device");
+  CheckName(fields, "device", selector.device);
+  return selector;
+}
+
+Rollout ReadRollout(Fields& fields) {
+  Rollout rollout;
+  const std::string strategy = fields.String("strategy");
+  if (!strategy.empty()) {
+    const auto parsed = RolloutStrategyFromString(strategy);
+    if (!parsed) {
+      fields.Fail(fields.Path("strategy"), "must be all-at-once or canary");
+      return rollout;
+    }
+    rollout.strategy = *parsed;
+  }
+  rollout.canary_percent = static_cast<int>(fields.Int("canary_percent", 0));
+  rollout.canary_healthy_seconds = fields.Int("canary_healthy_seconds", 0);
+  if (rollout.strategy == RolloutStrategy::kCanary &&
+      (rollout.canary_percent < 1 || rollout.canary_percent > 99)) {
+    fields.Fail(fields.Path("canary_percent"), "must be between 1 and 99 for a canary");
+  }
+  if (rollout.canary_healthy_seconds < 0) {
+    fields.Fail(fields.Path("canary_healthy_seconds"), "must not be negative");
+  }
+  return rollout;
+}
+
+Heartbeat ReadHeartbeat(Fields& fields, Status& error) {
+  Heartbeat heartbeat;
+  const json* models = fields.Find("models");
+  if (models != nullptr && !models->is_array()) {
+    fields.Fail(fields.Path("models"), "must be an array");
+  } else if (models != nullptr) {
+    for (size_t i = 0; i < models->size() && error.ok(); ++i) {
+      Fields model(models->at(i), fields.Path("models") + "[" + std::to_string(i) + "]", error);
+      heartbeat.models.push_back(ModelReport{
+          .name = model.String("name", true),
+          .version = model.Int("version"),
+          .reference = model.String("reference"),
+          .digest = model.String("digest"),
+          .state = model.String("state"),
+          .error = model.String("error"),
+      });
+    }
+  }
+  heartbeat.errors = fields.Strings("errors");
+  heartbeat.load = fields.Number("load");
+  heartbeat.outbox_depth = fields.Int("outbox_depth");
+  heartbeat.last_inference_at = fields.Int("last_inference_at");
+  heartbeat.applied_etag = fields.String("applied_etag");
+  return heartbeat;
+}
+
+Device ReadDevice(Fields& fields, Status& error) {
+  Device device;
+  device.name = fields.String("name", true);
+  device.location = fields.String("location");
+  device.labels = fields.LabelMap("labels");
+  device.architecture = fields.String("architecture");
+  device.perch_version = fields.String("perch_version");
+  device.addresses = fields.Strings("addresses");
+  device.enrolled_at = fields.Int("enrolled_at");
+  device.last_seen = fields.Int("last_seen");
+  device.revoked = fields.Bool("revoked");
+  if (const json* heartbeat = fields.Find("heartbeat")) {
+    Fields heartbeat_fields(*heartbeat, fields.Path("heartbeat"), error);
+    device.heartbeat = ReadHeartbeat(heartbeat_fields, error);
+  }
+  return device;
+}
+
+Deployment ReadDeployment(Fields& fields, Status& error) {
+  Deployment deployment;
+  deployment.name = fields.String("name", true);
+  const json* revisions = fields.Find("revisions");
+  if (revisions == nullptr || !revisions->is_array()) {
+    fields.Fail(fields.Path("revisions"), "must be an array");
+    return deployment;
+  }
+  for (size_t i = 0; i < revisions->size() && error.ok(); ++i) {
+    Fields revision(revisions->at(i), fields.Path("revisions") + "[" + std::to_string(i) + "]",
+                    error);
+    Revision parsed;
+    parsed.number = revision.Int("revision");
+    parsed.reference = revision.String("reference", true);
+    Fields selector(revision.Object("selector"), revision.Path("selector"), error);
+    parsed.selector = ReadSelector(selector);
+    Fields rollout(revision.Object("rollout"), revision.Path("rollout"), error);
+    parsed.rollout = ReadRollout(rollout);
+    parsed.created_at = revision.Int("created_at");
+    parsed.rolled_back = revision.Bool("rolled_back");
+    parsed.promoted = revision.Bool("promoted");
+    if (revision.Find("healthy_since") != nullptr) {
+      parsed.healthy_since = revision.Int("healthy_since");
+    }
+    deployment.revisions.push_back(std::move(parsed));
+  }
+  return deployment;
+}
+
+template <typename T, typename Read>
+Result<std::vector<T>> ParseArray(std::string_view text, Read read) {
+  Status error;
+  const json parsed = Parse(text, error);
+  if (!error.ok()) {
+    return error;
+  }
+  if (!parsed.is_array()) {
+    return InvalidArgument("the body must be a JSON array");
+  }
+  std::vector<T> items;
+  for (size_t i = 0; i < parsed.size() && error.ok(); ++i) {
+    Fields fields(parsed[i], "[" + std::to_string(i) + "]", error);
+    items.push_back(read(fields, error));
+  }
+  return Finish(std::move(items), error);
+}
+
+}  // namespace
+
+std::string ToJson(const Labels& labels) { return LabelsJson(labels).dump(); }
+
+std::string ToJson(const Location& location) {
+  return json{{"name", location.name},
+              {"description", location.description},
+              {"labels", LabelsJson(location.labels)},
+              {"created_at", location.created_at}}
+      .dump();
+}
+
+std::string ToJson(const Device& device) { return DeviceJson(device).dump(); }
+std::string ToJson(const Heartbeat& heartbeat) { return HeartbeatJson(heartbeat).dump(); }
+std::string ToJson(const Selector& selector) { return SelectorJson(selector).dump(); }
+std::string ToJson(const Rollout& rollout) { return RolloutJson(rollout).dump(); }
+std::string ToJson(const Revision& revision) { return RevisionJson(revision).dump(); }
+
+std::string ToJson(const Deployment& deployment) {
+  json revisions = json::array();
+  for (const Revision& revision : deployment.revisions) {
+    revisions.push_back(RevisionJson(revision));
+  }
+  json out = {{"name", deployment.name}, {"revisions", revisions}};
+  if (const Revision* current = deployment.Current()) {
+    out["current"] = current->number;
+  }
+  return out.dump();
+}
+
+std::string ToJson(const DesiredState& state) {
+  json models = json::array();
+  for (const DesiredModel& model : state.models) {
+    models.push_back({{"deployment", model.deployment},
+                      {"revision", model.revision},
+                      {"reference", model.reference}});
+  }
+  return json{{"etag", state.etag}, {"models", models}}.dump();
+}
+
+std::string ToJson(const LocationSpec& spec) {
+  return json{
+      {"name", spec.name}, {"description", spec.description}, {"labels", LabelsJson(spec.labels)}}
+      .dump();
+}
+
+std::string ToJson(const DeviceSpec& spec) {
+  return json{{"name", spec.name},
+              {"labels", LabelsJson(spec.labels)},
+              {"architecture", spec.architecture},
+              {"perch_version", spec.perch_version},
+              {"addresses", spec.addresses}}
+      .dump();
+}
+
+std::string ToJson(const DeploymentSpec& spec) {
+  return json{{"name", spec.name},
+              {"reference", spec.reference},
+              {"selector", SelectorJson(spec.selector)},
+              {"rollout", RolloutJson(spec.rollout)}}
+      .dump();
+}
+
+std::string ToJson(const std::vector<std::string>& strings) { return json(strings).dump(); }
+
+std::string JsonArray(const std::vector<std::string>& encoded) {
+  std::string out = "[";
+  for (size_t i = 0; i < encoded.size(); ++i) {
+    out += (i == 0 ? "" : ",") + encoded[i];
+  }
+  return out + "]";
+}
+
+Result<Labels> ParseLabels(std::string_view text) {
+  Status error;
+  const json parsed = Parse(text, error);
+  const json wrapper = {{"labels", parsed}};
+  Fields fields(wrapper, "", error);
+  return Finish(fields.LabelMap("labels"), error);
+}
+
+Result<std::vector<std::string>> ParseStrings(std::string_view text) {
+  Status error;
+  const json parsed = Parse(text, error);
+  const json wrapper = {{"strings", parsed}};
+  Fields fields(wrapper, "", error);
+  return Finish(fields.Strings("strings"), error);
+}
+
+Result<LocationSpec> ParseLocationSpec(std::string_view text) {
+  Status error;
+  const json parsed = Parse(text, error);
+  Fields fields(parsed, "", error);
+  LocationSpec spec;
+  spec.name = fields.String("name", true);
+  CheckName(fields, "name", spec.name);
+  spec.description = fields.String("description");
+  spec.labels = fields.LabelMap("labels");
+  return Finish(std::move(spec), error);
+}
+
+Result<DeviceSpec> ParseDeviceSpec(std::string_view text) {
+  Status error;
+  const json parsed = Parse(text, error);
+  Fields fields(parsed, "", error);
+  DeviceSpec spec;
+  spec.name = fields.String("name", true);
+  CheckName(fields, "name", spec.name);
+  spec.labels = fields.LabelMap("labels");
+  spec.architecture = fields.String("architecture");
+  spec.perch_version = fields.String("perch_version");
+  spec.addresses = fields.Strings("addresses");
+  return Finish(std::move(spec), error);
+}
+
+Result<DeploymentSpec> ParseDeploymentSpec(std::string_view text) {
+  Status error;
+  const json parsed = Parse(text, error);
+  Fields fields(parsed, "", error);
+  DeploymentSpec spec;
+  spec.name = fields.String("name", true);
+  CheckName(fields, "name", spec.name);
+  spec.reference = fields.String("reference", true);
+  Fields selector(fields.Object("selector"), "selector", error);
+  spec.selector = ReadSelector(selector);
+  Fields rollout(fields.Object("rollout"), "rollout", error);
+  spec.rollout = ReadRollout(rollout);
+  return Finish(std::move(spec), error);
+}
+
+Result<Heartbeat> ParseHeartbeat(std::string_view text) {
+  Status error;
+  const json parsed = Parse(text, error);
+  Fields fields(parsed, "", error);
+  Heartbeat heartbeat = ReadHeartbeat(fields, error);
+  return Finish(std::move(heartbeat), error);
+}
+
+Result<Selector> ParseSelector(std::string_view text) {
+  Status error;
+  const json parsed = Parse(text, error);
+  Fields fields(parsed, "selector", error);
+  Selector selector = ReadSelector(fields);
+  return Finish(std::move(selector), error);
+}
+
+Result<Rollout> ParseRollout(std::string_view text) {
+  Status error;
+  const json parsed = Parse(text, error);
+  Fields fields(parsed, "rollout", error);
+  const Rollout rollout = ReadRollout(fields);
+  return Finish(rollout, error);
+}
+
+Result<Location> ParseLocation(std::string_view text) {
+  Status error;
+  const json parsed = Parse(text, error);
+  Fields fields(parsed, "", error);
+  Location location = ReadLocation(fields, error);
+  return Finish(std::move(location), error);
+}
+
+Result<Device> ParseDevice(std::string_view text) {
+  Status error;
+  const json parsed = Parse(text, error);
+  Fields fields(parsed, "", error);
+  Device device = ReadDevice(fields, error);
+  return Finish(std::move(device), error);
+}
+
+Result<Deployment> ParseDeployment(std::string_view text) {
+  Status error;
+  const json parsed = Parse(text, error);
+  Fields fields(parsed, "", error);
+  Deployment deployment = ReadDeployment(fields, error);
+  return Finish(std::move(deployment), error);
+}
+
+Result<DesiredState> ParseDesiredState(std::string_view text) {
+  Status error;
+  const json parsed = Parse(text, error);
+  Fields fields(parsed, "", error);
+  DesiredState state;
+  state.etag = fields.String("etag", true);
+  const json* models = fields.Find("models");
+  if (models != nullptr && !models->is_array()) {
+    fields.Fail("models", "must be an array");
+  } else if (models != nullptr) {
+    for (size_t i = 0; i < models->size() && error.ok(); ++i) {
+      Fields model(models->at(i), "models[" + std::to_string(i) + "]", error);
+      state.models.push_back(DesiredModel{
+          .deployment = model.String("deployment", true),
+          .revision = model.Int("revision"),
+          .reference = model.String("reference", true),
+      });
+    }
+  }
+  return Finish(std::move(state), error);
+}
+
+Result<std::vector<Location>> ParseLocations(std::string_view text) {
+  return ParseArray<Location>(text, ReadLocation);
+}
+
+Result<std::vector<Device>> ParseDevices(std::string_view text) {
+  return ParseArray<Device>(text, ReadDevice);
+}
+
+Result<std::vector<Deployment>> ParseDeployments(std::string_view text) {
+  return ParseArray<Deployment>(text, ReadDeployment);
+}
+
+}  // namespace perch

@@ -1,0 +1,86 @@
+#include "fleet/fleet_json.h"
+
+#include <gtest/gtest.h>
+
+namespace perch {
+namespace {
+
+TEST(FleetJsonTest, DeploymentSpecsRoundTrip) {
+  const DeploymentSpec spec{
+      .name = "detector",
+      .reference = "hub:8080/m:1",
+      .selector = {.location = "plant-a",
+                   .labels = {{"camera", "yes"}},
+                   .architecture = "arm64",
+                   .device = ""},
+      .rollout = {.strategy = RolloutStrategy::kCanary,
+                  .canary_percent = 20,
+                  .canary_healthy_seconds = 300},
+  };
+  auto parsed = ParseDeploymentSpec(ToJson(spec));
+  ASSERT_TRUE(parsed.ok()) << parsed.status().message();
+  EXPECT_EQ(ToJson(*parsed), ToJson(spec));
+}
+
+TEST(FleetJsonTest, DevicesAndHeartbeatsRoundTrip) {
+  Device device{.name = "pi-1",
+                .location = "plant-a",
+                .labels = {{"zone", "n"}},
+                .architecture = "arm64",
+                .perch_version = "0.1.0",
+                .addresses = {"10.0.0.2"},
+                .enrolled_at = 5,
+                .last_seen = 9,
+                .revoked = false,
+                .heartbeat = Heartbeat{}};
+  device.heartbeat->models.push_back({.name = "m",
+                                      .version = 2,
+                                      .reference = "h/m:2",
+                                      .digest = "sha256:x",
+                                      .state = "READY",
+                                      .error = ""});
+  device.heartbeat->outbox_depth = 3;
+  auto parsed = ParseDevice(ToJson(device));
+  ASSERT_TRUE(parsed.ok()) << parsed.status().message();
+  EXPECT_EQ(ToJson(*parsed), ToJson(device));
+  auto listed = ParseDevices(JsonArray({ToJson(device), ToJson(device)}));
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(listed->size(), 2u);
+}
+
+TEST(FleetJsonTest, BadDocumentsNameTheField) {
+  const struct {
+    const char* body;
+    const char* message;
+  } cases[] = {
+      {"{", "not valid JSON"},
+      {"[]", "must be a JSON object"},
+      {R"({"reference":"h/m:1"})", "name: is required"},
+      {R"({"name":"d"})", "reference: is required"},
+      {R"({"name":"D!","reference":"h/m:1"})", "name: 'D!' is not a valid name"},
+      {R"({"name":"d","reference":"h/m:1","selector":{"labels":{"k":1}}})",
+       "selector.labels.k: must be a string"},
+      {R"({"name":"d","reference":"h/m:1","selector":[]})", "selector: must be a JSON object"},
+      {R"({"name":"d","reference":"h/m:1","rollout":{"strategy":"blue-green"}})",
+       "rollout.strategy: must be all-at-once or canary"},
+      {R"({"name":"d","reference":"h/m:1","rollout":{"strategy":"canary","canary_percent":0}})",
+       "rollout.canary_percent"},
+      {R"({"name":"d","reference":"h/m:1","rollout":{"canary_percent":"x"}})",
+       "rollout.canary_percent: must be an integer"},
+  };
+  for (const auto& test : cases) {
+    const auto parsed = ParseDeploymentSpec(test.body);
+    ASSERT_FALSE(parsed.ok()) << test.body;
+    EXPECT_EQ(parsed.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(parsed.status().message().find(test.message), std::string::npos)
+        << test.body << " -> " << parsed.status().message();
+  }
+  const auto heartbeat = ParseHeartbeat(R"({"models":[{"name":"m","version":"1"}]})");
+  ASSERT_FALSE(heartbeat.ok());
+  EXPECT_NE(heartbeat.status().message().find("models[0].version: must be an integer"),
+            std::string::npos)
+      << heartbeat.status().message();
+}
+
+}  // namespace
+}  // namespace perch

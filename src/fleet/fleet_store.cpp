@@ -1,0 +1,590 @@
+#include "fleet/fleet_store.h"
+
+#include <openssl/rand.h>
+
+#include <algorithm>
+#include <array>
+
+#include "fleet/fleet_json.h"
+#include "store/digest.h"
+
+namespace perch {
+namespace {
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS locations(
+  name TEXT PRIMARY KEY, description TEXT NOT NULL, labels TEXT NOT NULL,
+  enrolment_hash TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS devices(
+  name TEXT PRIMARY KEY, location TEXT NOT NULL, labels TEXT NOT NULL,
+  architecture TEXT NOT NULL, perch_version TEXT NOT NULL, addresses TEXT NOT NULL,
+  token_hash TEXT NOT NULL, enrolled_at INTEGER NOT NULL, last_seen INTEGER NOT NULL,
+  revoked INTEGER NOT NULL, heartbeat TEXT);
+CREATE TABLE IF NOT EXISTS revisions(
+  deployment TEXT NOT NULL, number INTEGER NOT NULL, reference TEXT NOT NULL,
+  selector TEXT NOT NULL, rollout TEXT NOT NULL, created_at INTEGER NOT NULL,
+  rolled_back INTEGER NOT NULL, healthy_since INTEGER, promoted INTEGER NOT NULL,
+  PRIMARY KEY(deployment, number));
+)sql";
+
+std::string NewToken() {
+  std::array<unsigned char, 24> bytes{};
+  RAND_bytes(bytes.data(), static_cast<int>(bytes.size()));
+  constexpr char kHex[] = "0123456789abcdef";
+  std::string token = "perch_";
+  for (const unsigned char byte : bytes) {
+    token.push_back(kHex[byte >> 4]);
+    token.push_back(kHex[byte & 0xf]);
+  }
+  return token;
+}
+
+std::string TokenHash(std::string_view token) { return Sha256Of(token).str(); }
+
+int64_t SystemClock() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+bool SameRevisionContent(const Revision& revision, const DeploymentSpec& spec) {
+  return revision.reference == spec.reference &&
+         ToJson(revision.selector) == ToJson(spec.selector) &&
+         ToJson(revision.rollout) == ToJson(spec.rollout);
+}
+
+Status ValidateSpec(const DeploymentSpec& spec) {
+  if (!IsValidFleetName(spec.name)) {
+    return InvalidArgument("name: '" + spec.name.substr(0, 80) +
+                           "' is not a valid deployment name: 1 to 64 of lowercase letters, "
+                           "digits, '.', '_' and '-'");
+  }
+  if (spec.reference.empty() || spec.reference.size() > 1024) {
+    return InvalidArgument("reference: a model reference HOST/REPO:TAG is required");
+  }
+  if (spec.rollout.strategy == RolloutStrategy::kCanary &&
+      (spec.rollout.canary_percent < 1 || spec.rollout.canary_percent > 99)) {
+    return InvalidArgument("rollout.canary_percent: must be between 1 and 99 for a canary");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+FleetStore::FleetStore(FleetStoreOptions options, std::unique_ptr<SqliteDb> db)
+    : options_(std::move(options)), db_(std::move(db)) {}
+
+FleetStore::~FleetStore() = default;
+
+Result<std::unique_ptr<FleetStore>> FleetStore::Open(FleetStoreOptions options) {
+  if (!options.clock) {
+    options.clock = SystemClock;
+  }
+  PERCH_ASSIGN_OR_RETURN(auto db, SqliteDb::Open(options.database, "NORMAL", kSchema));
+  std::unique_ptr<FleetStore> store(new FleetStore(std::move(options), std::move(db)));
+  PERCH_RETURN_IF_ERROR(store->Load());
+  return store;
+}
+
+// Rows are written by this class only; one that does not parse means the
+// file was edited or damaged, which the hub must not silently paper over.
+template <typename T>
+Status ReadColumn(Result<T> parsed, T& out, const std::string& what) {
+  if (!parsed.ok()) {
+    return Unavailable("the fleet database has a damaged " + what + ": " +
+                       parsed.status().message());
+  }
+  out = std::move(parsed).value();
+  return Status::Ok();
+}
+
+Status FleetStore::Load() {
+  std::lock_guard lock(mutex_);
+  SqliteStatement locations(*db_,
+                            "SELECT name, description, labels, enrolment_hash, created_at "
+                            "FROM locations");
+  while (locations.Step()) {
+    LocationRecord record;
+    record.location.name = locations.Text(0);
+    record.location.description = locations.Text(1);
+    PERCH_RETURN_IF_ERROR(ReadColumn(ParseLabels(locations.Text(2)), record.location.labels,
+                                     "location " + record.location.name));
+    record.enrolment_hash = locations.Text(3);
+    record.location.created_at = locations.Int(4);
+    locations_[record.location.name] = std::move(record);
+  }
+  PERCH_RETURN_IF_ERROR(locations.Finish("read the locations"));
+
+  SqliteStatement devices(*db_,
+                          "SELECT name, location, labels, architecture, perch_version, "
+                          "addresses, token_hash, enrolled_at, last_seen, revoked, heartbeat "
+                          "FROM devices");
+  while (devices.Step()) {
+    DeviceRecord record;
+    Device& device = record.device;
+    device.name = devices.Text(0);
+    device.location = devices.Text(1);
+    const std::string what = "device " + device.name;
+    PERCH_RETURN_IF_ERROR(ReadColumn(ParseLabels(devices.Text(2)), device.labels, what));
+    device.architecture = devices.Text(3);
+    device.perch_version = devices.Text(4);
+    PERCH_RETURN_IF_ERROR(ReadColumn(ParseStrings(devices.Text(5)), device.addresses, what));
+    record.token_hash = devices.Text(6);
+    device.enrolled_at = devices.Int(7);
+    device.last_seen = devices.Int(8);
+    device.revoked = devices.Int(9) != 0;
+    if (!devices.IsNull(10)) {
+      Heartbeat heartbeat;
+      PERCH_RETURN_IF_ERROR(ReadColumn(ParseHeartbeat(devices.Text(10)), heartbeat, what));
+      device.heartbeat = std::move(heartbeat);
+    }
+    device_by_token_[record.token_hash] = device.name;
+    devices_[device.name] = std::move(record);
+  }
+  PERCH_RETURN_IF_ERROR(devices.Finish("read the devices"));
+
+  SqliteStatement revisions(*db_,
+                            "SELECT deployment, number, reference, selector, rollout, "
+                            "created_at, rolled_back, healthy_since, promoted FROM revisions "
+                            "ORDER BY deployment, number");
+  while (revisions.Step()) {
+    const std::string name = revisions.Text(0);
+    Revision revision;
+    revision.number = revisions.Int(1);
+    revision.reference = revisions.Text(2);
+    const std::string what = "deployment " + name;
+    PERCH_RETURN_IF_ERROR(ReadColumn(ParseSelector(revisions.Text(3)), revision.selector, what));
+    PERCH_RETURN_IF_ERROR(ReadColumn(ParseRollout(revisions.Text(4)), revision.rollout, what));
+    revision.created_at = revisions.Int(5);
+    revision.rolled_back = revisions.Int(6) != 0;
+    if (!revisions.IsNull(7)) {
+      revision.healthy_since = revisions.Int(7);
+    }
+    revision.promoted = revisions.Int(8) != 0;
+    Deployment& deployment = deployments_[name];
+    deployment.name = name;
+    deployment.revisions.push_back(std::move(revision));
+  }
+  return revisions.Finish("read the deployments");
+}
+
+Status FleetStore::SaveDevice(const DeviceRecord& record) {
+  const Device& device = record.device;
+  SqliteStatement save(*db_,
+                       "INSERT OR REPLACE INTO devices(name, location, labels, architecture, "
+                       "perch_version, addresses, token_hash, enrolled_at, last_seen, revoked, "
+                       "heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  save.Bind(1, device.name)
+      .Bind(2, device.location)
+      .Bind(3, ToJson(device.labels))
+      .Bind(4, device.architecture)
+      .Bind(5, device.perch_version)
+      .Bind(6, ToJson(device.addresses))
+      .Bind(7, record.token_hash)
+      .Bind(8, device.enrolled_at)
+      .Bind(9, device.last_seen)
+      .Bind(10, int64_t{device.revoked ? 1 : 0});
+  if (device.heartbeat) {
+    save.Bind(11, ToJson(*device.heartbeat));
+  } else {
+    save.BindNull(11);
+  }
+  return save.Run("save device " + device.name);
+}
+
+Status FleetStore::SaveRevision(const std::string& deployment, const Revision& revision) {
+  SqliteStatement save(*db_,
+                       "INSERT OR REPLACE INTO revisions(deployment, number, reference, selector, "
+                       "rollout, created_at, rolled_back, healthy_since, promoted) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  save.Bind(1, deployment)
+      .Bind(2, revision.number)
+      .Bind(3, revision.reference)
+      .Bind(4, ToJson(revision.selector))
+      .Bind(5, ToJson(revision.rollout))
+      .Bind(6, revision.created_at)
+      .Bind(7, int64_t{revision.rolled_back ? 1 : 0});
+  if (revision.healthy_since) {
+    save.Bind(8, *revision.healthy_since);
+  } else {
+    save.BindNull(8);
+  }
+  save.Bind(9, int64_t{revision.promoted ? 1 : 0});
+  return save.Run("save deployment " + deployment);
+}
+
+void FleetStore::Changed() {
+  ++generation_;
+  changed_.notify_all();
+}
+
+Result<WithToken<Location>> FleetStore::CreateLocation(const LocationSpec& spec) {
+  if (!IsValidFleetName(spec.name)) {
+    return InvalidArgument("name: '" + spec.name.substr(0, 80) +
+                           "' is not a valid location name: 1 to 64 of lowercase letters, "
+                           "digits, '.', '_' and '-'");
+  }
+  std::lock_guard lock(mutex_);
+  if (locations_.contains(spec.name)) {
+    return Status(StatusCode::kAlreadyExists, "location '" + spec.name + "' already exists");
+  }
+  LocationRecord record{
+      .location = Location{.name = spec.name,
+                           .description = spec.description,
+                           .labels = spec.labels,
+                           .created_at = options_.clock()},
+      .enrolment_hash = {},
+  };
+  std::string token = NewToken();
+  record.enrolment_hash = TokenHash(token);
+  SqliteStatement save(*db_,
+                       "INSERT INTO locations(name, description, labels, enrolment_hash, "
+                       "created_at) VALUES (?, ?, ?, ?, ?)");
+  save.Bind(1, spec.name)
+      .Bind(2, spec.description)
+      .Bind(3, ToJson(spec.labels))
+      .Bind(4, record.enrolment_hash)
+      .Bind(5, record.location.created_at);
+  PERCH_RETURN_IF_ERROR(save.Run("save location " + spec.name));
+  locations_[spec.name] = record;
+  return WithToken<Location>{record.location, std::move(token)};
+}
+
+std::vector<Location> FleetStore::Locations() const {
+  std::lock_guard lock(mutex_);
+  std::vector<Location> locations;
+  for (const auto& [name, record] : locations_) {
+    locations.push_back(record.location);
+  }
+  return locations;
+}
+
+Result<Location> FleetStore::GetLocation(std::string_view name) const {
+  std::lock_guard lock(mutex_);
+  const auto it = locations_.find(name);
+  if (it == locations_.end()) {
+    return NotFound("no location '" + std::string(name.substr(0, 80)) + "'");
+  }
+  return it->second.location;
+}
+
+Result<std::string> FleetStore::RotateEnrolmentToken(std::string_view location) {
+  std::lock_guard lock(mutex_);
+  const auto it = locations_.find(location);
+  if (it == locations_.end()) {
+    return NotFound("no location '" + std::string(location.substr(0, 80)) + "'");
+  }
+  std::string token = NewToken();
+  const std::string hash = TokenHash(token);
+  SqliteStatement save(*db_, "UPDATE locations SET enrolment_hash = ? WHERE name = ?");
+  save.Bind(1, hash).Bind(2, it->first);
+  PERCH_RETURN_IF_ERROR(save.Run("save location " + it->first));
+  it->second.enrolment_hash = hash;
+  return token;
+}
+
+Result<WithToken<Device>> FleetStore::Enrol(std::string_view enrolment_token,
+                                            const DeviceSpec& spec) {
+  if (!IsValidFleetName(spec.name)) {
+    return InvalidArgument("name: '" + spec.name.substr(0, 80) +
+                           "' is not a valid device name: 1 to 64 of lowercase letters, "
+                           "digits, '.', '_' and '-'");
+  }
+  const std::string hash = TokenHash(enrolment_token);
+  std::lock_guard lock(mutex_);
+  const auto location = std::find_if(locations_.begin(), locations_.end(), [&](const auto& entry) {
+    return entry.second.enrolment_hash == hash;
+  });
+  if (location == locations_.end()) {
+    return Status(StatusCode::kUnauthenticated,
+                  "the enrolment token is not valid: ask the hub's admin for the location's "
+                  "current token");
+  }
+  if (devices_.contains(spec.name)) {
+    return Status(StatusCode::kAlreadyExists,
+                  "a device named '" + spec.name + "' is already enrolled");
+  }
+  std::string token = NewToken();
+  DeviceRecord record{
+      .device = Device{.name = spec.name,
+                       .location = location->first,
+                       .labels = spec.labels,
+                       .architecture = spec.architecture,
+                       .perch_version = spec.perch_version,
+                       .addresses = spec.addresses,
+                       .enrolled_at = options_.clock()},
+      .token_hash = TokenHash(token),
+  };
+  PERCH_RETURN_IF_ERROR(SaveDevice(record));
+  device_by_token_[record.token_hash] = spec.name;
+  devices_[spec.name] = record;
+  Changed();
+  return WithToken<Device>{record.device, std::move(token)};
+}
+
+Result<Device> FleetStore::AuthenticateDevice(std::string_view device_token) const {
+  std::lock_guard lock(mutex_);
+  const auto it = device_by_token_.find(TokenHash(device_token));
+  if (it == device_by_token_.end()) {
+    return Status(StatusCode::kUnauthenticated, "the device token is not valid");
+  }
+  const Device& device = devices_.at(it->second).device;
+  if (device.revoked) {
+    return Status(StatusCode::kUnauthenticated,
+                  "device '" + device.name + "' was revoked: enrol it again under a new name");
+  }
+  return device;
+}
+
+Status FleetStore::RevokeDevice(std::string_view name) {
+  std::lock_guard lock(mutex_);
+  const auto it = devices_.find(name);
+  if (it == devices_.end()) {
+    return NotFound("no device '" + std::string(name.substr(0, 80)) + "'");
+  }
+  DeviceRecord record = it->second;
+  record.device.revoked = true;
+  PERCH_RETURN_IF_ERROR(SaveDevice(record));
+  it->second = std::move(record);
+  Changed();
+  return Status::Ok();
+}
+
+std::vector<Device> FleetStore::Devices() const {
+  std::lock_guard lock(mutex_);
+  std::vector<Device> devices;
+  for (const auto& [name, record] : devices_) {
+    devices.push_back(record.device);
+  }
+  return devices;
+}
+
+Result<Device> FleetStore::GetDevice(std::string_view name) const {
+  std::lock_guard lock(mutex_);
+  const auto it = devices_.find(name);
+  if (it == devices_.end()) {
+    return NotFound("no device '" + std::string(name.substr(0, 80)) + "'");
+  }
+  return it->second.device;
+}
+
+Status FleetStore::RecordHeartbeat(std::string_view name, Heartbeat heartbeat) {
+  std::lock_guard lock(mutex_);
+  const auto it = devices_.find(name);
+  if (it == devices_.end()) {
+    return NotFound("no device '" + std::string(name.substr(0, 80)) + "'");
+  }
+  DeviceRecord record = it->second;
+  const int64_t now = options_.clock();
+  record.device.last_seen = now;
+  record.device.heartbeat = std::move(heartbeat);
+  SqliteStatement save(*db_, "UPDATE devices SET last_seen = ?, heartbeat = ? WHERE name = ?");
+  save.Bind(1, now).Bind(2, ToJson(*record.device.heartbeat)).Bind(3, record.device.name);
+  PERCH_RETURN_IF_ERROR(save.Run("save the heartbeat of " + record.device.name));
+  it->second = std::move(record);
+  return AdvanceCanaries(now);
+}
+
+std::vector<const Device*> FleetStore::CanaryDevices(const std::string& deployment,
+                                                     const Revision& revision) const {
+  std::vector<std::pair<std::string, const Device*>> ranked;
+  for (const auto& [name, record] : devices_) {
+    if (!record.device.revoked && revision.selector.Matches(record.device)) {
+      ranked.emplace_back(Sha256Of(deployment + "/" + name).str(), &record.device);
+    }
+  }
+  std::sort(ranked.begin(), ranked.end());
+  const size_t count = std::max<size_t>(
+      1, (ranked.size() * static_cast<size_t>(revision.rollout.canary_percent) + 99) / 100);
+  std::vector<const Device*> canaries;
+  for (size_t i = 0; i < ranked.size() && i < count; ++i) {
+    canaries.push_back(ranked[i].second);
+  }
+  return canaries;
+}
+
+bool FleetStore::InCanary(const std::string& deployment, const Revision& revision,
+                          const Device& device) const {
+  const auto canaries = CanaryDevices(deployment, revision);
+  return std::find(canaries.begin(), canaries.end(), &device) != canaries.end();
+}
+
+Status FleetStore::AdvanceCanaries(int64_t now) {
+  for (auto& [name, deployment] : deployments_) {
+    const Revision* found = deployment.Current();
+    if (found == nullptr || found->rollout.strategy != RolloutStrategy::kCanary ||
+        found->promoted) {
+      continue;
+    }
+    Revision& current =
+        *std::find_if(deployment.revisions.begin(), deployment.revisions.end(),
+                      [&](const Revision& revision) { return revision.number == found->number; });
+    bool all_ready = true;
+    for (const Device* device : CanaryDevices(name, current)) {
+      const bool ready =
+          device->heartbeat &&
+          std::any_of(device->heartbeat->models.begin(), device->heartbeat->models.end(),
+                      [&](const ModelReport& model) {
+                        return model.reference == current.reference && model.state == "READY";
+                      });
+      all_ready = all_ready && ready;
+    }
+    Revision updated = current;
+    if (!all_ready) {
+      updated.healthy_since.reset();
+    } else if (!updated.healthy_since) {
+      updated.healthy_since = now;
+    }
+    if (updated.healthy_since &&
+        now - *updated.healthy_since >= updated.rollout.canary_healthy_seconds) {
+      updated.promoted = true;
+    }
+    if (updated.healthy_since != current.healthy_since || updated.promoted != current.promoted) {
+      PERCH_RETURN_IF_ERROR(SaveRevision(name, updated));
+      const bool promoted = updated.promoted;
+      current = std::move(updated);
+      if (promoted) {
+        Changed();
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+Result<Deployment> FleetStore::Deploy(const DeploymentSpec& spec, bool create_only) {
+  PERCH_RETURN_IF_ERROR(ValidateSpec(spec));
+  std::lock_guard lock(mutex_);
+  const auto it = deployments_.find(spec.name);
+  if (it != deployments_.end() && create_only) {
+    return Status(StatusCode::kAlreadyExists, "deployment '" + spec.name + "' already exists");
+  }
+  Deployment deployment =
+      it != deployments_.end() ? it->second : Deployment{.name = spec.name, .revisions = {}};
+  const Revision* current = deployment.Current();
+  if (current != nullptr && SameRevisionContent(*current, spec)) {
+    return deployment;
+  }
+  Revision revision{
+      .number = deployment.revisions.empty() ? 1 : deployment.revisions.back().number + 1,
+      .reference = spec.reference,
+      .selector = spec.selector,
+      .rollout = spec.rollout,
+      .created_at = options_.clock(),
+  };
+  // A canary with no earlier revision has nothing to hold the rest back
+  // with: everyone gets it at once.
+  revision.promoted = spec.rollout.strategy != RolloutStrategy::kCanary || current == nullptr;
+  PERCH_RETURN_IF_ERROR(SaveRevision(spec.name, revision));
+  deployment.revisions.push_back(std::move(revision));
+  deployments_[spec.name] = deployment;
+  Changed();
+  return deployment;
+}
+
+Result<Deployment> FleetStore::Rollback(std::string_view name) {
+  std::lock_guard lock(mutex_);
+  const auto it = deployments_.find(name);
+  if (it == deployments_.end()) {
+    return NotFound("no deployment '" + std::string(name.substr(0, 80)) + "'");
+  }
+  Deployment& deployment = it->second;
+  if (deployment.Previous() == nullptr) {
+    return InvalidArgument("deployment '" + deployment.name +
+                           "' has no earlier revision to roll back to");
+  }
+  Revision rolled_back = *deployment.Current();
+  rolled_back.rolled_back = true;
+  PERCH_RETURN_IF_ERROR(SaveRevision(deployment.name, rolled_back));
+  for (Revision& revision : deployment.revisions) {
+    if (revision.number == rolled_back.number) {
+      revision = rolled_back;
+    }
+  }
+  Changed();
+  return deployment;
+}
+
+std::vector<Deployment> FleetStore::Deployments() const {
+  std::lock_guard lock(mutex_);
+  std::vector<Deployment> deployments;
+  for (const auto& [name, deployment] : deployments_) {
+    deployments.push_back(deployment);
+  }
+  return deployments;
+}
+
+Result<Deployment> FleetStore::GetDeployment(std::string_view name) const {
+  std::lock_guard lock(mutex_);
+  const auto it = deployments_.find(name);
+  if (it == deployments_.end()) {
+    return NotFound("no deployment '" + std::string(name.substr(0, 80)) + "'");
+  }
+  return it->second;
+}
+
+size_t FleetStore::CountMatching(const Selector& selector) const {
+  std::lock_guard lock(mutex_);
+  return static_cast<size_t>(
+      std::count_if(devices_.begin(), devices_.end(), [&](const auto& entry) {
+        return !entry.second.device.revoked && selector.Matches(entry.second.device);
+      }));
+}
+
+DesiredState FleetStore::ComputeDesiredState(const Device& device) const {
+  DesiredState state;
+  const int64_t now = options_.clock();
+  for (const auto& [name, deployment] : deployments_) {
+    const Revision* current = deployment.Current();
+    if (current == nullptr || !current->selector.Matches(device)) {
+      continue;
+    }
+    const Revision* chosen = current;
+    const bool promoted = current->promoted ||
+                          (current->healthy_since && now - *current->healthy_since >=
+                                                         current->rollout.canary_healthy_seconds);
+    if (!promoted && !InCanary(name, *current, device)) {
+      chosen = deployment.Previous();
+      if (chosen != nullptr && !chosen->selector.Matches(device)) {
+        chosen = nullptr;
+      }
+    }
+    if (chosen != nullptr) {
+      state.models.push_back(DesiredModel{
+          .deployment = name, .revision = chosen->number, .reference = chosen->reference});
+    }
+  }
+  DesiredState without_etag = state;
+  state.etag = std::string(Sha256Of(ToJson(without_etag)).hex().substr(0, 16));
+  return state;
+}
+
+Result<DesiredState> FleetStore::DesiredStateFor(std::string_view name) const {
+  std::lock_guard lock(mutex_);
+  const auto it = devices_.find(name);
+  if (it == devices_.end()) {
+    return NotFound("no device '" + std::string(name.substr(0, 80)) + "'");
+  }
+  return ComputeDesiredState(it->second.device);
+}
+
+Result<DesiredState> FleetStore::WaitForDesiredState(std::string_view name, std::string_view etag,
+                                                     std::chrono::milliseconds timeout) const {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::unique_lock lock(mutex_);
+  while (true) {
+    const auto it = devices_.find(name);
+    if (it == devices_.end()) {
+      return NotFound("no device '" + std::string(name.substr(0, 80)) + "'");
+    }
+    DesiredState state = ComputeDesiredState(it->second.device);
+    if (state.etag != etag) {
+      return state;
+    }
+    const uint64_t seen = generation_;
+    if (!changed_.wait_until(lock, deadline, [&] { return generation_ != seen; })) {
+      return state;
+    }
+  }
+}
+
+}  // namespace perch

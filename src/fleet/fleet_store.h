@@ -1,0 +1,131 @@
+// FleetStore: the hub's record of locations, devices and deployments, and
+// the rule that turns them into each device's desired state.
+//
+// Everything lives in memory for fast reads (10,000 devices heartbeating)
+// and is written through to SQLite (WAL) in the hub's data folder before a
+// call returns, so a hub killed at any point restarts with what it answered.
+// Tokens (location enrolment tokens, device tokens) are stored only as
+// SHA-256 hashes; the plain token is returned once, when it is made.
+//
+// Canary rollouts: a revision with strategy canary goes first to
+// ceil(percent% of the matching devices) chosen by a stable hash of
+// deployment and device name; the others keep the previous revision until
+// every canary device has reported the new reference READY for
+// canary_healthy_seconds, after which the revision is promoted to all.
+//
+// Threading: every public method is thread-safe (one mutex).
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/sqlite.h"
+#include "core/status.h"
+#include "fleet/fleet_types.h"
+
+namespace perch {
+
+struct FleetStoreOptions {
+  std::filesystem::path database;  // e.g. DATA/fleet.db
+  // Unix seconds now; tests and the scale benchmark pass their own clock.
+  std::function<int64_t()> clock;
+};
+
+template <typename T>
+struct WithToken {
+  T value;
+  std::string token;  // shown once; only its hash is kept
+};
+
+class FleetStore {
+ public:
+  // Unavailable when the database cannot be opened or read.
+  static Result<std::unique_ptr<FleetStore>> Open(FleetStoreOptions options);
+  ~FleetStore();
+  FleetStore(const FleetStore&) = delete;
+  FleetStore& operator=(const FleetStore&) = delete;
+
+  // InvalidArgument for a bad name or label; AlreadyExists for a taken name.
+  Result<WithToken<Location>> CreateLocation(const LocationSpec& spec);
+  std::vector<Location> Locations() const;
+  Result<Location> GetLocation(std::string_view name) const;
+  // A new enrolment token for the location; the old one stops working.
+  Result<std::string> RotateEnrolmentToken(std::string_view location);
+
+  // Enrols a device into the location whose enrolment token this is.
+  // Unauthenticated for an unknown token; AlreadyExists for a taken name.
+  Result<WithToken<Device>> Enrol(std::string_view enrolment_token, const DeviceSpec& spec);
+  // The device a device token belongs to. Unauthenticated if unknown or
+  // revoked.
+  Result<Device> AuthenticateDevice(std::string_view device_token) const;
+  Status RevokeDevice(std::string_view name);
+  std::vector<Device> Devices() const;
+  Result<Device> GetDevice(std::string_view name) const;
+  // Stores the device's report, and advances canaries it completes.
+  Status RecordHeartbeat(std::string_view device, Heartbeat heartbeat);
+
+  // Creates the deployment, or adds a revision when it exists and
+  // `create_only` is false (a revision equal to the current one is not
+  // added again). InvalidArgument for a bad spec; AlreadyExists when
+  // `create_only` and the name is taken.
+  Result<Deployment> Deploy(const DeploymentSpec& spec, bool create_only);
+  // Marks the current revision rolled back; the previous one is current
+  // again. InvalidArgument when there is no previous revision.
+  Result<Deployment> Rollback(std::string_view name);
+  std::vector<Deployment> Deployments() const;
+  Result<Deployment> GetDeployment(std::string_view name) const;
+  // Devices (not revoked) the selector picks: a deployment that picks none
+  // is accepted, and the API warns.
+  size_t CountMatching(const Selector& selector) const;
+
+  // What `device` should serve now. NotFound for an unknown device.
+  Result<DesiredState> DesiredStateFor(std::string_view device) const;
+  // Returns as soon as the device's desired state has an etag other than
+  // `etag`, or after `timeout` with the current one (long poll).
+  Result<DesiredState> WaitForDesiredState(std::string_view device, std::string_view etag,
+                                           std::chrono::milliseconds timeout) const;
+
+ private:
+  struct DeviceRecord {
+    Device device;
+    std::string token_hash;
+  };
+  struct LocationRecord {
+    Location location;
+    std::string enrolment_hash;
+  };
+
+  FleetStore(FleetStoreOptions options, std::unique_ptr<SqliteDb> db);
+  Status Load();
+  Status SaveDevice(const DeviceRecord& record);
+  Status SaveRevision(const std::string& deployment, const Revision& revision);
+  DesiredState ComputeDesiredState(const Device& device) const;  // requires mutex_
+  bool InCanary(const std::string& deployment, const Revision& revision,
+                const Device& device) const;  // requires mutex_
+  std::vector<const Device*> CanaryDevices(const std::string& deployment,
+                                           const Revision& revision) const;  // requires mutex_
+  Status AdvanceCanaries(int64_t now);                                       // requires mutex_
+  void Changed();                                                            // requires mutex_
+
+  const FleetStoreOptions options_;
+
+  mutable std::mutex mutex_;
+  mutable std::condition_variable changed_;
+  uint64_t generation_ = 0;                                          // guarded by mutex_
+  std::unique_ptr<SqliteDb> db_;                                     // guarded by mutex_
+  std::map<std::string, LocationRecord, std::less<>> locations_;     // guarded by mutex_
+  std::map<std::string, DeviceRecord, std::less<>> devices_;         // guarded by mutex_
+  std::map<std::string, std::string, std::less<>> device_by_token_;  // guarded by mutex_
+  std::map<std::string, Deployment, std::less<>> deployments_;       // guarded by mutex_
+};
+
+}  // namespace perch

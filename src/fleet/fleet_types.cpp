@@ -1,0 +1,90 @@
+#include "fleet/fleet_types.h"
+
+#include "core/enum_names.h"
+
+namespace perch {
+namespace {
+
+constexpr EnumNames<RolloutStrategy, 2> kStrategyNames{{
+    {RolloutStrategy::kAllAtOnce, "all-at-once"},
+    {RolloutStrategy::kCanary, "canary"},
+}};
+
+bool IsNameEdge(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
+
+}  // namespace
+
+bool IsValidFleetName(std::string_view name) {
+  if (name.empty() || name.size() > 64 || !IsNameEdge(name.front()) || !IsNameEdge(name.back())) {
+    return false;
+  }
+  for (const char c : name) {
+    if (!IsNameEdge(c) && c != '.' && c != '_' && c != '-') {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool IsValidLabel(std::string_view key, std::string_view value) {
+  if (!IsValidFleetName(key) || value.size() > 256) {
+    return false;
+  }
+  for (const char c : value) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool Selector::Matches(const Device& candidate) const {
+  if (!location.empty() && location != candidate.location) {
+    return false;
+  }
+  if (!architecture.empty() && architecture != candidate.architecture) {
+    return false;
+  }
+  if (!device.empty() && device != candidate.name) {
+    return false;
+  }
+  for (const auto& [key, value] : labels) {
+    const auto it = candidate.labels.find(key);
+    if (it == candidate.labels.end() || it->second != value) {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string_view ToString(RolloutStrategy strategy) {
+  return EnumToString(kStrategyNames, strategy);
+}
+
+std::optional<RolloutStrategy> RolloutStrategyFromString(std::string_view name) {
+  return EnumFromString(kStrategyNames, name);
+}
+
+const Revision* Deployment::Current() const {
+  for (auto it = revisions.rbegin(); it != revisions.rend(); ++it) {
+    if (!it->rolled_back) {
+      return &*it;
+    }
+  }
+  return nullptr;
+}
+
+const Revision* Deployment::Previous() const {
+  const Revision* current = Current();
+  if (current == nullptr) {
+    return nullptr;
+  }
+  for (auto it = revisions.rbegin(); it != revisions.rend(); ++it) {
+    if (!it->rolled_back && it->number < current->number) {
+      return &*it;
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace perch

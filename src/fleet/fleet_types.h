@@ -1,0 +1,139 @@
+// The fleet's vocabulary, shared by the hub (which stores it), its API
+// (which speaks it as JSON) and the agent (which reconciles to it): edge
+// locations, the devices enrolled in them, deployments of model references
+// to the devices a selector picks, and what each device reports back.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace perch {
+
+using Labels = std::map<std::string, std::string>;
+
+// `[a-z0-9]([a-z0-9_.-]{0,62}[a-z0-9])?`: location, device and deployment
+// names, also used in MQTT topics and URLs.
+bool IsValidFleetName(std::string_view name);
+// Label keys follow the fleet name rule; values are at most 256 printable
+// characters.
+bool IsValidLabel(std::string_view key, std::string_view value);
+
+struct LocationSpec {
+  std::string name{};
+  std::string description{};
+  Labels labels{};
+};
+
+struct Location {
+  std::string name{};
+  std::string description{};
+  Labels labels{};
+  int64_t created_at = 0;  // unix seconds
+};
+
+struct DeviceSpec {
+  std::string name{};
+  Labels labels{};
+  std::string architecture{};  // "amd64", "arm64", ...
+  std::string perch_version{};
+  std::vector<std::string> addresses{};
+};
+
+// One model as a device reports it.
+struct ModelReport {
+  std::string name{};
+  int64_t version = 0;
+  std::string reference{};  // the deployed reference it came from, if any
+  std::string digest{};     // manifest digest actually loaded
+  std::string state{};      // READY, LOADING, UNAVAILABLE, FAILED
+  std::string error{};
+};
+
+struct Heartbeat {
+  std::vector<ModelReport> models{};
+  std::vector<std::string> errors{};
+  double load = 0;  // 1-minute load average of the device
+  int64_t outbox_depth = 0;
+  int64_t last_inference_at = 0;  // unix seconds, 0: never
+  std::string applied_etag{};     // desired state the device serves
+};
+
+struct Device {
+  std::string name{};
+  std::string location{};
+  Labels labels{};
+  std::string architecture{};
+  std::string perch_version{};
+  std::vector<std::string> addresses{};
+  int64_t enrolled_at = 0;
+  int64_t last_seen = 0;  // 0: never heard from since enrolment
+  bool revoked = false;
+  std::optional<Heartbeat> heartbeat{};  // the last one
+};
+
+// Which devices a deployment targets: every given field must match; an
+// empty selector matches every device.
+struct Selector {
+  std::string location{};
+  Labels labels{};
+  std::string architecture{};
+  std::string device{};
+
+  bool Matches(const Device& device) const;
+};
+
+enum class RolloutStrategy { kAllAtOnce, kCanary };
+std::string_view ToString(RolloutStrategy strategy);
+std::optional<RolloutStrategy> RolloutStrategyFromString(std::string_view name);
+
+struct Rollout {
+  RolloutStrategy strategy = RolloutStrategy::kAllAtOnce;
+  int canary_percent = 0;              // canary: share of the matching devices first
+  int64_t canary_healthy_seconds = 0;  // canary: healthy this long, then everyone
+};
+
+struct DeploymentSpec {
+  std::string name{};
+  std::string reference{};  // HOST/REPO:TAG or HOST/REPO@sha256:...
+  Selector selector{};
+  Rollout rollout{};
+};
+
+struct Revision {
+  int64_t number = 0;
+  std::string reference{};
+  Selector selector{};
+  Rollout rollout{};
+  int64_t created_at = 0;
+  bool rolled_back = false;
+  std::optional<int64_t> healthy_since{};  // canary: every canary device READY since
+  bool promoted = false;                   // canary: the rest of the devices have it too
+};
+
+struct Deployment {
+  std::string name{};
+  std::vector<Revision> revisions{};  // ascending by number
+
+  // The newest revision not rolled back; null when every one was.
+  const Revision* Current() const;
+  // The revision before Current() that was not rolled back.
+  const Revision* Previous() const;
+};
+
+struct DesiredModel {
+  std::string deployment{};
+  int64_t revision = 0;
+  std::string reference{};
+};
+
+// What one device should serve. The etag changes exactly when the models do.
+struct DesiredState {
+  std::vector<DesiredModel> models{};
+  std::string etag{};
+};
+
+}  // namespace perch
