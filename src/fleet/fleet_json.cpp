@@ -243,6 +243,25 @@ json RevisionJson(const Revision& revision) {
   return out;
 }
 
+json LocationJson(const Location& location) {
+  return {{"name", location.name},
+          {"description", location.description},
+          {"labels", LabelsJson(location.labels)},
+          {"created_at", location.created_at}};
+}
+
+json DeploymentJson(const Deployment& deployment) {
+  json revisions = json::array();
+  for (const Revision& revision : deployment.revisions) {
+    revisions.push_back(RevisionJson(revision));
+  }
+  json out = {{"name", deployment.name}, {"revisions", revisions}};
+  if (const Revision* current = deployment.Current()) {
+    out["current"] = current->number;
+  }
+  return out;
+}
+
 Location ReadLocation(Fields& fields, Status&) {
   return Location{.name = fields.String("name", true),
                   .description = fields.String("description"),
@@ -379,13 +398,7 @@ Result<std::vector<T>> ParseArray(std::string_view text, Read read) {
 
 std::string ToJson(const Labels& labels) { return LabelsJson(labels).dump(); }
 
-std::string ToJson(const Location& location) {
-  return json{{"name", location.name},
-              {"description", location.description},
-              {"labels", LabelsJson(location.labels)},
-              {"created_at", location.created_at}}
-      .dump();
-}
+std::string ToJson(const Location& location) { return LocationJson(location).dump(); }
 
 std::string ToJson(const Device& device) { return DeviceJson(device).dump(); }
 std::string ToJson(const Heartbeat& heartbeat) { return HeartbeatJson(heartbeat).dump(); }
@@ -393,16 +406,27 @@ std::string ToJson(const Selector& selector) { return SelectorJson(selector).dum
 std::string ToJson(const Rollout& rollout) { return RolloutJson(rollout).dump(); }
 std::string ToJson(const Revision& revision) { return RevisionJson(revision).dump(); }
 
-std::string ToJson(const Deployment& deployment) {
-  json revisions = json::array();
-  for (const Revision& revision : deployment.revisions) {
-    revisions.push_back(RevisionJson(revision));
+std::string ToJson(const Deployment& deployment) { return DeploymentJson(deployment).dump(); }
+
+std::string ToJson(const WithToken<Location>& created) {
+  return json{{"location", LocationJson(created.value)}, {"enrolment_token", created.token}}.dump();
+}
+
+std::string ToJson(const WithToken<Device>& enrolled) {
+  return json{{"device", DeviceJson(enrolled.value)}, {"token", enrolled.token}}.dump();
+}
+
+std::string ToJson(const DeployOutcome& outcome) {
+  return json{{"deployment", DeploymentJson(outcome.deployment)}, {"warnings", outcome.warnings}}
+      .dump();
+}
+
+std::string ToJson(const FleetStatus& status) {
+  json devices = json::array();
+  for (const Device& device : status.devices) {
+    devices.push_back(DeviceJson(device));
   }
-  json out = {{"name", deployment.name}, {"revisions", revisions}};
-  if (const Revision* current = deployment.Current()) {
-    out["current"] = current->number;
-  }
-  return out.dump();
+  return json{{"now", status.now}, {"devices", devices}}.dump();
 }
 
 std::string ToJson(const DesiredState& state) {
@@ -585,6 +609,57 @@ Result<std::vector<Device>> ParseDevices(std::string_view text) {
 
 Result<std::vector<Deployment>> ParseDeployments(std::string_view text) {
   return ParseArray<Deployment>(text, ReadDeployment);
+}
+
+Result<WithToken<Location>> ParseCreatedLocation(std::string_view text) {
+  Status error;
+  const json parsed = Parse(text, error);
+  Fields fields(parsed, "", error);
+  WithToken<Location> created;
+  created.token = fields.String("enrolment_token", true);
+  Fields location(fields.Object("location"), "location", error);
+  created.value = ReadLocation(location, error);
+  return Finish(std::move(created), error);
+}
+
+Result<WithToken<Device>> ParseEnrolment(std::string_view text) {
+  Status error;
+  const json parsed = Parse(text, error);
+  Fields fields(parsed, "", error);
+  WithToken<Device> enrolled;
+  enrolled.token = fields.String("token", true);
+  Fields device(fields.Object("device"), "device", error);
+  enrolled.value = ReadDevice(device, error);
+  return Finish(std::move(enrolled), error);
+}
+
+Result<DeployOutcome> ParseDeployOutcome(std::string_view text) {
+  Status error;
+  const json parsed = Parse(text, error);
+  Fields fields(parsed, "", error);
+  DeployOutcome outcome;
+  outcome.warnings = fields.Strings("warnings");
+  Fields deployment(fields.Object("deployment"), "deployment", error);
+  outcome.deployment = ReadDeployment(deployment, error);
+  return Finish(std::move(outcome), error);
+}
+
+Result<FleetStatus> ParseFleetStatus(std::string_view text) {
+  Status error;
+  const json parsed = Parse(text, error);
+  Fields fields(parsed, "", error);
+  FleetStatus status;
+  status.now = fields.Int("now");
+  const json* devices = fields.Find("devices");
+  if (devices == nullptr || !devices->is_array()) {
+    fields.Fail("devices", "must be an array");
+  } else {
+    for (size_t i = 0; i < devices->size() && error.ok(); ++i) {
+      Fields device(devices->at(i), "devices[" + std::to_string(i) + "]", error);
+      status.devices.push_back(ReadDevice(device, error));
+    }
+  }
+  return Finish(std::move(status), error);
 }
 
 }  // namespace perch

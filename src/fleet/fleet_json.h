@@ -26,6 +26,10 @@ std::string ToJson(const LocationSpec& spec);
 std::string ToJson(const DeviceSpec& spec);
 std::string ToJson(const DeploymentSpec& spec);
 std::string ToJson(const std::vector<std::string>& strings);
+std::string ToJson(const WithToken<Location>& created);  // {"location":…,"enrolment_token":…}
+std::string ToJson(const WithToken<Device>& enrolled);   // {"device":…,"token":…}
+std::string ToJson(const DeployOutcome& outcome);        // {"deployment":…,"warnings":[…]}
+std::string ToJson(const FleetStatus& status);           // {"now":…,"devices":[…]}
 // A JSON array of already encoded JSON values.
 std::string JsonArray(const std::vector<std::string>& encoded);
 
@@ -41,6 +45,10 @@ Result<Location> ParseLocation(std::string_view json);
 Result<Device> ParseDevice(std::string_view json);
 Result<Deployment> ParseDeployment(std::string_view json);
 Result<DesiredState> ParseDesiredState(std::string_view json);
+Result<WithToken<Location>> ParseCreatedLocation(std::string_view json);
+Result<WithToken<Device>> ParseEnrolment(std::string_view json);
+Result<DeployOutcome> ParseDeployOutcome(std::string_view json);
+Result<FleetStatus> ParseFleetStatus(std::string_view json);
 // An array of locations, devices or deployments (list answers).
 Result<std::vector<Location>> ParseLocations(std::string_view json);
 Result<std::vector<Device>> ParseDevices(std::string_view json);

@@ -40,12 +40,6 @@ struct FleetStoreOptions {
   std::function<int64_t()> clock;
 };
 
-template <typename T>
-struct WithToken {
-  T value;
-  std::string token;  // shown once; only its hash is kept
-};
-
 class FleetStore {
  public:
   // Unavailable when the database cannot be opened or read.

@@ -136,4 +136,27 @@ struct DesiredState {
   std::string etag{};
 };
 
+// Something the hub just made, with the secret that goes with it: the
+// location's enrolment token, or the device's own token. Shown once; the hub
+// keeps only a hash.
+template <typename T>
+struct WithToken {
+  T value{};
+  std::string token{};
+};
+
+// A deployment as created or updated, with what the hub noticed about it
+// (a selector that matches no device yet).
+struct DeployOutcome {
+  Deployment deployment{};
+  std::vector<std::string> warnings{};
+};
+
+// Every device with the hub's clock, so that "last seen 40 s ago" is
+// computed against the hub's time, not the caller's.
+struct FleetStatus {
+  int64_t now = 0;
+  std::vector<Device> devices{};
+};
+
 }  // namespace perch

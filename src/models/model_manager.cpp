@@ -82,14 +82,15 @@ ModelManager::ModelManager(ModelManagerOptions options, Engine& engine, MetricsR
     : options_(std::move(options)),
       engine_(engine),
       metrics_(metrics),
-      logger_(std::move(logger)) {}
+      logger_(std::move(logger)),
+      repository_(options_.repository) {}
 
 ModelManager::~ModelManager() { Stop(); }
 
 Status ModelManager::Start() {
   {
     std::lock_guard reconcile(reconcile_mutex_);
-    PERCH_RETURN_IF_ERROR(ScanRepository(options_.repository).status());
+    PERCH_RETURN_IF_ERROR(ScanRepository(repository_).status());
     Reconcile();
   }
   {
@@ -130,7 +131,7 @@ void ModelManager::PollLoop(const std::stop_token& stop) {
 }
 
 void ModelManager::Reconcile() {
-  auto scan = ScanRepository(options_.repository);
+  auto scan = ScanRepository(repository_);
   if (!scan.ok()) {
     // A repository that vanished (an unmounted disk) must not take models
     // down with it: keep serving what is loaded until it is back.
@@ -204,7 +205,7 @@ Status ModelManager::ReconcileModel(const ModelOnDisk& disk, bool force) {
       next.versions[version] = old->second;
       continue;
     }
-    auto loaded = LoadVersion(disk, version);
+    auto loaded = LoadVersion(disk, version, repository_);
     VersionSlot slot;
     slot.fingerprint = on_disk.fingerprint;
     if (loaded.ok()) {
@@ -238,17 +239,19 @@ Status ModelManager::ReconcileModel(const ModelOnDisk& disk, bool force) {
   return result;
 }
 
-Result<std::shared_ptr<LoadedModel>> ModelManager::LoadVersion(const ModelOnDisk& disk,
-                                                               int64_t version) {
+Result<std::shared_ptr<LoadedModel>> ModelManager::LoadVersion(
+    const ModelOnDisk& disk, int64_t version, const std::filesystem::path& repository,
+    int min_warmup_runs) {
   const VersionOnDisk& on_disk = disk.versions.at(version);
   PERCH_ASSIGN_OR_RETURN(auto session,
-                         engine_.Load(on_disk.model_file, options_.repository,
+                         engine_.Load(on_disk.model_file, repository,
                                       SessionOptions{.intra_op_threads = disk.config.threads}));
   PERCH_ASSIGN_OR_RETURN(auto signature, ApplyOverrides(session->Signature(), disk.config));
-  if (disk.config.warmup_runs > 0) {
+  const int warmup_runs = std::max(disk.config.warmup_runs, min_warmup_runs);
+  if (warmup_runs > 0) {
     const auto inputs = WarmupInputs(signature);
     const auto outputs = OutputNames(signature);
-    for (int run = 0; run < disk.config.warmup_runs; ++run) {
+    for (int run = 0; run < warmup_runs; ++run) {
       const auto result = session->Run(inputs, outputs);
       if (!result.ok()) {
         return InvalidArgument(fmt::format("warmup failed: {}", result.status().message()));
@@ -359,7 +362,7 @@ std::vector<VersionStatus> ModelManager::Index() const {
 
 Status ModelManager::LoadModel(const std::string& name) {
   std::lock_guard reconcile(reconcile_mutex_);
-  PERCH_ASSIGN_OR_RETURN(const ModelOnDisk disk, ScanModel(options_.repository, name));
+  PERCH_ASSIGN_OR_RETURN(const ModelOnDisk disk, ScanModel(repository_, name));
   {
     std::lock_guard lock(mutex_);
     unloaded_.erase(name);
@@ -385,6 +388,72 @@ Status ModelManager::UnloadModel(const std::string& name) {
   models_.erase(name);
   unloaded_.insert(name);
   logger_.Info("model '{}' unloaded on request", name);
+  return Status::Ok();
+}
+
+std::filesystem::path ModelManager::repository() const {
+  std::lock_guard lock(mutex_);
+  return repository_;
+}
+
+Status ModelManager::SwitchRepository(const std::filesystem::path& repository,
+                                      int min_warmup_runs) {
+  std::lock_guard reconcile(reconcile_mutex_);
+  PERCH_ASSIGN_OR_RETURN(const auto scan, ScanRepository(repository));
+  std::map<std::string, ModelEntry, std::less<>> current;
+  {
+    std::lock_guard lock(mutex_);
+    current = models_;
+  }
+  std::map<std::string, ModelEntry, std::less<>> next;
+  for (const ModelOnDisk& disk : scan) {
+    if (!disk.config_status.ok()) {
+      return InvalidArgument(
+          fmt::format("model '{}': {}", disk.name, disk.config_status.message()));
+    }
+    std::vector<int64_t> available;
+    for (const auto& [version, ignored] : disk.versions) {
+      available.push_back(version);
+    }
+    const std::vector<int64_t> desired = disk.config.version_policy.Select(available);
+    if (desired.empty()) {
+      return InvalidArgument(fmt::format("model '{}' has no version to serve", disk.name));
+    }
+    const ModelEntry* old_entry = current.contains(disk.name) ? &current.at(disk.name) : nullptr;
+    ModelEntry& entry = next[disk.name];
+    entry.config_fingerprint = disk.config_fingerprint;
+    for (const int64_t version : desired) {
+      const VersionOnDisk& on_disk = disk.versions.at(version);
+      if (old_entry != nullptr && old_entry->config_fingerprint == disk.config_fingerprint) {
+        const auto old = old_entry->versions.find(version);
+        if (old != old_entry->versions.end() && old->second.model &&
+            old->second.fingerprint == on_disk.fingerprint) {
+          entry.versions[version] = old->second;
+          continue;
+        }
+      }
+      auto loaded = LoadVersion(disk, version, repository, min_warmup_runs);
+      if (!loaded.ok()) {
+        return Status(loaded.status().code(),
+                      fmt::format("model '{}' version {} failed to load: {}", disk.name, version,
+                                  loaded.status().message()));
+      }
+      entry.versions[version] = VersionSlot{.fingerprint = on_disk.fingerprint,
+                                            .model = std::move(loaded).value(),
+                                            .state = ModelState::kReady,
+                                            .reason = {}};
+    }
+  }
+  std::lock_guard lock(mutex_);
+  for (const auto& [name, entry] : next) {
+    for (const auto& [version, slot] : entry.versions) {
+      logger_.Info("model '{}' version {} is ready", name, version);
+    }
+  }
+  models_ = std::move(next);
+  unloaded_.clear();
+  repository_ = repository;
+  logger_.Info("now serving {}", repository.string());
   return Status::Ok();
 }
 

@@ -117,6 +117,18 @@ class ModelManager {
   // Stops serving `name` until LoadModel; the poller leaves it alone.
   Status UnloadModel(const std::string& name);
 
+  // Serves exactly what `repository` (another folder in the same layout)
+  // holds, all at once or not at all: every selected version is loaded
+  // (versions whose files are unchanged are reused, not reloaded) and run
+  // `min_warmup_runs` times at least, and only when every one is ready do
+  // the served models switch; requests in flight finish on the old ones.
+  // On any failure nothing changes and the error names the model. Later
+  // polls and LoadModel read the new repository.
+  Status SwitchRepository(const std::filesystem::path& repository, int min_warmup_runs);
+
+  // The repository folder being served.
+  std::filesystem::path repository() const;
+
  private:
   struct VersionSlot {
     std::string fingerprint;             // of what is loaded, or of the copy that failed
@@ -132,7 +144,9 @@ class ModelManager {
 
   void Reconcile();                                            // requires reconcile_mutex_
   Status ReconcileModel(const ModelOnDisk& disk, bool force);  // requires reconcile_mutex_
-  Result<std::shared_ptr<LoadedModel>> LoadVersion(const ModelOnDisk& disk, int64_t version);
+  Result<std::shared_ptr<LoadedModel>> LoadVersion(const ModelOnDisk& disk, int64_t version,
+                                                   const std::filesystem::path& repository,
+                                                   int min_warmup_runs = 0);
   void PollLoop(const std::stop_token& stop);
 
   const ModelManagerOptions options_;
@@ -140,7 +154,8 @@ class ModelManager {
   MetricsRegistry& metrics_;
   const Logger logger_;
 
-  std::mutex reconcile_mutex_;  // one reconciliation at a time; taken before mutex_
+  std::mutex reconcile_mutex_;        // one reconciliation at a time; taken before mutex_
+  std::filesystem::path repository_;  // guarded by reconcile_mutex_ (written also under mutex_)
 
   mutable std::mutex mutex_;
   std::map<std::string, ModelEntry, std::less<>> models_;  // guarded by mutex_
