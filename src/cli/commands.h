@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <map>
 
 namespace perch::cli {
 
@@ -12,6 +13,8 @@ using CommandRunner = std::function<int()>;
 CommandRunner AddServeCommand(CLI::App& app);
 CommandRunner AddInferCommand(CLI::App& app);
 CommandRunner AddPerfCommand(CLI::App& app);
+// locations, devices, deployments, deploy, rollback, status.
+void AddFleetCommands(CLI::App& app, std::map<const CLI::App*, CommandRunner>& runners);
 
 // The version perch was built as, e.g. "0.1.0".
 const char* Version();

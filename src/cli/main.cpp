@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   runners[infer] = perch::cli::AddInferCommand(*infer);
   auto* perf = app.add_subcommand("perf", "Measure throughput and latency under load");
   runners[perf] = perch::cli::AddPerfCommand(*perf);
+  perch::cli::AddFleetCommands(app, runners);
 
   CLI11_PARSE(app, argc, argv);
   for (const auto* subcommand : app.get_subcommands()) {

@@ -202,6 +202,19 @@ Result<Location> HubClient::GetLocation(const std::string& name) {
                                        std::string(kApi) + "/locations/" + name);
 }
 
+Result<std::string> HubClient::RotateEnrolmentToken(const std::string& location) {
+  PERCH_RETURN_IF_ERROR(CheckName("location", location));
+  return impl_->CallAndParse<std::string>(
+      [](std::string_view body) -> Result<std::string> {
+        const auto parsed = nlohmann::json::parse(body, nullptr, false);
+        if (!parsed.is_object() || !parsed.value("enrolment_token", nlohmann::json()).is_string()) {
+          return InvalidArgument("the answer has no enrolment_token");
+        }
+        return parsed["enrolment_token"].get<std::string>();
+      },
+      "POST", std::string(kApi) + "/locations/" + location + "/enrolment-token");
+}
+
 Result<std::vector<Device>> HubClient::Devices() {
   return impl_->CallAndParse<std::vector<Device>>(ParseDevices, "GET",
                                                   std::string(kApi) + "/devices");
@@ -245,7 +258,7 @@ Result<Deployment> HubClient::GetDeployment(const std::string& name) {
                                          std::string(kApi) + "/deployments/" + name);
 }
 
-Result<FleetStatus> HubClient::Status() {
+Result<FleetStatus> HubClient::GetStatus() {
   return impl_->CallAndParse<FleetStatus>(ParseFleetStatus, "GET", std::string(kApi) + "/status");
 }
 

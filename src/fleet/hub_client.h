@@ -23,10 +23,10 @@
 namespace perch {
 
 struct HubClientOptions {
-  std::string url;    // "http://HOST:PORT" or "https://HOST:PORT"
-  std::string token;  // admin, device or enrolment token, as the call needs
+  std::string url{};    // "http://HOST:PORT" or "https://HOST:PORT"
+  std::string token{};  // admin, device or enrolment token, as the call needs
   std::chrono::seconds timeout{10};
-  std::string ca_file;  // https: a CA to trust besides the system's
+  std::string ca_file{};  // https: a CA to trust besides the system's
 };
 
 class HubClient {
@@ -52,6 +52,8 @@ class HubClient {
   Result<WithToken<Location>> CreateLocation(const LocationSpec& spec);
   Result<std::vector<Location>> Locations();
   Result<Location> GetLocation(const std::string& name);
+  // A new enrolment token for the location; the old one stops working.
+  Result<std::string> RotateEnrolmentToken(const std::string& location);
   Result<std::vector<Device>> Devices();
   Result<Device> GetDevice(const std::string& name);
   Result<Device> RevokeDevice(const std::string& name);
@@ -61,7 +63,7 @@ class HubClient {
   Result<Deployment> Rollback(const std::string& name);
   Result<std::vector<Deployment>> Deployments();
   Result<Deployment> GetDeployment(const std::string& name);
-  Result<FleetStatus> Status();
+  Result<FleetStatus> GetStatus();
 
  private:
   class Impl;

@@ -1,0 +1,135 @@
+// FleetAgent: the agent's side of the fleet (`perch serve --hub URL`).
+// It enrols with the location's enrolment token, polls its desired state
+// (conditional GET with the ETag), pulls and verifies every model of a new
+// state, and switches to it whole or not at all: when a model fails to
+// load or warm up, the last good state keeps serving and the failure is
+// reported in the next heartbeat.
+//
+// Everything needed to keep serving without the hub lives in STATE/fleet/:
+//   device.json        the device's name, location and token (mode 0600)
+//   current.json       the last desired state applied, with what each
+//                      reference resolved to
+//   releases/<etag>/   the repository served for that state: hard links to
+//                      the pulled model files, so releases cost no space
+// At boot the last applied release is served before the hub is asked
+// anything; on reconnect the agent goes straight to the newest state.
+//
+// Heartbeats are snapshots of state, not events: one that cannot be sent is
+// dropped, since the next carries everything, rather than queued and
+// replayed stale.
+//
+// Threading: Start runs one background thread; the public methods are
+// called from one controlling thread.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/log.h"
+#include "core/status.h"
+#include "fleet/fleet_types.h"
+#include "fleet/hub_client.h"
+#include "models/model_manager.h"
+
+namespace perch {
+
+// A model version pulled, verified and installed as REPO/<name>/<version>.
+struct PulledModel {
+  std::string name;
+  int64_t version = 0;
+  std::string digest;                  // manifest digest
+  std::filesystem::path model_folder;  // REPO/<name>, holding <version>/ and model.json
+};
+
+// Pulls `reference` (with `registry_token` when the registry wants one);
+// the caller wires it to the model store. Unavailable when the registry
+// cannot be reached and nothing is cached.
+using ModelFetcher = std::function<Result<PulledModel>(const std::string& reference,
+                                                       const std::string& registry_token)>;
+
+struct FleetAgentOptions {
+  std::string hub_url;
+  // The location's enrolment token on the first start; afterwards the
+  // device's own token from device.json is used.
+  std::string enrolment_token;
+  std::string ca_file;
+  std::filesystem::path state;  // the agent's --state; FleetAgent uses state/fleet
+  DeviceSpec device;
+  std::chrono::milliseconds poll_interval{5000};
+  std::chrono::milliseconds heartbeat_interval{10000};
+  int warmup_runs = 1;  // each model runs at least this often before it serves
+};
+
+class FleetAgent {
+ public:
+  // Reads what an earlier run left in STATE/fleet. InvalidArgument for a bad
+  // hub URL; Internal when the folders cannot be made.
+  static Result<std::unique_ptr<FleetAgent>> Open(FleetAgentOptions options, ModelFetcher fetch,
+                                                  Logger logger);
+  ~FleetAgent();
+  FleetAgent(const FleetAgent&) = delete;
+  FleetAgent& operator=(const FleetAgent&) = delete;
+
+  // The repository to serve at start: the last state applied (an empty
+  // one on the very first start).
+  const std::filesystem::path& ServingRepository() const { return serving_; }
+
+  // Starts enrolling, polling and heartbeating in the background.
+  // `fill_heartbeat` adds what the agent's other parts know (outbox depth,
+  // last inference time); it runs on the agent's thread.
+  void Start(ModelManager& models, std::function<void(Heartbeat&)> fill_heartbeat);
+  void Stop();
+
+ private:
+  struct AppliedModel {
+    DesiredModel desired;
+    PulledModel pulled;
+  };
+
+  FleetAgent(FleetAgentOptions options, ModelFetcher fetch, Logger logger,
+             std::unique_ptr<HubClient> hub);
+  Status LoadSavedState();
+  Status SaveCurrent() const;
+  void Run(const std::stop_token& stop);
+  Status Enrol();
+  // Applies a new desired state; transient failures (Unavailable) are
+  // retried at the next poll, others wait for a new state.
+  Status Apply(const DesiredState& state);
+  Result<std::filesystem::path> BuildRelease(const std::string& etag,
+                                             const std::vector<AppliedModel>& models) const;
+  void RemoveReleasesExcept(const std::filesystem::path& keep) const;
+  Heartbeat MakeHeartbeat() const;
+
+  const FleetAgentOptions options_;
+  const ModelFetcher fetch_;
+  const Logger logger_;
+  const std::filesystem::path folder_;  // STATE/fleet
+  std::unique_ptr<HubClient> hub_;
+
+  // Owned by the agent's thread once Start has run.
+  std::string device_name_;
+  std::string device_token_;
+  std::string applied_etag_;
+  std::vector<AppliedModel> applied_;
+  std::string seen_etag_;                   // last state fetched (applied or refused)
+  std::vector<ModelReport> failed_models_;  // of the last refused state
+  std::string last_error_;
+  std::filesystem::path serving_;
+  std::string last_logged_problem_;
+
+  ModelManager* models_ = nullptr;
+  std::function<void(Heartbeat&)> fill_heartbeat_;
+  std::mutex wake_mutex_;
+  std::condition_variable_any wake_;
+  std::jthread thread_;
+};
+
+}  // namespace perch
