@@ -12,6 +12,9 @@ using CommandRunner = std::function<int()>;
 CommandRunner AddServeCommand(CLI::App& app);
 CommandRunner AddInferCommand(CLI::App& app);
 CommandRunner AddPerfCommand(CLI::App& app);
+#ifdef PERCH_WITH_HUB
+CommandRunner AddHubCommand(CLI::App& app);
+#endif
 
 // The version perch was built as, e.g. "0.1.0".
 const char* Version();
