@@ -1,6 +1,7 @@
 """`perch hub` as an OCI Distribution v1.1 registry: the spec's endpoints,
 headers, pagination, referrers and authorisation, against the real binary."""
 
+import hashlib
 import json
 import os
 import re
@@ -369,3 +370,27 @@ def test_state_survives_a_restart(hubs):
     assert again.request("GET", "/v2/restart/repo/manifests/v1").content == body
     assert again.request("GET", f"/v2/restart/repo/blobs/{sha256(b'persisted')}").content \
         == b"persisted"
+
+
+def test_large_blob_streams_in_chunked_encoding_and_out_again(hub):
+    """20 MiB sent with Transfer-Encoding: chunked (no Content-Length), as
+    skopeo sends layers, and read back streamed."""
+    piece = os.urandom(1 << 20)
+    data_digest = sha256(piece * 20)
+
+    def body():
+        for _ in range(20):
+            yield piece
+
+    location = hub.request("POST", "/v2/large/blobs/uploads/").headers["Location"]
+    patch = hub.request("PATCH", location, data=body(), timeout=60)
+    assert patch.status_code == 202, patch.text
+    assert patch.headers["Range"] == f"0-{20 * len(piece) - 1}"
+    done = hub.request("PUT", f"{patch.headers['Location']}?digest={data_digest}")
+    assert done.status_code == 201, done.text
+    streamed = hub.request("GET", f"/v2/large/blobs/{data_digest}", stream=True,
+                           timeout=60)
+    hasher = hashlib.sha256()
+    for chunk in streamed.iter_content(1 << 16):
+        hasher.update(chunk)
+    assert "sha256:" + hasher.hexdigest() == data_digest
