@@ -15,6 +15,9 @@ CommandRunner AddInferCommand(CLI::App& app);
 CommandRunner AddPerfCommand(CLI::App& app);
 // locations, devices, deployments, deploy, rollback, status.
 void AddFleetCommands(CLI::App& app, std::map<const CLI::App*, CommandRunner>& runners);
+#ifdef PERCH_WITH_HUB
+CommandRunner AddHubCommand(CLI::App& app);
+#endif
 
 // The version perch was built as, e.g. "0.1.0".
 const char* Version();

@@ -30,6 +30,10 @@ int main(int argc, char** argv) {
   auto* perf = app.add_subcommand("perf", "Measure throughput and latency under load");
   runners[perf] = perch::cli::AddPerfCommand(*perf);
   perch::cli::AddFleetCommands(app, runners);
+#ifdef PERCH_WITH_HUB
+  auto* hub = app.add_subcommand("hub", "Serve the OCI model registry (the hub)");
+  runners[hub] = perch::cli::AddHubCommand(*hub);
+#endif
 
   CLI11_PARSE(app, argc, argv);
   for (const auto* subcommand : app.get_subcommands()) {

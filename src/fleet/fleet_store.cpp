@@ -1,11 +1,10 @@
 #include "fleet/fleet_store.h"
 
-#include <openssl/rand.h>
-
 #include <algorithm>
 #include <array>
 
 #include "fleet/fleet_json.h"
+#include "store/access.h"
 #include "store/digest.h"
 
 namespace perch {
@@ -26,18 +25,6 @@ CREATE TABLE IF NOT EXISTS revisions(
   rolled_back INTEGER NOT NULL, healthy_since INTEGER, promoted INTEGER NOT NULL,
   PRIMARY KEY(deployment, number));
 )sql";
-
-std::string NewToken() {
-  std::array<unsigned char, 24> bytes{};
-  RAND_bytes(bytes.data(), static_cast<int>(bytes.size()));
-  constexpr char kHex[] = "0123456789abcdef";
-  std::string token = "perch_";
-  for (const unsigned char byte : bytes) {
-    token.push_back(kHex[byte >> 4]);
-    token.push_back(kHex[byte & 0xf]);
-  }
-  return token;
-}
 
 std::string TokenHash(std::string_view token) { return Sha256Of(token).str(); }
 
@@ -235,7 +222,7 @@ Result<WithToken<Location>> FleetStore::CreateLocation(const LocationSpec& spec)
                            .created_at = options_.clock()},
       .enrolment_hash = {},
   };
-  std::string token = NewToken();
+  PERCH_ASSIGN_OR_RETURN(std::string token, GenerateToken());
   record.enrolment_hash = TokenHash(token);
   SqliteStatement save(*db_,
                        "INSERT INTO locations(name, description, labels, enrolment_hash, "
@@ -274,7 +261,7 @@ Result<std::string> FleetStore::RotateEnrolmentToken(std::string_view location) 
   if (it == locations_.end()) {
     return NotFound("no location '" + std::string(location.substr(0, 80)) + "'");
   }
-  std::string token = NewToken();
+  PERCH_ASSIGN_OR_RETURN(std::string token, GenerateToken());
   const std::string hash = TokenHash(token);
   SqliteStatement save(*db_, "UPDATE locations SET enrolment_hash = ? WHERE name = ?");
   save.Bind(1, hash).Bind(2, it->first);
@@ -304,7 +291,7 @@ Result<WithToken<Device>> FleetStore::Enrol(std::string_view enrolment_token,
     return Status(StatusCode::kAlreadyExists,
                   "a device named '" + spec.name + "' is already enrolled");
   }
-  std::string token = NewToken();
+  PERCH_ASSIGN_OR_RETURN(std::string token, GenerateToken());
   DeviceRecord record{
       .device = Device{.name = spec.name,
                        .location = location->first,

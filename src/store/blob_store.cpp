@@ -270,4 +270,45 @@ void BlobStore::RemoveStaleWrites(std::chrono::seconds older_than) {
   }
 }
 
+std::vector<std::string> BlobStore::StaleWrites(std::chrono::seconds older_than) const {
+  const auto cutoff = fs::file_time_type::clock::now() - older_than;
+  std::vector<std::string> names;
+  std::error_code error;
+  for (fs::directory_iterator it(root_ / "writing", error), end; !error && it != end;
+       it.increment(error)) {
+    std::error_code ignored;
+    if (it->last_write_time(ignored) < cutoff) {
+      names.push_back(it->path().filename().string());
+    }
+  }
+  return names;
+}
+
+bool BlobStore::HasWrite(const std::string& name) const {
+  std::error_code error;
+  return IsValidWriterName(name) && fs::is_regular_file(root_ / "writing" / name, error);
+}
+
+Status BlobStore::RemoveWrite(const std::string& name) {
+  if (!IsValidWriterName(name)) {
+    return InvalidArgument("blob writer name '" + name.substr(0, 100) +
+                           "' must be 1 to 100 of [A-Za-z0-9_-]");
+  }
+  std::error_code error;
+  fs::remove(root_ / "writing" / name, error);
+  if (error) {
+    return Internal("cannot remove partial blob " + name + ": " + error.message());
+  }
+  return Status::Ok();
+}
+
+Status BlobStore::Touch(const Digest& digest) {
+  std::error_code error;
+  fs::last_write_time(PathOf(digest), fs::file_time_type::clock::now(), error);
+  if (error) {
+    return NotFound("blob " + digest.str() + " is not in the store");
+  }
+  return Status::Ok();
+}
+
 }  // namespace perch

@@ -10,6 +10,7 @@
 // to one thread at a time; two writers must not share a name.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -91,6 +92,16 @@ class BlobStore {
   Result<std::vector<BlobInfo>> List() const;
   // Removes partial writes not touched for `older_than`.
   void RemoveStaleWrites(std::chrono::seconds older_than);
+  // Names of the partial writes not touched for `older_than` (what
+  // RemoveStaleWrites would remove), so that callers can report or forget them.
+  std::vector<std::string> StaleWrites(std::chrono::seconds older_than) const;
+  // Whether a partial write exists under `name` (even an empty one).
+  bool HasWrite(const std::string& name) const;
+  // Removes one partial write; idempotent. InvalidArgument for a bad name.
+  Status RemoveWrite(const std::string& name);
+  // Marks a committed blob as just used, so that garbage collection's grace
+  // period protects a blob that a push in progress relies on. NotFound if absent.
+  Status Touch(const Digest& digest);
 
  private:
   explicit BlobStore(std::filesystem::path root) : root_(std::move(root)) {}

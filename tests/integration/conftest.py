@@ -14,6 +14,7 @@ import pytest
 
 from harness import (ORT_REFERENCE, PERCH_BIN, TEST_MODELS, PerchServer,
                      ServerPool)
+from hub_harness import HubPool, HubServer
 
 
 def pytest_sessionstart(session):
@@ -42,9 +43,25 @@ def servers(tmp_path_factory):
     pool.close()
 
 
+@pytest.fixture(scope="module")
+def module_hubs(tmp_path_factory):
+    """Hubs shared by the tests of a module, stopped after its last."""
+    pool = HubPool(tmp_path_factory)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def hubs(tmp_path_factory):
+    """Hubs for one test, for tests that need their own flags or data."""
+    pool = HubPool(tmp_path_factory)
+    yield pool
+    pool.close()
+
+
 @pytest.fixture(autouse=True)
 def no_server_went_away():
     """Fails the test during which any running server exited or crashed."""
     yield
-    for server in list(PerchServer.running):
+    for server in list(PerchServer.running) + list(HubServer.running):
         server.assert_alive()

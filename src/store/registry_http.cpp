@@ -1,0 +1,235 @@
+// Shared pieces of the registry's HTTP API: errors, authorisation, body
+// reading, the base endpoint and the catch-all.
+#include "store/registry_http.h"
+
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+
+#include "core/enum_names.h"
+#include "store/reference.h"
+#include "store/registry_http_internal.h"
+
+namespace perch {
+namespace registry_http {
+namespace {
+
+constexpr EnumNames<OciError, 18> kOciErrorNames{{
+    {OciError::kBlobUnknown, "BLOB_UNKNOWN"},
+    {OciError::kBlobUploadInvalid, "BLOB_UPLOAD_INVALID"},
+    {OciError::kBlobUploadUnknown, "BLOB_UPLOAD_UNKNOWN"},
+    {OciError::kDigestInvalid, "DIGEST_INVALID"},
+    {OciError::kManifestBlobUnknown, "MANIFEST_BLOB_UNKNOWN"},
+    {OciError::kManifestInvalid, "MANIFEST_INVALID"},
+    {OciError::kManifestUnknown, "MANIFEST_UNKNOWN"},
+    {OciError::kNameInvalid, "NAME_INVALID"},
+    {OciError::kNameUnknown, "NAME_UNKNOWN"},
+    {OciError::kSizeInvalid, "SIZE_INVALID"},
+    {OciError::kTagInvalid, "TAG_INVALID"},
+    {OciError::kUnauthorized, "UNAUTHORIZED"},
+    {OciError::kDenied, "DENIED"},
+    {OciError::kUnsupported, "UNSUPPORTED"},
+    {OciError::kTooManyRequests, "TOOMANYREQUESTS"},
+    {OciError::kPaginationNumberInvalid, "PAGINATION_NUMBER_INVALID"},
+    {OciError::kUnavailable, "UNAVAILABLE"},
+    {OciError::kUnknown, "UNKNOWN"},
+}};
+
+// Past this much unread body, a connection is closed rather than drained.
+constexpr size_t kMaxDrainBytes = size_t{16} << 20;
+
+bool HasBody(const httplib::Request& request) {
+  return request.has_header("Content-Length") ||
+         request.get_header_value("Transfer-Encoding").find("chunked") != std::string::npos;
+}
+
+}  // namespace
+
+std::string_view ToString(OciError error) { return EnumToString(kOciErrorNames, error); }
+std::optional<OciError> OciErrorFromString(std::string_view name) {
+  return EnumFromString(kOciErrorNames, name);
+}
+
+void SendError(httplib::Response& response, int http_status, OciError error,
+               std::string_view message) {
+  response.status = http_status;
+  const nlohmann::json body{
+      {"errors", {{{"code", ToString(error)}, {"message", message}, {"detail", nullptr}}}}};
+  response.set_content(body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+                       "application/json");
+}
+
+void SendStatus(httplib::Response& response, const Status& status, OciError not_found,
+                OciError invalid) {
+  switch (status.code()) {
+    case StatusCode::kNotFound:
+      SendError(response, 404, not_found, status.message());
+      return;
+    case StatusCode::kInvalidArgument:
+      SendError(response, 400, invalid, status.message());
+      return;
+    case StatusCode::kResourceExhausted:
+      SendError(response, 413, OciError::kSizeInvalid, status.message());
+      return;
+    case StatusCode::kUnavailable:
+      SendError(response, 503, OciError::kUnavailable, status.message());
+      return;
+    case StatusCode::kUnauthenticated:
+      SendError(response, 401, OciError::kUnauthorized, status.message());
+      return;
+    case StatusCode::kPermissionDenied:
+      SendError(response, 403, OciError::kDenied, status.message());
+      return;
+    default:
+      SendError(response, 500, OciError::kUnknown, status.message());
+  }
+}
+
+bool Body::Read(const std::function<bool(std::string_view)>& sink) {
+  if (reader_ == nullptr || used_) {
+    return true;
+  }
+  used_ = true;
+  return (*reader_)(
+      [&sink](const char* data, size_t length) { return sink(std::string_view(data, length)); });
+}
+
+bool Body::ReadAll(size_t limit, std::string& out, bool& too_large) {
+  too_large = false;
+  const bool complete = Read([&](std::string_view piece) {
+    if (piece.size() > limit - out.size()) {
+      too_large = true;
+      return false;
+    }
+    out.append(piece);
+    return true;
+  });
+  return complete && !too_large;
+}
+
+void Body::Drain(httplib::Response& response) {
+  if (reader_ == nullptr || used_) {
+    return;
+  }
+  size_t drained = 0;
+  const bool complete = Read([&drained](std::string_view piece) {
+    drained += piece.size();
+    return drained <= kMaxDrainBytes;
+  });
+  if (!complete) {
+    response.set_header("Connection", "close");
+  }
+}
+
+void Route(httplib::Server& server, const std::shared_ptr<const Context>& context,
+           std::string_view method, const std::string& pattern, AccessKind access,
+           Handler handler) {
+  auto run = [context, access, handler = std::move(handler)](const httplib::Request& request,
+                                                             httplib::Response& response,
+                                                             const httplib::ContentReader* reader) {
+    response.set_header("Docker-Distribution-API-Version", "registry/2.0");
+    // A request without a length has no body: reading one would wait for
+    // the client to close the connection.
+    Body body(HasBody(request) ? reader : nullptr);
+    try {
+      const Status allowed =
+          Authorize(context->options.tokens, request.get_header_value("Authorization"), access);
+      if (allowed.code() == StatusCode::kPermissionDenied) {
+        SendError(response, 403, OciError::kDenied, allowed.message());
+      } else if (!allowed.ok()) {
+        response.set_header("WWW-Authenticate",
+                            fmt::format("Basic realm=\"{}\"", context->options.realm));
+        SendError(response, 401, OciError::kUnauthorized, allowed.message());
+      } else {
+        handler(request, response, body, *context);
+      }
+      body.Drain(response);
+    } catch (const std::exception& error) {
+      context->logger.Error("{} {} failed: {}", request.method, request.path, error.what());
+      SendError(response, 500, OciError::kUnknown, fmt::format("internal error: {}", error.what()));
+      response.set_header("Connection", "close");
+    } catch (...) {
+      context->logger.Error("{} {} failed with an unknown exception", request.method, request.path);
+      SendError(response, 500, OciError::kUnknown, "internal error");
+      response.set_header("Connection", "close");
+    }
+  };
+  if (method == "GET") {
+    server.Get(pattern, [run](const httplib::Request& request, httplib::Response& response) {
+      run(request, response, nullptr);
+    });
+  } else if (method == "DELETE") {
+    server.Delete(pattern, [run](const httplib::Request& request, httplib::Response& response) {
+      run(request, response, nullptr);
+    });
+  } else {
+    const auto with_body = [run](const httplib::Request& request, httplib::Response& response,
+                                 const httplib::ContentReader& reader) {
+      run(request, response, &reader);
+    };
+    if (method == "POST") {
+      server.Post(pattern, with_body);
+    } else if (method == "PUT") {
+      server.Put(pattern, with_body);
+    } else {
+      server.Patch(pattern, with_body);
+    }
+  }
+}
+
+bool CheckName(httplib::Response& response, std::string_view name) {
+  if (IsValidRepositoryName(name)) {
+    return true;
+  }
+  SendError(response, 400, OciError::kNameInvalid,
+            fmt::format("invalid repository name '{}': lowercase letters and digits in components "
+                        "joined by '.', '_', '__' or '-', separated by '/'",
+                        name.substr(0, 255)));
+  return false;
+}
+
+std::optional<Digest> CheckDigest(httplib::Response& response, std::string_view text) {
+  auto digest = Digest::Parse(text);
+  if (!digest.ok()) {
+    SendError(response, 400, OciError::kDigestInvalid, digest.status().message());
+    return std::nullopt;
+  }
+  return std::move(digest).value();
+}
+
+}  // namespace registry_http
+
+void MountRegistryRoutes(httplib::Server& server, Registry& registry,
+                         const RegistryHttpOptions& options, Logger logger) {
+  using namespace registry_http;
+  const auto context = std::make_shared<const Context>(Context{registry, options, logger});
+  // Clients find out how to authenticate from this endpoint, so it always
+  // challenges a request without credentials, even when anonymous pulls are
+  // allowed: docker-style clients send their credentials only after a challenge.
+  Route(
+      server, context, "GET", "/v2/?", AccessKind::kPull,
+      [](const httplib::Request& request, httplib::Response& response, Body&, const Context& hub) {
+        if (!request.has_header("Authorization")) {
+          response.set_header("WWW-Authenticate",
+                              fmt::format("Basic realm=\"{}\"", hub.options.realm));
+          SendError(response, 401, OciError::kUnauthorized,
+                    "send credentials: Bearer <token>, or Basic with the token as password");
+          return;
+        }
+        response.set_content("{}", "application/json");
+      });
+  RegisterListRoutes(server, context);
+  RegisterUploadRoutes(server, context);
+  RegisterBlobRoutes(server, context);
+  RegisterManifestRoutes(server, context);
+  const auto unknown = [](const httplib::Request& request, httplib::Response& response, Body&,
+                          const Context&) {
+    SendError(response, 404, OciError::kUnsupported,
+              fmt::format("no such registry endpoint: {} {}", request.method, request.path));
+  };
+  for (const char* method : {"GET", "POST", "PUT", "PATCH", "DELETE"}) {
+    Route(server, context, method, "/v2/.*", AccessKind::kPull, unknown);
+  }
+}
+
+}  // namespace perch
