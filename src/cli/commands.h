@@ -12,6 +12,12 @@ using CommandRunner = std::function<int()>;
 CommandRunner AddServeCommand(CLI::App& app);
 CommandRunner AddInferCommand(CLI::App& app);
 CommandRunner AddPerfCommand(CLI::App& app);
+CommandRunner AddPushCommand(CLI::App& app);
+CommandRunner AddPullCommand(CLI::App& app);
+CommandRunner AddLsCommand(CLI::App& app);
+CommandRunner AddInspectCommand(CLI::App& app);
+CommandRunner AddTagCommand(CLI::App& app);
+CommandRunner AddRmCommand(CLI::App& app);
 
 // The version perch was built as, e.g. "0.1.0".
 const char* Version();

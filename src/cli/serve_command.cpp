@@ -17,6 +17,8 @@
 #include "outbox/durable_queue.h"
 #endif
 #include "cli/commands.h"
+#include "cli/pulled_models.h"
+#include "cli/registry_flags.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "engine/engine.h"
@@ -29,6 +31,8 @@ namespace {
 
 struct ServeOptions {
   std::string repository;
+  std::vector<std::string> model_references;
+  RegistryFlags registry;
   std::string log_level = "info";
   double poll_seconds = 0;
   int engine_threads = 0;
@@ -65,12 +69,34 @@ int Fail(const Logger& logger, const Status& status) {
 int RunServe(const ServeOptions& options) {
   const auto level = LogLevelFromString(options.log_level).value_or(LogLevel::kInfo);
   const Logger logger = Logger::ToStderr(level, "serve");
-  if (!std::filesystem::is_directory(options.repository)) {
+  std::filesystem::path repository = options.repository;
+  if (!options.model_references.empty()) {
+    // One source of models at a time: mixing a hand-managed folder with
+    // pulled models would leave it unclear which copy of a name is served.
+    if (!options.repository.empty()) {
+      return Fail(logger, InvalidArgument("--repo and --model exclude each other: --model serves "
+                                          "the pulled models from STATE/models; drop one"));
+    }
+    if (const Status checked = CheckModelReferences(options.model_references); !checked.ok()) {
+      return Fail(logger, checked);
+    }
+  } else if (options.repository.empty()) {
+    return Fail(logger, InvalidArgument("give --repo DIR (a model repository) or --model REF "
+                                        "(a model in a registry, repeatable)"));
+  } else if (!std::filesystem::is_directory(options.repository)) {
     return Fail(logger, NotFound("--repo " + options.repository + " is not a directory"));
   }
   if (options.check_config) {
     std::printf("configuration is valid\n");
     return 0;
+  }
+  if (!options.model_references.empty()) {
+    auto prepared = PrepareModels(options.model_references, options.state, options.registry,
+                                  logger.ForComponent("store"));
+    if (!prepared.ok()) {
+      return Fail(logger, prepared.status());
+    }
+    repository = std::move(prepared).value();
   }
   const sigset_t stop_signals = BlockStopSignals();
 
@@ -82,7 +108,7 @@ int RunServe(const ServeOptions& options) {
   }
   ModelManager models(
       ModelManagerOptions{
-          .repository = options.repository,
+          .repository = repository,
           .poll_interval =
               std::chrono::milliseconds(static_cast<int64_t>(options.poll_seconds * 1000)),
       },
@@ -186,8 +212,13 @@ CommandRunner AddServeCommand(CLI::App& app) {
   auto options = std::make_shared<ServeOptions>();
   app.add_option("--repo", options->repository,
                  "Model repository: REPO/<model>/<version>/model.onnx")
-      ->envname("PERCH_REPO")
-      ->required();
+      ->envname("PERCH_REPO");
+  app.add_option("--model", options->model_references,
+                 "A model in an OCI registry, HOST[:PORT]/REPO[:TAG][@sha256:...] (repeatable): "
+                 "pulled into --state and served from there, instead of --repo")
+      ->envname("PERCH_MODELS")
+      ->delimiter(',');
+  AddRegistryFlags(app, options->registry);
   app.add_option("--host", options->http.host, "Address to listen on")
       ->envname("PERCH_HOST")
       ->capture_default_str();
@@ -207,7 +238,8 @@ CommandRunner AddServeCommand(CLI::App& app) {
       ->capture_default_str();
 #endif
   app.add_option("--state", options->state,
-                 "Folder for what must survive a restart (the outbox and the MQTT inbox)")
+                 "Folder for what must survive a restart (pulled models and their blobs, the "
+                 "outbox, the MQTT inbox)")
       ->envname("PERCH_STATE")
       ->capture_default_str();
 #ifdef PERCH_WITH_MQTT
