@@ -573,7 +573,7 @@ Status RegistryClient::FetchBlob(const std::string& repository, const Descriptor
       }
       if (writer->size() + length > blob.size) {
         // Keep the bytes up to the descriptor's size + 1 out: stop here.
-        failure = fmt::format("{}: registry sent {} bytes, descriptor says {}", what,
+        failure = fmt::format("{}: registry sent at least {} bytes, descriptor says {}", what,
                               writer->size() + length, blob.size);
         overflow = true;
         return false;

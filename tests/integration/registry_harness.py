@@ -256,6 +256,14 @@ class _BrokenHandler(http.server.BaseHTTPRequestHandler):
                 return
             elif fault == "extra":
                 blob = blob + b"\0" * 4096
+            elif fault == "extra_unsized":
+                # No Content-Length: only counting the bytes can stop it.
+                self.send_response(200)
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(blob + b"\0" * (1 << 20))
+                self.close_connection = True
+                return
             self._send(200, blob)
             return
         self._send(404)
@@ -263,7 +271,8 @@ class _BrokenHandler(http.server.BaseHTTPRequestHandler):
 
 class BrokenRegistry(_Tool):
     """Serves perch model artifacts built here, with faults on request:
-    faults[digest] = "bitflip" | "truncate" | "extra"."""
+    faults[digest] = "bitflip" | "truncate" | "extra" |
+    "extra_unsized"."""
 
     def __init__(self):
         super().__init__(_BrokenHandler)

@@ -71,6 +71,7 @@ def add_fixed(broken, tag, version=1, extra=None, model_bytes=None):
     ("bitflip", "digest mismatch"),
     ("truncate", "run again to resume"),
     ("extra", "descriptor says"),
+    ("extra_unsized", "descriptor says"),
 ])
 def test_bad_blobs_are_refused(broken, tmp_path, fault, message):
     add_fixed(broken, "1")
@@ -95,6 +96,15 @@ def test_more_bytes_than_the_descriptor_stop_the_transfer(broken, tmp_path):
     assert result.returncode == 1
     assert f"registry sent {len(data) + 4096} bytes, descriptor says " \
            f"{len(data)}" in result.stderr
+
+    # Without a Content-Length, the bytes are counted as they come.
+    broken.faults[sha256(data)] = "extra_unsized"
+    result = perch("pull", f"{broken.host}/tests/fixed:1", "--to", tmp_path,
+                   "--cache", tmp_path / "cache", check=False)
+    assert result.returncode == 1
+    assert "registry sent at least" in result.stderr
+    assert f"descriptor says {len(data)}; the transfer was stopped" \
+        in result.stderr
 
 
 @pytest.mark.parametrize("path", ["../evil.onnx", "/tmp/evil.onnx",
