@@ -32,6 +32,10 @@ void RegisterRepositoryRoutes(httplib::Server& server, const Context& context) {
                    if (!entry.reason.empty()) {
                      row["reason"] = entry.reason;
                    }
+                   if (!entry.artifact_digest.empty()) {
+                     row["artifact"] = {{"reference", entry.artifact_reference},
+                                        {"digest", entry.artifact_digest}};
+                   }
                    index.push_back(std::move(row));
                  }
                  SendJson(response, 200,

@@ -13,6 +13,12 @@ using CommandRunner = std::function<int()>;
 CommandRunner AddServeCommand(CLI::App& app);
 CommandRunner AddInferCommand(CLI::App& app);
 CommandRunner AddPerfCommand(CLI::App& app);
+CommandRunner AddPushCommand(CLI::App& app);
+CommandRunner AddPullCommand(CLI::App& app);
+CommandRunner AddLsCommand(CLI::App& app);
+CommandRunner AddInspectCommand(CLI::App& app);
+CommandRunner AddTagCommand(CLI::App& app);
+CommandRunner AddRmCommand(CLI::App& app);
 // locations, devices, deployments, deploy, rollback, status.
 void AddFleetCommands(CLI::App& app, std::map<const CLI::App*, CommandRunner>& runners);
 #ifdef PERCH_WITH_HUB

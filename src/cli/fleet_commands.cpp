@@ -219,6 +219,10 @@ CommandRunner AddLocationsCommand(CLI::App& app) {
   auto* rotate = app.add_subcommand("rotate-token", "Replace a location's enrolment token");
   rotate->add_option("name", *name, "Location name")->required();
   app.require_subcommand(0, 1);
+  // --hub, --token and --json may follow the subcommand too.
+  for (CLI::App* subcommand : app.get_subcommands({})) {
+    subcommand->fallthrough();
+  }
   return [=]() -> int {
     if (create->parsed()) {
       auto parsed = ParseLabelFlags(*labels);
@@ -278,6 +282,10 @@ CommandRunner AddDevicesCommand(CLI::App& app) {
   auto* revoke = app.add_subcommand("revoke", "Revoke a device's token");
   revoke->add_option("name", *name, "Device name")->required();
   app.require_subcommand(0, 1);
+  // --hub, --token and --json may follow the subcommand too.
+  for (CLI::App* subcommand : app.get_subcommands({})) {
+    subcommand->fallthrough();
+  }
   return [=]() -> int {
     if (describe->parsed() || revoke->parsed()) {
       const bool revoking = revoke->parsed();
@@ -313,6 +321,10 @@ CommandRunner AddDeploymentsCommand(CLI::App& app) {
   auto* describe = app.add_subcommand("describe", "Show one deployment with every revision");
   describe->add_option("name", *name, "Deployment name")->required();
   app.require_subcommand(0, 1);
+  // --hub, --token and --json may follow the subcommand too.
+  for (CLI::App* subcommand : app.get_subcommands({})) {
+    subcommand->fallthrough();
+  }
   return [=]() -> int {
     if (describe->parsed()) {
       return RunAgainstHub<Deployment>(

@@ -29,6 +29,20 @@ int main(int argc, char** argv) {
   runners[infer] = perch::cli::AddInferCommand(*infer);
   auto* perf = app.add_subcommand("perf", "Measure throughput and latency under load");
   runners[perf] = perch::cli::AddPerfCommand(*perf);
+  auto* push = app.add_subcommand("push", "Push a model version to an OCI registry");
+  runners[push] = perch::cli::AddPushCommand(*push);
+  auto* pull = app.add_subcommand(
+      "pull", "Pull a model version from an OCI registry into a model repository");
+  runners[pull] = perch::cli::AddPullCommand(*pull);
+  auto* ls =
+      app.add_subcommand("ls", "List the repositories of a registry, or the tags of a repository");
+  runners[ls] = perch::cli::AddLsCommand(*ls);
+  auto* inspect = app.add_subcommand("inspect", "Show a model's manifest, metadata and layers");
+  runners[inspect] = perch::cli::AddInspectCommand(*inspect);
+  auto* tag = app.add_subcommand("tag", "Give a model in a registry another tag");
+  runners[tag] = perch::cli::AddTagCommand(*tag);
+  auto* rm = app.add_subcommand("rm", "Delete a model manifest from a registry");
+  runners[rm] = perch::cli::AddRmCommand(*rm);
   perch::cli::AddFleetCommands(app, runners);
 #ifdef PERCH_WITH_HUB
   auto* hub = app.add_subcommand("hub", "Serve the OCI model registry (the hub)");

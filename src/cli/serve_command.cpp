@@ -17,6 +17,9 @@
 #include "outbox/durable_queue.h"
 #endif
 #include "cli/commands.h"
+#include "cli/hub_agent.h"
+#include "cli/pulled_models.h"
+#include "cli/registry_flags.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "engine/engine.h"
@@ -29,6 +32,10 @@ namespace {
 
 struct ServeOptions {
   std::string repository;
+  std::vector<std::string> model_references;
+  RegistryFlags registry;
+  HubAgentFlags hub;
+  std::string device;
   std::string log_level = "info";
   double poll_seconds = 0;
   int engine_threads = 0;
@@ -65,12 +72,49 @@ int Fail(const Logger& logger, const Status& status) {
 int RunServe(const ServeOptions& options) {
   const auto level = LogLevelFromString(options.log_level).value_or(LogLevel::kInfo);
   const Logger logger = Logger::ToStderr(level, "serve");
-  if (!std::filesystem::is_directory(options.repository)) {
+  std::filesystem::path repository = options.repository;
+  if (!options.hub.url.empty()) {
+    // The hub says which models run; a second source would fight it.
+    if (!options.repository.empty() || !options.model_references.empty()) {
+      return Fail(logger, InvalidArgument("--hub decides which models this device serves: drop "
+                                          "--repo and --model"));
+    }
+  } else if (!options.model_references.empty()) {
+    // One source of models at a time: mixing a hand-managed folder with
+    // pulled models would leave it unclear which copy of a name is served.
+    if (!options.repository.empty()) {
+      return Fail(logger, InvalidArgument("--repo and --model exclude each other: --model serves "
+                                          "the pulled models from STATE/models; drop one"));
+    }
+    if (const Status checked = CheckModelReferences(options.model_references); !checked.ok()) {
+      return Fail(logger, checked);
+    }
+  } else if (options.repository.empty()) {
+    return Fail(logger, InvalidArgument("give --repo DIR (a model repository) or --model REF "
+                                        "(a model in a registry, repeatable)"));
+  } else if (!std::filesystem::is_directory(options.repository)) {
     return Fail(logger, NotFound("--repo " + options.repository + " is not a directory"));
   }
   if (options.check_config) {
     std::printf("configuration is valid\n");
     return 0;
+  }
+  std::unique_ptr<FleetAgent> fleet;
+  if (!options.hub.url.empty()) {
+    auto agent = OpenHubAgent(options.hub, options.registry, options.device, options.state,
+                              logger.ForComponent("fleet"));
+    if (!agent.ok()) {
+      return Fail(logger, agent.status());
+    }
+    fleet = std::move(agent).value();
+    repository = fleet->ServingRepository();
+  } else if (!options.model_references.empty()) {
+    auto prepared = PrepareModels(options.model_references, options.state, options.registry,
+                                  logger.ForComponent("store"));
+    if (!prepared.ok()) {
+      return Fail(logger, prepared.status());
+    }
+    repository = std::move(prepared).value();
   }
   const sigset_t stop_signals = BlockStopSignals();
 
@@ -82,7 +126,7 @@ int RunServe(const ServeOptions& options) {
   }
   ModelManager models(
       ModelManagerOptions{
-          .repository = options.repository,
+          .repository = repository,
           .poll_interval =
               std::chrono::milliseconds(static_cast<int64_t>(options.poll_seconds * 1000)),
       },
@@ -158,6 +202,16 @@ int RunServe(const ServeOptions& options) {
     }
   }
 #endif
+  if (fleet) {
+    fleet->Start(models, [&](Heartbeat& heartbeat) {
+      heartbeat.last_inference_at = inference.LastInferenceUnixSeconds();
+#ifdef PERCH_WITH_MQTT
+      if (outbox) {
+        heartbeat.outbox_depth = outbox->Size();
+      }
+#endif
+    });
+  }
   logger.Info("ready: try curl http://{}:{}/v2/repository/index -X POST", options.http.host,
               (*http)->port());
 
@@ -166,6 +220,9 @@ int RunServe(const ServeOptions& options) {
   logger.Info("received {}, shutting down", signal == SIGINT ? "SIGINT" : "SIGTERM");
   // Staged: stop accepting and finish the requests in flight, then the
   // workers (which run what is still queued), then the repository poller.
+  if (fleet) {
+    fleet->Stop();
+  }
 #ifdef PERCH_WITH_MQTT
   if (mqtt) {
     mqtt->Stop();
@@ -186,8 +243,17 @@ CommandRunner AddServeCommand(CLI::App& app) {
   auto options = std::make_shared<ServeOptions>();
   app.add_option("--repo", options->repository,
                  "Model repository: REPO/<model>/<version>/model.onnx")
-      ->envname("PERCH_REPO")
-      ->required();
+      ->envname("PERCH_REPO");
+  app.add_option("--model", options->model_references,
+                 "A model in an OCI registry, HOST[:PORT]/REPO[:TAG][@sha256:...] (repeatable): "
+                 "pulled into --state and served from there, instead of --repo")
+      ->envname("PERCH_MODELS")
+      ->delimiter(',');
+  AddRegistryFlags(app, options->registry);
+  AddHubAgentFlags(app, options->hub);
+  app.add_option("--device", options->device,
+                 "This device's name, for the hub and MQTT (default: the host name)")
+      ->envname("PERCH_DEVICE");
   app.add_option("--host", options->http.host, "Address to listen on")
       ->envname("PERCH_HOST")
       ->capture_default_str();
@@ -207,7 +273,8 @@ CommandRunner AddServeCommand(CLI::App& app) {
       ->capture_default_str();
 #endif
   app.add_option("--state", options->state,
-                 "Folder for what must survive a restart (the outbox and the MQTT inbox)")
+                 "Folder for what must survive a restart (pulled models and their blobs, the "
+                 "outbox, the MQTT inbox)")
       ->envname("PERCH_STATE")
       ->capture_default_str();
 #ifdef PERCH_WITH_MQTT
@@ -228,8 +295,7 @@ CommandRunner AddServeCommand(CLI::App& app) {
   app.add_option("--location", options->mqtt.location, "This device's edge location")
       ->envname("PERCH_LOCATION")
       ->capture_default_str();
-  app.add_option("--device", options->mqtt.device, "This device's name (default: the host name)")
-      ->envname("PERCH_DEVICE");
+
   app.add_option("--outbox-max-records", options->outbox_max_records,
                  "Records the outbox holds while the broker is out of reach")
       ->envname("PERCH_OUTBOX_MAX_RECORDS")
@@ -292,11 +358,7 @@ CommandRunner AddServeCommand(CLI::App& app) {
     options->grpc.server_version = Version();
     options->grpc.host = options->http.host;
 #ifdef PERCH_WITH_MQTT
-    if (options->mqtt.device.empty()) {
-      char host[256] = {};
-      gethostname(host, sizeof(host) - 1);
-      options->mqtt.device = host;
-    }
+    options->mqtt.device = options->device.empty() ? DefaultDeviceName() : options->device;
 #endif
     return RunServe(*options);
   };

@@ -33,10 +33,11 @@ Status LinkTree(const fs::path& from, const fs::path& to) {
 
 }  // namespace
 
-FleetAgent::FleetAgent(FleetAgentOptions options, ModelFetcher fetch, Logger logger,
-                       std::unique_ptr<HubClient> hub)
+FleetAgent::FleetAgent(FleetAgentOptions options, ModelFetcher fetch, ModelPruner prune,
+                       Logger logger, std::unique_ptr<HubClient> hub)
     : options_(std::move(options)),
       fetch_(std::move(fetch)),
+      prune_(std::move(prune)),
       logger_(std::move(logger)),
       folder_(options_.state / "fleet"),
       hub_(std::move(hub)) {}
@@ -44,14 +45,14 @@ FleetAgent::FleetAgent(FleetAgentOptions options, ModelFetcher fetch, Logger log
 FleetAgent::~FleetAgent() { Stop(); }
 
 Result<std::unique_ptr<FleetAgent>> FleetAgent::Open(FleetAgentOptions options, ModelFetcher fetch,
-                                                     Logger logger) {
+                                                     ModelPruner prune, Logger logger) {
   PERCH_ASSIGN_OR_RETURN(auto hub,
                          HubClient::Create(HubClientOptions{.url = options.hub_url,
                                                             .token = options.enrolment_token,
                                                             .timeout = std::chrono::seconds(10),
                                                             .ca_file = options.ca_file}));
-  std::unique_ptr<FleetAgent> agent(
-      new FleetAgent(std::move(options), std::move(fetch), std::move(logger), std::move(hub)));
+  std::unique_ptr<FleetAgent> agent(new FleetAgent(
+      std::move(options), std::move(fetch), std::move(prune), std::move(logger), std::move(hub)));
   std::error_code error;
   fs::create_directories(agent->folder_ / "releases" / kEmptyRelease, error);
   if (error) {
@@ -197,6 +198,13 @@ void FleetAgent::Run(const std::stop_token& stop) {
       if (!state.ok()) {
         report(state.status(), "cannot get the desired state (still serving " +
                                    (applied_etag_.empty() ? "nothing" : applied_etag_) + ")");
+      } else if (state->has_value() && (*state)->etag == applied_etag_) {
+        // Back to what is served (a rollback of a refused update): nothing
+        // to switch, only the refusal to forget.
+        seen_etag_ = applied_etag_;
+        failed_models_.clear();
+        last_error_.clear();
+        next_heartbeat = Clock::now();
       } else if (state->has_value()) {
         last_logged_problem_.clear();
         if (const Status applied = Apply(**state); !applied.ok()) {
@@ -280,6 +288,13 @@ Status FleetAgent::Apply(const DesiredState& state) {
     logger_.Error("the desired state is applied but could not be saved: {}", saved.message());
   }
   RemoveReleasesExcept(serving_);
+  std::map<std::string, int64_t> keep;
+  for (const AppliedModel& model : applied_) {
+    keep[model.pulled.name] = model.pulled.version;
+  }
+  if (const Status pruned = prune_(keep); !pruned.ok()) {
+    logger_.Warn("cannot free the models no longer deployed: {}", pruned.message());
+  }
   logger_.Info("desired state {} applied: serving {} models", state.etag, applied_.size());
   return Status::Ok();
 }

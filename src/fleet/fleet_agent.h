@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -55,6 +56,9 @@ struct PulledModel {
 using ModelFetcher = std::function<Result<PulledModel>(const std::string& reference,
                                                        const std::string& registry_token)>;
 
+// Frees pulled models no longer in use: `keep` maps model name to version.
+using ModelPruner = std::function<Status(const std::map<std::string, int64_t>& keep)>;
+
 struct FleetAgentOptions {
   std::string hub_url;
   // The location's enrolment token on the first start; afterwards the
@@ -73,7 +77,7 @@ class FleetAgent {
   // Reads what an earlier run left in STATE/fleet. InvalidArgument for a bad
   // hub URL; Internal when the folders cannot be made.
   static Result<std::unique_ptr<FleetAgent>> Open(FleetAgentOptions options, ModelFetcher fetch,
-                                                  Logger logger);
+                                                  ModelPruner prune, Logger logger);
   ~FleetAgent();
   FleetAgent(const FleetAgent&) = delete;
   FleetAgent& operator=(const FleetAgent&) = delete;
@@ -94,7 +98,7 @@ class FleetAgent {
     PulledModel pulled;
   };
 
-  FleetAgent(FleetAgentOptions options, ModelFetcher fetch, Logger logger,
+  FleetAgent(FleetAgentOptions options, ModelFetcher fetch, ModelPruner prune, Logger logger,
              std::unique_ptr<HubClient> hub);
   Status LoadSavedState();
   Status SaveCurrent() const;
@@ -110,6 +114,7 @@ class FleetAgent {
 
   const FleetAgentOptions options_;
   const ModelFetcher fetch_;
+  const ModelPruner prune_;
   const Logger logger_;
   const std::filesystem::path folder_;  // STATE/fleet
   std::unique_ptr<HubClient> hub_;

@@ -211,6 +211,8 @@ Status ModelManager::ReconcileModel(const ModelOnDisk& disk, bool force) {
     if (loaded.ok()) {
       slot.model = std::move(loaded).value();
       slot.state = ModelState::kReady;
+      slot.artifact_reference = on_disk.artifact_reference;
+      slot.artifact_digest = on_disk.artifact_digest;
       logger_.Info("model '{}' version {} is ready", disk.name, version);
     } else if (old != current.versions.end() && old->second.model) {
       slot = old->second;
@@ -340,7 +342,7 @@ std::vector<VersionStatus> ModelManager::Index() const {
   std::lock_guard lock(mutex_);
   for (const auto& [name, entry] : models_) {
     if (entry.versions.empty()) {
-      index.push_back({name, std::nullopt, ModelState::kUnavailable, entry.reason});
+      index.push_back({name, std::nullopt, ModelState::kUnavailable, entry.reason, "", ""});
     }
     for (const auto& [version, slot] : entry.versions) {
       const ModelState state = slot.model ? ModelState::kReady : slot.state;
@@ -348,11 +350,12 @@ std::vector<VersionStatus> ModelManager::Index() const {
       if (!entry.reason.empty()) {
         reason = reason.empty() ? entry.reason : fmt::format("{}; {}", entry.reason, reason);
       }
-      index.push_back({name, version, state, std::move(reason)});
+      index.push_back(
+          {name, version, state, std::move(reason), slot.artifact_reference, slot.artifact_digest});
     }
   }
   for (const auto& name : unloaded_) {
-    index.push_back({name, std::nullopt, ModelState::kUnavailable, "unloaded"});
+    index.push_back({name, std::nullopt, ModelState::kUnavailable, "unloaded", "", ""});
   }
   std::sort(index.begin(), index.end(), [](const VersionStatus& a, const VersionStatus& b) {
     return std::tie(a.model, a.version) < std::tie(b.model, b.version);

@@ -71,6 +71,9 @@ struct VersionStatus {
   std::optional<int64_t> version;  // none when the model has no usable version
   ModelState state = ModelState::kUnavailable;
   std::string reason;  // why it is unavailable, or what went wrong with a newer copy
+  // Where the version being served was pulled from; empty when not pulled.
+  std::string artifact_reference;
+  std::string artifact_digest;
 };
 
 struct ModelManagerOptions {
@@ -135,6 +138,8 @@ class ModelManager {
     std::shared_ptr<LoadedModel> model;  // set when ready
     ModelState state = ModelState::kLoading;
     std::string reason;
+    std::string artifact_reference;  // of the copy that is loaded
+    std::string artifact_digest;
   };
   struct ModelEntry {
     std::string config_fingerprint;

@@ -6,6 +6,7 @@
 #include <charconv>
 #include <fstream>
 #include <iterator>
+#include <nlohmann/json.hpp>
 
 namespace perch {
 namespace {
@@ -15,6 +16,8 @@ namespace fs = std::filesystem;
 constexpr std::string_view kModelFile = "model.onnx";
 constexpr std::string_view kConfigFile = "model.json";
 constexpr uintmax_t kMaxConfigBytes = 1 << 20;
+// Written by store/model_puller.cpp when it installs a pulled version.
+constexpr std::string_view kArtifactRecordFile = ".perch-artifact.json";
 
 std::string FingerprintOf(const fs::directory_entry& entry) {
   std::error_code error;
@@ -59,6 +62,22 @@ void ReadConfig(const fs::path& folder, ModelOnDisk& model) {
     return;
   }
   model.config = std::move(config).value();
+}
+
+// Fills in where a pulled version came from; leaves it empty for anything
+// else (a hand-made folder, a record that does not parse).
+void ReadArtifactRecord(const fs::path& folder, VersionOnDisk& version) {
+  const fs::path file = folder / kArtifactRecordFile;
+  std::error_code error;
+  if (!fs::is_regular_file(file, error) || fs::file_size(file, error) > kMaxConfigBytes) {
+    return;
+  }
+  std::ifstream in(file);
+  const auto record = nlohmann::json::parse(in, nullptr, false);
+  if (record.is_object()) {
+    version.artifact_reference = record.value("reference", std::string());
+    version.artifact_digest = record.value("digest", std::string());
+  }
 }
 
 }  // namespace
@@ -109,10 +128,11 @@ Result<ModelOnDisk> ScanModel(const fs::path& root, const std::string& name) {
     if (!fs::exists(model_file, error)) {
       continue;
     }
-    model.versions[*version] = VersionOnDisk{
-        .model_file = model_file,
-        .fingerprint = FingerprintOfFolder(entry.path()),
-    };
+    VersionOnDisk on_disk;
+    on_disk.model_file = model_file;
+    on_disk.fingerprint = FingerprintOfFolder(entry.path());
+    ReadArtifactRecord(entry.path(), on_disk);
+    model.versions[*version] = std::move(on_disk);
   }
   return model;
 }

@@ -27,6 +27,10 @@ struct VersionOnDisk {
   std::filesystem::path model_file;
   // Changes whenever a file of the version folder changes (name, size, time).
   std::string fingerprint;
+  // Where the folder was pulled from, when a pull installed it (the folder's
+  // .perch-artifact.json, see store/model_puller.h); empty otherwise.
+  std::string artifact_reference;
+  std::string artifact_digest;
 };
 
 struct ModelOnDisk {

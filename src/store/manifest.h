@@ -14,16 +14,10 @@
 #include <vector>
 
 #include "core/status.h"
+#include "store/descriptor.h"
 #include "store/digest.h"
 
 namespace perch {
-
-struct Descriptor {
-  std::string media_type;
-  Digest digest;
-  uint64_t size = 0;
-  std::string artifact_type;  // empty when absent
-};
 
 struct ParsedManifest {
   std::string media_type;

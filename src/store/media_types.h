@@ -14,4 +14,24 @@ inline constexpr std::string_view kDockerManifestList =
     "application/vnd.docker.distribution.manifest.list.v2+json";
 inline constexpr std::string_view kOciEmptyConfig = "application/vnd.oci.empty.v1+json";
 
+// A perch model version. perch's own type, not ModelPack's: ModelPack's
+// config schema is closed (additionalProperties: false) and has no place for
+// the inputs, outputs and model.json that an agent needs before it loads.
+inline constexpr std::string_view kPerchModelArtifact = "application/vnd.perch.model.v1";
+inline constexpr std::string_view kPerchModelConfig = "application/vnd.perch.model.config.v1+json";
+
+// Layers are ModelPack's raw file types, so ModelPack-aware tools can unpack
+// the files by their org.cncf.model.filepath annotation.
+inline constexpr std::string_view kModelPackWeightRaw = "application/vnd.cncf.model.weight.v1.raw";
+inline constexpr std::string_view kModelPackWeightConfigRaw =
+    "application/vnd.cncf.model.weight.config.v1.raw";
+
 }  // namespace perch::media_type
+
+namespace perch::annotation {
+
+inline constexpr std::string_view kTitle = "org.opencontainers.image.title";
+inline constexpr std::string_view kVersion = "org.opencontainers.image.version";
+inline constexpr std::string_view kModelPackFilepath = "org.cncf.model.filepath";
+
+}  // namespace perch::annotation

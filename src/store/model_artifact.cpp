@@ -1,0 +1,334 @@
+#include "store/model_artifact.h"
+
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "store/media_types.h"
+
+namespace perch {
+namespace {
+
+using nlohmann::json;
+using nlohmann::ordered_json;
+
+// nlohmann's parser throws only when asked to; every parse here passes
+// allow_exceptions = false, and every access checks the type first.
+json ParseJson(std::string_view text) { return json::parse(text, nullptr, false); }
+
+bool IsValidModelName(std::string_view name) {
+  if (name.empty() || name.size() > 128 || name == "." || name == "..") {
+    return false;
+  }
+  return name.find_first_not_of(
+             "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") ==
+         std::string_view::npos;
+}
+
+const json* Field(const json& object, const char* key) {
+  const auto it = object.find(key);
+  return it == object.end() ? nullptr : &*it;
+}
+
+Result<std::string> StringField(const json& object, const char* key, std::string_view what) {
+  const json* value = Field(object, key);
+  if (value == nullptr || !value->is_string()) {
+    return InvalidArgument(fmt::format("{}: \"{}\" must be a string", what, key));
+  }
+  return value->get<std::string>();
+}
+
+Result<Descriptor> DecodeDescriptor(const json& value, std::string_view what) {
+  if (!value.is_object()) {
+    return InvalidArgument(fmt::format("{} must be a JSON object", what));
+  }
+  PERCH_ASSIGN_OR_RETURN(std::string media_type, StringField(value, "mediaType", what));
+  PERCH_ASSIGN_OR_RETURN(const std::string digest_text, StringField(value, "digest", what));
+  auto digest = Digest::Parse(digest_text);
+  if (!digest.ok()) {
+    return InvalidArgument(fmt::format("{}: {}", what, digest.status().message()));
+  }
+  const json* size = Field(value, "size");
+  if (size == nullptr || !size->is_number_unsigned()) {
+    return InvalidArgument(fmt::format("{}: \"size\" must be a non-negative integer", what));
+  }
+  Descriptor descriptor{std::move(media_type), *digest, size->get<uint64_t>(), {}};
+  if (const json* annotations = Field(value, "annotations"); annotations != nullptr) {
+    if (!annotations->is_object()) {
+      return InvalidArgument(fmt::format("{}: \"annotations\" must be an object", what));
+    }
+    for (const auto& [key, text] : annotations->items()) {
+      if (!text.is_string()) {
+        return InvalidArgument(fmt::format("{}: annotation \"{}\" must be a string", what, key));
+      }
+      descriptor.annotations[key] = text.get<std::string>();
+    }
+  }
+  return descriptor;
+}
+
+ordered_json EncodeDescriptor(const Descriptor& descriptor) {
+  ordered_json value = {{"mediaType", descriptor.media_type},
+                        {"digest", descriptor.digest.str()},
+                        {"size", descriptor.size}};
+  if (!descriptor.annotations.empty()) {
+    value["annotations"] = descriptor.annotations;
+  }
+  return value;
+}
+
+ordered_json EncodeTensors(const std::vector<TensorInfo>& tensors) {
+  ordered_json list = ordered_json::array();
+  for (const auto& tensor : tensors) {
+    list.push_back({{"name", tensor.name}, {"datatype", tensor.datatype}, {"shape", tensor.shape}});
+  }
+  return list;
+}
+
+Result<std::vector<TensorInfo>> DecodeTensors(const json& config, const char* key) {
+  const json* list = Field(config, key);
+  if (list == nullptr || !list->is_array()) {
+    return InvalidArgument(fmt::format("model config: \"{}\" must be an array", key));
+  }
+  std::vector<TensorInfo> tensors;
+  for (const json& item : *list) {
+    const std::string what = fmt::format("model config: an entry of \"{}\"", key);
+    if (!item.is_object()) {
+      return InvalidArgument(what + " must be an object");
+    }
+    TensorInfo tensor;
+    PERCH_ASSIGN_OR_RETURN(tensor.name, StringField(item, "name", what));
+    PERCH_ASSIGN_OR_RETURN(tensor.datatype, StringField(item, "datatype", what));
+    const json* shape = Field(item, "shape");
+    if (shape == nullptr || !shape->is_array()) {
+      return InvalidArgument(what + ": \"shape\" must be an array of integers");
+    }
+    for (const json& dim : *shape) {
+      if (!dim.is_number_integer()) {
+        return InvalidArgument(what + ": \"shape\" must be an array of integers");
+      }
+      tensor.shape.push_back(dim.get<int64_t>());
+    }
+    tensors.push_back(std::move(tensor));
+  }
+  return tensors;
+}
+
+}  // namespace
+
+Status ValidateModelFilePath(std::string_view path) {
+  const auto refuse = [path](std::string_view why) {
+    return InvalidArgument(fmt::format("model file path \"{}\" {}", path, why));
+  };
+  if (path.empty() || path.size() > 255) {
+    return refuse("must be 1 to 255 bytes long");
+  }
+  if (path.front() == '/') {
+    return refuse("is absolute");
+  }
+  for (const char c : path) {
+    if (c == '\\' || static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+      return refuse("holds a backslash or a control character");
+    }
+  }
+  size_t start = 0;
+  while (start <= path.size()) {
+    const size_t slash = path.find('/', start);
+    const std::string_view component = path.substr(
+        start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
+    if (component.empty() || component == "." || component == "..") {
+      return refuse("has an empty, \".\" or \"..\" component");
+    }
+    if (slash == std::string_view::npos) {
+      break;
+    }
+    start = slash + 1;
+  }
+  return Status::Ok();
+}
+
+std::string_view LayerMediaTypeFor(std::string_view path) {
+  for (const std::string_view text_suffix : {".json", ".txt", ".md", ".yaml", ".yml"}) {
+    if (path.ends_with(text_suffix)) {
+      return media_type::kModelPackWeightConfigRaw;
+    }
+  }
+  return media_type::kModelPackWeightRaw;
+}
+
+std::string EncodeModelConfig(const ModelMetadata& metadata) {
+  ordered_json config = {
+      {"name", metadata.name},
+      {"version", metadata.version},
+      {"platform", metadata.platform},
+      {"architectures", metadata.architectures},
+      {"inputs", EncodeTensors(metadata.inputs)},
+      {"outputs", EncodeTensors(metadata.outputs)},
+  };
+  if (!metadata.model_config_json.empty()) {
+    config["model_config"] = ordered_json::parse(metadata.model_config_json, nullptr, false);
+  }
+  return config.dump();
+}
+
+Result<ModelMetadata> DecodeModelConfig(std::string_view text) {
+  const json config = ParseJson(text);
+  if (!config.is_object()) {
+    return InvalidArgument("the model config blob is not a JSON object");
+  }
+  ModelMetadata metadata;
+  PERCH_ASSIGN_OR_RETURN(metadata.name, StringField(config, "name", "model config"));
+  if (!IsValidModelName(metadata.name)) {
+    return InvalidArgument(
+        fmt::format("model config: name \"{}\" is not a valid model name ([A-Za-z0-9_.-]{{1,128}})",
+                    metadata.name));
+  }
+  const json* version = Field(config, "version");
+  if (version == nullptr || !version->is_number_integer() || version->get<int64_t>() < 1) {
+    return InvalidArgument("model config: \"version\" must be a positive integer");
+  }
+  metadata.version = version->get<int64_t>();
+  PERCH_ASSIGN_OR_RETURN(metadata.platform, StringField(config, "platform", "model config"));
+  if (metadata.platform != "onnx") {
+    return InvalidArgument(fmt::format("model config: platform \"{}\" is not one perch runs (onnx)",
+                                       metadata.platform));
+  }
+  metadata.architectures.clear();
+  if (const json* architectures = Field(config, "architectures"); architectures != nullptr) {
+    if (!architectures->is_array()) {
+      return InvalidArgument("model config: \"architectures\" must be an array of strings");
+    }
+    for (const json& architecture : *architectures) {
+      if (!architecture.is_string()) {
+        return InvalidArgument("model config: \"architectures\" must be an array of strings");
+      }
+      metadata.architectures.push_back(architecture.get<std::string>());
+    }
+  }
+  PERCH_ASSIGN_OR_RETURN(metadata.inputs, DecodeTensors(config, "inputs"));
+  PERCH_ASSIGN_OR_RETURN(metadata.outputs, DecodeTensors(config, "outputs"));
+  if (const json* model_config = Field(config, "model_config"); model_config != nullptr) {
+    if (!model_config->is_object()) {
+      return InvalidArgument("model config: \"model_config\" (model.json) must be an object");
+    }
+    metadata.model_config_json = model_config->dump();
+  }
+  return metadata;
+}
+
+std::string EncodeModelManifest(const ModelMetadata& metadata, const Descriptor& config,
+                                const std::vector<ModelFile>& files) {
+  ordered_json layers = ordered_json::array();
+  for (const auto& file : files) {
+    Descriptor layer = file.layer;
+    layer.annotations[std::string(annotation::kTitle)] = file.path;
+    layer.annotations[std::string(annotation::kModelPackFilepath)] = file.path;
+    layers.push_back(EncodeDescriptor(layer));
+  }
+  const ordered_json manifest = {
+      {"schemaVersion", 2},
+      {"mediaType", media_type::kOciManifest},
+      {"artifactType", media_type::kPerchModelArtifact},
+      {"config", EncodeDescriptor(config)},
+      {"layers", std::move(layers)},
+      {"annotations",
+       {{annotation::kTitle, metadata.name},
+        {annotation::kVersion, std::to_string(metadata.version)}}},
+  };
+  return manifest.dump();
+}
+
+Result<Manifest> DecodeManifest(std::string_view text) {
+  const json value = ParseJson(text);
+  if (!value.is_object()) {
+    return InvalidArgument("the manifest is not a JSON object");
+  }
+  const json* schema = Field(value, "schemaVersion");
+  if (schema == nullptr || !schema->is_number_integer() || schema->get<int64_t>() != 2) {
+    return InvalidArgument("the manifest's schemaVersion is not 2");
+  }
+  Manifest manifest;
+  if (const json* media = Field(value, "mediaType"); media != nullptr && media->is_string()) {
+    manifest.media_type = media->get<std::string>();
+  }
+  if (manifest.media_type == media_type::kOciIndex ||
+      manifest.media_type == media_type::kDockerManifestList || Field(value, "manifests")) {
+    return InvalidArgument(
+        "the reference names an image index (a list of manifests), not a model manifest");
+  }
+  if (!manifest.media_type.empty() && manifest.media_type != media_type::kOciManifest &&
+      manifest.media_type != media_type::kDockerManifest) {
+    return InvalidArgument(
+        fmt::format("manifest media type \"{}\" is not an image manifest", manifest.media_type));
+  }
+  if (const json* type = Field(value, "artifactType"); type != nullptr && type->is_string()) {
+    manifest.artifact_type = type->get<std::string>();
+  }
+  const json* config = Field(value, "config");
+  if (config == nullptr) {
+    return InvalidArgument("the manifest has no config descriptor");
+  }
+  PERCH_ASSIGN_OR_RETURN(manifest.config, DecodeDescriptor(*config, "the config descriptor"));
+  const json* layers = Field(value, "layers");
+  if (layers == nullptr || !layers->is_array()) {
+    return InvalidArgument("the manifest's \"layers\" must be an array");
+  }
+  for (size_t i = 0; i < layers->size(); ++i) {
+    PERCH_ASSIGN_OR_RETURN(Descriptor layer,
+                           DecodeDescriptor((*layers)[i], fmt::format("layer {}", i)));
+    manifest.layers.push_back(std::move(layer));
+  }
+  if (const json* annotations = Field(value, "annotations");
+      annotations != nullptr && annotations->is_object()) {
+    for (const auto& [key, value_text] : annotations->items()) {
+      if (value_text.is_string()) {
+        manifest.annotations[key] = value_text.get<std::string>();
+      }
+    }
+  }
+  return manifest;
+}
+
+Result<ModelArtifact> ModelArtifactOf(const Manifest& manifest) {
+  if (manifest.artifact_type != media_type::kPerchModelArtifact ||
+      manifest.config.media_type != media_type::kPerchModelConfig) {
+    return InvalidArgument(fmt::format(
+        "not a perch model: artifactType \"{}\" and config media type \"{}\" (expected {} and {})",
+        manifest.artifact_type, manifest.config.media_type, media_type::kPerchModelArtifact,
+        media_type::kPerchModelConfig));
+  }
+  if (manifest.config.size > kMaxManifestBytes) {
+    return InvalidArgument(fmt::format("the model config blob is {} bytes, more than {} allowed",
+                                       manifest.config.size, kMaxManifestBytes));
+  }
+  ModelArtifact artifact{manifest, {}};
+  std::set<std::string> paths;
+  for (const auto& layer : manifest.layers) {
+    auto it = layer.annotations.find(std::string(annotation::kModelPackFilepath));
+    if (it == layer.annotations.end()) {
+      it = layer.annotations.find(std::string(annotation::kTitle));
+    }
+    if (it == layer.annotations.end()) {
+      return InvalidArgument(fmt::format("layer {} has no {} annotation naming its file",
+                                         layer.digest.str(), annotation::kModelPackFilepath));
+    }
+    PERCH_RETURN_IF_ERROR(ValidateModelFilePath(it->second));
+    // "a" and "a/b" cannot both be files.
+    for (const auto& other : paths) {
+      if (other == it->second || other.starts_with(it->second + "/") ||
+          it->second.starts_with(other + "/")) {
+        return InvalidArgument(
+            fmt::format("model file paths \"{}\" and \"{}\" collide", other, it->second));
+      }
+    }
+    paths.insert(it->second);
+    artifact.files.push_back(ModelFile{it->second, layer});
+  }
+  if (!paths.contains("model.onnx")) {
+    return InvalidArgument("the model has no model.onnx layer");
+  }
+  return artifact;
+}
+
+}  // namespace perch

@@ -1,0 +1,71 @@
+#include "store/model_pusher.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "store/media_types.h"
+
+namespace perch {
+
+namespace fs = std::filesystem;
+
+Result<PushOutcome> PushModel(RegistryClient& client, const std::string& repository,
+                              const std::string& tag, const ModelMetadata& metadata,
+                              std::vector<LocalModelFile> files, const std::string& mount_from,
+                              const TransferProgress& progress) {
+  std::sort(files.begin(), files.end(),
+            [](const LocalModelFile& a, const LocalModelFile& b) { return a.path < b.path; });
+  PushOutcome outcome;
+  std::vector<ModelFile> layers;
+  for (const auto& file : files) {
+    PERCH_RETURN_IF_ERROR(ValidateModelFilePath(file.path));
+    std::error_code error;
+    // The layer carries the bytes of a regular file; a link could point
+    // anywhere, so it is not followed.
+    if (!fs::is_regular_file(fs::symlink_status(file.source, error))) {
+      return InvalidArgument(
+          fmt::format("{} is not a regular file (links are not pushed)", file.source.string()));
+    }
+    const uint64_t size = fs::file_size(file.source, error);
+    PERCH_ASSIGN_OR_RETURN(const Digest digest, Sha256OfFile(file.source));
+    layers.push_back(ModelFile{
+        file.path, Descriptor{std::string(LayerMediaTypeFor(file.path)), digest, size, {}}});
+    outcome.total_bytes += size;
+  }
+  const std::string config = EncodeModelConfig(metadata);
+  const Descriptor config_descriptor{
+      std::string(media_type::kPerchModelConfig), Sha256Of(config), config.size(), {}};
+  const std::string manifest = EncodeModelManifest(metadata, config_descriptor, layers);
+  // Checking the manifest we are about to push with the decoder the pull
+  // side uses catches an artifact no perch could install, before it is sent.
+  PERCH_ASSIGN_OR_RETURN(const Manifest decoded, DecodeManifest(manifest));
+  PERCH_RETURN_IF_ERROR(ModelArtifactOf(decoded).status());
+
+  uint64_t done = 0;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const auto& layer = layers[i].layer;
+    const uint64_t before = done;
+    PERCH_ASSIGN_OR_RETURN(const BlobPush pushed,
+                           client.PushBlob(repository, layer.digest, layer.size, files[i].source,
+                                           mount_from, [&](uint64_t layer_done, uint64_t) {
+                                             if (progress) {
+                                               progress(before + layer_done, outcome.total_bytes);
+                                             }
+                                           }));
+    done += layer.size;
+    if (pushed == BlobPush::kUploaded) {
+      ++outcome.layers_uploaded;
+      outcome.uploaded_bytes += layer.size;
+    } else {
+      ++outcome.layers_skipped;
+    }
+  }
+  PERCH_RETURN_IF_ERROR(client.PushSmallBlob(repository, config).status());
+  PERCH_ASSIGN_OR_RETURN(
+      outcome.manifest_digest,
+      client.PutManifest(repository, tag, manifest, std::string(media_type::kOciManifest)));
+  return outcome;
+}
+
+}  // namespace perch

@@ -1,0 +1,164 @@
+"""What the fleet tests share: a network link that can be cut, agents that
+take their models from a hub, and the models they serve.
+
+Link is a TCP relay on a fixed loopback port in front of the hub: agents
+talk to the hub through it, so the test can take a running agent offline
+(down) and back (up) while the hub itself stays reachable for the admin.
+"""
+
+import json
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from harness import TEST_MODELS, PerchServer, free_port, wait_for
+from registry_harness import perch
+
+POLL = "0.2"       # --hub-poll of the test agents
+HEARTBEAT = "0.3"  # --heartbeat of the test agents
+
+
+class Link:
+    """A TCP relay 127.0.0.1:port -> 127.0.0.1:target that can be cut."""
+
+    def __init__(self, target_port):
+        self.target_port = target_port
+        self.port = free_port()
+        self._listener = None
+        self._sockets = set()
+        self._lock = threading.Lock()
+
+    def up(self):
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        return self
+
+    def down(self):
+        """Refuses new connections and cuts the open ones."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        with self._lock:
+            sockets, self._sockets = self._sockets, set()
+        for s in sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def _accept(self, listener):
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets |= {client, server}
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source, sink):
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for s in (source, sink):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def make_scorer_repo(folder):
+    """scorer/<v>/model.onnx for v = 1, 2, 3 (OUTPUT0 = INPUT0 + v), and
+    v = 4, which loads but fails its warm-up run (a reshape of one element
+    into three): a deliberately broken update."""
+    repo = Path(folder) / "scorer"
+    for version in (1, 2, 3):
+        shutil.copytree(TEST_MODELS / "multi_version" / str(version), repo / str(version))
+    (repo / "model.json").write_text(json.dumps({"version_policy": {"all": {}}}))
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["INPUT0", "SHAPE"], ["OUTPUT0"])], "scorer",
+        [helper.make_tensor_value_info("INPUT0", TensorProto.FLOAT, ["n"])],
+        [helper.make_tensor_value_info("OUTPUT0", TensorProto.FLOAT, [3])],
+        [helper.make_tensor("SHAPE", TensorProto.INT64, [1], [3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    (repo / "4").mkdir()
+    onnx.save(model, repo / "4" / "model.onnx")
+    return repo
+
+
+def push_scorer(hub, repo, registry_host, version):
+    reference = f"{registry_host}/fleet/scorer:{version}"
+    perch("push", repo, reference, "--version", version, "--token", hub.admin_token)
+    return reference
+
+
+def admin(hub, *args, check=True):
+    """Runs a fleet command against the hub with the admin token."""
+    return perch(*args, "--hub", hub.url, "--token", hub.admin_token, check=check)
+
+
+def create_location(hub, name):
+    response = hub.request("POST", "/api/v1/locations", json={"name": name})
+    assert response.status_code == 201, response.text
+    return response.json()["enrolment_token"]
+
+
+def fleet_agent(workdir, hub_url, enrolment_token, device, state, labels=()):
+    """A PerchServer that takes its models from the hub at hub_url."""
+    server = PerchServer(workdir, workdir, ())
+    at = server.command.index("--repo")
+    del server.command[at:at + 2]
+    server.command += ["--hub", hub_url, "--token", enrolment_token,
+                       "--device", device, "--state", str(state),
+                       "--hub-poll", POLL, "--heartbeat", HEARTBEAT]
+    for label in labels:
+        server.command += ["--label", label]
+    return server
+
+
+def score(agent, value=10.0):
+    """What the agent's scorer answers for `value` (value + version), or
+    None when it serves no scorer."""
+    response = agent.infer("scorer", {"inputs": [
+        {"name": "INPUT0", "datatype": "FP32", "shape": [1], "data": [value]}]})
+    if response.status_code != 200:
+        return None
+    return response.json()["outputs"][0]["data"][0]
+
+
+def wait_scores(agents, expected, timeout=30.0):
+    """Waits until every agent's scorer answers `expected`."""
+    def all_there():
+        return all(score(agent) == expected for agent in agents)
+    if not wait_for(all_there, timeout):
+        pytest.fail(f"not every agent answers {expected}: "
+                    f"{[score(agent) for agent in agents]}\n" +
+                    "\n".join(agent.logs()[-3000:] for agent in agents))
+
+
+def device_report(hub, name):
+    response = hub.request("GET", f"/api/v1/devices/{name}")
+    assert response.status_code == 200, response.text
+    return response.json()
