@@ -585,16 +585,27 @@ class MqttBridge::Impl {
     // The answer's key comes from the message: answering it again after a
     // crash repeats the key, so receivers can drop the repeat.
     const std::string key = fmt::format("{}/{}", client_id_, record.key);
+    QueuedRecord answer{.sequence = 0,
+                        .destination = std::move(destination),
+                        .key = key,
+                        .payload = WithKey(std::move(body), key),
+                        .attributes = out_attributes.dump(),
+                        .created_unix_ms = 0};
     const auto appended =
-        outbox_.Append(destination, key, WithKey(std::move(body), key), out_attributes.dump());
+        outbox_.Append(answer.destination, answer.key, answer.payload, answer.attributes);
     if (!appended.ok()) {
       logger_.Error("MQTT: the answer to a message on {} was dropped: {}", topic,
                     appended.status().message());
+    } else if (connected_) {
+      // Sent from here rather than by waking the delivery thread: one thread
+      // hand-off less per answer. The answer is on disk already, so the
+      // request may leave the inbox after.
+      answer.sequence = *appended;
+      PublishAnswer(answer);
     }
     if (const Status removed = inbox_.Remove({record.sequence}); !removed.ok()) {
       logger_.Error("MQTT: {}", removed.message());
     }
-    delivery_wakeup_.notify_all();
   }
 
   // The answer body; `failed` tells whether it is an error.
@@ -643,8 +654,27 @@ class MqttBridge::Impl {
     }
   }
 
+  // Publishes what the outbox holds past the last record sent, oldest first.
   void PublishPending() {
     std::lock_guard lock(delivery_mutex_);
+    PublishPendingLocked();
+  }
+
+  // Publishes `answer`, just appended to the outbox: straight away when it is
+  // next in line (reading it back would cost a query per answer), else after
+  // whatever waits before it.
+  void PublishAnswer(const QueuedRecord& answer) {
+    std::lock_guard lock(delivery_mutex_);
+    if (answer.sequence == last_sent_ + 1 &&
+        static_cast<int>(in_flight_.size()) < options_.max_inflight) {
+      PublishRecord(answer);
+    } else {
+      PublishPendingLocked();
+    }
+  }
+
+  // Requires delivery_mutex_.
+  void PublishPendingLocked() {
     const auto room = static_cast<size_t>(
         std::max(0, options_.max_inflight - static_cast<int>(in_flight_.size())));
     if (room == 0) {
@@ -656,42 +686,51 @@ class MqttBridge::Impl {
       return;
     }
     for (const auto& record : *records) {
-      const json attributes = json::parse(record.attributes, nullptr, false);
-      mosquitto_property* properties = nullptr;
-      mosquitto_property_add_string(&properties, MQTT_PROP_CONTENT_TYPE, "application/json");
-      mosquitto_property_add_string_pair(&properties, MQTT_PROP_USER_PROPERTY, "idempotency-key",
-                                         record.key.c_str());
-      if (attributes.is_object() && attributes.contains("correlation") &&
-          attributes["correlation"].is_string()) {
-        const std::string correlation = Unhex(attributes["correlation"].get<std::string>());
-        mosquitto_property_add_binary(&properties, MQTT_PROP_CORRELATION_DATA, correlation.data(),
-                                      static_cast<uint16_t>(correlation.size()));
-      }
-      int mid = 0;
-      int rc = MOSQ_ERR_NO_CONN;
-      {
-        std::lock_guard client_lock(client_mutex_);
-        rc = mosquitto_publish_v5(mosq_, &mid, record.destination.c_str(),
-                                  static_cast<int>(record.payload.size()), record.payload.data(), 1,
-                                  false, properties);
-      }
-      mosquitto_property_free_all(&properties);
-      if (rc == MOSQ_ERR_SUCCESS) {
-        in_flight_[mid] = record.sequence;
-        last_sent_ = record.sequence;
-        continue;
-      }
-      if (rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_CONN_LOST || rc == MOSQ_ERR_NOMEM) {
+      if (!PublishRecord(record)) {
         return;  // again once connected
       }
-      // The broker will never take this one (bad topic, too large): drop it
-      // rather than block everything behind it.
-      logger_.Error("MQTT: record {} for {} cannot be published ({}); dropping it", record.sequence,
-                    record.destination, mosquitto_strerror(rc));
-      undeliverable_.Increment();
-      acknowledged_.push_back(record.sequence);
-      last_sent_ = record.sequence;
     }
+  }
+
+  // Requires delivery_mutex_. False when there is no connection to publish on.
+  bool PublishRecord(const QueuedRecord& record) {
+    const json attributes = json::parse(record.attributes, nullptr, false);
+    mosquitto_property* properties = nullptr;
+    mosquitto_property_add_string(&properties, MQTT_PROP_CONTENT_TYPE, "application/json");
+    mosquitto_property_add_string_pair(&properties, MQTT_PROP_USER_PROPERTY, "idempotency-key",
+                                       record.key.c_str());
+    if (attributes.is_object() && attributes.contains("correlation") &&
+        attributes["correlation"].is_string()) {
+      const std::string correlation = Unhex(attributes["correlation"].get<std::string>());
+      mosquitto_property_add_binary(&properties, MQTT_PROP_CORRELATION_DATA, correlation.data(),
+                                    static_cast<uint16_t>(correlation.size()));
+    }
+    int mid = 0;
+    int rc = MOSQ_ERR_NO_CONN;
+    {
+      std::lock_guard client_lock(client_mutex_);
+      rc = mosquitto_publish_v5(mosq_, &mid, record.destination.c_str(),
+                                static_cast<int>(record.payload.size()), record.payload.data(), 1,
+                                false, properties);
+    }
+    mosquitto_property_free_all(&properties);
+    if (rc == MOSQ_ERR_SUCCESS) {
+      in_flight_[mid] = record.sequence;
+      last_sent_ = record.sequence;
+      return true;
+    }
+    if (rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_CONN_LOST || rc == MOSQ_ERR_NOMEM) {
+      return false;
+    }
+    // The broker will never take this one (bad topic, too large): drop it
+    // rather than block everything behind it.
+    logger_.Error("MQTT: record {} for {} cannot be published ({}); dropping it", record.sequence,
+                  record.destination, mosquitto_strerror(rc));
+    undeliverable_.Increment();
+    acknowledged_.push_back(record.sequence);
+    last_sent_ = record.sequence;
+    delivery_wakeup_.notify_all();  // to remove it from the outbox
+    return true;
   }
 
   // --- bindings and status ----------------------------------------------------

@@ -24,8 +24,9 @@
 // exactly when). The outbox is the only source of resends: every connection
 // gets a fresh MQTT client, so the library's session replays nothing.
 //
-// Threading: a network thread, a delivery thread and `lanes` processing
-// threads; messages of one topic always go through one lane, in order.
+// Threading: a network thread, a delivery thread (acknowledgements, resends,
+// bindings) and `lanes` processing threads, which publish their own answers;
+// messages of one topic always go through one lane, in order.
 // Start and Stop are called from one controlling thread.
 #pragma once
 
