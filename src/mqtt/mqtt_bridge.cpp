@@ -30,11 +30,15 @@ using Clock = std::chrono::steady_clock;
 constexpr int kSessionExpirySeconds = 7 * 24 * 3600;
 constexpr size_t kMaxJsonDepth = 64;
 constexpr auto kBindingRefresh = std::chrono::seconds(2);
-// The most requests the broker sends before we acknowledge them (MQTT 5
-// Receive Maximum). It bounds how far back a redelivery can reach: the broker
-// only redelivers what it has not seen acknowledged.
+// The most requests we ask the broker to send before we acknowledge them
+// (MQTT 5 Receive Maximum).
 constexpr int kReceiveMaximum = 20;
 constexpr size_t kPacketIds = 65536;
+// How many of the last accepted requests a redelivery is looked for among.
+// Not kReceiveMaximum: mosquitto 2.0.11 was seen redelivering 47 requests to
+// an agent killed with that Receive Maximum. A broker has no more
+// unacknowledged messages out than it has packet ids.
+constexpr int64_t kRedeliveryWindow = kPacketIds;
 
 // FNV-1a, 64 bits: a fingerprint of a request that is the same in every run,
 // unlike std::hash. Each field is preceded by its length, so that moving bytes
@@ -435,9 +439,9 @@ class MqttBridge::Impl {
   // it reuses a packet id for another message only once the first is
   // acknowledged. So a request is taken for a redelivery when, on a resumed
   // session, it is the first this connection brings under its packet id, and
-  // the last request accepted under that id (among the last kReceiveMaximum
-  // accepted) had the same topic, payload, response topic and correlation
-  // data. libmosquitto does not tell us the DUP flag, which would settle it.
+  // the last request accepted under that id had the same topic, payload,
+  // response topic and correlation data. libmosquitto does not tell us the
+  // DUP flag, which would settle it.
   Result<AppendedRecord> Accept(const mosquitto_message& message, const std::string& topic,
                                 std::string_view payload, const json& attributes) {
     if (message.qos == 0) {
@@ -460,7 +464,7 @@ class MqttBridge::Impl {
                                 DeliveryClaim{.slot = message.mid,
                                               .fingerprint = fingerprint,
                                               .may_repeat = session_present_ && first_under_id,
-                                              .window = kReceiveMaximum});
+                                              .window = kRedeliveryWindow});
   }
 
   void OnPublished(int mid, int reason) {

@@ -155,6 +155,8 @@ class DurableQueue::Impl {
     const auto fingerprint = std::bit_cast<int64_t>(claim.fingerprint);
     const int64_t arrival = last_arrival_ + 1;
     std::optional<std::string> first_key;
+    // A claim that cannot be read counts as none: answering a request twice
+    // (under two keys) beats dropping one.
     if (claim.may_repeat) {
       find_claim_.BindInt(1, claim.slot);
       if (sqlite3_step(find_claim_.get()) == SQLITE_ROW &&
