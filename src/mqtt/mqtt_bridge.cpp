@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bitset>
 #include <charconv>
 #include <condition_variable>
 #include <cstring>
@@ -29,6 +30,40 @@ using Clock = std::chrono::steady_clock;
 constexpr int kSessionExpirySeconds = 7 * 24 * 3600;
 constexpr size_t kMaxJsonDepth = 64;
 constexpr auto kBindingRefresh = std::chrono::seconds(2);
+// The most requests we ask the broker to send before we acknowledge them
+// (MQTT 5 Receive Maximum).
+constexpr int kReceiveMaximum = 20;
+constexpr size_t kPacketIds = 65536;
+// How many of the last accepted requests a redelivery is looked for among.
+// Not kReceiveMaximum: mosquitto 2.0.11 was seen redelivering 47 requests to
+// an agent killed with that Receive Maximum. A broker has no more
+// unacknowledged messages out than it has packet ids.
+constexpr int64_t kRedeliveryWindow = kPacketIds;
+
+// FNV-1a, 64 bits: a fingerprint of a request that is the same in every run,
+// unlike std::hash. Each field is preceded by its length, so that moving bytes
+// from one field to the next changes it.
+class Fingerprint {
+ public:
+  Fingerprint& Add(std::string_view bytes) {
+    const uint64_t size = bytes.size();
+    for (size_t i = 0; i < sizeof(size); ++i) {
+      Mix(static_cast<unsigned char>(size >> (8 * i)));
+    }
+    for (const char byte : bytes) {
+      Mix(static_cast<unsigned char>(byte));
+    }
+    return *this;
+  }
+  uint64_t value() const { return hash_; }
+
+ private:
+  void Mix(unsigned char byte) {
+    hash_ ^= byte;
+    hash_ *= 0x100000001b3ULL;
+  }
+  uint64_t hash_ = 0xcbf29ce484222325ULL;
+};
 
 std::string Hex(std::string_view bytes) {
   std::string out;
@@ -110,6 +145,10 @@ class MqttBridge::Impl {
             metrics.GetCounter("perch_mqtt_connects_total", "Connections made to the broker", {})),
         received_(metrics.GetCounter("perch_mqtt_received_total",
                                      "Messages accepted from the broker", {})),
+        redelivered_(metrics.GetCounter(
+            "perch_mqtt_redelivered_total",
+            "Requests the broker sent again that had been accepted already (not answered again)",
+            {})),
         delivered_(metrics.GetCounter("perch_mqtt_delivered_total",
                                       "Messages the broker acknowledged", {})),
         undeliverable_(metrics.GetCounter("perch_mqtt_undeliverable_total",
@@ -120,51 +159,9 @@ class MqttBridge::Impl {
 
   Status Start() {
     mosquitto_lib_init();
-    mosq_ = mosquitto_new(client_id_.c_str(), /*clean_session=*/false, this);
-    if (!mosq_) {
-      return Internal("cannot create the MQTT client");
-    }
-    mosquitto_int_option(mosq_, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
-    // Answers are small packets sent right after a PUBACK: without this the
-    // kernel holds each one until the broker's delayed ACK, about 40 ms.
-    mosquitto_int_option(mosq_, MOSQ_OPT_TCP_NODELAY, 1);
-    // Our own threads call publish while the network thread runs the loop.
-    mosquitto_threaded_set(mosq_, true);
-    mosquitto_connect_v5_callback_set(
-        mosq_, [](mosquitto*, void* self, int rc, int, const mosquitto_property*) {
-          static_cast<Impl*>(self)->OnConnect(rc);
-        });
-    mosquitto_disconnect_v5_callback_set(
-        mosq_, [](mosquitto*, void* self, int rc, const mosquitto_property*) {
-          static_cast<Impl*>(self)->OnDisconnect(rc);
-        });
-    mosquitto_message_v5_callback_set(mosq_,
-                                      [](mosquitto*, void* self, const mosquitto_message* message,
-                                         const mosquitto_property* properties) {
-                                        static_cast<Impl*>(self)->OnMessage(*message, properties);
-                                      });
-    mosquitto_publish_v5_callback_set(
-        mosq_, [](mosquitto*, void* self, int mid, int reason, const mosquitto_property*) {
-          static_cast<Impl*>(self)->OnPublished(mid, reason);
-        });
-    if (!options_.username.empty()) {
-      mosquitto_username_pw_set(mosq_, options_.username.c_str(),
-                                options_.password.empty() ? nullptr : options_.password.c_str());
-    }
-    if (address_.tls) {
-      const int rc = mosquitto_tls_set(
-          mosq_, options_.ca_file.empty() ? nullptr : options_.ca_file.c_str(),
-          options_.ca_file.empty() ? "/etc/ssl/certs" : nullptr, nullptr, nullptr, nullptr);
-      if (rc != MOSQ_ERR_SUCCESS) {
-        return InvalidArgument(
-            fmt::format("cannot use the MQTT TLS settings: {}", mosquitto_strerror(rc)));
-      }
-    }
     // The bindings first: the will repeats the status, model list included.
     RefreshBindings();
-    const std::string offline = StatusBody("offline");
-    mosquitto_will_set_v5(mosq_, layout_.Status().c_str(), static_cast<int>(offline.size()),
-                          offline.data(), 1, true, nullptr);
+    PERCH_RETURN_IF_ERROR(ReplaceClient());
 
     for (size_t i = 0; i < lanes_.size(); ++i) {
       lanes_[i].thread = std::thread([this, i] { LaneLoop(lanes_[i]); });
@@ -174,6 +171,67 @@ class MqttBridge::Impl {
     delivery_ = std::thread([this] { DeliveryLoop(); });
     logger_.Info("MQTT: connecting to {}:{} as {} (location {}, device {})", address_.host,
                  address_.port, client_id_, options_.location, options_.device);
+    return Status::Ok();
+  }
+
+  // A new client for every connection: libmosquitto's own session would
+  // resend after a reconnect the answers it still held from the last
+  // connection, even those the outbox has since expired. So the outbox is the
+  // only source of resends; the broker's session (subscriptions, requests
+  // queued while we are away) lives on, under the same client id.
+  Status ReplaceClient() {
+    mosquitto* client = mosquitto_new(client_id_.c_str(), /*clean_session=*/false, this);
+    if (!client) {
+      return Internal("cannot create the MQTT client");
+    }
+    mosquitto_int_option(client, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+    mosquitto_int_option(client, MOSQ_OPT_RECEIVE_MAXIMUM, kReceiveMaximum);
+    // Answers are small packets sent right after a PUBACK: without this the
+    // kernel holds each one until the broker's delayed ACK, about 40 ms.
+    mosquitto_int_option(client, MOSQ_OPT_TCP_NODELAY, 1);
+    // Our own threads call publish while the network thread runs the loop.
+    mosquitto_threaded_set(client, true);
+    mosquitto_connect_v5_callback_set(
+        client, [](mosquitto*, void* self, int rc, int flags, const mosquitto_property*) {
+          static_cast<Impl*>(self)->OnConnect(rc, flags);
+        });
+    mosquitto_disconnect_v5_callback_set(
+        client, [](mosquitto*, void* self, int rc, const mosquitto_property*) {
+          static_cast<Impl*>(self)->OnDisconnect(rc);
+        });
+    mosquitto_message_v5_callback_set(client,
+                                      [](mosquitto*, void* self, const mosquitto_message* message,
+                                         const mosquitto_property* properties) {
+                                        static_cast<Impl*>(self)->OnMessage(*message, properties);
+                                      });
+    mosquitto_publish_v5_callback_set(
+        client, [](mosquitto*, void* self, int mid, int reason, const mosquitto_property*) {
+          static_cast<Impl*>(self)->OnPublished(mid, reason);
+        });
+    if (!options_.username.empty()) {
+      mosquitto_username_pw_set(client, options_.username.c_str(),
+                                options_.password.empty() ? nullptr : options_.password.c_str());
+    }
+    if (address_.tls) {
+      const int rc = mosquitto_tls_set(
+          client, options_.ca_file.empty() ? nullptr : options_.ca_file.c_str(),
+          options_.ca_file.empty() ? "/etc/ssl/certs" : nullptr, nullptr, nullptr, nullptr);
+      if (rc != MOSQ_ERR_SUCCESS) {
+        mosquitto_destroy(client);
+        return InvalidArgument(
+            fmt::format("cannot use the MQTT TLS settings: {}", mosquitto_strerror(rc)));
+      }
+    }
+    const std::string offline = StatusBody("offline");
+    mosquitto_will_set_v5(client, layout_.Status().c_str(), static_cast<int>(offline.size()),
+                          offline.data(), 1, true, nullptr);
+    {
+      std::lock_guard lock(client_mutex_);
+      std::swap(mosq_, client);
+    }
+    if (client) {
+      mosquitto_destroy(client);
+    }
     return Status::Ok();
   }
 
@@ -212,8 +270,17 @@ class MqttBridge::Impl {
   void NetworkLoop() {
     int attempt = 0;
     bool socket_open = false;
+    bool fresh_client = true;  // the one Start made
     while (!Stopping()) {
       if (!socket_open) {
+        if (!fresh_client) {
+          if (const Status replaced = ReplaceClient(); !replaced.ok()) {
+            logger_.Error("MQTT: {}", replaced.message());
+            Backoff(attempt++);
+            continue;
+          }
+        }
+        fresh_client = false;
         mosquitto_property* properties = nullptr;
         mosquitto_property_add_int32(&properties, MQTT_PROP_SESSION_EXPIRY_INTERVAL,
                                      kSessionExpirySeconds);
@@ -264,7 +331,7 @@ class MqttBridge::Impl {
     stop_wakeup_.wait_for(lock, delay, [this] { return stopping_; });
   }
 
-  void OnConnect(int rc) {
+  void OnConnect(int rc, int flags) {
     if (rc != 0) {
       logger_.Error("MQTT: {}:{} refused the connection: {}", address_.host, address_.port,
                     mosquitto_reason_string(rc));
@@ -272,7 +339,11 @@ class MqttBridge::Impl {
       return;
     }
     connects_.Increment();
-    logger_.Info("MQTT: connected to {}:{}", address_.host, address_.port);
+    // Without a session the broker redelivers nothing from before.
+    session_present_ = (flags & 1) != 0;
+    ids_seen_.reset();
+    logger_.Info("MQTT: connected to {}:{}{}", address_.host, address_.port,
+                 session_present_ ? "" : " (new session)");
     const std::string device = layout_.DeviceRequests();
     const std::string location = layout_.LocationRequests();
     mosquitto_subscribe_v5(mosq_, nullptr, device.c_str(), 1, 0, nullptr);
@@ -334,22 +405,66 @@ class MqttBridge::Impl {
       attributes["correlation"] = Hex({static_cast<const char*>(correlation), correlation_length});
       free(correlation);
     }
-    const std::string key = NewKey();
     const std::string_view payload(static_cast<const char*>(message.payload),
                                    static_cast<size_t>(message.payloadlen));
-    const auto sequence = inbox_.Append(topic, key, payload, attributes.dump());
-    if (!sequence.ok()) {
+    const auto accepted = Accept(message, topic, payload, attributes);
+    if (!accepted.ok()) {
       logger_.Error("MQTT: a message on {} could not be accepted: {}", topic,
-                    sequence.status().message());
+                    accepted.status().message());
       return;
     }
+    if (accepted->repeat) {
+      // Accepted before the agent stopped or the connection dropped, but the
+      // broker did not get our acknowledgement: it is in the inbox or already
+      // answered, under this key.
+      logger_.Debug("MQTT: message {} on {} came again; already accepted as {}", message.mid, topic,
+                    accepted->key);
+      redelivered_.Increment();
+      return;
+    }
+    const std::string key = accepted->key;
+    const int64_t sequence = accepted->sequence;
     received_.Increment();
-    Dispatch(QueuedRecord{.sequence = *sequence,
+    Dispatch(QueuedRecord{.sequence = sequence,
                           .destination = topic,
                           .key = key,
                           .payload = std::string(payload),
                           .attributes = attributes.dump(),
                           .created_unix_ms = 0});
+  }
+
+  // Writes a request to the inbox, unless it is a redelivery of one accepted
+  // before. The broker redelivers, on a new connection of the same session,
+  // what it sent but did not see acknowledged, under the same packet id; and
+  // it reuses a packet id for another message only once the first is
+  // acknowledged. So a request is taken for a redelivery when, on a resumed
+  // session, it is the first this connection brings under its packet id, and
+  // the last request accepted under that id had the same topic, payload,
+  // response topic and correlation data. libmosquitto does not tell us the
+  // DUP flag, which would settle it.
+  Result<AppendedRecord> Accept(const mosquitto_message& message, const std::string& topic,
+                                std::string_view payload, const json& attributes) {
+    if (message.qos == 0) {
+      // Sent at most once: never redelivered, and without a packet id.
+      std::string key = NewKey();
+      PERCH_ASSIGN_OR_RETURN(const int64_t sequence,
+                             inbox_.Append(topic, key, payload, attributes.dump()));
+      return AppendedRecord{.sequence = sequence, .key = std::move(key), .repeat = false};
+    }
+    const auto id = static_cast<size_t>(message.mid) % kPacketIds;
+    const bool first_under_id = !ids_seen_.test(id);
+    ids_seen_.set(id);
+    const uint64_t fingerprint = Fingerprint()
+                                     .Add(topic)
+                                     .Add(payload)
+                                     .Add(attributes.value("response_topic", ""))
+                                     .Add(attributes.value("correlation", ""))
+                                     .value();
+    return inbox_.AppendClaimed(topic, NewKey(), payload, attributes.dump(),
+                                DeliveryClaim{.slot = message.mid,
+                                              .fingerprint = fingerprint,
+                                              .may_repeat = session_present_ && first_under_id,
+                                              .window = kRedeliveryWindow});
   }
 
   void OnPublished(int mid, int reason) {
@@ -474,16 +589,27 @@ class MqttBridge::Impl {
     // The answer's key comes from the message: answering it again after a
     // crash repeats the key, so receivers can drop the repeat.
     const std::string key = fmt::format("{}/{}", client_id_, record.key);
+    QueuedRecord answer{.sequence = 0,
+                        .destination = std::move(destination),
+                        .key = key,
+                        .payload = WithKey(std::move(body), key),
+                        .attributes = out_attributes.dump(),
+                        .created_unix_ms = 0};
     const auto appended =
-        outbox_.Append(destination, key, WithKey(std::move(body), key), out_attributes.dump());
+        outbox_.Append(answer.destination, answer.key, answer.payload, answer.attributes);
     if (!appended.ok()) {
       logger_.Error("MQTT: the answer to a message on {} was dropped: {}", topic,
                     appended.status().message());
+    } else if (connected_) {
+      // Sent from here rather than by waking the delivery thread: one thread
+      // hand-off less per answer. The answer is on disk already, so the
+      // request may leave the inbox after.
+      answer.sequence = *appended;
+      PublishAnswer(answer);
     }
     if (const Status removed = inbox_.Remove({record.sequence}); !removed.ok()) {
       logger_.Error("MQTT: {}", removed.message());
     }
-    delivery_wakeup_.notify_all();
   }
 
   // The answer body; `failed` tells whether it is an error.
@@ -532,8 +658,27 @@ class MqttBridge::Impl {
     }
   }
 
+  // Publishes what the outbox holds past the last record sent, oldest first.
   void PublishPending() {
     std::lock_guard lock(delivery_mutex_);
+    PublishPendingLocked();
+  }
+
+  // Publishes `answer`, just appended to the outbox: straight away when it is
+  // next in line (reading it back would cost a query per answer), else after
+  // whatever waits before it.
+  void PublishAnswer(const QueuedRecord& answer) {
+    std::lock_guard lock(delivery_mutex_);
+    if (answer.sequence == last_sent_ + 1 &&
+        static_cast<int>(in_flight_.size()) < options_.max_inflight) {
+      PublishRecord(answer);
+    } else {
+      PublishPendingLocked();
+    }
+  }
+
+  // Requires delivery_mutex_.
+  void PublishPendingLocked() {
     const auto room = static_cast<size_t>(
         std::max(0, options_.max_inflight - static_cast<int>(in_flight_.size())));
     if (room == 0) {
@@ -545,38 +690,51 @@ class MqttBridge::Impl {
       return;
     }
     for (const auto& record : *records) {
-      const json attributes = json::parse(record.attributes, nullptr, false);
-      mosquitto_property* properties = nullptr;
-      mosquitto_property_add_string(&properties, MQTT_PROP_CONTENT_TYPE, "application/json");
-      mosquitto_property_add_string_pair(&properties, MQTT_PROP_USER_PROPERTY, "idempotency-key",
-                                         record.key.c_str());
-      if (attributes.is_object() && attributes.contains("correlation") &&
-          attributes["correlation"].is_string()) {
-        const std::string correlation = Unhex(attributes["correlation"].get<std::string>());
-        mosquitto_property_add_binary(&properties, MQTT_PROP_CORRELATION_DATA, correlation.data(),
-                                      static_cast<uint16_t>(correlation.size()));
-      }
-      int mid = 0;
-      const int rc = mosquitto_publish_v5(mosq_, &mid, record.destination.c_str(),
-                                          static_cast<int>(record.payload.size()),
-                                          record.payload.data(), 1, false, properties);
-      mosquitto_property_free_all(&properties);
-      if (rc == MOSQ_ERR_SUCCESS) {
-        in_flight_[mid] = record.sequence;
-        last_sent_ = record.sequence;
-        continue;
-      }
-      if (rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_CONN_LOST || rc == MOSQ_ERR_NOMEM) {
+      if (!PublishRecord(record)) {
         return;  // again once connected
       }
-      // The broker will never take this one (bad topic, too large): drop it
-      // rather than block everything behind it.
-      logger_.Error("MQTT: record {} for {} cannot be published ({}); dropping it", record.sequence,
-                    record.destination, mosquitto_strerror(rc));
-      undeliverable_.Increment();
-      acknowledged_.push_back(record.sequence);
-      last_sent_ = record.sequence;
     }
+  }
+
+  // Requires delivery_mutex_. False when there is no connection to publish on.
+  bool PublishRecord(const QueuedRecord& record) {
+    const json attributes = json::parse(record.attributes, nullptr, false);
+    mosquitto_property* properties = nullptr;
+    mosquitto_property_add_string(&properties, MQTT_PROP_CONTENT_TYPE, "application/json");
+    mosquitto_property_add_string_pair(&properties, MQTT_PROP_USER_PROPERTY, "idempotency-key",
+                                       record.key.c_str());
+    if (attributes.is_object() && attributes.contains("correlation") &&
+        attributes["correlation"].is_string()) {
+      const std::string correlation = Unhex(attributes["correlation"].get<std::string>());
+      mosquitto_property_add_binary(&properties, MQTT_PROP_CORRELATION_DATA, correlation.data(),
+                                    static_cast<uint16_t>(correlation.size()));
+    }
+    int mid = 0;
+    int rc = MOSQ_ERR_NO_CONN;
+    {
+      std::lock_guard client_lock(client_mutex_);
+      rc = mosquitto_publish_v5(mosq_, &mid, record.destination.c_str(),
+                                static_cast<int>(record.payload.size()), record.payload.data(), 1,
+                                false, properties);
+    }
+    mosquitto_property_free_all(&properties);
+    if (rc == MOSQ_ERR_SUCCESS) {
+      in_flight_[mid] = record.sequence;
+      last_sent_ = record.sequence;
+      return true;
+    }
+    if (rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_CONN_LOST || rc == MOSQ_ERR_NOMEM) {
+      return false;
+    }
+    // The broker will never take this one (bad topic, too large): drop it
+    // rather than block everything behind it.
+    logger_.Error("MQTT: record {} for {} cannot be published ({}); dropping it", record.sequence,
+                  record.destination, mosquitto_strerror(rc));
+    undeliverable_.Increment();
+    acknowledged_.push_back(record.sequence);
+    last_sent_ = record.sequence;
+    delivery_wakeup_.notify_all();  // to remove it from the outbox
+    return true;
   }
 
   // --- bindings and status ----------------------------------------------------
@@ -604,6 +762,7 @@ class MqttBridge::Impl {
       return false;
     }
     if (connected_) {
+      std::lock_guard client_lock(client_mutex_);
       for (const auto& [filter, binding] : bindings_) {
         if (!bindings.contains(filter)) {
           mosquitto_unsubscribe_v5(mosq_, nullptr, filter.c_str(), nullptr);
@@ -645,6 +804,7 @@ class MqttBridge::Impl {
 
   void PublishStatus() {
     const std::string online = StatusBody("online");
+    std::lock_guard lock(client_mutex_);
     mosquitto_publish_v5(mosq_, nullptr, layout_.Status().c_str(), static_cast<int>(online.size()),
                          online.data(), 1, true, nullptr);
   }
@@ -675,11 +835,19 @@ class MqttBridge::Impl {
   Gauge& connected_gauge_;
   Counter& connects_;
   Counter& received_;
+  Counter& redelivered_;
   Counter& delivered_;
   Counter& undeliverable_;
 
+  // Replaced only by the network thread (ReplaceClient), under client_mutex_;
+  // other threads hold client_mutex_ while they use it.
+  std::mutex client_mutex_;
   mosquitto* mosq_ = nullptr;
   std::atomic<bool> connected_{false};
+  // Network thread only: whether the broker resumed our session, and the
+  // packet ids the current connection has brought requests under.
+  bool session_present_ = false;
+  std::bitset<kPacketIds> ids_seen_;
 
   std::mutex stop_mutex_;
   std::condition_variable stop_wakeup_;

@@ -19,10 +19,14 @@
 // the inbox, and an answer leaves the outbox only when the broker
 // acknowledged it (QoS 1). Answers carry an idempotency key (a user property
 // and "idempotency_key" in the body), the same if a crash makes perch answer
-// a message twice.
+// a message twice; a message the broker sends again after a lost
+// acknowledgement is recognised and not answered twice (docs/mqtt.md says
+// exactly when). The outbox is the only source of resends: every connection
+// gets a fresh MQTT client, so the library's session replays nothing.
 //
-// Threading: a network thread, a delivery thread and `lanes` processing
-// threads; messages of one topic always go through one lane, in order.
+// Threading: a network thread, a delivery thread (acknowledgements, resends,
+// bindings) and `lanes` processing threads, which publish their own answers;
+// messages of one topic always go through one lane, in order.
 // Start and Stop are called from one controlling thread.
 #pragma once
 

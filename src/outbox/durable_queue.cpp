@@ -3,7 +3,9 @@
 #include <fmt/format.h>
 #include <sqlite3.h>
 
+#include <bit>
 #include <mutex>
+#include <optional>
 
 #include "core/enum_names.h"
 
@@ -97,6 +99,11 @@ class DurableQueue::Impl {
         drop_oldest_(db,
                      "DELETE FROM records WHERE sequence = (SELECT MIN(sequence) FROM records)"),
         expire_(db, "DELETE FROM records WHERE created_ms < ?"),
+        find_claim_(db, "SELECT fingerprint, key, arrival FROM claims WHERE slot = ?"),
+        touch_claim_(db, "UPDATE claims SET arrival = ? WHERE slot = ?"),
+        put_claim_(db,
+                   "INSERT OR REPLACE INTO claims(slot, fingerprint, key, arrival) "
+                   "VALUES (?, ?, ?, ?)"),
         depth_(metrics.GetGauge("perch_queue_depth", "Records waiting in a durable queue",
                                 {{"queue", options.name}})),
         dropped_(metrics.GetCounter("perch_queue_dropped_total",
@@ -114,7 +121,7 @@ class DurableQueue::Impl {
 
   Status Initialize() {
     if (!append_.valid() || !read_.valid() || !remove_.valid() || !drop_oldest_.valid() ||
-        !expire_.valid()) {
+        !expire_.valid() || !find_claim_.valid() || !touch_claim_.valid() || !put_claim_.valid()) {
       return Unavailable(fmt::format("{} is not a perch queue database: {}", options_.path.string(),
                                      sqlite3_errmsg(db_)));
     }
@@ -125,12 +132,84 @@ class DurableQueue::Impl {
     }
     size_ = sqlite3_column_int64(count.get(), 0);
     depth_.Set(size_);
+    Statement last_arrival(db_, "SELECT COALESCE(MAX(arrival), 0) FROM claims");
+    if (sqlite3_step(last_arrival.get()) != SQLITE_ROW) {
+      return Unavailable(fmt::format("cannot read the claims of {}: {}", options_.path.string(),
+                                     sqlite3_errmsg(db_)));
+    }
+    last_arrival_ = sqlite3_column_int64(last_arrival.get(), 0);
     return Status::Ok();
   }
 
   Result<int64_t> Append(std::string_view destination, std::string_view key,
                          std::string_view payload, std::string_view attributes) {
     std::lock_guard lock(mutex_);
+    return AppendLocked(destination, key, payload, attributes);
+  }
+
+  Result<AppendedRecord> AppendClaimed(std::string_view destination, std::string_view key,
+                                       std::string_view payload, std::string_view attributes,
+                                       const DeliveryClaim& claim) {
+    std::lock_guard lock(mutex_);
+    // SQLite stores 64-bit integers signed; the bits are what matter.
+    const auto fingerprint = std::bit_cast<int64_t>(claim.fingerprint);
+    const int64_t arrival = last_arrival_ + 1;
+    std::optional<std::string> first_key;
+    // A claim that cannot be read counts as none: answering a request twice
+    // (under two keys) beats dropping one.
+    if (claim.may_repeat) {
+      find_claim_.BindInt(1, claim.slot);
+      if (sqlite3_step(find_claim_.get()) == SQLITE_ROW &&
+          sqlite3_column_int64(find_claim_.get(), 0) == fingerprint &&
+          sqlite3_column_int64(find_claim_.get(), 2) > arrival - claim.window) {
+        first_key = find_claim_.ColumnBytes(1);
+      }
+      find_claim_.Reset();
+    }
+    PERCH_RETURN_IF_ERROR(Check(sqlite3_exec(db_, "BEGIN", nullptr, nullptr, nullptr), "begin"));
+    const int64_t size_before = size_;
+    auto rollback = [&](const Status& status) {
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      size_ = size_before;
+      depth_.Set(size_);
+      return status;
+    };
+    AppendedRecord appended;
+    if (first_key) {
+      // A repeat stays the latest claim on its slot: it may come once more
+      // if this acknowledgement is lost too.
+      touch_claim_.BindInt(1, arrival);
+      touch_claim_.BindInt(2, claim.slot);
+      if (const Status touched = Check(touch_claim_.Run(), "remember a claim"); !touched.ok()) {
+        return rollback(touched);
+      }
+      appended = AppendedRecord{.sequence = 0, .key = std::move(*first_key), .repeat = true};
+    } else {
+      const auto sequence = AppendLocked(destination, key, payload, attributes);
+      if (!sequence.ok()) {
+        return rollback(sequence.status());
+      }
+      put_claim_.BindInt(1, claim.slot);
+      put_claim_.BindInt(2, fingerprint);
+      put_claim_.BindText(3, key);
+      put_claim_.BindInt(4, arrival);
+      if (const Status put = Check(put_claim_.Run(), "remember a claim"); !put.ok()) {
+        return rollback(put);
+      }
+      appended = AppendedRecord{.sequence = *sequence, .key = std::string(key), .repeat = false};
+    }
+    if (const Status committed =
+            Check(sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr), "commit");
+        !committed.ok()) {
+      return rollback(committed);
+    }
+    last_arrival_ = arrival;
+    return appended;
+  }
+
+  // Append with mutex_ held by the caller.
+  Result<int64_t> AppendLocked(std::string_view destination, std::string_view key,
+                               std::string_view payload, std::string_view attributes) {
     if (size_ >= options_.max_records) {
       if (options_.overflow == OverflowPolicy::kRejectNew) {
         rejected_.Increment();
@@ -225,7 +304,11 @@ class DurableQueue::Impl {
   Statement remove_;
   Statement drop_oldest_;
   Statement expire_;
-  int64_t size_ = 0;  // guarded by mutex_
+  Statement find_claim_;
+  Statement touch_claim_;
+  Statement put_claim_;
+  int64_t last_arrival_ = 0;  // guarded by mutex_: the arrival number of the latest claim
+  int64_t size_ = 0;          // guarded by mutex_
   Gauge& depth_;
   Counter& dropped_;
   Counter& rejected_;
@@ -254,7 +337,10 @@ Result<std::unique_ptr<DurableQueue>> DurableQueue::Open(const DurableQueueOptio
       "CREATE TABLE IF NOT EXISTS records("
       "  sequence INTEGER PRIMARY KEY AUTOINCREMENT,"
       "  destination TEXT NOT NULL, key TEXT NOT NULL,"
-      "  payload BLOB NOT NULL, attributes BLOB NOT NULL, created_ms INTEGER NOT NULL);",
+      "  payload BLOB NOT NULL, attributes BLOB NOT NULL, created_ms INTEGER NOT NULL);"
+      "CREATE TABLE IF NOT EXISTS claims("
+      "  slot INTEGER PRIMARY KEY, fingerprint INTEGER NOT NULL, key TEXT NOT NULL,"
+      "  arrival INTEGER NOT NULL);",
       options.sync == SyncMode::kFull ? "FULL" : "NORMAL");
   char* setup_error = nullptr;
   if (sqlite3_exec(db, setup.c_str(), nullptr, nullptr, &setup_error) != SQLITE_OK) {
@@ -275,6 +361,12 @@ DurableQueue::~DurableQueue() = default;
 Result<int64_t> DurableQueue::Append(std::string_view destination, std::string_view key,
                                      std::string_view payload, std::string_view attributes) {
   return impl_->Append(destination, key, payload, attributes);
+}
+Result<AppendedRecord> DurableQueue::AppendClaimed(std::string_view destination,
+                                                   std::string_view key, std::string_view payload,
+                                                   std::string_view attributes,
+                                                   const DeliveryClaim& claim) {
+  return impl_->AppendClaimed(destination, key, payload, attributes, claim);
 }
 Result<std::vector<QueuedRecord>> DurableQueue::Read(int64_t after, size_t limit) {
   return impl_->Read(after, limit);

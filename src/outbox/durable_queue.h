@@ -51,6 +51,28 @@ struct QueuedRecord {
   int64_t created_unix_ms = 0;
 };
 
+// What tells a message its sender may deliver again from a new one (see
+// AppendClaimed).
+struct DeliveryClaim {
+  // Where the sender says "the same message again", e.g. an MQTT packet
+  // identifier: a redelivery reuses it, and the sender reuses it for another
+  // message only once the first one was acknowledged.
+  int64_t slot = 0;
+  uint64_t fingerprint = 0;  // of everything the message says
+  // False when the message is certainly not a redelivery (e.g. its slot was
+  // already used on the same connection).
+  bool may_repeat = false;
+  // Only the claims of the last `window` messages count: no more than that
+  // many can be unacknowledged at the sender at once.
+  int64_t window = 1;
+};
+
+struct AppendedRecord {
+  int64_t sequence = 0;  // 0 for a repeat: nothing was appended
+  std::string key;       // for a repeat, the key of the first delivery
+  bool repeat = false;
+};
+
 class DurableQueue {
  public:
   // Opens or creates the queue. Unavailable when the file cannot be opened
@@ -66,6 +88,16 @@ class DurableQueue {
   // records; with kDropOldest the oldest record makes room (and is counted).
   Result<int64_t> Append(std::string_view destination, std::string_view key,
                          std::string_view payload, std::string_view attributes);
+
+  // Like Append, and remembers `claim` with the record in the same
+  // transaction. When `claim.may_repeat` and the last claim on its slot, among
+  // the last `claim.window` claims, has the same fingerprint, the message is a
+  // repeat: nothing is appended and the first delivery's key is returned, so a
+  // crash between accepting a message and its acknowledgement does not make it
+  // two records.
+  Result<AppendedRecord> AppendClaimed(std::string_view destination, std::string_view key,
+                                       std::string_view payload, std::string_view attributes,
+                                       const DeliveryClaim& claim);
 
   // Up to `limit` records with a sequence above `after`, oldest first.
   // Records past their time-to-live are removed (and counted) instead.

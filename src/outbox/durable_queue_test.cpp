@@ -108,6 +108,75 @@ TEST_F(DurableQueueTest, ExpiredRecordsAreCountedNotRead) {
             std::string::npos);
 }
 
+TEST_F(DurableQueueTest, AClaimedRepeatIsRecognisedAcrossReopen) {
+  const DeliveryClaim claim{.slot = 7, .fingerprint = 42, .may_repeat = true, .window = 20};
+  {
+    auto queue = Open();
+    const auto first = queue->AppendClaimed("t", "k1", "a", "", claim).value();
+    EXPECT_FALSE(first.repeat);
+    EXPECT_GT(first.sequence, 0);
+    ASSERT_TRUE(queue->Remove({first.sequence}).ok());
+  }
+  // Answered and gone from the queue, then delivered again after a restart.
+  auto queue = Open();
+  const auto again = queue->AppendClaimed("t", "k2", "a", "", claim).value();
+  EXPECT_TRUE(again.repeat);
+  EXPECT_EQ(again.key, "k1");
+  EXPECT_EQ(again.sequence, 0);
+  EXPECT_EQ(queue->Size(), 0);
+  // Its acknowledgement may be lost too: it is still recognised.
+  EXPECT_TRUE(queue->AppendClaimed("t", "k3", "a", "", claim).value().repeat);
+}
+
+TEST_F(DurableQueueTest, AClaimIsNotARepeatWhenAnythingDiffers) {
+  auto queue = Open();
+  const DeliveryClaim claim{.slot = 7, .fingerprint = 42, .may_repeat = true, .window = 20};
+  ASSERT_FALSE(queue->AppendClaimed("t", "k1", "a", "", claim).value().repeat);
+  // The sender said it is a first delivery.
+  auto certain = claim;
+  certain.may_repeat = false;
+  EXPECT_FALSE(queue->AppendClaimed("t", "k2", "a", "", certain).value().repeat);
+  // Another message under the same slot: the slot was acknowledged and reused.
+  auto other = claim;
+  other.fingerprint = 43;
+  EXPECT_FALSE(queue->AppendClaimed("t", "k3", "b", "", other).value().repeat);
+  // Another slot.
+  auto elsewhere = other;
+  elsewhere.slot = 8;
+  EXPECT_FALSE(queue->AppendClaimed("t", "k4", "b", "", elsewhere).value().repeat);
+  EXPECT_EQ(Payloads(*queue), (std::vector<std::string>{"a", "a", "b", "b"}));
+}
+
+TEST_F(DurableQueueTest, OnlyTheLastClaimsOfTheWindowCount) {
+  auto queue = Open();
+  const DeliveryClaim claim{.slot = 1, .fingerprint = 1, .may_repeat = true, .window = 3};
+  ASSERT_FALSE(queue->AppendClaimed("t", "k1", "a", "", claim).value().repeat);
+  for (int64_t slot = 2; slot <= 4; ++slot) {
+    auto later = claim;
+    later.slot = slot;
+    later.fingerprint = 100 + static_cast<uint64_t>(slot);
+    ASSERT_FALSE(queue->AppendClaimed("t", "k", "b", "", later).value().repeat);
+  }
+  // Three claims since: the sender cannot still be waiting for slot 1's.
+  const auto late = queue->AppendClaimed("t", "k5", "a", "", claim).value();
+  EXPECT_FALSE(late.repeat);
+  EXPECT_EQ(late.key, "k5");
+}
+
+TEST_F(DurableQueueTest, ARefusedClaimedRecordLeavesNoClaim) {
+  auto queue = Open(Limited(1, OverflowPolicy::kRejectNew));
+  ASSERT_TRUE(queue->Append("t", "k0", "x", "").ok());
+  const DeliveryClaim claim{.slot = 3, .fingerprint = 9, .may_repeat = true, .window = 20};
+  const auto refused = queue->AppendClaimed("t", "k1", "a", "", claim);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(queue->Size(), 1);
+  ASSERT_TRUE(queue->Remove({queue->Read(0, 1).value()[0].sequence}).ok());
+  const auto accepted = queue->AppendClaimed("t", "k2", "a", "", claim).value();
+  EXPECT_FALSE(accepted.repeat);
+  EXPECT_EQ(Payloads(*queue), (std::vector<std::string>{"a"}));
+}
+
 TEST_F(DurableQueueTest, RefusesAFileThatIsNotAQueue) {
   fs::create_directories(folder_);
   std::ofstream(folder_ / "queue.db") << "this is not an SQLite database, just text of some length";
