@@ -1,0 +1,223 @@
+#!/usr/bin/python3
+"""Model store benchmark: `perch pull` from the hub against a plain HTTP GET
+of the same blob from the same hub, side by side in one run. Writes the
+"## Model store" section of bench/RESULTS.md (between <!-- section:store -->
+markers) unless --no-results.
+
+    make build
+    /usr/bin/python3 bench/store/run.py          # about 2 minutes
+
+a. Throughput: a model whose one layer is --size-mib MiB of weights.
+   `perch pull REF --to DIR --cache DIR` into fresh folders (manifest,
+   config and layer fetched, every byte hashed, the blob fsynced, then
+   installed into the repository) against `curl -o FILE` of the layer
+   blob. Ratio = perch MB/s / curl MB/s; goal >= 0.8.
+b. Resume: the pull goes through a relay that cuts the connection after
+   half the layer; the second pull must transfer at most 1.05x the bytes
+   that were still missing (the relay counts every byte, headers too).
+c. Re-pull of an unchanged model with a warm cache: bytes transferred,
+   against the size of the manifest (the goal: only the manifest moves).
+
+Each point is repeated (--repeats, alternating which side goes first) and
+the median is reported. Work files go to build/bench-work/store/.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import requests
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "bench" / "store"))
+import run as perch_bench  # noqa: E402  (machine facts and RESULTS.md sections)
+from byte_proxy import ByteProxy  # noqa: E402
+
+WORK = ROOT / "build" / "bench-work" / "store"
+
+
+def log(message):
+    print(message, flush=True)
+
+
+def make_model(path, size_mib):
+    """OUTPUT0 = INPUT0 + WEIGHTS: one initializer of size_mib MiB."""
+    count = size_mib * (1 << 20) // 4
+    weights = np.random.default_rng(3).standard_normal(count).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["INPUT0", "WEIGHTS"], ["OUTPUT0"])], "big",
+        [helper.make_tensor_value_info("INPUT0", TensorProto.FLOAT, [count])],
+        [helper.make_tensor_value_info("OUTPUT0", TensorProto.FLOAT, [count])],
+        [numpy_helper.from_array(weights, "WEIGHTS")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, path)
+
+
+class Hub:
+    def __init__(self, perch, data):
+        self.port = perch_bench.free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.log = open(data.parent / "hub.log", "wb")
+        self.process = subprocess.Popen(
+            [perch, "hub", "--data", str(data), "--port", str(self.port)],
+            stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://{self.host}/healthz", timeout=1).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(0.05)
+        self.token = (data / "admin-token").read_text().strip()
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(30)
+        self.log.close()
+
+
+def timed(command):
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, command))} failed: {result.stderr}")
+    return elapsed, result
+
+
+def fresh(path):
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--perch", default=os.environ.get("PERCH_BIN",
+                                                          str(ROOT / "build" / "perch")))
+    parser.add_argument("--size-mib", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--results", default=str(ROOT / "bench" / "RESULTS.md"))
+    parser.add_argument("--no-results", action="store_true")
+    args = parser.parse_args()
+
+    fresh(WORK)
+    perch = str(WORK / "perch")
+    shutil.copy2(args.perch, perch)  # a rebuild during the run changes nothing
+    perch_bench.PERCH_COMMIT = perch_bench.current_commit()
+    model_dir = WORK / "src" / "big" / "1"
+    log(f"making a {args.size_mib} MiB model")
+    make_model(model_dir / "model.onnx", args.size_mib)
+    hub = Hub(perch, fresh(WORK / "hub-data"))
+    proxy = ByteProxy(hub.port)
+    try:
+        ref = f"{hub.host}/bench/big:1"
+        pushed = subprocess.run([perch, "push", str(WORK / "src" / "big"), ref,
+                                 "--token", hub.token], capture_output=True, text=True,
+                                check=True)
+        digest = next(line.split()[1] for line in pushed.stdout.splitlines()
+                      if line.startswith("digest: "))
+        manifest = requests.get(f"http://{hub.host}/v2/bench/big/manifests/{digest}",
+                                headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+        manifest_bytes = len(manifest.content)
+        layer = json.loads(manifest.content)["layers"][0]
+        blob_url = f"http://{hub.host}/v2/bench/big/blobs/{layer['digest']}"
+        size = layer["size"]
+        log(f"pushed {ref} ({digest}); layer {size} bytes")
+
+        # a. throughput
+        perch_times, curl_times = [], []
+        for repeat in range(args.repeats):
+            for side in perch_bench.alternate(repeat, "perch", "curl"):
+                if side == "perch":
+                    elapsed, _ = timed([perch, "pull", ref, "--to", str(fresh(WORK / "to")),
+                                        "--cache", str(fresh(WORK / "cache"))])
+                    perch_times.append(elapsed)
+                else:
+                    target = fresh(WORK / "curl") / "blob"
+                    elapsed, _ = timed(["curl", "-sf", "-o", str(target), blob_url])
+                    curl_times.append(elapsed)
+            log(f"  repeat {repeat + 1}: perch pull {perch_times[-1]:.3f} s, "
+                f"curl {curl_times[-1]:.3f} s")
+        perch_mbps = size / 1e6 / statistics.median(perch_times)
+        curl_mbps = size / 1e6 / statistics.median(curl_times)
+        throughput_ratio = perch_mbps / curl_mbps
+
+        # b. resume and c. unchanged re-pull, through the counting relay
+        proxy_ref = f"127.0.0.1:{proxy.port}/bench/big:1"
+        resume_ratios, repull_bytes = [], []
+        for repeat in range(args.repeats):
+            cache, to = fresh(WORK / "cache"), fresh(WORK / "to")
+            proxy.reset(cut_after_bytes=size // 2)
+            cut = subprocess.run([perch, "pull", proxy_ref, "--to", str(to), "--cache",
+                                  str(cache)], capture_output=True, text=True)
+            if cut.returncode == 0:
+                raise RuntimeError("the cut pull succeeded: the relay did not cut it")
+            partial = sum(f.stat().st_size for f in (cache / "writing").iterdir()) \
+                if (cache / "writing").exists() else 0
+            proxy.reset()
+            subprocess.run([perch, "pull", proxy_ref, "--to", str(to), "--cache", str(cache)],
+                           capture_output=True, text=True, check=True)
+            resume_ratios.append(proxy.to_client / (size - partial))
+            proxy.reset()
+            subprocess.run([perch, "pull", proxy_ref, "--to", str(to), "--cache", str(cache)],
+                           capture_output=True, text=True, check=True)
+            repull_bytes.append(proxy.to_client)
+            log(f"  repeat {repeat + 1}: kept {partial} bytes, resume moved "
+                f"{resume_ratios[-1]:.4f}x the rest; unchanged re-pull moved "
+                f"{repull_bytes[-1]} bytes")
+    finally:
+        proxy.stop()
+        hub.stop()
+
+    resume_ratio = statistics.median(resume_ratios)
+    repull = statistics.median(repull_bytes)
+    machine = perch_bench.machine_info()
+    body = (
+        f"Machine: {machine['nproc']} cores, {machine['cpu']}, {machine['ram_gib']} GiB RAM, "
+        f"Linux {machine['kernel']}; {machine['date']}; perch commit {machine['commit']}. "
+        f"A {args.size_mib} MiB layer; medians of {args.repeats} repeats, sides alternating.\n\n"
+        + perch_bench.table(
+            ["", "perch", "baseline", "ratio", "goal"],
+            [["a. pull throughput, MB/s", f"{perch_mbps:.0f}", f"{curl_mbps:.0f} (curl GET of "
+              "the blob)", f"{throughput_ratio:.2f}×",
+              perch_bench.verdict(throughput_ratio, 0.8, lower_is_better=False)],
+             ["b. resumed pull, bytes moved / bytes missing", "", "", f"{resume_ratio:.4f}×",
+              perch_bench.verdict(resume_ratio, 1.05)],
+             ["c. unchanged re-pull, bytes moved", f"{repull:.0f}",
+              f"{manifest_bytes} (the manifest)", f"{repull / manifest_bytes:.1f}×",
+              "met (no blob moved)" if repull < size / 100 else "MISSED"]])
+        + "\nperch's time includes what curl's does not: hashing every byte, fsync, the "
+        "manifest and config round trips, and installing the model into the repository. "
+        "The re-pull bytes are HTTP headers and the manifest: perch resolves the tag, "
+        "finds every blob in its cache and the version already installed.\n")
+    log(body)
+    if not args.no_results:
+        path = Path(args.results)
+        text = path.read_text()
+        start, end = "<!-- section:store -->", "<!-- /section:store -->"
+        section = f"{start}\n## Model store\n\n{body.rstrip()}\n{end}"
+        if start in text:
+            text = text[:text.index(start)] + section + text[text.index(end) + len(end):]
+        else:
+            text = text.rstrip() + "\n\n" + section + "\n"
+        path.write_text(text)
+        log(f"wrote the store section of {path}")
+
+
+if __name__ == "__main__":
+    main()
