@@ -23,6 +23,7 @@ the median is reported. Work files go to build/bench-work/store/.
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -39,10 +40,14 @@ import requests
 from onnx import TensorProto, helper, numpy_helper
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "bench" / "store"))
-import run as perch_bench  # noqa: E402  (machine facts and RESULTS.md sections)
 from byte_proxy import ByteProxy  # noqa: E402
+
+# bench/run.py's helpers (machine facts, tables, verdicts), loaded by path:
+# its module name would be this file's own.
+_spec = importlib.util.spec_from_file_location("perch_bench", ROOT / "bench" / "run.py")
+perch_bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(perch_bench)
 
 WORK = ROOT / "build" / "bench-work" / "store"
 

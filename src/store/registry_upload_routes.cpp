@@ -44,7 +44,9 @@ bool CheckContentRange(const httplib::Request& request, httplib::Response& respo
   if (!request.has_header("Content-Range")) {
     return true;
   }
-  std::string_view value = request.get_header_value("Content-Range");
+  // By value: get_header_value returns a temporary string.
+  const std::string header = request.get_header_value("Content-Range");
+  std::string_view value = header;
   const std::string shown(value.substr(0, 100));
   if (value.substr(0, 6) == "bytes ") {
     value.remove_prefix(6);

@@ -91,6 +91,20 @@ def test_chunked_upload_with_status_and_final_put(hub):
     assert hub.request("GET", f"/v2/chunked/blobs/{sha256(data)}").content == data
 
 
+def test_long_content_ranges_of_big_chunks(hub):
+    # Offsets of multi-MiB chunks make the header longer than a short
+    # string: it must be read as a whole, not through a dangling view.
+    data = os.urandom(300_000)
+    location = hub.request("POST", "/v2/long-ranges/blobs/uploads/").headers["Location"]
+    for start, end in ((0, 149_999), (150_000, 299_999)):
+        patch = hub.request("PATCH", location, data=data[start:end + 1], headers={
+            "Content-Range": f"bytes {start}-{end}/{len(data)}"})
+        assert patch.status_code == 202, patch.text
+        location = patch.headers["Location"]
+    done = hub.request("PUT", f"{location}?digest={sha256(data)}")
+    assert done.status_code == 201, done.text
+
+
 def test_out_of_order_chunk_is_refused_and_the_upload_goes_on(hub):
     location = hub.request("POST", "/v2/ooo/blobs/uploads/").headers["Location"]
     assert hub.request("PATCH", location, data=b"abcd",
