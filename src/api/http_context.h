@@ -7,6 +7,7 @@
 #include <string>
 
 #include "api/http_server.h"
+#include "core/http_status.h"
 
 namespace perch::http {
 
@@ -18,8 +19,7 @@ struct Context {
   const Logger& logger;
 };
 
-// The one mapping of perch status codes to HTTP status codes.
-int HttpStatusFor(StatusCode code);
+using perch::HttpStatusFor;  // core/http_status.h
 
 void SendJson(httplib::Response& response, int http_status, const std::string& body);
 // `{"error": "<message>"}` with the status that fits `status`.

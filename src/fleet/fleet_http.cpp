@@ -8,39 +8,13 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "core/http_status.h"
 #include "fleet/fleet_json.h"
 
 namespace perch {
 namespace {
 
 using nlohmann::json;
-
-int HttpStatusFor(StatusCode code) {
-  switch (code) {
-    case StatusCode::kOk:
-      return 200;
-    case StatusCode::kInvalidArgument:
-      return 400;
-    case StatusCode::kUnauthenticated:
-      return 401;
-    case StatusCode::kPermissionDenied:
-      return 403;
-    case StatusCode::kNotFound:
-      return 404;
-    case StatusCode::kAlreadyExists:
-      return 409;
-    case StatusCode::kResourceExhausted:
-      return 429;
-    case StatusCode::kUnavailable:
-      return 503;
-    case StatusCode::kDeadlineExceeded:
-      return 504;
-    case StatusCode::kCancelled:
-    case StatusCode::kInternal:
-      return 500;
-  }
-  return 500;
-}
 
 void SendJson(httplib::Response& response, int status, const std::string& body) {
   response.status = status;

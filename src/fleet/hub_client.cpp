@@ -5,35 +5,11 @@
 #include <exception>
 #include <nlohmann/json.hpp>
 
+#include "core/http_status.h"
 #include "fleet/fleet_json.h"
 
 namespace perch {
 namespace {
-
-StatusCode CodeForHttp(int status) {
-  switch (status) {
-    case 400:
-    case 413:
-      return StatusCode::kInvalidArgument;
-    case 401:
-      return StatusCode::kUnauthenticated;
-    case 403:
-      return StatusCode::kPermissionDenied;
-    case 404:
-      return StatusCode::kNotFound;
-    case 409:
-      return StatusCode::kAlreadyExists;
-    case 429:
-      return StatusCode::kResourceExhausted;
-    case 502:
-    case 503:
-      return StatusCode::kUnavailable;
-    case 504:
-      return StatusCode::kDeadlineExceeded;
-    default:
-      return StatusCode::kInternal;
-  }
-}
 
 // The hub's `{"error": ...}` message, or the start of whatever came back.
 std::string ErrorMessage(const httplib::Result& result) {
@@ -86,7 +62,7 @@ class HubClient::Impl {
         return std::string();
       }
       if (result->status < 200 || result->status >= 300) {
-        return Status(CodeForHttp(result->status), ErrorMessage(result));
+        return Status(StatusCodeForHttp(result->status), ErrorMessage(result));
       }
       return result->body;
     } catch (const std::exception& error) {

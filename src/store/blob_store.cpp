@@ -1,6 +1,7 @@
 #include "store/blob_store.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <array>
@@ -16,6 +17,9 @@ namespace {
 namespace fs = std::filesystem;
 
 std::string ErrnoText() { return std::strerror(errno); }
+
+// Gathered appends are written out in pieces of this size.
+constexpr size_t kWriteBytes = size_t{1} << 20;
 
 bool IsValidWriterName(std::string_view name) {
   if (name.empty() || name.size() > 100) {
@@ -75,17 +79,29 @@ Status BlobWriter::Append(std::string_view bytes) {
     return Internal("blob " + name_ + " was already committed");
   }
   hasher_->Update(bytes);
+  size_ += bytes.size();
+  pending_.append(bytes);
+  return pending_.size() >= kWriteBytes ? Flush() : Status::Ok();
+}
+
+Status BlobWriter::Flush() {
+  std::string_view bytes = pending_;
   while (!bytes.empty()) {
     const ssize_t written = ::write(fd_, bytes.data(), bytes.size());
     if (written < 0) {
       if (errno == EINTR) {
         continue;
       }
-      return Internal("cannot write " + path_.string() + ": " + ErrnoText());
+      const std::string message = "cannot write " + path_.string() + ": " + ErrnoText();
+      return errno == ENOSPC ? ResourceExhausted(message) : Internal(message);
     }
     bytes.remove_prefix(static_cast<size_t>(written));
-    size_ += static_cast<uint64_t>(written);
   }
+  // Starts writing the new bytes back now, so the disk works while the
+  // network does and the fsync at Commit has little left to wait for.
+  ::sync_file_range(fd_, static_cast<off_t>(size_ - pending_.size()),
+                    static_cast<off_t>(pending_.size()), SYNC_FILE_RANGE_WRITE);
+  pending_.clear();
   return Status::Ok();
 }
 
@@ -97,6 +113,10 @@ Result<Digest> BlobWriter::Commit(const std::optional<Digest>& expected,
   done_ = true;  // from here on, any failure leaves nothing behind
   const Digest actual = hasher_->Finish();
   std::error_code ignored;
+  if (const Status flushed = Flush(); !flushed.ok()) {
+    fs::remove(path_, ignored);
+    return flushed;
+  }
   if (expected_size && *expected_size != size_) {
     fs::remove(path_, ignored);
     return InvalidArgument("size mismatch: expected " + std::to_string(*expected_size) +
@@ -107,7 +127,8 @@ Result<Digest> BlobWriter::Commit(const std::optional<Digest>& expected,
     return InvalidArgument("digest mismatch: expected " + expected->str() + ", got " +
                            actual.str());
   }
-  if (::fsync(fd_) != 0) {
+  // Committed blobs are immutable; read-only says so to whoever links them.
+  if (::fchmod(fd_, 0444) != 0 || ::fsync(fd_) != 0) {
     fs::remove(path_, ignored);
     return Internal("cannot sync " + path_.string() + ": " + ErrnoText());
   }
@@ -133,6 +154,9 @@ Result<Digest> BlobWriter::Commit(const std::optional<Digest>& expected,
 void BlobWriter::Keep() {
   done_ = true;
   if (fd_ >= 0) {
+    // A failed write leaves a shorter partial file; a resume re-hashes
+    // whatever is there, so nothing wrong is kept.
+    (void)Flush();
     ::fsync(fd_);
   }
 }

@@ -30,9 +30,11 @@ class BlobWriter {
   BlobWriter(const BlobWriter&) = delete;
   BlobWriter& operator=(const BlobWriter&) = delete;
 
-  // Internal on a write error (disk full: the message says so).
+  // Internal on a write error (disk full: the message says so). Bytes are
+  // gathered into large writes: a network read is a few KiB, and a write
+  // call per read would cost more than the transfer.
   Status Append(std::string_view bytes);
-  // Bytes written so far, including those found when resuming.
+  // Bytes appended so far, including those found when resuming.
   uint64_t size() const { return size_; }
   const std::string& name() const { return name_; }
 
@@ -41,10 +43,13 @@ class BlobWriter {
   // partial file is removed: nothing unverified stays behind.
   Result<Digest> Commit(const std::optional<Digest>& expected,
                         std::optional<uint64_t> expected_size = std::nullopt);
-  // Leaves the partial file for a later OpenWriter(name, resume = true).
+  // Writes out what is gathered and leaves the partial file for a later
+  // OpenWriter(name, resume = true).
   void Keep();
 
  private:
+  Status Flush();
+
   friend class BlobStore;
   BlobWriter(std::filesystem::path path, std::filesystem::path store_root, std::string name, int fd,
              uint64_t size, std::unique_ptr<Sha256> hasher);
@@ -55,6 +60,7 @@ class BlobWriter {
   int fd_;
   uint64_t size_;
   std::unique_ptr<Sha256> hasher_;
+  std::string pending_;  // appended, not yet written
   bool done_ = false;
 };
 

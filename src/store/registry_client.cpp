@@ -8,6 +8,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "core/http_status.h"
 #include "store/media_types.h"
 #include "store/reference.h"
 
@@ -45,21 +46,6 @@ std::string DescribeTransportError(httplib::Error error) {
       return "the system's CA certificates could not be loaded";
     default:
       return httplib::to_string(error);
-  }
-}
-
-StatusCode CodeForHttpStatus(int status) {
-  switch (status) {
-    case 401:
-      return StatusCode::kUnauthenticated;
-    case 403:
-      return StatusCode::kPermissionDenied;
-    case 404:
-      return StatusCode::kNotFound;
-    case 429:
-      return StatusCode::kResourceExhausted;
-    default:
-      return status >= 500 ? StatusCode::kUnavailable : StatusCode::kInvalidArgument;
   }
 }
 
@@ -275,7 +261,7 @@ class RegistryClient::Impl {
     if (response.status == 401) {
       detail += "; pass a token with --token or PERCH_TOKEN";
     }
-    return Status(CodeForHttpStatus(response.status),
+    return Status(StatusCodeForHttp(response.status),
                   fmt::format("registry {}: {} answered HTTP {}{}{}", options_.registry, what,
                               response.status, detail.empty() ? "" : ": ", detail));
   }
