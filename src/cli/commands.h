@@ -3,6 +3,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <functional>
 #include <map>
 
@@ -24,6 +25,10 @@ void AddFleetCommands(CLI::App& app, std::map<const CLI::App*, CommandRunner>& r
 #ifdef PERCH_WITH_HUB
 CommandRunner AddHubCommand(CLI::App& app);
 #endif
+
+// Blocks SIGINT and SIGTERM in every thread (threads inherit the mask) so
+// that the main thread alone receives them, synchronously, with sigwait.
+sigset_t BlockStopSignals();
 
 // The version perch was built as, e.g. "0.1.0".
 const char* Version();

@@ -139,15 +139,6 @@ Result<AccessTokens> LoadTokens(const HubOptions& options, const Logger& logger)
   return tokens;
 }
 
-sigset_t BlockStopSignals() {
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  return signals;
-}
-
 void ConfigureServer(httplib::Server& server, const HubOptions& options, const Logger& logger) {
   const int threads = options.threads;
   server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };

@@ -10,6 +10,15 @@ namespace perch::cli {
 
 const char* Version() { return PERCH_VERSION; }
 
+sigset_t BlockStopSignals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  return signals;
+}
+
 }  // namespace perch::cli
 
 int main(int argc, char** argv) {

@@ -53,17 +53,6 @@ struct ServeOptions {
 #endif
 };
 
-// Blocks SIGINT and SIGTERM in every thread (threads inherit the mask) so
-// that the main thread alone receives them, synchronously, with sigwait.
-sigset_t BlockStopSignals() {
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  return signals;
-}
-
 int Fail(const Logger& logger, const Status& status) {
   logger.Error("{}", status.message());
   return 1;

@@ -21,8 +21,11 @@ Status ErrnoStatus(const std::string& what, const std::filesystem::path& path) {
 
 Status WriteFileAtomically(const std::filesystem::path& path, std::string_view bytes,
                            unsigned mode) {
-  const std::filesystem::path temporary = path.string() + ".tmp";
-  const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+  // Hidden beside the target; never through a link someone placed there.
+  const std::filesystem::path temporary =
+      path.parent_path() / ("." + path.filename().string() + ".tmp");
+  ::unlink(temporary.c_str());
+  const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                         static_cast<mode_t>(mode));
   if (fd < 0) {
     return ErrnoStatus("create", temporary);

@@ -14,6 +14,8 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "core/files.h"
+
 namespace perch {
 namespace {
 
@@ -72,35 +74,6 @@ Status InstallFile(const fs::path& source, const fs::path& path) {
   }
   ::close(fd);
   return status;
-}
-
-// Writes `bytes` to `path` through a temporary file and a rename, so a
-// reader sees the old content or the new, never a part.
-Status WriteFileAtomically(const fs::path& path, std::string_view bytes) {
-  const fs::path temporary = path.parent_path() / ("." + path.filename().string() + ".tmp");
-  std::error_code ignored;
-  fs::remove(temporary, ignored);
-  const int fd =
-      ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    return Internal(fmt::format("cannot create {}: {}", temporary.string(), std::strerror(errno)));
-  }
-  Status status = WriteAll(fd, bytes, temporary);
-  if (status.ok() && ::fsync(fd) != 0) {
-    status = Internal(fmt::format("cannot sync {}: {}", temporary.string(), std::strerror(errno)));
-  }
-  ::close(fd);
-  if (!status.ok()) {
-    fs::remove(temporary, ignored);
-    return status;
-  }
-  std::error_code error;
-  fs::rename(temporary, path, error);
-  if (error) {
-    fs::remove(temporary, ignored);
-    return Internal(fmt::format("cannot move {} into place: {}", path.string(), error.message()));
-  }
-  return Status::Ok();
 }
 
 Result<std::string> ReadSmallFile(const fs::path& path, uint64_t max_bytes) {
