@@ -58,8 +58,26 @@ Status ValidateSpec(const DeploymentSpec& spec) {
 
 }  // namespace
 
-FleetStore::FleetStore(FleetStoreOptions options, std::unique_ptr<SqliteDb> db)
-    : options_(std::move(options)), db_(std::move(db)) {}
+FleetStore::FleetStore(FleetStoreOptions options, std::unique_ptr<SqliteDb> db,
+                       std::unique_ptr<SqliteDb> checkpoint_db)
+    : options_(std::move(options)),
+      db_(std::move(db)),
+      checkpoint_db_(std::move(checkpoint_db)),
+      checkpointer_([this](std::stop_token stop) { CheckpointLoop(std::move(stop)); }) {}
+
+void FleetStore::CheckpointLoop(std::stop_token stop) {
+  std::unique_lock lock(checkpoint_mutex_);
+  while (true) {
+    // Returns early, and the loop ends, when the store is destroyed.
+    checkpoint_wake_.wait_for(lock, stop, std::chrono::seconds(1), [] { return false; });
+    if (stop.stop_requested()) {
+      return;
+    }
+    // PASSIVE: copies what no reader still needs and never blocks writers.
+    // A failure (disk full) leaves the WAL to grow until the next attempt.
+    (void)checkpoint_db_->Exec("PRAGMA wal_checkpoint(PASSIVE)");
+  }
+}
 
 FleetStore::~FleetStore() = default;
 
@@ -68,7 +86,10 @@ Result<std::unique_ptr<FleetStore>> FleetStore::Open(FleetStoreOptions options) 
     options.clock = SystemClock;
   }
   PERCH_ASSIGN_OR_RETURN(auto db, SqliteDb::Open(options.database, "NORMAL", kSchema));
-  std::unique_ptr<FleetStore> store(new FleetStore(std::move(options), std::move(db)));
+  PERCH_RETURN_IF_ERROR(db->Exec("PRAGMA wal_autocheckpoint=0"));
+  PERCH_ASSIGN_OR_RETURN(auto checkpoint_db, SqliteDb::Open(options.database, "NORMAL", ""));
+  std::unique_ptr<FleetStore> store(
+      new FleetStore(std::move(options), std::move(db), std::move(checkpoint_db)));
   PERCH_RETURN_IF_ERROR(store->Load());
   return store;
 }

@@ -13,7 +13,13 @@
 // every canary device has reported the new reference READY for
 // canary_healthy_seconds, after which the revision is promoted to all.
 //
-// Threading: every public method is thread-safe (one mutex).
+// SQLite's WAL checkpoints (which fsync) run on a background thread with a
+// connection of their own, not inside a write under the mutex: at 1,000
+// heartbeats/s an automatic checkpoint every ~0.5 s held every request up
+// for the length of two fsyncs.
+//
+// Threading: every public method is thread-safe (one mutex); one background
+// thread checkpoints the database every second until destruction.
 #pragma once
 
 #include <chrono>
@@ -25,8 +31,10 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -101,7 +109,9 @@ class FleetStore {
     std::string enrolment_hash;
   };
 
-  FleetStore(FleetStoreOptions options, std::unique_ptr<SqliteDb> db);
+  FleetStore(FleetStoreOptions options, std::unique_ptr<SqliteDb> db,
+             std::unique_ptr<SqliteDb> checkpoint_db);
+  void CheckpointLoop(std::stop_token stop);
   Status Load();
   Status SaveDevice(const DeviceRecord& record);
   Status SaveRevision(const std::string& deployment, const Revision& revision);
@@ -140,6 +150,12 @@ class FleetStore {
   // Keyed by deployment and revision number; cleared by Changed(). Device
   // pointers point into devices_, whose nodes never move.
   mutable std::map<std::pair<std::string, int64_t>, Canaries> canaries_;  // guarded by mutex_
+
+  // Used by checkpointer_ only; declared last, so the thread stops first.
+  std::unique_ptr<SqliteDb> checkpoint_db_;
+  std::mutex checkpoint_mutex_;
+  std::condition_variable_any checkpoint_wake_;
+  std::jthread checkpointer_;
 };
 
 }  // namespace perch
