@@ -139,7 +139,17 @@ Result<AccessTokens> LoadTokens(const HubOptions& options, const Logger& logger)
   return tokens;
 }
 
-void ConfigureServer(httplib::Server& server, const HubOptions& options, const Logger& logger) {
+// cpp-httplib listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, fixed
+// when the system's library was built). Agents open a connection per request,
+// so a fleet of thousands overflows 5 whenever the accept thread is off the
+// CPU for a few milliseconds, and every dropped SYN costs a device a 1 s
+// retransmission (the fleet benchmark's p99 was 1 s because of it). A second
+// listen() on the bound socket raises the backlog (capped by
+// net.core.somaxconn).
+constexpr int kListenBacklog = 4096;
+
+void ConfigureServer(httplib::Server& server, const HubOptions& options, const Logger& logger,
+                     std::shared_ptr<socket_t> listen_socket) {
   const int threads = options.threads;
   server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   // Registry routes stream bodies and count them against their own limits
@@ -151,9 +161,12 @@ void ConfigureServer(httplib::Server& server, const HubOptions& options, const L
   server.set_keep_alive_max_count(100000);
   server.set_tcp_nodelay(true);
   // SO_REUSEADDR only: SO_REUSEPORT would let a second hub share the port.
-  server.set_socket_options([](socket_t socket) {
+  // Also remembers the socket, for the backlog (see kListenBacklog); the
+  // last one offered is the one that was bound.
+  server.set_socket_options([listen_socket = std::move(listen_socket)](socket_t socket) {
     const int yes = 1;
     setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    *listen_socket = socket;
   });
   server.set_exception_handler([logger](const httplib::Request& request,
                                         httplib::Response& response,
@@ -216,7 +229,8 @@ int RunHub(const HubOptions& options) {
   const sigset_t stop_signals = BlockStopSignals();
 
   httplib::Server server;
-  ConfigureServer(server, options, logger.ForComponent("http"));
+  const auto listen_socket = std::make_shared<socket_t>(INVALID_SOCKET);
+  ConfigureServer(server, options, logger.ForComponent("http"), listen_socket);
   MountFleetRoutes(server, **fleet, FleetHttpOptions{.admin_token = tokens->admin},
                    logger.ForComponent("fleet"));
   MountRegistryRoutes(server, **registry, RegistryHttpOptions{.tokens = std::move(tokens).value()},
@@ -231,6 +245,9 @@ int RunHub(const HubOptions& options) {
     return Fail(logger,
                 Unavailable("cannot listen on " + options.host + ":" +
                             std::to_string(options.port) + ": the address is in use or not local"));
+  }
+  if (::listen(*listen_socket, kListenBacklog) != 0) {
+    logger.Warn("cannot raise the listen backlog to {}: {}", kListenBacklog, std::strerror(errno));
   }
   std::thread listener([&server] { server.listen_after_bind(); });
   logger.Info(

@@ -58,8 +58,26 @@ Status ValidateSpec(const DeploymentSpec& spec) {
 
 }  // namespace
 
-FleetStore::FleetStore(FleetStoreOptions options, std::unique_ptr<SqliteDb> db)
-    : options_(std::move(options)), db_(std::move(db)) {}
+FleetStore::FleetStore(FleetStoreOptions options, std::unique_ptr<SqliteDb> db,
+                       std::unique_ptr<SqliteDb> checkpoint_db)
+    : options_(std::move(options)),
+      db_(std::move(db)),
+      checkpoint_db_(std::move(checkpoint_db)),
+      checkpointer_([this](std::stop_token stop) { CheckpointLoop(std::move(stop)); }) {}
+
+void FleetStore::CheckpointLoop(std::stop_token stop) {
+  std::unique_lock lock(checkpoint_mutex_);
+  while (true) {
+    // Returns early, and the loop ends, when the store is destroyed.
+    checkpoint_wake_.wait_for(lock, stop, std::chrono::seconds(1), [] { return false; });
+    if (stop.stop_requested()) {
+      return;
+    }
+    // PASSIVE: copies what no reader still needs and never blocks writers.
+    // A failure (disk full) leaves the WAL to grow until the next attempt.
+    (void)checkpoint_db_->Exec("PRAGMA wal_checkpoint(PASSIVE)");
+  }
+}
 
 FleetStore::~FleetStore() = default;
 
@@ -68,7 +86,10 @@ Result<std::unique_ptr<FleetStore>> FleetStore::Open(FleetStoreOptions options) 
     options.clock = SystemClock;
   }
   PERCH_ASSIGN_OR_RETURN(auto db, SqliteDb::Open(options.database, "NORMAL", kSchema));
-  std::unique_ptr<FleetStore> store(new FleetStore(std::move(options), std::move(db)));
+  PERCH_RETURN_IF_ERROR(db->Exec("PRAGMA wal_autocheckpoint=0"));
+  PERCH_ASSIGN_OR_RETURN(auto checkpoint_db, SqliteDb::Open(options.database, "NORMAL", ""));
+  std::unique_ptr<FleetStore> store(
+      new FleetStore(std::move(options), std::move(db), std::move(checkpoint_db)));
   PERCH_RETURN_IF_ERROR(store->Load());
   return store;
 }
@@ -201,6 +222,9 @@ Status FleetStore::SaveRevision(const std::string& deployment, const Revision& r
 }
 
 void FleetStore::Changed() {
+  // Enrolments, revocations, deployments and rollbacks are what decide who
+  // is a canary; a promotion does not, but is rare enough not to matter.
+  canaries_.clear();
   ++generation_;
   changed_.notify_all();
 }
@@ -361,19 +385,26 @@ Status FleetStore::RecordHeartbeat(std::string_view name, Heartbeat heartbeat) {
   if (it == devices_.end()) {
     return NotFound("no device '" + std::string(name.substr(0, 80)) + "'");
   }
-  DeviceRecord record = it->second;
+  Device& device = it->second.device;
   const int64_t now = options_.clock();
-  record.device.last_seen = now;
-  record.device.heartbeat = std::move(heartbeat);
-  SqliteStatement save(*db_, "UPDATE devices SET last_seen = ?, heartbeat = ? WHERE name = ?");
-  save.Bind(1, now).Bind(2, ToJson(*record.device.heartbeat)).Bind(3, record.device.name);
-  PERCH_RETURN_IF_ERROR(save.Run("save the heartbeat of " + record.device.name));
-  it->second = std::move(record);
-  return AdvanceCanaries(now);
+  if (!save_heartbeat_) {
+    save_heartbeat_ = std::make_unique<SqliteStatement>(
+        *db_, "UPDATE devices SET last_seen = ?, heartbeat = ? WHERE name = ?");
+  }
+  // Written first, applied to memory only once stored.
+  save_heartbeat_->Bind(1, now).Bind(2, ToJson(heartbeat)).Bind(3, device.name);
+  PERCH_RETURN_IF_ERROR(save_heartbeat_->Run("save the heartbeat of " + device.name));
+  device.last_seen = now;
+  device.heartbeat = std::move(heartbeat);
+  return AdvanceCanaries(now, device);
 }
 
-std::vector<const Device*> FleetStore::CanaryDevices(const std::string& deployment,
-                                                     const Revision& revision) const {
+FleetStore::Canaries& FleetStore::CanaryDevices(const std::string& deployment,
+                                                const Revision& revision) const {
+  const auto key = std::make_pair(deployment, revision.number);
+  if (const auto cached = canaries_.find(key); cached != canaries_.end()) {
+    return cached->second;
+  }
   std::vector<std::pair<std::string, const Device*>> ranked;
   for (const auto& [name, record] : devices_) {
     if (!record.device.revoked && revision.selector.Matches(record.device)) {
@@ -383,20 +414,20 @@ std::vector<const Device*> FleetStore::CanaryDevices(const std::string& deployme
   std::sort(ranked.begin(), ranked.end());
   const size_t count = std::max<size_t>(
       1, (ranked.size() * static_cast<size_t>(revision.rollout.canary_percent) + 99) / 100);
-  std::vector<const Device*> canaries;
+  Canaries canaries;
   for (size_t i = 0; i < ranked.size() && i < count; ++i) {
-    canaries.push_back(ranked[i].second);
+    canaries.devices.push_back(ranked[i].second);
+    canaries.lookup.insert(ranked[i].second);
   }
-  return canaries;
+  return canaries_[key] = std::move(canaries);
 }
 
 bool FleetStore::InCanary(const std::string& deployment, const Revision& revision,
                           const Device& device) const {
-  const auto canaries = CanaryDevices(deployment, revision);
-  return std::find(canaries.begin(), canaries.end(), &device) != canaries.end();
+  return CanaryDevices(deployment, revision).lookup.contains(&device);
 }
 
-Status FleetStore::AdvanceCanaries(int64_t now) {
+Status FleetStore::AdvanceCanaries(int64_t now, const Device& reporter) {
   for (auto& [name, deployment] : deployments_) {
     const Revision* found = deployment.Current();
     if (found == nullptr || found->rollout.strategy != RolloutStrategy::kCanary ||
@@ -406,16 +437,29 @@ Status FleetStore::AdvanceCanaries(int64_t now) {
     Revision& current =
         *std::find_if(deployment.revisions.begin(), deployment.revisions.end(),
                       [&](const Revision& revision) { return revision.number == found->number; });
-    bool all_ready = true;
-    for (const Device* device : CanaryDevices(name, current)) {
-      const bool ready =
-          device->heartbeat &&
-          std::any_of(device->heartbeat->models.begin(), device->heartbeat->models.end(),
-                      [&](const ModelReport& model) {
-                        return model.reference == current.reference && model.state == "READY";
-                      });
-      all_ready = all_ready && ready;
+    const auto ready = [&](const Device& device) {
+      return device.heartbeat &&
+             std::any_of(device.heartbeat->models.begin(), device.heartbeat->models.end(),
+                         [&](const ModelReport& model) {
+                           return model.reference == current.reference && model.state == "READY";
+                         });
+    };
+    Canaries& canaries = CanaryDevices(name, current);
+    if (!canaries.not_ready) {
+      canaries.not_ready.emplace();
+      for (const Device* device : canaries.devices) {
+        if (!ready(*device)) {
+          canaries.not_ready->insert(device);
+        }
+      }
+    } else if (canaries.lookup.contains(&reporter)) {
+      if (ready(reporter)) {
+        canaries.not_ready->erase(&reporter);
+      } else {
+        canaries.not_ready->insert(&reporter);
+      }
     }
+    const bool all_ready = canaries.not_ready->empty();
     Revision updated = current;
     if (!all_ready) {
       updated.healthy_since.reset();
