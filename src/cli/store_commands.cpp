@@ -29,6 +29,18 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::ordered_json;
 
+// A reference and a client for its registry.
+struct Target {
+  Reference reference;
+  std::unique_ptr<RegistryClient> client;
+};
+
+Result<Target> Connect(const std::string& text, const RegistryFlags& flags) {
+  PERCH_ASSIGN_OR_RETURN(Reference reference, Reference::Parse(text));
+  PERCH_ASSIGN_OR_RETURN(auto client, MakeRegistryClient(reference.registry, flags));
+  return Target{std::move(reference), std::move(client)};
+}
+
 int Fail(const Status& status) {
   std::fprintf(stderr, "error: %s\n", status.message().c_str());
   return 1;
@@ -213,15 +225,13 @@ std::string ShapeText(const std::vector<int64_t>& shape) {
 }
 
 int RunInspect(const InspectOptions& options) {
-  auto reference = Reference::Parse(options.reference);
-  if (!reference.ok()) {
-    return Fail(reference.status());
+  auto target = Connect(options.reference, options.registry);
+  if (!target.ok()) {
+    return Fail(target.status());
   }
-  auto client = MakeRegistryClient(reference->registry, options.registry);
-  if (!client.ok()) {
-    return Fail(client.status());
-  }
-  auto fetched = (*client)->GetManifest(reference->repository, reference->Identifier());
+  const Reference& reference = target->reference;
+  RegistryClient& client = *target->client;
+  auto fetched = client.GetManifest(reference.repository, reference.Identifier());
   if (!fetched.ok()) {
     return Fail(fetched.status());
   }
@@ -232,7 +242,7 @@ int RunInspect(const InspectOptions& options) {
   std::optional<ModelMetadata> metadata;
   std::optional<ModelArtifact> artifact;
   if (auto model = ModelArtifactOf(*manifest); model.ok()) {
-    auto config = (*client)->FetchSmallBlob(reference->repository, manifest->config);
+    auto config = client.FetchSmallBlob(reference.repository, manifest->config);
     if (!config.ok()) {
       return Fail(config.status());
     }
@@ -258,7 +268,7 @@ int RunInspect(const InspectOptions& options) {
                       {"size", layer.size}});
   }
   if (options.json) {
-    ordered_json out = {{"reference", reference->ToString()},
+    ordered_json out = {{"reference", reference.ToString()},
                         {"digest", fetched->digest.str()},
                         {"mediaType", manifest->media_type},
                         {"artifactType", manifest->artifact_type},
@@ -280,7 +290,7 @@ int RunInspect(const InspectOptions& options) {
     return 0;
   }
   std::printf("reference:     %s\ndigest:        %s\nmedia type:    %s\nartifact type: %s\n",
-              reference->ToString().c_str(), fetched->digest.str().c_str(),
+              reference.ToString().c_str(), fetched->digest.str().c_str(),
               manifest->media_type.c_str(),
               manifest->artifact_type.empty() ? "(none)" : manifest->artifact_type.c_str());
   if (metadata) {
@@ -387,25 +397,22 @@ struct RmOptions {
 };
 
 int RunRm(const RmOptions& options) {
-  auto reference = Reference::Parse(options.reference);
-  if (!reference.ok()) {
-    return Fail(reference.status());
+  auto target = Connect(options.reference, options.registry);
+  if (!target.ok()) {
+    return Fail(target.status());
   }
-  auto client = MakeRegistryClient(reference->registry, options.registry);
-  if (!client.ok()) {
-    return Fail(client.status());
-  }
+  const Reference& reference = target->reference;
+  RegistryClient& client = *target->client;
   // The Distribution API deletes manifests by digest only.
-  auto head = (*client)->HeadManifest(reference->repository, reference->Identifier());
+  auto head = client.HeadManifest(reference.repository, reference.Identifier());
   if (!head.ok()) {
     return Fail(head.status());
   }
-  if (Status deleted = (*client)->DeleteManifest(reference->repository, head->digest);
-      !deleted.ok()) {
+  if (Status deleted = client.DeleteManifest(reference.repository, head->digest); !deleted.ok()) {
     return Fail(deleted);
   }
   std::printf("deleted %s (%s; every tag naming that manifest is gone with it)\n",
-              reference->ToString().c_str(), head->digest.str().c_str());
+              reference.ToString().c_str(), head->digest.str().c_str());
   return 0;
 }
 
