@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/hub_agent.h"
 #include "fleet/fleet_json.h"
 #include "fleet/hub_client.h"
 
@@ -52,26 +53,6 @@ int RunAgainstHub(const HubFlags& flags, Call call, Print print) {
   }
   print(*answer);
   return 0;
-}
-
-// "k=v" flags into labels.
-Result<Labels> ParseLabelFlags(const std::vector<std::string>& flags) {
-  Labels labels;
-  for (const std::string& flag : flags) {
-    const size_t equals = flag.find('=');
-    if (equals == std::string::npos || equals == 0) {
-      return InvalidArgument("--label '" + flag + "' must be KEY=VALUE");
-    }
-    const std::string key = flag.substr(0, equals);
-    const std::string value = flag.substr(equals + 1);
-    if (!IsValidLabel(key, value)) {
-      return InvalidArgument("--label '" + flag +
-                             "': keys are lowercase letters, digits, '.', '_', '-'; values at "
-                             "most 256 printable characters");
-    }
-    labels[key] = value;
-  }
-  return labels;
 }
 
 std::string LabelsText(const Labels& labels) {

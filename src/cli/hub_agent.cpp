@@ -53,23 +53,26 @@ std::vector<std::string> Addresses() {
   return addresses;
 }
 
-Result<Labels> ParseLabels(const std::vector<std::string>& flags) {
+}  // namespace
+
+Result<Labels> ParseLabelFlags(const std::vector<std::string>& flags) {
   Labels labels;
   for (const std::string& flag : flags) {
     const size_t equals = flag.find('=');
+    if (equals == std::string::npos || equals == 0) {
+      return InvalidArgument("--label '" + flag + "' must be KEY=VALUE");
+    }
     const std::string key = flag.substr(0, equals);
-    const std::string value = equals == std::string::npos ? "" : flag.substr(equals + 1);
-    if (equals == std::string::npos || !IsValidLabel(key, value)) {
+    const std::string value = flag.substr(equals + 1);
+    if (!IsValidLabel(key, value)) {
       return InvalidArgument("--label '" + flag +
-                             "' must be KEY=VALUE with a key of lowercase letters, digits, '.', "
-                             "'_', '-'");
+                             "': keys are lowercase letters, digits, '.', '_', '-'; values at "
+                             "most 256 printable characters");
     }
     labels[key] = value;
   }
   return labels;
 }
-
-}  // namespace
 
 std::string DefaultDeviceName() {
   char host[256] = {};
@@ -115,7 +118,7 @@ Result<std::unique_ptr<FleetAgent>> OpenHubAgent(const HubAgentFlags& flags,
                                                  const std::string& device,
                                                  const std::filesystem::path& state,
                                                  const Logger& logger) {
-  PERCH_ASSIGN_OR_RETURN(const Labels labels, ParseLabels(flags.labels));
+  PERCH_ASSIGN_OR_RETURN(const Labels labels, ParseLabelFlags(flags.labels));
   const std::string name = device.empty() ? DefaultDeviceName() : device;
   if (!IsValidFleetName(name)) {
     return InvalidArgument("--device '" + name +

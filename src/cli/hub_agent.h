@@ -35,6 +35,10 @@ Result<std::unique_ptr<FleetAgent>> OpenHubAgent(const HubAgentFlags& flags,
                                                  const std::filesystem::path& state,
                                                  const Logger& logger);
 
+// --label KEY=VALUE flags (of serve and of the fleet commands) into labels.
+// InvalidArgument naming the flag that is malformed.
+Result<Labels> ParseLabelFlags(const std::vector<std::string>& flags);
+
 // The host name in the fleet's name grammar: lowercase, other characters
 // turned into '-'.
 std::string DefaultDeviceName();

@@ -193,7 +193,6 @@ int RunServe(const ServeOptions& options) {
 #endif
   if (fleet) {
     fleet->Start(models, [&](Heartbeat& heartbeat) {
-      heartbeat.last_inference_at = inference.LastInferenceUnixSeconds();
 #ifdef PERCH_WITH_MQTT
       if (outbox) {
         heartbeat.outbox_depth = outbox->Size();

@@ -342,7 +342,7 @@ void FleetAgent::RemoveReleasesExcept(const fs::path& keep) const {
   }
 }
 
-Heartbeat FleetAgent::MakeHeartbeat() const {
+Heartbeat FleetAgent::MakeHeartbeat() {
   Heartbeat heartbeat;
   heartbeat.applied_etag = applied_etag_;
   for (const VersionStatus& status : models_->Index()) {
@@ -364,6 +364,17 @@ Heartbeat FleetAgent::MakeHeartbeat() const {
   if (!last_error_.empty()) {
     heartbeat.errors.push_back(last_error_);
   }
+  uint64_t requests = 0;
+  for (const auto& model : models_->ServedModels()) {
+    requests += model->requests.Value();
+  }
+  if (requests > requests_seen_) {
+    last_inference_at_ = std::chrono::duration_cast<std::chrono::seconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+  }
+  requests_seen_ = requests;  // a switch to new model copies starts their counts at 0
+  heartbeat.last_inference_at = last_inference_at_;
   double load[1] = {0};
   if (getloadavg(load, 1) == 1) {
     heartbeat.load = load[0];

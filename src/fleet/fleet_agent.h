@@ -87,8 +87,8 @@ class FleetAgent {
   const std::filesystem::path& ServingRepository() const { return serving_; }
 
   // Starts enrolling, polling and heartbeating in the background.
-  // `fill_heartbeat` adds what the agent's other parts know (outbox depth,
-  // last inference time); it runs on the agent's thread.
+  // `fill_heartbeat` adds what the agent's other parts know (the outbox
+  // depth); it runs on the agent's thread.
   void Start(ModelManager& models, std::function<void(Heartbeat&)> fill_heartbeat);
   void Stop();
 
@@ -110,7 +110,7 @@ class FleetAgent {
   Result<std::filesystem::path> BuildRelease(const std::string& etag,
                                              const std::vector<AppliedModel>& models) const;
   void RemoveReleasesExcept(const std::filesystem::path& keep) const;
-  Heartbeat MakeHeartbeat() const;
+  Heartbeat MakeHeartbeat();
 
   const FleetAgentOptions options_;
   const ModelFetcher fetch_;
@@ -129,6 +129,10 @@ class FleetAgent {
   std::string last_error_;
   std::filesystem::path serving_;
   std::string last_logged_problem_;
+  // The last inference time, read off the models' request counters at each
+  // heartbeat (so to within one interval) rather than stamped per request.
+  uint64_t requests_seen_ = 0;
+  int64_t last_inference_at_ = 0;
 
   ModelManager* models_ = nullptr;
   std::function<void(Heartbeat&)> fill_heartbeat_;

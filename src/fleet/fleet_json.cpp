@@ -127,6 +127,22 @@ class Fields {
     }
     return labels;
   }
+  // Calls `read` with the fields of each object of the array `key`.
+  template <typename Read>
+  void ForEach(std::string_view key, bool required, Read read) {
+    const json* items = Find(key);
+    if (items == nullptr || !items->is_array()) {
+      if (items != nullptr || required) {
+        Fail(Path(key), "must be an array");
+      }
+      return;
+    }
+    for (size_t i = 0; i < items->size() && error_.ok(); ++i) {
+      Fields item(items->at(i), Path(key) + "[" + std::to_string(i) + "]", error_);
+      read(item);
+    }
+  }
+
   const json& Object(std::string_view key) {
     static const json kEmpty = json::object();
     const json* value = Find(key);
@@ -303,24 +319,18 @@ Rollout ReadRollout(Fields& fields) {
   return rollout;
 }
 
-Heartbeat ReadHeartbeat(Fields& fields, Status& error) {
+Heartbeat ReadHeartbeat(Fields& fields, Status&) {
   Heartbeat heartbeat;
-  const json* models = fields.Find("models");
-  if (models != nullptr && !models->is_array()) {
-    fields.Fail(fields.Path("models"), "must be an array");
-  } else if (models != nullptr) {
-    for (size_t i = 0; i < models->size() && error.ok(); ++i) {
-      Fields model(models->at(i), fields.Path("models") + "[" + std::to_string(i) + "]", error);
-      heartbeat.models.push_back(ModelReport{
-          .name = model.String("name", true),
-          .version = model.Int("version"),
-          .reference = model.String("reference"),
-          .digest = model.String("digest"),
-          .state = model.String("state"),
-          .error = model.String("error"),
-      });
-    }
-  }
+  fields.ForEach("models", false, [&](Fields& model) {
+    heartbeat.models.push_back(ModelReport{
+        .name = model.String("name", true),
+        .version = model.Int("version"),
+        .reference = model.String("reference"),
+        .digest = model.String("digest"),
+        .state = model.String("state"),
+        .error = model.String("error"),
+    });
+  });
   heartbeat.errors = fields.Strings("errors");
   heartbeat.load = fields.Number("load");
   heartbeat.outbox_depth = fields.Int("outbox_depth");
@@ -350,14 +360,7 @@ Device ReadDevice(Fields& fields, Status& error) {
 Deployment ReadDeployment(Fields& fields, Status& error) {
   Deployment deployment;
   deployment.name = fields.String("name", true);
-  const json* revisions = fields.Find("revisions");
-  if (revisions == nullptr || !revisions->is_array()) {
-    fields.Fail(fields.Path("revisions"), "must be an array");
-    return deployment;
-  }
-  for (size_t i = 0; i < revisions->size() && error.ok(); ++i) {
-    Fields revision(revisions->at(i), fields.Path("revisions") + "[" + std::to_string(i) + "]",
-                    error);
+  fields.ForEach("revisions", true, [&](Fields& revision) {
     Revision parsed;
     parsed.number = revision.Int("revision");
     parsed.reference = revision.String("reference", true);
@@ -372,8 +375,19 @@ Deployment ReadDeployment(Fields& fields, Status& error) {
       parsed.healthy_since = revision.Int("healthy_since");
     }
     deployment.revisions.push_back(std::move(parsed));
-  }
+  });
   return deployment;
+}
+
+// Parses `text` as one object, its fields named from `path`, with `read`.
+template <typename Read>
+auto ParseObject(std::string_view text, const std::string& path, Read read)
+    -> Result<decltype(read(std::declval<Fields&>(), std::declval<Status&>()))> {
+  Status error;
+  const json parsed = Parse(text, error);
+  Fields fields(parsed, path, error);
+  auto value = read(fields, error);
+  return Finish(std::move(value), error);
 }
 
 template <typename T, typename Read>
@@ -489,114 +503,79 @@ Result<std::vector<std::string>> ParseStrings(std::string_view text) {
 }
 
 Result<LocationSpec> ParseLocationSpec(std::string_view text) {
-  Status error;
-  const json parsed = Parse(text, error);
-  Fields fields(parsed, "", error);
-  LocationSpec spec;
-  spec.name = fields.String("name", true);
-  CheckName(fields, "name", spec.name);
-  spec.description = fields.String("description");
-  spec.labels = fields.LabelMap("labels");
-  return Finish(std::move(spec), error);
+  return ParseObject(text, "", [](Fields& fields, Status&) {
+    LocationSpec spec;
+    spec.name = fields.String("name", true);
+    CheckName(fields, "name", spec.name);
+    spec.description = fields.String("description");
+    spec.labels = fields.LabelMap("labels");
+    return spec;
+  });
 }
 
 Result<DeviceSpec> ParseDeviceSpec(std::string_view text) {
-  Status error;
-  const json parsed = Parse(text, error);
-  Fields fields(parsed, "", error);
-  DeviceSpec spec;
-  spec.name = fields.String("name", true);
-  CheckName(fields, "name", spec.name);
-  spec.labels = fields.LabelMap("labels");
-  spec.architecture = fields.String("architecture");
-  spec.perch_version = fields.String("perch_version");
-  spec.addresses = fields.Strings("addresses");
-  return Finish(std::move(spec), error);
+  return ParseObject(text, "", [](Fields& fields, Status&) {
+    DeviceSpec spec;
+    spec.name = fields.String("name", true);
+    CheckName(fields, "name", spec.name);
+    spec.labels = fields.LabelMap("labels");
+    spec.architecture = fields.String("architecture");
+    spec.perch_version = fields.String("perch_version");
+    spec.addresses = fields.Strings("addresses");
+    return spec;
+  });
 }
 
 Result<DeploymentSpec> ParseDeploymentSpec(std::string_view text) {
-  Status error;
-  const json parsed = Parse(text, error);
-  Fields fields(parsed, "", error);
-  DeploymentSpec spec;
-  spec.name = fields.String("name", true);
-  CheckName(fields, "name", spec.name);
-  spec.reference = fields.String("reference", true);
-  Fields selector(fields.Object("selector"), "selector", error);
-  spec.selector = ReadSelector(selector);
-  Fields rollout(fields.Object("rollout"), "rollout", error);
-  spec.rollout = ReadRollout(rollout);
-  return Finish(std::move(spec), error);
+  return ParseObject(text, "", [](Fields& fields, Status& error) {
+    DeploymentSpec spec;
+    spec.name = fields.String("name", true);
+    CheckName(fields, "name", spec.name);
+    spec.reference = fields.String("reference", true);
+    Fields selector(fields.Object("selector"), "selector", error);
+    spec.selector = ReadSelector(selector);
+    Fields rollout(fields.Object("rollout"), "rollout", error);
+    spec.rollout = ReadRollout(rollout);
+    return spec;
+  });
 }
 
 Result<Heartbeat> ParseHeartbeat(std::string_view text) {
-  Status error;
-  const json parsed = Parse(text, error);
-  Fields fields(parsed, "", error);
-  Heartbeat heartbeat = ReadHeartbeat(fields, error);
-  return Finish(std::move(heartbeat), error);
+  return ParseObject(text, "", ReadHeartbeat);
 }
 
 Result<Selector> ParseSelector(std::string_view text) {
-  Status error;
-  const json parsed = Parse(text, error);
-  Fields fields(parsed, "selector", error);
-  Selector selector = ReadSelector(fields);
-  return Finish(std::move(selector), error);
+  return ParseObject(text, "selector",
+                     [](Fields& fields, Status&) { return ReadSelector(fields); });
 }
 
 Result<Rollout> ParseRollout(std::string_view text) {
-  Status error;
-  const json parsed = Parse(text, error);
-  Fields fields(parsed, "rollout", error);
-  const Rollout rollout = ReadRollout(fields);
-  return Finish(rollout, error);
+  return ParseObject(text, "rollout", [](Fields& fields, Status&) { return ReadRollout(fields); });
 }
 
 Result<Location> ParseLocation(std::string_view text) {
-  Status error;
-  const json parsed = Parse(text, error);
-  Fields fields(parsed, "", error);
-  Location location = ReadLocation(fields, error);
-  return Finish(std::move(location), error);
+  return ParseObject(text, "", ReadLocation);
 }
 
-Result<Device> ParseDevice(std::string_view text) {
-  Status error;
-  const json parsed = Parse(text, error);
-  Fields fields(parsed, "", error);
-  Device device = ReadDevice(fields, error);
-  return Finish(std::move(device), error);
-}
+Result<Device> ParseDevice(std::string_view text) { return ParseObject(text, "", ReadDevice); }
 
 Result<Deployment> ParseDeployment(std::string_view text) {
-  Status error;
-  const json parsed = Parse(text, error);
-  Fields fields(parsed, "", error);
-  Deployment deployment = ReadDeployment(fields, error);
-  return Finish(std::move(deployment), error);
+  return ParseObject(text, "", ReadDeployment);
 }
 
 Result<DesiredState> ParseDesiredState(std::string_view text) {
-  Status error;
-  const json parsed = Parse(text, error);
-  Fields fields(parsed, "", error);
-  DesiredState state;
-  state.etag = fields.String("etag", true);
-  const json* models = fields.Find("models");
-  if (models != nullptr && !models->is_array()) {
-    fields.Fail("models", "must be an array");
-  } else if (models != nullptr) {
-    for (size_t i = 0; i < models->size() && error.ok(); ++i) {
-      Fields model(models->at(i), "models[" + std::to_string(i) + "]", error);
+  return ParseObject(text, "", [](Fields& fields, Status&) {
+    DesiredState state;
+    state.etag = fields.String("etag", true);
+    fields.ForEach("models", false, [&](Fields& model) {
       state.models.push_back(DesiredModel{
           .deployment = model.String("deployment", true),
           .revision = model.Int("revision"),
           .reference = model.String("reference", true),
       });
-    }
-  }
-  return Finish(std::move(state), error);
+    });
+    return state;
+  });
 }
 
 Result<std::vector<Location>> ParseLocations(std::string_view text) {
@@ -612,54 +591,43 @@ Result<std::vector<Deployment>> ParseDeployments(std::string_view text) {
 }
 
 Result<WithToken<Location>> ParseCreatedLocation(std::string_view text) {
-  Status error;
-  const json parsed = Parse(text, error);
-  Fields fields(parsed, "", error);
-  WithToken<Location> created;
-  created.token = fields.String("enrolment_token", true);
-  Fields location(fields.Object("location"), "location", error);
-  created.value = ReadLocation(location, error);
-  return Finish(std::move(created), error);
+  return ParseObject(text, "", [](Fields& fields, Status& error) {
+    WithToken<Location> created;
+    created.token = fields.String("enrolment_token", true);
+    Fields location(fields.Object("location"), "location", error);
+    created.value = ReadLocation(location, error);
+    return created;
+  });
 }
 
 Result<WithToken<Device>> ParseEnrolment(std::string_view text) {
-  Status error;
-  const json parsed = Parse(text, error);
-  Fields fields(parsed, "", error);
-  WithToken<Device> enrolled;
-  enrolled.token = fields.String("token", true);
-  Fields device(fields.Object("device"), "device", error);
-  enrolled.value = ReadDevice(device, error);
-  return Finish(std::move(enrolled), error);
+  return ParseObject(text, "", [](Fields& fields, Status& error) {
+    WithToken<Device> enrolled;
+    enrolled.token = fields.String("token", true);
+    Fields device(fields.Object("device"), "device", error);
+    enrolled.value = ReadDevice(device, error);
+    return enrolled;
+  });
 }
 
 Result<DeployOutcome> ParseDeployOutcome(std::string_view text) {
-  Status error;
-  const json parsed = Parse(text, error);
-  Fields fields(parsed, "", error);
-  DeployOutcome outcome;
-  outcome.warnings = fields.Strings("warnings");
-  Fields deployment(fields.Object("deployment"), "deployment", error);
-  outcome.deployment = ReadDeployment(deployment, error);
-  return Finish(std::move(outcome), error);
+  return ParseObject(text, "", [](Fields& fields, Status& error) {
+    DeployOutcome outcome;
+    outcome.warnings = fields.Strings("warnings");
+    Fields deployment(fields.Object("deployment"), "deployment", error);
+    outcome.deployment = ReadDeployment(deployment, error);
+    return outcome;
+  });
 }
 
 Result<FleetStatus> ParseFleetStatus(std::string_view text) {
-  Status error;
-  const json parsed = Parse(text, error);
-  Fields fields(parsed, "", error);
-  FleetStatus status;
-  status.now = fields.Int("now");
-  const json* devices = fields.Find("devices");
-  if (devices == nullptr || !devices->is_array()) {
-    fields.Fail("devices", "must be an array");
-  } else {
-    for (size_t i = 0; i < devices->size() && error.ok(); ++i) {
-      Fields device(devices->at(i), "devices[" + std::to_string(i) + "]", error);
-      status.devices.push_back(ReadDevice(device, error));
-    }
-  }
-  return Finish(std::move(status), error);
+  return ParseObject(text, "", [](Fields& fields, Status& error) {
+    FleetStatus status;
+    status.now = fields.Int("now");
+    fields.ForEach("devices", true,
+                   [&](Fields& device) { status.devices.push_back(ReadDevice(device, error)); });
+    return status;
+  });
 }
 
 }  // namespace perch

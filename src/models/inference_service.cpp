@@ -107,10 +107,6 @@ Result<InferResponse> InferenceService::Infer(InferRequest request) const {
   PERCH_ASSIGN_OR_RETURN(const auto model,
                          models_.Acquire(request.model_name, request.model_version));
   model->requests.Increment();
-  last_inference_unix_.store(std::chrono::duration_cast<std::chrono::seconds>(
-                                 std::chrono::system_clock::now().time_since_epoch())
-                                 .count(),
-                             std::memory_order_relaxed);
   const auto run = [&]() -> Result<InferResponse> {
     const ModelSignature& signature = model->signature();
     PERCH_RETURN_IF_ERROR(

@@ -3,9 +3,6 @@
 // Infer, and encode the InferResponse. Thread-safe.
 #pragma once
 
-#include <atomic>
-#include <cstdint>
-
 #include "core/status.h"
 #include "engine/engine.h"
 #include "models/model_config.h"
@@ -32,14 +29,9 @@ class InferenceService {
   // unknown models are not counted: their names would be unbounded labels.
   void RecordUndecodable(std::string_view model_name, std::string_view model_version) const;
 
-  // When the last request reached a model (unix seconds; 0: never), for the
-  // hub's view of the device.
-  int64_t LastInferenceUnixSeconds() const { return last_inference_unix_.load(); }
-
  private:
   const ModelManager& models_;
   Scheduler& scheduler_;
-  mutable std::atomic<int64_t> last_inference_unix_{0};
 };
 
 // Checks `inputs` against `signature`: every input present once, none
