@@ -15,6 +15,7 @@ from fleet_harness import (Link, admin, create_location, device_report,
                            score, wait_scores)
 from harness import wait_for
 from hub_harness import HubServer
+from registry_harness import perch
 
 
 @pytest.fixture
@@ -224,3 +225,52 @@ def test_fleet_api_refuses_bad_input(fleet, tmp_path):
     assert names == ["d1", "d2"]
     assert [d["name"] for d in call("GET", "/api/v1/deployments").json()] == ["nowhere"]
     hub.assert_alive()
+
+
+def test_bad_flags_and_damaged_state_are_refused_clearly(fleet, tmp_path):
+    hub, link, references, tokens = fleet
+    for args, message in (
+            (["deploy", references[1], "--canary", "150%"], "must be 1% to 99%"),
+            (["deploy", references[1], "--canary", "20%", "--canary-after", "5x"],
+             "is not a duration"),
+            (["deploy", references[1], "--label", "no-equals-sign"], "must be KEY=VALUE"),
+            (["deploy", references[1], "--label", "Bad Key=v"], "keys are lowercase"),
+            (["devices", "describe", "../a1"], "is not a valid device name"),
+            (["rollback", "a/b"], "is not a valid deployment name")):
+        result = admin(hub, *args, check=False)
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr, (args, result.stderr)
+    result = perch("status", "--hub", "ftp://127.0.0.1:1", check=False)
+    assert result.returncode == 2 and "must be http://" in result.stderr
+
+    url = f"http://127.0.0.1:{link.port}"
+    both = fleet_agent(tmp_path, url, tokens["plant-a"], "x1", tmp_path / "x1")
+    both.command += ["--repo", str(tmp_path)]
+    result = perch(*both.command[1:], check=False)
+    assert result.returncode == 1 and "--hub decides" in result.stderr
+
+    labelled = fleet_agent(tmp_path, url, tokens["plant-a"], "x2", tmp_path / "x2",
+                           labels=["oops"])
+    result = perch(*labelled.command[1:], check=False)
+    assert result.returncode == 1 and "must be KEY=VALUE" in result.stderr
+
+    # A damaged enrolment is not silently replaced: the device would get a
+    # second identity. A damaged record of the last state only costs the
+    # models until the hub answers.
+    state = tmp_path / "x3"
+    (state / "fleet").mkdir(parents=True)
+    (state / "fleet" / "device.json").write_text("{not json")
+    damaged = fleet_agent(tmp_path, url, tokens["plant-a"], "x3", state)
+    result = perch(*damaged.command[1:], check=False)
+    assert result.returncode == 1 and "is damaged: remove it" in result.stderr
+
+    state = tmp_path / "x4"
+    (state / "fleet").mkdir(parents=True)
+    (state / "fleet" / "current.json").write_text("[1, 2")
+    admin(hub, "deploy", references[1], "--name", "scorer")
+    agent = fleet_agent(tmp_path, url, tokens["plant-a"], "x4", state).start()
+    try:
+        wait_scores([agent], 11.0)
+        assert "current.json is damaged" in agent.logs()
+    finally:
+        assert agent.stop() == 0
