@@ -139,7 +139,8 @@ void Route(http::Server& server, const std::shared_ptr<const Context>& context,
         }
         // A caller without the right token gets no handler thread to wait
         // on its body with: the connection closes instead.
-        response.close = response.close || request.stream != nullptr;
+        response.close = response.close || (request.stream != nullptr &&
+                                            body.declared_length() != std::optional<uint64_t>(0));
         return;
       }
       handler(request, response, body, *context);
