@@ -320,14 +320,7 @@ void FleetRoutes::Mount(http::Server& server) {
         }
         Answer(response, rolled_back, 200, [](const auto& value) { return ToJson(value); });
       });
-
-  // Anything else under the API names the document that lists what exists.
-  for (const char* method : {"GET", "POST", "PUT", "DELETE"}) {
-    Add(server, method, api + "/.*", [](const auto& request, auto& response) {
-      SendError(response, NotFound("the hub has no " + request.method + " " +
-                                   request.path.substr(0, 200) + " (see docs/fleet.md)"));
-    });
-  }
+  // Other paths the server answers: 404, or 405 with Allow for a known path.
 }
 
 }  // namespace
