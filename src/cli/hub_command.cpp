@@ -163,6 +163,8 @@ int RunHub(const HubOptions& options) {
   tokens->enrolled_device = [&store = **fleet](std::string_view token) {
     return store.AuthenticateDevice(token).ok();
   };
+  // Before any thread starts, so that every thread leaves the signals to sigwait.
+  const sigset_t stop_signals = BlockStopSignals();
   auto server = http::Server::Create(http::ServerOptions{.host = options.host,
                                                          .port = options.port,
                                                          .handler_threads = options.threads,
@@ -179,7 +181,6 @@ int RunHub(const HubOptions& options) {
   (*server)->Route("GET", "/healthz", [](http::Request&, http::Response& response) {
     http::SetJson(response, 200, R"({"status":"ok"})");
   });
-  const sigset_t stop_signals = BlockStopSignals();
   if (const Status started = (*server)->Start(); !started.ok()) {
     return Fail(logger, started);
   }
