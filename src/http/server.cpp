@@ -41,7 +41,8 @@ namespace bhttp = boost::beast::http;
 using tcp = asio::ip::tcp;
 using error_code = boost::system::error_code;
 
-constexpr size_t kPieceBytes = 64 << 10;        // one body read, one streamed write
+constexpr size_t kPieceBytes = 64 << 10;        // one body read at most, one streamed write
+constexpr size_t kFirstPieceBytes = 4 << 10;    // a connection's first body read
 constexpr size_t kWriteSliceBytes = 256 << 10;  // one write of a buffered answer
 // After an answer that closes the connection with request bytes unread, how
 // long the rest is read and dropped: closing at once would reset the
@@ -140,6 +141,13 @@ RouteLookup FindRoute(const std::vector<CompiledRoute>& routes, std::string_view
 }
 
 std::string ToStd(beast::string_view text) { return std::string(text.data(), text.size()); }
+
+// A body the parser refused (a bad chunk), as opposed to one that stopped arriving.
+bool IsMalformed(const error_code& ec) {
+  return ec.category() == bhttp::make_error_code(bhttp::error::bad_chunk).category() &&
+         ec != bhttp::error::end_of_stream && ec != bhttp::error::partial_message &&
+         ec != bhttp::error::body_limit && ec != bhttp::error::need_buffer;
+}
 
 std::string_view ReasonFor(int status) {
   const beast::string_view text =
@@ -447,7 +455,9 @@ class Connection final : public ConnectionBase,
   // count, or the connection is answered (413) or closed.
   template <typename Then>
   void ReadPiece(Then then) {
-    piece_.resize(kPieceBytes);
+    // Small until the client shows it sends more: a thousand clients that
+    // declare a large body and trickle it must not cost 64 KiB each.
+    piece_.resize(piece_bytes_);
     auto& body = parser_->get().body();
     body.data = piece_.data();
     body.size = piece_.size();
@@ -460,6 +470,9 @@ class Connection final : public ConnectionBase,
             ec = {};
           }
           const size_t got = self->piece_.size() - self->parser_->get().body().size;
+          if (got == self->piece_.size()) {
+            self->piece_bytes_ = std::min(kPieceBytes, self->piece_bytes_ * 2);
+          }
           then(ec, got);
         });
   }
@@ -472,6 +485,11 @@ class Connection final : public ConnectionBase,
     ReadPiece([this](const error_code& ec, size_t got) {
       if (ec == bhttp::error::body_limit) {
         Answer(413, BodyTooLarge(), true);
+        return;
+      }
+      if (IsMalformed(ec)) {
+        Answer(400, InvalidArgument(fmt::format("the request body is malformed: {}", ec.message())),
+               true);
         return;
       }
       if (ec) {
@@ -520,6 +538,11 @@ class Connection final : public ConnectionBase,
     ReadPiece([this](const error_code& ec, size_t got) {
       if (ec == bhttp::error::body_limit) {
         bridge_->Fail(BodyTooLarge());
+        return;
+      }
+      if (IsMalformed(ec)) {
+        bridge_->Fail(
+            InvalidArgument(fmt::format("the request body is malformed: {}", ec.message())));
         return;
       }
       if (ec) {
@@ -688,7 +711,7 @@ class Connection final : public ConnectionBase,
   }
 
   void Drain() {
-    piece_.resize(kPieceBytes);
+    piece_.resize(kFirstPieceBytes);
     stream_.async_read_some(asio::buffer(piece_),
                             [self = this->shared_from_this()](const error_code& ec, size_t bytes) {
                               self->lingered_ += bytes;
@@ -718,6 +741,7 @@ class Connection final : public ConnectionBase,
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::buffer_body>> parser_;
   std::vector<char> piece_;
+  size_t piece_bytes_ = kFirstPieceBytes;  // the next body read's size
   std::string head_;
 
   // The exchange in progress.

@@ -480,6 +480,40 @@ TEST_F(ServerTest, TrickledHeadIsDisconnectedAtTheHeaderDeadlineNotPerByte) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, 2500ms);
 }
 
+TEST_F(ServerTest, RequestsThatAreNotHttpAre400AndClosed) {
+  StartServer();
+  for (const std::string request :
+       {"hello there\r\n\r\n", "GET /hello HTTP/9.9\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "5\r\nhello\r\n0\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+        "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        "GET http://elsewhere/hello HTTP/1.1\r\n\r\n"}) {
+    RawClient client(port_);
+    ASSERT_TRUE(client.Send(request));
+    auto response = client.Read();
+    ASSERT_TRUE(response) << request;
+    EXPECT_EQ(response->status, 400) << request;
+    EXPECT_NE(response->body.find("InvalidArgument"), std::string::npos) << request;
+  }
+  auto response = Exchange(port_, "GET /hello HTTP/1.1\r\n\r\n");
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 200);
+}
+
+TEST_F(ServerTest, LongPathsAreRoutedWithoutHarm) {
+  StartServer();
+  const std::string name(15'000, 'n');
+  auto response = Exchange(port_, "GET /models/" + name + "/versions/1 HTTP/1.1\r\n\r\n");
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 200);
+  EXPECT_EQ(response->body.substr(0, 10), name.substr(0, 10));
+  response = Exchange(port_, "GET /" + name + " HTTP/1.1\r\n\r\n");
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 404);
+}
+
 TEST_F(ServerTest, OversizedHeadIs431) {
   ServerOptions options;
   options.max_header_bytes = 2048;
