@@ -37,13 +37,13 @@ class SqliteStatement;
 class SqliteTransaction;
 
 struct SqliteOptions {
-  std::filesystem::path path;  // created, with its folder, when missing
+  std::filesystem::path path{};  // created, with its folder, when missing
   // False: a committed transaction survives the process being killed
   // (synchronous=NORMAL). True: also a power loss, at the price of a disk
   // flush per commit (synchronous=FULL).
   bool full_sync = false;
   // Idempotent DDL run at open (CREATE TABLE IF NOT EXISTS ...); may be empty.
-  std::string schema;
+  std::string schema{};
   // How long a statement waits for another connection's lock before it
   // fails Unavailable.
   std::chrono::milliseconds busy_timeout{5000};
