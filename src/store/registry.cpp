@@ -111,7 +111,8 @@ Result<std::unique_ptr<Registry>> Registry::Open(const RegistryOptions& options)
     return InvalidArgument("the blob and manifest size limits must be above 0");
   }
   PERCH_ASSIGN_OR_RETURN(auto blobs, BlobStore::Open(options.data / "blobs"));
-  PERCH_ASSIGN_OR_RETURN(auto index, RegistryIndex::Open(options.data / "registry.db"));
+  PERCH_ASSIGN_OR_RETURN(auto index, RegistryIndex::Open({.file = options.data / "registry.db",
+                                                          .clock = options.clock}));
   return std::unique_ptr<Registry>(new Registry(options, std::move(blobs), std::move(index)));
 }
 
