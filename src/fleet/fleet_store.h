@@ -50,7 +50,7 @@ struct FleetStoreOptions {
   std::filesystem::path database;  // e.g. DATA/fleet.db
   // Stamps enrolments, heartbeats and revisions and times canaries; tests
   // pass a ManualClock's.
-  Clock clock;
+  WallClock clock{};
 };
 
 class FleetStore {

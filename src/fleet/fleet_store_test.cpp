@@ -25,7 +25,7 @@ class FleetStoreTest : public testing::Test {
 
   void Reopen() {
     store_.reset();
-    auto store = FleetStore::Open({.database = path_, .clock = clock_.AsClock()});
+    auto store = FleetStore::Open({.database = path_, .clock = clock_.AsWallClock()});
     ASSERT_TRUE(store.ok()) << store.status().message();
     store_ = std::move(store).value();
   }
@@ -69,7 +69,7 @@ class FleetStoreTest : public testing::Test {
   }
 
   fs::path path_;
-  ManualClock clock_{Clock::TimePoint(std::chrono::seconds(1000))};
+  ManualClock clock_{WallClock::TimePoint(std::chrono::seconds(1000))};
   std::unique_ptr<FleetStore> store_;
 };
 

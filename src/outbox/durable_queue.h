@@ -42,7 +42,7 @@ struct DurableQueueOptions {
   // the price of a disk flush per record.
   SyncMode sync = SyncMode::kNormal;
   // Stamps records and decides which are past their time-to-live.
-  Clock clock{};
+  WallClock clock{};
 };
 
 struct QueuedRecord {

@@ -101,10 +101,10 @@ TEST_F(DurableQueueTest, ExpiredRecordsAreCountedNotRead) {
   ManualClock clock;
   DurableQueueOptions options;
   options.ttl = std::chrono::seconds(1);
-  options.clock = clock.AsClock();
+  options.clock = clock.AsWallClock();
   auto queue = Open(options);
   ASSERT_TRUE(queue->Append("t", "old", "old", "").ok());
-  EXPECT_EQ(queue->Read(0, 10).value()[0].created_unix_ms, clock.AsClock().UnixMillis());
+  EXPECT_EQ(queue->Read(0, 10).value()[0].created_unix_ms, clock.AsWallClock().UnixMillis());
   clock.Advance(std::chrono::seconds(1));
   ASSERT_TRUE(queue->Append("t", "new", "new", "").ok());
   // Exactly as old as its time-to-live: still deliverable.
@@ -199,7 +199,7 @@ TEST_F(DurableQueueTest, RefusesAFileThatIsNotAQueue) {
 TEST_F(DurableQueueTest, RecordsNeverExpireWithoutATimeToLive) {
   ManualClock clock;
   DurableQueueOptions options;
-  options.clock = clock.AsClock();
+  options.clock = clock.AsWallClock();
   auto queue = Open(options);
   ASSERT_TRUE(queue->Append("t", "k", "kept", "").ok());
   clock.Advance(std::chrono::hours(24 * 365));

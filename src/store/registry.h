@@ -37,7 +37,7 @@ struct RegistryOptions {
   std::filesystem::path data;                    // DATA: blobs/ and registry.db
   uint64_t max_blob_bytes = uint64_t{16} << 30;  // largest blob an upload may grow to
   uint64_t max_manifest_bytes = 4 << 20;         // largest manifest accepted
-  Clock clock{};                                 // stamps manifests and uploads
+  WallClock clock{};                             // stamps manifests and uploads
 };
 
 struct BlobLocation {

@@ -46,7 +46,7 @@ Result<Digest> StoredDigest(const std::string& text) {
 
 class RegistryIndex::Impl {
  public:
-  Impl(std::unique_ptr<SqliteDb> opened, Clock stamps)
+  Impl(std::unique_ptr<SqliteDb> opened, WallClock stamps)
       : db(std::move(opened)), clock(std::move(stamps)) {}
 
   Status EnsureRepository(std::string_view repository) {
@@ -93,7 +93,7 @@ class RegistryIndex::Impl {
 
   std::mutex mutex;
   const std::unique_ptr<SqliteDb> db;  // guarded by mutex
-  const Clock clock;
+  const WallClock clock;
 };
 
 Result<std::unique_ptr<RegistryIndex>> RegistryIndex::Open(const RegistryIndexOptions& options) {

@@ -40,7 +40,7 @@ struct ManifestRecord {
 struct RegistryIndexOptions {
   std::filesystem::path file{};  // e.g. DATA/registry.db
   // Stamps manifests (referrers are listed oldest first) and uploads.
-  Clock clock{};
+  WallClock clock{};
 };
 
 class RegistryIndex {

@@ -21,7 +21,7 @@ class RegistryIndexTest : public testing::Test {
             std::string(testing::UnitTest::GetInstance()->current_test_info()->name()));
     fs::remove_all(dir_);
     fs::create_directories(dir_);
-    auto index = RegistryIndex::Open({.file = dir_ / "registry.db", .clock = clock_.AsClock()});
+    auto index = RegistryIndex::Open({.file = dir_ / "registry.db", .clock = clock_.AsWallClock()});
     ASSERT_TRUE(index.ok()) << index.status().message();
     index_ = std::move(index).value();
   }
