@@ -62,7 +62,9 @@ void Delivery::Loop() {
     if (connection_.connected()) {
       PublishPendingLocked();
     }
-    wakeup_.wait_for(lock, kPollInterval, [this] { return stopping_ || !acknowledged_.empty(); });
+    wakeup_.wait_for(lock, kPollInterval,
+                     [this] { return stopping_ || woken_ || !acknowledged_.empty(); });
+    woken_ = false;
   }
 }
 
@@ -104,7 +106,13 @@ void Delivery::Restart() {
   last_sent_ = 0;
 }
 
-void Delivery::Wake() { wakeup_.notify_all(); }
+void Delivery::Wake() {
+  {
+    std::lock_guard lock(mutex_);
+    woken_ = true;
+  }
+  wakeup_.notify_all();
+}
 
 // Publishes what the outbox holds past the last record sent, oldest first.
 void Delivery::PublishPendingLocked() {

@@ -69,6 +69,7 @@ class Delivery {
   std::map<int, int64_t> in_flight_;   // MQTT message id -> outbox sequence; guarded by mutex_
   std::vector<int64_t> acknowledged_;  // to remove from the outbox; guarded by mutex_
   int64_t last_sent_ = 0;              // outbox sequence; guarded by mutex_
+  bool woken_ = false;                 // Wake was called; guarded by mutex_
   bool stopping_ = false;              // guarded by mutex_
 
   std::thread thread_;  // the controlling thread's (Start and Stop)

@@ -352,10 +352,11 @@ MALFORMED = [
 ]
 
 
-def assert_error(message, model, topic, mention, code, request_id=None):
+def assert_error(message, model, topic, mention, code, request_id=None,
+                 device=DEVICE):
     """The error body of every perch API ("error" and the Status code name
     in "code"), with what correlates it to the request."""
-    body = assert_answer_shape(message)
+    body = assert_answer_shape(message, device=device)
     assert list(body)[:3] == ["idempotency_key", "error", "code"], body
     assert isinstance(body["error"], str) and body["error"], body
     assert re.search(mention, body["error"], re.IGNORECASE), body
@@ -450,7 +451,8 @@ def test_full_queue_answers_resource_exhausted(servers, broker, tmp_path):
                 continue
             refused = assert_error(answer, "slow",
                                    device_topic("slow", device=device),
-                                   "max_queue_size", "ResourceExhausted")
+                                   "max_queue_size", "ResourceExhausted",
+                                   device=device)
             break
         assert refused is not None, \
             "no MQTT request found the queue full in 50 tries"
