@@ -141,9 +141,10 @@ class Connection {
   Gauge& connected_gauge_;
   Counter& connects_;
 
-  // Replaced only by the network thread, under client_mutex_ (so the network
-  // thread may read it without); other threads hold client_mutex_ while they
-  // use it.
+  // Written under client_mutex_ only: made by Start, replaced by the network
+  // thread on every reconnect, dropped by Stop once that thread has ended. So
+  // the network thread may use it without the lock; other threads hold
+  // client_mutex_ while they use it.
   std::mutex client_mutex_;
   std::unique_ptr<Client> client_;
 

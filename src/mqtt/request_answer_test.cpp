@@ -4,6 +4,7 @@
 #include "mqtt/request_answer.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -31,17 +32,16 @@ const std::string kRowWiseTopic = "perch/lab/d1/infer/row_wise";
 const std::string kGoodPayload =
     R"({"id":"r1","inputs":[{"name":"INPUT0","datatype":"FP32","shape":[1,4],"data":[1,2,3,4]}]})";
 
-void WriteFile(const fs::path& path, const std::string& text) {
-  fs::create_directories(path.parent_path());
-  std::ofstream(path) << text;
-}
+void WriteFile(const fs::path& path, const std::string& text) { std::ofstream(path) << text; }
 
 // A model repository of the test models' row_wise graph under two configs:
 // "row_wise" as the test models serve it, and "queued", which holds one
 // request at most and waits up to 10 s for a second to batch it with, so a
-// second concurrent request always finds its queue full.
+// second concurrent request always finds its queue full. One per process:
+// CTest runs the tests of this file in parallel processes.
 fs::path MakeRepository() {
-  const fs::path repository = fs::path(testing::TempDir()) / "mqtt_request_answer_models";
+  const fs::path repository =
+      fs::path(testing::TempDir()) / ("mqtt_request_answer_models_" + std::to_string(getpid()));
   fs::remove_all(repository);
   const fs::path model = fs::path(PERCH_TEST_MODELS) / "row_wise" / "1" / "model.onnx";
   for (const std::string name : {"row_wise", "queued"}) {
@@ -57,20 +57,13 @@ fs::path MakeRepository() {
 
 class RequestAnswerTest : public testing::Test {
  protected:
-  static void SetUpTestSuite() {
+  void SetUp() override {
+    // Throws (failing the test) when the test models are missing.
+    repository_ = MakeRepository();
     auto engine = CreateOnnxEngine({.intra_op_threads = 1, .inter_op_threads = 1},
                                    Logger::ToStderr(LogLevel::kWarn, "test"));
     ASSERT_TRUE(engine.ok()) << engine.status().ToString();
     engine_ = std::move(engine).value();
-    repository_ = MakeRepository();
-  }
-  static void TearDownTestSuite() {
-    engine_.reset();
-    fs::remove_all(repository_);
-  }
-
-  void SetUp() override {
-    ASSERT_NE(engine_, nullptr);
     models_ = std::make_unique<ModelManager>(
         ModelManagerOptions{.repository = repository_, .poll_interval = {}}, *engine_, metrics_,
         Logger::ToStderr(LogLevel::kWarn, "test"));
@@ -84,6 +77,8 @@ class RequestAnswerTest : public testing::Test {
     if (models_) {
       models_->Stop();
     }
+    std::error_code ignored;
+    fs::remove_all(repository_, ignored);
   }
 
   static InboundRequest Request(const std::string& model, std::string payload) {
@@ -97,9 +92,8 @@ class RequestAnswerTest : public testing::Test {
 
   Answer Ask(const InboundRequest& request) { return AnswerRequest(request, *service_, kLayout); }
 
-  static inline std::unique_ptr<Engine> engine_;
-  static inline fs::path repository_;
-
+  fs::path repository_;
+  std::unique_ptr<Engine> engine_;
   MetricsRegistry metrics_;
   std::unique_ptr<ModelManager> models_;
   Scheduler scheduler_{SchedulerOptions{.workers = 2}};
