@@ -54,6 +54,7 @@ class Delivery {
 
  private:
   void Loop();
+  // Both require mutex_.
   void PublishPendingLocked();
   bool PublishRecordLocked(const QueuedRecord& record);
 
