@@ -28,9 +28,9 @@
 namespace perch::http {
 
 struct ClientOptions {
-  std::string ca_file;    // PEM CAs to trust instead of the system's; empty: the system's
-  std::string cert_file;  // client certificate (mutual TLS); empty: none
-  std::string key_file;   // its key
+  std::string ca_file{};    // PEM CAs to trust instead of the system's; empty: the system's
+  std::string cert_file{};  // client certificate (mutual TLS); empty: none
+  std::string key_file{};   // its key
   std::chrono::milliseconds connect_timeout{10'000};
   // No byte moved for this long (either way): the call fails.
   std::chrono::milliseconds read_timeout{60'000};
