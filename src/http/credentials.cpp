@@ -40,13 +40,13 @@ std::optional<std::string> DecodeBase64(std::string_view text) {
   return out;
 }
 
-bool StartsWithIgnoringCase(std::string_view text, std::string_view prefix) {
-  if (text.size() < prefix.size()) {
+bool EqualsIgnoringCase(std::string_view a, std::string_view b) {
+  const auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; };
+  if (a.size() != b.size()) {
     return false;
   }
-  const auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; };
-  for (size_t i = 0; i < prefix.size(); ++i) {
-    if (lower(text[i]) != lower(prefix[i])) {
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (lower(a[i]) != lower(b[i])) {
       return false;
     }
   }
@@ -70,15 +70,18 @@ Result<std::optional<std::string>> TokenFromAuthorization(std::string_view heade
   if (header.empty()) {
     return std::optional<std::string>();
   }
-  if (StartsWithIgnoringCase(header, "Bearer ")) {
-    const std::string_view token = TrimSpaces(header.substr(7));
-    if (token.empty()) {
-      return std::optional<std::string>();
+  const size_t space = header.find(' ');
+  const std::string_view scheme = header.substr(0, space);
+  const std::string_view credentials =
+      space == std::string_view::npos ? std::string_view() : TrimSpaces(header.substr(space));
+  if (EqualsIgnoringCase(scheme, "Bearer")) {
+    if (credentials.empty()) {
+      return Status(StatusCode::kUnauthenticated, "the Bearer token is empty");
     }
-    return std::optional<std::string>(std::string(token));
+    return std::optional<std::string>(std::string(credentials));
   }
-  if (StartsWithIgnoringCase(header, "Basic ")) {
-    const auto decoded = DecodeBase64(TrimSpaces(header.substr(6)));
+  if (EqualsIgnoringCase(scheme, "Basic")) {
+    const auto decoded = DecodeBase64(credentials);
     const size_t colon = decoded ? decoded->find(':') : std::string::npos;
     if (colon == std::string::npos) {
       return Status(StatusCode::kUnauthenticated,

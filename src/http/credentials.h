@@ -20,7 +20,8 @@ namespace perch::http {
 // The token an Authorization header value carries. nullopt when there is
 // none: an empty header, or Basic with an empty password (what docker-style
 // clients send when they have no credentials). Unauthenticated, saying
-// which forms are accepted, for a header that is neither Bearer nor valid Basic.
+// which forms are accepted, for a header that is neither Bearer nor valid
+// Basic, or a Bearer without a token.
 Result<std::optional<std::string>> TokenFromAuthorization(std::string_view header);
 
 // Compares in time independent of where the two differ.
