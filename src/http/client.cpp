@@ -450,6 +450,18 @@ class Client::Impl {
       return Unavailable(fmt::format(
           "{}: the server sent no HTTP answer; if it serves TLS, use https:// ({})", what, detail));
     }
+    if (tls && nothing_received &&
+        (code == CURLE_SEND_ERROR || code == CURLE_RECV_ERROR || code == CURLE_GOT_NOTHING)) {
+      // After a TLS 1.3 handshake, a server that wants a client certificate
+      // it did not get closes the connection at the first read or write.
+      const bool asked = detail.find("certificate required") != std::string::npos;
+      return Unavailable(fmt::format(
+          "{}: the server closed the TLS connection without answering{} ({})", what,
+          asked ? ": it requires a client certificate (mutual TLS) that it accepts"
+                : "; if it requires a client certificate (mutual TLS), it accepts none this "
+                  "client has",
+          detail));
+    }
     switch (code) {
       case CURLE_COULDNT_RESOLVE_HOST:
         return Unavailable(fmt::format(

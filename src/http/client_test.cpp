@@ -427,9 +427,25 @@ TEST(ClientTest, AServerThatNeverAnswersTimesOutWithinTheReadTimeout) {
   EXPECT_LT(took, milliseconds(2500));
 }
 
-TEST(ClientTest, ABodyThatStallsTimesOut) {
+TEST(ClientTest, ASilentAnswerTimesOutOnAKeptAliveConnection) {
+  TestServer server;
+  auto client = MakeClient(ClientOptions{.read_timeout = milliseconds(600)});
+  auto first = client->Send(Get(server.Url("/port")));
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  const auto start = SteadyClock::now();
+  auto response = client->Send(Get(server.Url("/stall-head")));
+  ASSERT_FALSE(response.ok());
+  EXPECT_EQ(response.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(response.status().message().find("read timeout"), std::string::npos)
+      << response.status().message();
+  EXPECT_LT(SteadyClock::now() - start, milliseconds(2500));
+}
+
+TEST(ClientTest, ABodyThatStallsTimesOutOnAKeptAliveConnectionToo) {
   TestServer server;
   auto client = MakeClient(ClientOptions{.read_timeout = milliseconds(700)});
+  auto first = client->Send(Get(server.Url("/port")));
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
   const auto start = SteadyClock::now();
   auto response = client->Send(Get(server.Url("/stall-body")));
   ASSERT_FALSE(response.ok());
@@ -511,6 +527,41 @@ TEST(ClientTlsTest, HttpsToAPlainPortSaysItAnswersPlainHttp) {
   ASSERT_FALSE(response.ok());
   EXPECT_EQ(response.status().code(), StatusCode::kUnavailable);
   EXPECT_NE(response.status().message().find("plain HTTP"), std::string::npos)
+      << response.status().message();
+}
+
+}  // namespace
+}  // namespace perch::http
+
+namespace perch::http {
+namespace {
+
+class MutualTlsTest : public ::testing::Test {
+ protected:
+  MutualTlsTest() : dir_(TempDir("mtls")), server_({"--tls", dir_.string(), "--mtls"}) {}
+  ~MutualTlsTest() override { fs::remove_all(dir_); }
+  std::string File(const std::string& name) const { return (dir_ / name).string(); }
+
+  fs::path dir_;
+  TestServer server_;
+};
+
+TEST_F(MutualTlsTest, PresentsTheClientCertificate) {
+  auto client = MakeClient(ClientOptions{
+      .ca_file = File("ca.pem"), .cert_file = File("client.pem"), .key_file = File("client.key")});
+  auto response = client->Send(Get(server_.Url("/port", "https")));
+  ASSERT_TRUE(response.ok()) << response.status().ToString();
+  EXPECT_EQ(response->status, 200);
+}
+
+TEST_F(MutualTlsTest, WithoutACertificateTheServerRefusesTheClient) {
+  auto response = MakeClient(ClientOptions{.ca_file = File("ca.pem")})
+                      ->Send(Get(server_.Url("/port", "https")));
+  ASSERT_FALSE(response.ok());
+  EXPECT_EQ(response.status().code(), StatusCode::kUnavailable) << response.status().ToString();
+  EXPECT_NE(response.status().message().find(server_.Url("", "https")), std::string::npos)
+      << response.status().message();
+  EXPECT_NE(response.status().message().find("client certificate"), std::string::npos)
       << response.status().message();
 }
 

@@ -3,8 +3,9 @@
 
 Prints its port on the first line of stdout once it listens, then serves
 until killed. With --tls DIR it makes a CA and a server certificate for
-127.0.0.1 (not localhost) with the openssl CLI into DIR (ca.pem, server.pem,
-server.key) and serves HTTPS.
+127.0.0.1 (not localhost), and a client certificate, with the openssl CLI
+into DIR (ca.pem, server.pem, server.key, client.pem, client.key) and serves
+HTTPS; --mtls also requires the client's certificate.
 
 Routes:
   GET  /port               the client's TCP port (keep-alive: same port twice)
@@ -13,6 +14,7 @@ Routes:
   GET  /headers            two Set-Cookie headers and X-One
   GET  /redirect?n=K       K redirects, then /port
   GET  /status?code=C      answers C with a JSON error body
+  GET  /stall-head         answers nothing for 30 s
   GET  /stall-body         sends a head with Content-Length: 10 and 3 bytes, then waits
   GET  /short              a Content-Length larger than the body, then closes
   HEAD /anything           the head of the GET, Content-Length included
@@ -46,6 +48,12 @@ def make_certificates(directory):
         f.write("subjectAltName=IP:127.0.0.1\n")
     run("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
         "-out", cert, "-days", "2", "-extfile", ext)
+    # A client certificate for mutual TLS, signed by the same CA.
+    client_key, client_csr = os.path.join(directory, "client.key"), os.path.join(directory, "client.csr")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", client_key, "-out", client_csr,
+        "-subj", "/CN=perch test client")
+    run("x509", "-req", "-in", client_csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+        "-out", os.path.join(directory, "client.pem"), "-days", "2")
     return cert, key
 
 
@@ -93,6 +101,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             code = int(query.get("code", "404"))
             return self.answer(code, json.dumps({"error": "as asked", "code": "NotFound"}).encode(),
                                "application/json")
+        if url.path == "/stall-head":
+            time.sleep(30)
+            return
         if url.path == "/stall-body":
             self.send_response(200)
             self.send_header("Content-Length", "10")
@@ -139,6 +150,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--tls", metavar="DIR")
+    parser.add_argument("--mtls", action="store_true", help="with --tls: require a client "
+                        "certificate signed by the CA (DIR/client.pem, DIR/client.key)")
     args = parser.parse_args()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
@@ -146,6 +159,9 @@ def main():
         cert, key = make_certificates(args.tls)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
+        if args.mtls:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(os.path.join(args.tls, "ca.pem"))
         server.socket = context.wrap_socket(server.socket, server_side=True)
     print(server.server_address[1], flush=True)
     server.serve_forever()
