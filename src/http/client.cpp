@@ -62,10 +62,19 @@ struct CurlCleanup {
 };
 using CurlHandle = std::unique_ptr<CURL, CurlCleanup>;
 
+struct ForgetOptions {
+  CURL* curl;
+  ~ForgetOptions() { curl_easy_reset(curl); }
+};
+
 // Frees what one Send allocates in libcurl, whatever way it returns.
 struct HeaderList {
-  curl_slist* list = nullptr;
+  HeaderList() = default;
+  HeaderList(const HeaderList&) = delete;
+  HeaderList& operator=(const HeaderList&) = delete;
   ~HeaderList() { curl_slist_free_all(list); }
+
+  curl_slist* list = nullptr;
   bool Append(const std::string& line) {
     curl_slist* grown = curl_slist_append(list, line.c_str());
     if (grown == nullptr) {
@@ -283,9 +292,10 @@ class Client::Impl {
       return InvalidArgument(
           fmt::format("'{}' is not an http:// or https:// URL", request.url.substr(0, 200)));
     }
-    // Reset forgets the last request's options but keeps the connections,
+    // Declared first, so it runs last: the handle forgets this request's
+    // options (which point at the locals below) but keeps its connections,
     // so the next call to the same server reuses one.
-    curl_easy_reset(curl_);
+    const ForgetOptions forget{curl_};
     Transfer transfer;
     transfer.curl = curl_;
     transfer.request = &request;
@@ -342,6 +352,11 @@ class Client::Impl {
     const bool has_body = !head && HasBody(request);
     bool content_type = false;
     for (const auto& [name, value] : request.headers.fields()) {
+      if (name.find_first_of(":\r\n") != std::string::npos ||
+          value.find_first_of("\r\n") != std::string::npos) {
+        return InvalidArgument(
+            fmt::format("the request header '{}' holds a line break or ':'", name.substr(0, 100)));
+      }
       if (SameName(name, "Content-Length")) {
         continue;  // libcurl sends the body's own length
       }

@@ -354,6 +354,16 @@ TEST(ClientTest, SendsMemoryBodiesAndEmptyPostsWithAContentLength) {
   EXPECT_NE(response->body.find("\"method\": \"DELETE\""), std::string::npos) << response->body;
 }
 
+TEST(ClientTest, RefusesHeadersThatWouldSplitTheRequest) {
+  TestServer server;
+  ClientRequest request = Get(server.Url("/port"));
+  request.headers.Set("X-Evil", "a\r\nHost: elsewhere");
+  auto response = MakeClient()->Send(request);
+  ASSERT_FALSE(response.ok());
+  EXPECT_EQ(response.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(response.status().message().find("X-Evil"), std::string::npos);
+}
+
 TEST(ClientTest, AnErrorStatusIsAResponseNotAFailure) {
   TestServer server;
   auto response = MakeClient()->Send(Get(server.Url("/status?code=404")));
