@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import requests
 
+from fleet_harness import create_location, fleet_agent
 from harness import PERCH_BIN, WAKEWORD_MODELS, free_port, wait_for
 from registry_harness import (REGISTRY_BIN, REGISTRY_READY_TIMEOUT, digest_of,
                               files_of, perch)
@@ -315,4 +316,36 @@ def test_fleet_commands_over_https(hubs, certificates):
             run("locations", "--hub", front.url, "--token", hub.admin_token))
         assert f"hub {front.url}" in message
     finally:
+        front.stop()
+
+
+def test_an_agent_takes_its_models_from_an_https_hub_with_the_ca_file(
+        hubs, certificates, tmp_path):
+    hub = hubs.start()
+    enrolment = create_location(hub, "tls-site")
+    front = TlsFront(hub.port, str(certificates["cert"]), str(certificates["key"]))
+    trusting = fleet_agent(tmp_path, front.url, enrolment, "trusting", tmp_path / "state-1")
+    trusting.command += ["--ca-file", str(certificates["ca"])]
+    refusing = fleet_agent(tmp_path, front.url, enrolment, "refusing", tmp_path / "state-2")
+    try:
+        trusting.start()
+        refusing.start()
+
+        def enrolled():
+            listed = hub.request("GET", "/api/v1/devices")
+            return listed.status_code == 200 and \
+                "trusting" in [d["name"] for d in listed.json()]
+        if not wait_for(enrolled, 30):
+            pytest.fail("the agent with --ca-file did not enrol over https\n"
+                        + trusting.logs())
+        if not wait_for(lambda: UNTRUSTED in refusing.logs(), 30):
+            pytest.fail("the agent without the CA did not say why it cannot reach the hub\n"
+                        + refusing.logs())
+        assert "--ca-file" in refusing.logs()
+        names = [d["name"] for d in hub.request("GET", "/api/v1/devices").json()]
+        assert "refusing" not in names
+    finally:
+        for agent in (trusting, refusing):
+            if agent.process is not None:
+                assert agent.stop() == 0, agent.logs()
         front.stop()
