@@ -361,7 +361,7 @@ class Client::Impl {
         continue;  // libcurl sends the body's own length
       }
       content_type = content_type || SameName(name, "Content-Type");
-      if (!headers.Append(name + ": " + value)) {
+      if (!headers.Append(fmt::format("{}: {}", name, value))) {
         return ResourceExhausted("out of memory building the request headers");
       }
     }
