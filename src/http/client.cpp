@@ -197,9 +197,13 @@ size_t OnRead(char* buffer, size_t size, size_t count, void* user) {
   } else {
     transfer.file.read(buffer, static_cast<std::streamsize>(wanted));
     if (static_cast<uint64_t>(transfer.file.gcount()) != wanted) {
-      transfer.callback_error =
-          fmt::format("{} ended before the {} bytes to send", transfer.request->file->path.string(),
-                      transfer.body_length);
+      try {
+        transfer.callback_error =
+            fmt::format("{} ended before the {} bytes to send",
+                        transfer.request->file->path.string(), transfer.body_length);
+      } catch (const std::exception&) {
+        transfer.callback_error = "the file to send ended early";
+      }
       return CURL_READFUNC_ABORT;
     }
   }
@@ -544,7 +548,7 @@ class Client::Impl {
   CURL* const curl_;  // handle_'s, for brevity
 };
 
-Result<std::unique_ptr<Client>> Client::Create(ClientOptions options) {
+Result<std::unique_ptr<Client>> Client::Create(ClientOptions options) try {
   for (const auto& [flag, path] :
        {std::pair<const char*, const std::string&>{"CA", options.ca_file},
         {"client certificate", options.cert_file},
@@ -565,6 +569,8 @@ Result<std::unique_ptr<Client>> Client::Create(ClientOptions options) {
   }
   return std::unique_ptr<Client>(
       new Client(std::make_unique<Impl>(std::move(options), std::move(curl))));
+} catch (const std::exception& error) {
+  return Internal(fmt::format("cannot create an HTTP client: {}", error.what()));
 }
 
 Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
