@@ -64,7 +64,8 @@ def non_loopback_address():
 
 
 class TlsRegistry:
-    """Distribution serving https on `address`, with `cert` and `key`."""
+    """Distribution serving https on `address`, with `cert` and `key`
+    (plain http when `cert` is None)."""
 
     def __init__(self, workdir, address, ca, cert, key):
         self.workdir = Path(workdir)
@@ -86,10 +87,10 @@ storage:
     rootdirectory: {self.workdir / "storage"}
 http:
   addr: {self.host}
-  tls:
+""" + (f"""  tls:
     certificate: {self.cert}
     key: {self.key}
-""")
+""" if self.cert else ""))
         self._log = open(self.workdir / "registry.log", "ab")
         self.process = subprocess.Popen([str(REGISTRY_BIN), "serve", str(config)],
                                         stdout=self._log, stderr=self._log)
@@ -103,7 +104,8 @@ http:
         if self.process.poll() is not None:
             pytest.fail("Distribution exited:\n" + (self.workdir / "registry.log").read_text())
         try:
-            return requests.get(f"https://{self.host}/v2/", verify=str(self.ca),
+            scheme = "https" if self.cert else "http"
+            return requests.get(f"{scheme}://{self.host}/v2/", verify=str(self.ca),
                                 timeout=1).status_code == 200
         except requests.RequestException:
             return False
@@ -257,6 +259,20 @@ def test_plain_http_to_the_tls_registry_says_what_it_got(registry):
     result = run("ls", registry.host, "--insecure")
     assert result.returncode != 0
     assert "HTTP request to an HTTPS server" in result.stderr, result.stderr
+
+
+def test_a_plain_registry_beyond_loopback_is_refused_saying_insecure(
+        registry, certificates, tmp_path):
+    plain = TlsRegistry(tmp_path, certificates["address"], certificates["ca"], None,
+                        None).start()
+    try:
+        result = run("ls", plain.host)
+        assert result.returncode != 0
+        assert "TLS handshake failed" in result.stderr, result.stderr
+        assert "needs --insecure" in result.stderr, result.stderr
+        assert run("ls", plain.host, "--insecure").returncode == 0
+    finally:
+        plain.stop()
 
 
 def test_a_ca_file_that_does_not_exist_is_a_flag_error(tmp_path):
