@@ -14,10 +14,10 @@
 // every --poll-interval seconds, both divided by --compression, each device
 // at its own random phase. Pacing is open loop: every request has a scheduled
 // send time and its latency is measured from that time, so a stalled server
-// is charged for the requests it delayed (no coordinated omission). Like
-// perch's HubClient (httplib::Client defaults), every request opens its own
-// connection unless --keep-alive. `--target healthz` sends GET /healthz on
-// the same schedule instead and skips phase 1: the bare HTTP cost.
+// is charged for the requests it delayed (no coordinated omission). Every
+// request opens its own connection (the worst case) unless --keep-alive
+// (what perch's HubClient does: one kept-alive http::Client per agent). `--target healthz` sends
+// GET /healthz on the same schedule instead and skips phase 1: the bare HTTP cost.
 //
 //   bench_fleet_load --url http://127.0.0.1:PORT [--admin-token T]
 //       [--devices 10000] [--locations 10] [--interval 10] [--poll-interval 5]
@@ -28,8 +28,6 @@
 // {"event":"measure_start"} when the measured window opens and one when it
 // closes (the runner samples the hub's CPU between them), then the results
 // as one JSON object on the last line.
-#include <httplib.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -43,6 +41,8 @@
 #include <thread>
 #include <utility>
 #include <vector>
+
+#include "http/client.h"
 
 namespace {
 
@@ -174,47 +174,58 @@ class Connector {
  public:
   explicit Connector(const Options& options) : options_(options) {}
 
-  httplib::Result Send(const std::string& method, const std::string& path,
-                       const httplib::Headers& headers, const std::string& body = "") {
-    std::unique_ptr<httplib::Client> fresh;
-    httplib::Client* client = nullptr;
+  perch::Result<perch::http::ClientResponse> Send(const std::string& method,
+                                                  const std::string& path,
+                                                  const perch::http::Headers& headers,
+                                                  const std::string& body = "") {
+    std::unique_ptr<perch::http::Client> fresh;
+    perch::http::Client* client = nullptr;
     if (options_.keep_alive) {
       if (!kept_) {
         kept_ = MakeClient();
-        kept_->set_keep_alive(true);
       }
       client = kept_.get();
     } else {
       fresh = MakeClient();
       client = fresh.get();
     }
-    if (method == "GET") {
-      return client->Get(path.c_str(), headers);
+    perch::http::ClientRequest request;
+    request.method = method;
+    request.url = "http://" + options_.host + ":" + std::to_string(options_.port) + path;
+    request.headers = headers;
+    if (method != "GET") {
+      request.headers.Set("Content-Type", "application/json");
+      request.body = body;
     }
-    if (method == "PUT") {
-      return client->Put(path.c_str(), headers, body, "application/json");
-    }
-    return client->Post(path.c_str(), headers, body, "application/json");
+    return client->Send(request);
   }
 
  private:
-  std::unique_ptr<httplib::Client> MakeClient() const {
-    auto client = std::make_unique<httplib::Client>(options_.host, options_.port);
-    client->set_connection_timeout(10, 0);
-    client->set_read_timeout(30, 0);
-    client->set_write_timeout(30, 0);
-    return client;
+  std::unique_ptr<perch::http::Client> MakeClient() const {
+    auto client = perch::http::Client::Create(perch::http::ClientOptions{
+        .connect_timeout = std::chrono::seconds(10),
+        .read_timeout = std::chrono::seconds(30),
+    });
+    if (!client.ok()) {
+      Die(client.status().message());
+    }
+    return std::move(client).value();
   }
 
   const Options& options_;
-  std::unique_ptr<httplib::Client> kept_;
+  std::unique_ptr<perch::http::Client> kept_;
 };
 
-httplib::Headers Bearer(const std::string& token) { return {{"Authorization", "Bearer " + token}}; }
+perch::http::Headers Bearer(const std::string& token) {
+  perch::http::Headers headers;
+  headers.Set("Authorization", "Bearer " + token);
+  return headers;
+}
 
-json Expect(httplib::Result result, int status, const std::string& what) {
-  if (!result) {
-    Die(what + ": " + httplib::to_string(result.error()));
+json Expect(const perch::Result<perch::http::ClientResponse>& result, int status,
+            const std::string& what) {
+  if (!result.ok()) {
+    Die(what + ": " + result.status().message());
   }
   if (result->status != status) {
     Die(what + ": HTTP " + std::to_string(result->status) + " " + result->body.substr(0, 300));
@@ -260,7 +271,7 @@ void UpdateDesired(SimDevice& device, const json& state) {
 json Setup(const Options& options, std::vector<std::unique_ptr<SimDevice>>& devices) {
   const auto start = Clock::now();
   Connector admin(options);
-  const httplib::Headers admin_auth = Bearer(options.admin_token);
+  const perch::http::Headers admin_auth = Bearer(options.admin_token);
   std::vector<std::string> enrolment_tokens;
   for (int i = 0; i < options.locations; ++i) {
     const json spec = {{"name", LocationName(i)},
@@ -506,29 +517,29 @@ json Load(const Options& options, std::vector<std::unique_ptr<SimDevice>>& devic
       std::string error;
       if (options.healthz) {
         const auto result = connector.Send("GET", "/healthz", {});
-        if (!result) {
-          error = httplib::to_string(result.error());
+        if (!result.ok()) {
+          error = result.status().message();
         } else if (result->status != 200) {
           error = "HTTP " + std::to_string(result->status);
         }
       } else if (event.heartbeat) {
         const auto result = connector.Send("POST", "/api/v1/devices/" + device.name + "/heartbeat",
                                            Bearer(device.token), HeartbeatBody(device, rng));
-        if (!result) {
-          error = httplib::to_string(result.error());
+        if (!result.ok()) {
+          error = result.status().message();
         } else if (result->status != 204) {
           error = "HTTP " + std::to_string(result->status) + " " + result->body.substr(0, 200);
         }
       } else {
-        httplib::Headers headers = Bearer(device.token);
+        perch::http::Headers headers = Bearer(device.token);
         {
           std::lock_guard lock(device.mutex);
-          headers.emplace("If-None-Match", "\"" + device.etag + "\"");
+          headers.Set("If-None-Match", "\"" + device.etag + "\"");
         }
         const auto result =
             connector.Send("GET", "/api/v1/devices/" + device.name + "/desired-state", headers);
-        if (!result) {
-          error = httplib::to_string(result.error());
+        if (!result.ok()) {
+          error = result.status().message();
         } else if (result->status == 304) {
           ++samples.not_modified;
         } else if (result->status == 200) {

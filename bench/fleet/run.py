@@ -195,9 +195,9 @@ def report(ctx, runs):
     setup = fleet[0]["setup"]
     hb_rate = a.devices * a.compression / a.interval
     poll_rate = a.devices * a.compression / a.poll_interval
-    connections = ("one keep-alive connection per client thread (--keep-alive)" if a.keep_alive
-                   else "a new TCP connection per request, as perch's agent (HubClient on "
-                        "httplib::Client defaults) does")
+    connections = ("one keep-alive connection per client thread (--keep-alive), as perch's "
+                   "agent (HubClient on one kept-alive http::Client) does" if a.keep_alive
+                   else "a new TCP connection per request (the worst case)")
     lines = [
         f"Written by `bench/fleet/run.py` (see bench/README.md). {a.devices} simulated devices "
         f"in {a.locations} locations, enrolled through `POST /api/v1/enrol`; "
@@ -267,8 +267,7 @@ def report(ctx, runs):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--perch", default=str(ROOT / "build" / "perch"))
-    parser.add_argument("--load", help="bench_fleet_load (default: build/bench/, else "
-                        "build/bench-standalone/)")
+    parser.add_argument("--load", help="bench_fleet_load (default: build/bench/)")
     parser.add_argument("--work", default=str(ROOT / "build" / "bench-work" / "fleet"))
     parser.add_argument("--results", default=str(ROOT / "bench" / "RESULTS.md"))
     parser.add_argument("--no-results", action="store_true")
@@ -307,13 +306,11 @@ def main():
     if not perch.exists():
         parser.error(f"{perch} does not exist: build first (see bench/README.md)")
     candidates = [Path(args.load)] if args.load else [
-        perch.parent / "bench" / "bench_fleet_load", ROOT / "build" / "bench" / "bench_fleet_load",
-        ROOT / "build" / "bench-standalone" / "bench_fleet_load"]
+        perch.parent / "bench" / "bench_fleet_load", ROOT / "build" / "bench" / "bench_fleet_load"]
     found = [c for c in candidates if c.exists()]
     if not found:
         parser.error("bench_fleet_load not found in " + ", ".join(map(str, candidates)) +
-                     ": build the main tree, or `cmake -S bench -B build/bench-standalone && "
-                     "cmake --build build/bench-standalone --target bench_fleet_load`")
+                     ": build the main tree (`cmake --build build --target bench_fleet_load`)")
     ctx.load = found[0].resolve()
     # A private copy of perch, so that a rebuild during the run changes nothing.
     bench.PERCH_COMMIT = bench.current_commit()

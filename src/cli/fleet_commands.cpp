@@ -20,6 +20,7 @@ namespace {
 struct HubFlags {
   std::string url = "http://127.0.0.1:8080";
   std::string token;
+  std::string ca_file;
   bool json = false;
 };
 
@@ -28,6 +29,7 @@ void AddHubFlags(CLI::App& app, HubFlags& flags) {
       ->envname("PERCH_HUB")
       ->capture_default_str();
   app.add_option("--token", flags.token, "The hub's admin token")->envname("PERCH_TOKEN");
+  AddCaFileFlag(app, flags.ca_file);
   app.add_flag("--json", flags.json, "Print JSON instead of a table");
 }
 
@@ -37,7 +39,8 @@ int Fail(const Status& status) {
 }
 
 Result<std::unique_ptr<HubClient>> Connect(const HubFlags& flags) {
-  return HubClient::Create(HubClientOptions{.url = flags.url, .token = flags.token});
+  return HubClient::Create(
+      HubClientOptions{.url = flags.url, .token = flags.token, .ca_file = flags.ca_file});
 }
 
 // Runs `call` against the hub and prints its answer with `print`.

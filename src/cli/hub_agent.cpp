@@ -158,7 +158,7 @@ Result<std::unique_ptr<FleetAgent>> OpenHubAgent(const HubAgentFlags& flags,
   FleetAgentOptions options{
       .hub_url = flags.url,
       .enrolment_token = registry.token,
-      .ca_file = {},
+      .ca_file = registry.ca_file,
       .state = state,
       .device = DeviceSpec{.name = name,
                            .labels = labels,

@@ -1,7 +1,6 @@
 // `perch infer`: one request to a running agent over REST, inputs from
 // .npy files (sent as binary tensors) or .json files, outputs printed as JSON.
 #include <fmt/format.h>
-#include <httplib.h>
 
 #include <cstdio>
 #include <fstream>
@@ -12,7 +11,10 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/registry_flags.h"
 #include "core/status.h"
+#include "http/client.h"
+#include "http/errors.h"
 #include "tensor/npy.h"
 #include "tensor/tensor.h"
 
@@ -27,6 +29,7 @@ struct InferOptions {
   std::vector<std::string> outputs;
   std::string url = "http://127.0.0.1:8000";
   std::string version;
+  std::string ca_file;
   double timeout_seconds = 60;
 };
 
@@ -59,56 +62,83 @@ Result<Shape> ShapeOfNested(const json& value) {
 
 class Client {
  public:
-  Client(const InferOptions& options) : options_(options), http_(options.url) {
-    const auto seconds = static_cast<time_t>(options.timeout_seconds);
-    http_.set_connection_timeout(seconds, 0);
-    http_.set_read_timeout(seconds, 0);
-    http_.set_write_timeout(seconds, 0);
+  // InvalidArgument for an unreadable --ca-file.
+  static Result<std::unique_ptr<Client>> Create(const InferOptions& options) {
+    const auto timeout = std::chrono::milliseconds(
+        static_cast<int64_t>(std::max(options.timeout_seconds * 1000, 1.0)));
+    PERCH_ASSIGN_OR_RETURN(auto http, http::Client::Create(http::ClientOptions{
+                                          .ca_file = options.ca_file,
+                                          .connect_timeout = timeout,
+                                          .read_timeout = timeout,
+                                      }));
+    return std::make_unique<Client>(options, std::move(http));
   }
 
-  std::string ModelPath() const {
-    std::string path = "/v2/models/" + options_.model;
-    if (!options_.version.empty()) {
-      path += "/versions/" + options_.version;
+  Client(const InferOptions& options, std::unique_ptr<http::Client> http)
+      : options_(options), http_(std::move(http)) {
+    base_ = options.url;
+    while (base_.ends_with('/')) {
+      base_.pop_back();
     }
-    return path;
+  }
+
+  std::string ModelUrl() const {
+    std::string url = base_ + "/v2/models/" + options_.model;
+    if (!options_.version.empty()) {
+      url += "/versions/" + options_.version;
+    }
+    return url;
   }
 
   // The body of a 200 answer, or the server's error.
-  Result<std::string> Call(const httplib::Result& result) const {
-    if (!result) {
-      return Unavailable(
-          fmt::format("cannot reach {}: {}", options_.url, httplib::to_string(result.error())));
+  Result<std::string> Call(const http::ClientRequest& request) const {
+    // A transport failure's message names the URL and the cause.
+    PERCH_ASSIGN_OR_RETURN(http::ClientResponse result, http_->Send(request));
+    if (result.status != 200) {
+      const auto body = json::parse(result.body, nullptr, false);
+      const std::string message =
+          body.is_object() && body.contains("error") && body["error"].is_string()
+              ? body["error"].get<std::string>()
+              : result.body.substr(0, 500);
+      return Status(http::StatusCodeForHttp(result.status),
+                    fmt::format("HTTP {}: {}", result.status, message));
     }
-    if (result->status != 200) {
-      const auto body = json::parse(result->body, nullptr, false);
-      const std::string message = body.is_object() && body.contains("error")
-                                      ? body["error"].get<std::string>()
-                                      : result->body;
-      return Status(result->status == 404 ? StatusCode::kNotFound : StatusCode::kInvalidArgument,
-                    fmt::format("HTTP {}: {}", result->status, message));
-    }
-    return result->body;
+    return std::move(result.body);
   }
 
   Result<json> Metadata() {
-    PERCH_ASSIGN_OR_RETURN(const std::string body, Call(http_.Get(ModelPath())));
-    return json::parse(body);
+    http::ClientRequest request;
+    request.url = ModelUrl();
+    PERCH_ASSIGN_OR_RETURN(const std::string body, Call(request));
+    return ParseAnswer(body);
   }
 
-  Result<std::string> Infer(const std::string& body, size_t json_size) {
-    httplib::Headers headers;
+  Result<std::string> Infer(std::string body, size_t json_size) {
+    http::ClientRequest request;
+    request.method = "POST";
+    request.url = ModelUrl() + "/infer";
     if (json_size != body.size()) {
-      headers.emplace("Inference-Header-Content-Length", std::to_string(json_size));
+      request.headers.Set("Inference-Header-Content-Length", std::to_string(json_size));
     }
-    return Call(
-        http_.Post(ModelPath() + "/infer", headers, body,
-                   json_size != body.size() ? "application/octet-stream" : "application/json"));
+    request.headers.Set("Content-Type",
+                        json_size != body.size() ? "application/octet-stream" : "application/json");
+    request.body = std::move(body);
+    return Call(request);
+  }
+
+  Result<json> ParseAnswer(const std::string& body) const {
+    json value = json::parse(body, nullptr, false);
+    if (value.is_discarded()) {
+      return Internal(fmt::format("{} answered something that is not JSON: {}", options_.url,
+                                  body.substr(0, 200)));
+    }
+    return value;
   }
 
  private:
   const InferOptions& options_;
-  httplib::Client http_;
+  const std::unique_ptr<http::Client> http_;
+  std::string base_;  // the URL without a trailing '/'
 };
 
 // Adds the input `name` from a .json file: a full tensor object, or a bare
@@ -142,7 +172,8 @@ Status AddJsonInput(const std::string& name, const std::string& text, Client& cl
 }
 
 Result<json> Run(const InferOptions& options) {
-  Client client(options);
+  PERCH_ASSIGN_OR_RETURN(const std::unique_ptr<Client> made, Client::Create(options));
+  Client& client = *made;
   json request = {{"inputs", json::array()}};
   std::string binary;
   for (const auto& spec : options.inputs) {
@@ -175,8 +206,8 @@ Result<json> Run(const InferOptions& options) {
   std::string body = request.dump();
   const size_t json_size = body.size();
   body += binary;
-  PERCH_ASSIGN_OR_RETURN(const std::string answer, client.Infer(body, json_size));
-  return json::parse(answer);
+  PERCH_ASSIGN_OR_RETURN(const std::string answer, client.Infer(std::move(body), json_size));
+  return client.ParseAnswer(answer);
 }
 
 }  // namespace
@@ -193,7 +224,9 @@ CommandRunner AddInferCommand(CLI::App& app) {
       ->envname("PERCH_URL")
       ->capture_default_str();
   app.add_option("--model-version", options->version, "Model version (default: the newest)");
-  app.add_option("--timeout", options->timeout_seconds, "Seconds to wait for the answer")
+  AddCaFileFlag(app, options->ca_file);
+  app.add_option("--timeout", options->timeout_seconds,
+                 "Seconds to wait for the connection, and then for each next byte of the answer")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   return [options] {

@@ -2,7 +2,6 @@
 // For each concurrency level it keeps that many requests in flight for a
 // fixed time and reports throughput and latency percentiles.
 #include <fmt/format.h>
-#include <httplib.h>
 
 #include <algorithm>
 #include <atomic>
@@ -19,7 +18,9 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/registry_flags.h"
 #include "core/status.h"
+#include "http/client.h"
 #include "tensor/json_codec.h"
 #include "tensor/tensor.h"
 
@@ -45,6 +46,7 @@ struct PerfOptions {
   std::string duration = "10s";
   std::string warmup = "2s";
   std::string input_data;
+  std::string ca_file;
   bool binary = false;
   bool csv = false;
   bool json_output = false;
@@ -96,25 +98,46 @@ class Sender {
   virtual std::optional<std::string> Send() = 0;
 };
 
+// The REST address without a trailing '/'.
+std::string RestBase(const PerfOptions& options) {
+  std::string base = options.url;
+  while (base.ends_with('/')) {
+    base.pop_back();
+  }
+  return base;
+}
+
+std::string ModelUrl(const PerfOptions& options) {
+  return RestBase(options) + "/v2/models/" + options.model +
+         (options.version.empty() ? "" : "/versions/" + options.version);
+}
+
+Result<std::unique_ptr<http::Client>> MakeHttpClient(const PerfOptions& options) {
+  return http::Client::Create(http::ClientOptions{.ca_file = options.ca_file});
+}
+
 class RestSender final : public Sender {
  public:
-  RestSender(const PerfOptions& options, const std::string& body, size_t json_size)
-      : client_(options.url), body_(body) {
-    client_.set_keep_alive(true);
-    client_.set_tcp_nodelay(true);
-    client_.set_read_timeout(60, 0);
-    path_ = "/v2/models/" + options.model +
-            (options.version.empty() ? "" : "/versions/" + options.version) + "/infer";
+  // Each sender has its own client, so its own kept-alive connection.
+  static Result<std::unique_ptr<Sender>> Create(const PerfOptions& options, const std::string& body,
+                                                size_t json_size) {
+    PERCH_ASSIGN_OR_RETURN(auto client, MakeHttpClient(options));
+    http::ClientRequest request;
+    request.method = "POST";
+    request.url = ModelUrl(options) + "/infer";
+    request.body = body;
+    request.headers.Set("Content-Type", "application/json");
     if (json_size != body.size()) {
-      headers_.emplace("Inference-Header-Content-Length", std::to_string(json_size));
-      content_type_ = "application/octet-stream";
+      request.headers.Set("Inference-Header-Content-Length", std::to_string(json_size));
+      request.headers.Set("Content-Type", "application/octet-stream");
     }
+    return std::unique_ptr<Sender>(new RestSender(std::move(client), std::move(request)));
   }
 
   std::optional<std::string> Send() override {
-    const auto result = client_.Post(path_, headers_, body_, content_type_);
-    if (!result) {
-      return httplib::to_string(result.error());
+    const auto result = client_->Send(request_);
+    if (!result.ok()) {
+      return result.status().message();
     }
     if (result->status != 200) {
       return fmt::format("HTTP {}: {}", result->status, result->body.substr(0, 300));
@@ -123,11 +146,11 @@ class RestSender final : public Sender {
   }
 
  private:
-  httplib::Client client_;
-  const std::string& body_;
-  std::string path_;
-  httplib::Headers headers_;
-  std::string content_type_ = "application/json";
+  RestSender(std::unique_ptr<http::Client> client, http::ClientRequest request)
+      : client_(std::move(client)), request_(std::move(request)) {}
+
+  const std::unique_ptr<http::Client> client_;
+  const http::ClientRequest request_;
 };
 
 #ifdef PERCH_WITH_GRPC
@@ -195,13 +218,14 @@ Result<std::string> RandomRequest(const json& metadata) {
 
 Result<std::string> FetchMetadata(const PerfOptions& options) {
   if (options.protocol == "rest") {
-    httplib::Client client(options.url);
-    const auto result = client.Get("/v2/models/" + options.model +
-                                   (options.version.empty() ? "" : "/versions/" + options.version));
-    if (!result || result->status != 200) {
+    PERCH_ASSIGN_OR_RETURN(auto client, MakeHttpClient(options));
+    http::ClientRequest request;
+    request.url = ModelUrl(options);
+    const auto result = client->Send(request);
+    if (!result.ok() || result->status != 200) {
       return Unavailable(fmt::format("cannot read the metadata of model '{}' from {}: {}",
                                      options.model, options.url,
-                                     result ? result->body : httplib::to_string(result.error())));
+                                     result.ok() ? result->body : result.status().message()));
     }
     return result->body;
   }
@@ -332,7 +356,12 @@ Result<std::vector<LevelResult>> Run(const PerfOptions& options) {
     request_json.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   } else {
     PERCH_ASSIGN_OR_RETURN(const std::string metadata_text, FetchMetadata(options));
-    PERCH_ASSIGN_OR_RETURN(request_json, RandomRequest(json::parse(metadata_text)));
+    const json metadata = json::parse(metadata_text, nullptr, false);
+    if (!metadata.is_object()) {
+      return Unavailable(fmt::format("the metadata of model '{}' from {} is not a JSON object",
+                                     options.model, options.url));
+    }
+    PERCH_ASSIGN_OR_RETURN(request_json, RandomRequest(metadata));
   }
   // Decoding through perch's own codec checks the data and gives raw bytes.
   auto decoded = DecodeJsonInferRequest(request_json, "", 64);
@@ -383,7 +412,8 @@ Result<std::vector<LevelResult>> Run(const PerfOptions& options) {
         continue;
       }
 #endif
-      senders.push_back(std::make_unique<RestSender>(options, rest_body, json_size));
+      PERCH_ASSIGN_OR_RETURN(auto sender, RestSender::Create(options, rest_body, json_size));
+      senders.push_back(std::move(sender));
     }
     if (!options.json_output && !options.csv) {
       std::fprintf(stderr, "measuring concurrency %d for %s...\n", concurrency,
@@ -406,6 +436,7 @@ CommandRunner AddPerfCommand(CLI::App& app) {
   app.add_option("--url", options->url, "REST address")
       ->envname("PERCH_URL")
       ->capture_default_str();
+  AddCaFileFlag(app, options->ca_file);
   app.add_option("--grpc-target", options->grpc_target, "gRPC address")->capture_default_str();
   app.add_option("--concurrency", options->concurrency, "Requests kept in flight, e.g. 1,2,4,8")
       ->delimiter(',')

@@ -13,6 +13,15 @@ void AddRegistryFlags(CLI::App& app, RegistryFlags& flags) {
                  "Seconds to wait for the registry to connect or to send the next bytes")
       ->check(CLI::Range(1, 3600))
       ->capture_default_str();
+  AddCaFileFlag(app, flags.ca_file);
+}
+
+void AddCaFileFlag(CLI::App& app, std::string& ca_file) {
+  app.add_option("--ca-file", ca_file,
+                 "PEM file of the CAs that https:// servers must be signed by, instead of the "
+                 "system's")
+      ->envname("PERCH_CA_FILE")
+      ->check(CLI::ExistingFile);
 }
 
 Result<std::unique_ptr<RegistryClient>> MakeRegistryClient(const std::string& registry,
@@ -21,6 +30,7 @@ Result<std::unique_ptr<RegistryClient>> MakeRegistryClient(const std::string& re
       .registry = registry,
       .insecure = flags.insecure,
       .token = flags.token,
+      .ca_file = flags.ca_file,
       .connect_timeout = std::chrono::seconds(std::min(flags.timeout_seconds, 30)),
       .read_timeout = std::chrono::seconds(flags.timeout_seconds),
       .chunk_size = flags.chunk_size,

@@ -1,5 +1,5 @@
 // Flags every command that talks to a registry shares (--insecure, --token,
-// --timeout), declared once, and the client they configure.
+// --timeout, --ca-file), declared once, and the client they configure.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -14,11 +14,17 @@ namespace perch::cli {
 struct RegistryFlags {
   bool insecure = false;
   std::string token;
+  std::string ca_file;
   int timeout_seconds = 60;
   uint64_t chunk_size = uint64_t{16} << 20;
 };
 
 void AddRegistryFlags(CLI::App& app, RegistryFlags& flags);
+
+// --ca-file (PERCH_CA_FILE): the PEM CAs an https:// server must be signed
+// by, instead of the system's. Every client command takes it (registry,
+// hub, agent); declared here once.
+void AddCaFileFlag(CLI::App& app, std::string& ca_file);
 
 Result<std::unique_ptr<RegistryClient>> MakeRegistryClient(const std::string& registry,
                                                            const RegistryFlags& flags);

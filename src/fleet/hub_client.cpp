@@ -1,37 +1,29 @@
 #include "fleet/hub_client.h"
 
-#include <httplib.h>
-
-#include <exception>
 #include <nlohmann/json.hpp>
 
-#include "core/http_status.h"
 #include "fleet/fleet_json.h"
+#include "http/client.h"
+#include "http/errors.h"
 
 namespace perch {
 namespace {
 
 // The hub's `{"error": ...}` message, or the start of whatever came back.
-std::string ErrorMessage(const httplib::Result& result) {
-  const auto parsed = nlohmann::json::parse(result->body, nullptr, false);
+std::string ErrorMessage(const http::ClientResponse& response) {
+  const auto parsed = nlohmann::json::parse(response.body, nullptr, false);
   if (parsed.is_object() && parsed.contains("error") && parsed["error"].is_string()) {
     return parsed["error"].get<std::string>();
   }
-  return "HTTP " + std::to_string(result->status) + ": " + result->body.substr(0, 200);
+  return "HTTP " + std::to_string(response.status) + ": " + response.body.substr(0, 200);
 }
 
 }  // namespace
 
 class HubClient::Impl {
  public:
-  Impl(HubClientOptions options) : options_(std::move(options)), client_(options_.url) {
-    client_.set_connection_timeout(options_.timeout);
-    client_.set_read_timeout(options_.timeout);
-    client_.set_write_timeout(options_.timeout);
-    if (!options_.ca_file.empty()) {
-      client_.set_ca_cert_path(options_.ca_file);
-    }
-  }
+  Impl(HubClientOptions options, std::unique_ptr<http::Client> http)
+      : options_(std::move(options)), http_(std::move(http)) {}
 
   const HubClientOptions& options() const { return options_; }
   void SetToken(std::string token) { options_.token = std::move(token); }
@@ -41,33 +33,35 @@ class HubClient::Impl {
   Result<std::string> Call(const std::string& method, const std::string& path,
                            const std::string& body = "", const std::string& etag = "",
                            bool* not_modified = nullptr) {
-    try {
-      httplib::Headers headers;
-      if (!options_.token.empty()) {
-        headers.emplace("Authorization", "Bearer " + options_.token);
-      }
-      if (!etag.empty()) {
-        headers.emplace("If-None-Match", "\"" + etag + "\"");
-      }
-      httplib::Result result = method == "GET" ? client_.Get(path, headers)
-                               : method == "PUT"
-                                   ? client_.Put(path, headers, body, "application/json")
-                                   : client_.Post(path, headers, body, "application/json");
-      if (!result) {
-        return Unavailable("hub " + options_.url +
-                           " is unreachable: " + httplib::to_string(result.error()));
-      }
-      if (result->status == 304 && not_modified != nullptr) {
-        *not_modified = true;
-        return std::string();
-      }
-      if (result->status < 200 || result->status >= 300) {
-        return Status(StatusCodeForHttp(result->status), ErrorMessage(result));
-      }
-      return result->body;
-    } catch (const std::exception& error) {
-      return Internal("talking to hub " + options_.url + " failed: " + error.what());
+    http::ClientRequest request;
+    request.method = method;
+    request.url = options_.url + path;
+    if (!options_.token.empty()) {
+      request.headers.Set("Authorization", "Bearer " + options_.token);
     }
+    if (!etag.empty()) {
+      request.headers.Set("If-None-Match", "\"" + etag + "\"");
+    }
+    if (method != "GET") {
+      request.headers.Set("Content-Type", "application/json");
+      request.body = body;
+    }
+    auto result = http_->Send(request);
+    if (!result.ok()) {
+      // "hub http://HOST:PORT is unreachable: ...", "hub http://HOST:PORT: TLS: ..."
+      const std::string& message = result.status().message();
+      return Status(
+          result.status().code(),
+          "hub " + (message.starts_with(options_.url) ? message : options_.url + ": " + message));
+    }
+    if (result->status == 304 && not_modified != nullptr) {
+      *not_modified = true;
+      return std::string();
+    }
+    if (result->status < 200 || result->status >= 300) {
+      return Status(http::StatusCodeForHttp(result->status), ErrorMessage(*result));
+    }
+    return std::move(result->body);
   }
 
   template <typename T, typename Parse>
@@ -84,7 +78,7 @@ class HubClient::Impl {
 
  private:
   HubClientOptions options_;
-  httplib::Client client_;
+  const std::unique_ptr<http::Client> http_;
 };
 
 namespace {
@@ -122,7 +116,14 @@ Result<std::unique_ptr<HubClient>> HubClient::Create(HubClientOptions options) {
     return InvalidArgument("hub URL '" + options.url.substr(0, 200) +
                            "' must be http://HOST[:PORT] or https://HOST[:PORT]");
   }
-  return std::unique_ptr<HubClient>(new HubClient(std::make_unique<Impl>(std::move(options))));
+  const auto timeout = std::chrono::duration_cast<std::chrono::milliseconds>(options.timeout);
+  PERCH_ASSIGN_OR_RETURN(auto http, http::Client::Create(http::ClientOptions{
+                                        .ca_file = options.ca_file,
+                                        .connect_timeout = timeout,
+                                        .read_timeout = timeout,
+                                    }));
+  return std::unique_ptr<HubClient>(
+      new HubClient(std::make_unique<Impl>(std::move(options), std::move(http))));
 }
 
 HubClient::HubClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

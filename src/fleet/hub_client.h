@@ -26,7 +26,7 @@ struct HubClientOptions {
   std::string url{};    // "http://HOST:PORT" or "https://HOST:PORT"
   std::string token{};  // admin, device or enrolment token, as the call needs
   std::chrono::seconds timeout{10};
-  std::string ca_file{};  // https: a CA to trust besides the system's
+  std::string ca_file{};  // https: PEM CAs to trust instead of the system's
 };
 
 class HubClient {

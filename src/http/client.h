@@ -5,10 +5,15 @@
 // and gives up on a server that goes silent.
 //
 // Errors: a transport failure is Unavailable with a message that names the
-// URL and what went wrong ("http://10.0.0.5:8080 is unreachable: connection
-// refused", "... TLS: the server's certificate is not signed by a trusted
-// CA (--ca-file)"); an HTTP answer of any status is a ClientResponse, for
-// the caller to interpret (errors.h's StatusCodeForHttp helps).
+// URL (never its query) and what went wrong. Failures before a connection
+// is up, and TLS failures, start with the origin: "http://10.0.0.5:8080 is
+// unreachable: connection refused ...", "https://10.0.0.5:5000: TLS: the
+// server's certificate is not signed by a trusted CA; pass the CA that
+// signed it with --ca-file ..."; later ones with the method and URL ("GET
+// http://...: the server sent nothing for 60 s (read timeout)"). Callers
+// may replace the origin prefix with their own name for the server. An
+// HTTP answer of any status is a ClientResponse, for the caller to
+// interpret (errors.h's StatusCodeForHttp helps).
 //
 // Threading: one Client is used by one thread at a time; use one per thread.
 #pragma once
@@ -28,11 +33,12 @@
 namespace perch::http {
 
 struct ClientOptions {
-  std::string ca_file;    // PEM CAs to trust instead of the system's; empty: the system's
-  std::string cert_file;  // client certificate (mutual TLS); empty: none
-  std::string key_file;   // its key
-  std::chrono::milliseconds connect_timeout{10'000};
-  // No byte moved for this long (either way): the call fails.
+  std::string ca_file{};    // PEM CAs to trust instead of the system's; empty: the system's
+  std::string cert_file{};  // client certificate (mutual TLS); empty: none
+  std::string key_file{};   // its key
+  std::chrono::milliseconds connect_timeout{10'000};  // TCP and TLS handshake
+  // No byte moved for this long (either way) once connected: the call fails.
+  // Checked about once a second, so it fires up to a second late.
   std::chrono::milliseconds read_timeout{60'000};
   std::string user_agent = "perch";
 };
@@ -48,9 +54,14 @@ struct ClientRequest {
   std::string method = "GET";
   std::string url;  // absolute: http(s)://host[:port]/path?query
   Headers headers;
-  std::string body;               // sent when `file` is unset and the method has a body
+  // Sent when `file` is unset; POST, PUT and PATCH always send a body (a
+  // Content-Length: 0 one when empty), never chunked. Content-Length is set
+  // by the client; header values must not hold line breaks (InvalidArgument).
+  std::string body;
   std::optional<FileSlice> file;  // sent instead of `body`
-  // Called once the status and headers are in; return false to stop before the body.
+  // Called once the status and headers of the final answer are in; return
+  // false to stop before the body: Send then returns the status and headers
+  // without it (and the connection is closed).
   std::function<bool(int status, const Headers& headers)> on_head;
   // Set: the body goes here piece by piece instead of into ClientResponse::body;
   // return false to abort the transfer (the call then fails with Cancelled).
@@ -68,9 +79,12 @@ struct ClientResponse {
   std::string url;  // the final URL, after redirects
 };
 
+// Keeps its connections alive: calls to a server reuse one connection
+// (TLS session included) while the server keeps it open.
 class Client {
  public:
-  // InvalidArgument when a TLS file is given but unreadable.
+  // InvalidArgument when a TLS file is given but unreadable, or a timeout
+  // is not positive.
   static Result<std::unique_ptr<Client>> Create(ClientOptions options);
   ~Client();
   Client(const Client&) = delete;

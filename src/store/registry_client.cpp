@@ -1,14 +1,14 @@
 #include "store/registry_client.h"
 
 #include <fmt/format.h>
-#include <httplib.h>
 
 #include <algorithm>
-#include <fstream>
+#include <cctype>
 #include <map>
 #include <nlohmann/json.hpp>
 
-#include "core/http_status.h"
+#include "http/client.h"
+#include "http/errors.h"
 #include "store/media_types.h"
 #include "store/reference.h"
 
@@ -26,27 +26,6 @@ constexpr int kMaxPages = 10000;
 std::string ManifestAccept() {
   return fmt::format("{}, {}, {}, {}", media_type::kOciManifest, media_type::kOciIndex,
                      media_type::kDockerManifest, media_type::kDockerManifestList);
-}
-
-std::string DescribeTransportError(httplib::Error error) {
-  switch (error) {
-    case httplib::Error::Connection:
-      return "connection refused (or no route to the host)";
-    case httplib::Error::ConnectionTimeout:
-      return "timed out connecting";
-    case httplib::Error::Read:
-      return "the connection broke while reading the answer";
-    case httplib::Error::Write:
-      return "the connection broke while sending";
-    case httplib::Error::SSLConnection:
-      return "the TLS handshake failed (a plain-HTTP registry needs --insecure)";
-    case httplib::Error::SSLServerVerification:
-      return "its TLS certificate is not trusted";
-    case httplib::Error::SSLLoadingCerts:
-      return "the system's CA certificates could not be loaded";
-    default:
-      return httplib::to_string(error);
-  }
 }
 
 // "MANIFEST_UNKNOWN: manifest unknown" out of an OCI error body, or the
@@ -78,22 +57,34 @@ std::string DescribeErrorBody(const std::string& body) {
   return start;
 }
 
-struct Url {
-  std::string origin;  // "http://host:port"
-  std::string path;    // "/v2/...?..."
-};
+// "scheme://host:port" of an absolute URL.
+std::string OriginOf(const std::string& url) {
+  const size_t scheme = url.find("://");
+  return url.substr(0, url.find('/', scheme == std::string::npos ? 0 : scheme + 3));
+}
 
-// Splits an absolute URL, or resolves a path against `origin`.
-Url ResolveUrl(const std::string& origin, const std::string& location) {
-  const size_t scheme = location.find("://");
-  if (scheme == std::string::npos) {
-    return {origin, location.empty() || location.front() != '/' ? "/" + location : location};
+// `location` (absolute, or a path) resolved against the URL it came from.
+std::string ResolveUrl(const std::string& base, const std::string& location) {
+  if (location.find("://") != std::string::npos) {
+    return location;
   }
-  const size_t path = location.find('/', scheme + 3);
-  if (path == std::string::npos) {
-    return {location, "/"};
+  return OriginOf(base) + (location.empty() || location.front() != '/' ? "/" : "") + location;
+}
+
+// How a message names `url`: its path (a registry's own), without the
+// query (a storage URL's signature is a credential).
+std::string WithoutOrigin(const std::string& url) {
+  const std::string path = url.substr(OriginOf(url).size());
+  return path.substr(0, path.find('?'));
+}
+
+// The number in a Content-Length header; nullopt when absent or malformed.
+std::optional<uint64_t> ParseLength(const std::string& text) {
+  if (text.empty() || text.find_first_not_of("0123456789") != std::string::npos ||
+      text.size() > 19) {
+    return std::nullopt;
   }
-  return {location.substr(0, path), location.substr(path)};
+  return std::strtoull(text.c_str(), nullptr, 10);
 }
 
 std::string AppendQuery(const std::string& path, const std::string& query) {
@@ -158,20 +149,6 @@ std::string NextLink(const std::string& header) {
   return header.substr(open + 1, close - open - 1);
 }
 
-Result<std::string> ReadFileRange(const std::filesystem::path& path, uint64_t offset,
-                                  uint64_t length) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return NotFound(fmt::format("cannot open {}", path.string()));
-  }
-  in.seekg(static_cast<std::streamoff>(offset));
-  std::string bytes(length, '\0');
-  if (!in.read(bytes.data(), static_cast<std::streamsize>(length))) {
-    return Internal(fmt::format("cannot read {} bytes at {} of {}", length, offset, path.string()));
-  }
-  return bytes;
-}
-
 }  // namespace
 
 bool IsLoopbackRegistry(const std::string& registry) {
@@ -189,81 +166,95 @@ std::string BlobWriterName(const Digest& digest) {
 
 class RegistryClient::Impl {
  public:
-  explicit Impl(RegistryClientOptions options)
+  Impl(RegistryClientOptions options, std::unique_ptr<http::Client> http)
       : options_(std::move(options)),
         origin_(
             (options_.insecure || IsLoopbackRegistry(options_.registry) ? "http://" : "https://") +
-            options_.registry) {
+            options_.registry),
+        http_(std::move(http)) {
     if (!options_.token.empty()) {
       authorization_ = "Bearer " + options_.token;
     }
   }
 
   const RegistryClientOptions& options() const { return options_; }
+  const std::string& origin() const { return origin_; }
 
-  // A client for `origin`: the registry's own (kept alive between calls) or
-  // a fresh one for a redirect or token realm elsewhere.
-  httplib::Client& ClientFor(const std::string& origin) {
-    auto& slot = clients_[origin];
-    if (!slot) {
-      slot = std::make_unique<httplib::Client>(origin);
-      slot->set_connection_timeout(static_cast<time_t>(options_.connect_timeout.count()), 0);
-      slot->set_read_timeout(static_cast<time_t>(options_.read_timeout.count()), 0);
-      slot->set_write_timeout(static_cast<time_t>(options_.read_timeout.count()), 0);
-      slot->set_keep_alive(true);
-      slot->set_follow_location(false);
-    }
-    return *slot;
-  }
+  // The registry's URL for `path`.
+  std::string Url(const std::string& path) const { return origin_ + path; }
 
-  using Attempt = std::function<httplib::Result(httplib::Client&, const httplib::Headers&)>;
-
-  // Runs `attempt` against the registry with the current credentials; on a
+  // Sends `request` (its url a path on the registry, or an absolute URL)
+  // with the registry's credentials when it goes to the registry; on a
   // Bearer challenge, fetches a token from its realm and tries once more.
-  // With `keep_transport_errors`, a failed transfer comes back as the
-  // failed httplib::Result, for callers that say more than "unreachable".
-  Result<httplib::Result> Call(const std::string& what, httplib::Headers headers,
-                               const Attempt& attempt, bool keep_transport_errors = false) {
+  // Storage elsewhere (a redirect to S3, a CDN) never sees the credentials.
+  // A transport failure is Unavailable naming the registry.
+  Result<http::ClientResponse> Call(http::ClientRequest request) {
+    if (request.url.find("://") == std::string::npos) {
+      request.url = Url(request.url);
+    }
+    const bool ours = OriginOf(request.url) == origin_;
     for (int round = 0; round < 2; ++round) {
-      httplib::Headers sent = headers;
-      if (!authorization_.empty()) {
-        sent.emplace("Authorization", authorization_);
+      if (ours && !authorization_.empty()) {
+        request.headers.Set("Authorization", authorization_);
       }
-      httplib::Result result = attempt(ClientFor(origin_), sent);
-      if (!result) {
-        if (keep_transport_errors && result.error() != httplib::Error::Connection &&
-            result.error() != httplib::Error::ConnectionTimeout) {
-          return result;
-        }
-        return Unreachable(what, result.error());
+      auto sent = http_->Send(request);
+      if (!sent.ok()) {
+        return Transport(sent.status());
       }
-      if (result->status != 401 || round == 1) {
-        return result;
+      if (!ours || sent->status != 401 || round == 1) {
+        return sent;
       }
-      const std::string challenge = result->get_header_value("WWW-Authenticate");
+      const std::string challenge = sent->headers.Value("WWW-Authenticate");
       if (challenge.size() < 7 ||
           !std::equal(challenge.begin(), challenge.begin() + 7, "Bearer ",
                       [](char a, char b) { return std::tolower(a) == std::tolower(b); })) {
-        return result;
+        return sent;
       }
       PERCH_RETURN_IF_ERROR(FetchToken(challenge));
     }
     return Internal("unreachable");
   }
 
-  Status Unreachable(const std::string& what, httplib::Error error) const {
-    return Unavailable(fmt::format("registry {} is unreachable: {} ({})", options_.registry,
-                                   DescribeTransportError(error), what));
+  // `method` `path` with `headers` and nothing else to say.
+  Result<http::ClientResponse> Call(const std::string& method, const std::string& path,
+                                    http::Headers headers = {}) {
+    http::ClientRequest request;
+    request.method = method;
+    request.url = path;
+    request.headers = std::move(headers);
+    return Call(std::move(request));
   }
 
-  Status HttpError(const std::string& what, const httplib::Response& response) const {
-    std::string detail = DescribeErrorBody(response.body);
-    if (response.status == 401) {
+  // The client's failure, said of the registry: "registry HOST is
+  // unreachable: connection refused", "registry HOST: TLS: ...".
+  Status Transport(const Status& status) const {
+    if (status.code() != StatusCode::kUnavailable) {
+      return status;
+    }
+    std::string message = status.message();
+    if (message.starts_with(origin_)) {
+      message = "registry " + options_.registry + message.substr(origin_.size());
+    } else {
+      message = fmt::format("registry {}: {}", options_.registry, message);
+    }
+    if (origin_.starts_with("https://") &&
+        message.find("TLS handshake failed") != std::string::npos) {
+      message += "; a plain-HTTP registry needs --insecure";
+    }
+    return Unavailable(std::move(message));
+  }
+
+  Status HttpError(const std::string& what, int status, const std::string& body) const {
+    std::string detail = DescribeErrorBody(body);
+    if (status == 401) {
       detail += "; pass a token with --token or PERCH_TOKEN";
     }
-    return Status(StatusCodeForHttp(response.status),
+    return Status(http::StatusCodeForHttp(status),
                   fmt::format("registry {}: {} answered HTTP {}{}{}", options_.registry, what,
-                              response.status, detail.empty() ? "" : ": ", detail));
+                              status, detail.empty() ? "" : ": ", detail));
+  }
+  Status HttpError(const std::string& what, const http::ClientResponse& response) const {
+    return HttpError(what, response.status, response.body);
   }
 
   // The anonymous token flow: GET realm?service=...&scope=...
@@ -275,37 +266,40 @@ class RegistryClient::Impl {
                     fmt::format("registry {} asks for a token but names no realm to get it from",
                                 options_.registry));
     }
-    const Url url = ResolveUrl(origin_, realm);
-    std::string path = url.path;
+    http::ClientRequest request;
+    request.url = realm;
     for (const char* key : {"service", "scope"}) {
       if (!params[key].empty()) {
-        path = AppendQuery(path, fmt::format("{}={}", key, UrlEncode(params[key])));
+        request.url = AppendQuery(request.url, fmt::format("{}={}", key, UrlEncode(params[key])));
       }
     }
-    httplib::Result result = ClientFor(url.origin).Get(path);
-    if (!result) {
-      return Unavailable(fmt::format("token service {} is unreachable: {}", url.origin,
-                                     DescribeTransportError(result.error())));
+    const std::string service = OriginOf(realm);
+    auto result = http_->Send(request);
+    if (!result.ok()) {
+      return Unavailable(
+          fmt::format("token service {} failed: {}", service, result.status().message()));
     }
     if (result->status != 200) {
       return Status(StatusCode::kUnauthenticated,
-                    fmt::format("token service {} answered HTTP {}: {}", url.origin, result->status,
+                    fmt::format("token service {} answered HTTP {}: {}", service, result->status,
                                 DescribeErrorBody(result->body)));
     }
     const json body = json::parse(result->body, nullptr, false);
     std::string token;
     if (body.is_object()) {
-      token = body.value("token", body.value("access_token", std::string()));
+      const json& value =
+          body.contains("token") ? body["token"] : body.value("access_token", json());
+      if (value.is_string()) {
+        token = value.get<std::string>();
+      }
     }
     if (token.empty()) {
       return Status(StatusCode::kUnauthenticated,
-                    fmt::format("token service {} answered without a token", url.origin));
+                    fmt::format("token service {} answered without a token", service));
     }
     authorization_ = "Bearer " + token;
     return Status::Ok();
   }
-
-  const std::string& origin() const { return origin_; }
 
   // Follows `Link: <next>` page by page, collecting the strings under `key`.
   Result<std::vector<std::string>> ListPages(std::string path, const char* key,
@@ -314,8 +308,8 @@ class RegistryClient::Impl {
  private:
   const RegistryClientOptions options_;
   const std::string origin_;
+  const std::unique_ptr<http::Client> http_;
   std::string authorization_;
-  std::map<std::string, std::unique_ptr<httplib::Client>> clients_;
 };
 
 RegistryClient::RegistryClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -329,19 +323,21 @@ Result<std::unique_ptr<RegistryClient>> RegistryClient::Create(RegistryClientOpt
   if (options.chunk_size < 1024) {
     return InvalidArgument("the upload chunk size must be at least 1024 bytes");
   }
+  PERCH_ASSIGN_OR_RETURN(auto http, http::Client::Create(http::ClientOptions{
+                                        .ca_file = options.ca_file,
+                                        .connect_timeout = options.connect_timeout,
+                                        .read_timeout = options.read_timeout,
+                                    }));
   return std::unique_ptr<RegistryClient>(
-      new RegistryClient(std::make_unique<Impl>(std::move(options))));
+      new RegistryClient(std::make_unique<Impl>(std::move(options), std::move(http))));
 }
 
 const std::string& RegistryClient::registry() const { return impl_->options().registry; }
 
 Status RegistryClient::Ping() {
-  PERCH_ASSIGN_OR_RETURN(auto result,
-                         impl_->Call("GET /v2/", {}, [](auto& client, const auto& headers) {
-                           return client.Get("/v2/", headers);
-                         }));
-  if (result->status != 200) {
-    return impl_->HttpError("GET /v2/", *result);
+  PERCH_ASSIGN_OR_RETURN(auto result, impl_->Call("GET", "/v2/"));
+  if (result.status != 200) {
+    return impl_->HttpError("GET /v2/", result);
   }
   return Status::Ok();
 }
@@ -349,41 +345,25 @@ Status RegistryClient::Ping() {
 Result<FetchedManifest> RegistryClient::GetManifest(const std::string& repository,
                                                     const std::string& reference) {
   const std::string path = fmt::format("/v2/{}/manifests/{}", repository, reference);
-  std::string body;
-  bool too_big = false;
-  int status = 0;
-  PERCH_ASSIGN_OR_RETURN(auto result,
-                         impl_->Call("GET " + path, {{"Accept", ManifestAccept()}},
-                                     [&](httplib::Client& client, const httplib::Headers& headers) {
-                                       body.clear();
-                                       return client.Get(
-                                           path, headers,
-                                           [&](const httplib::Response& response) {
-                                             status = response.status;
-                                             return true;
-                                           },
-                                           [&](const char* data, size_t length) {
-                                             if (body.size() + length > kMaxManifestBytes) {
-                                               too_big = status == 200;
-                                               return !too_big;
-                                             }
-                                             body.append(data, length);
-                                             return true;
-                                           });
-                                     }));
-  if (too_big) {
+  http::ClientRequest request;
+  request.url = path;
+  request.headers.Set("Accept", ManifestAccept());
+  request.max_body_bytes = kMaxManifestBytes;
+  auto result = impl_->Call(std::move(request));
+  if (!result.ok() && result.status().code() == StatusCode::kResourceExhausted) {
     return InvalidArgument(fmt::format("manifest {}/{}:{} is larger than {} bytes", registry(),
                                        repository, reference, kMaxManifestBytes));
   }
-  result->body = body;
+  PERCH_RETURN_IF_ERROR(result.status());
   if (result->status == 404) {
     return NotFound(fmt::format("{}/{}:{} not found ({})", registry(), repository, reference,
-                                DescribeErrorBody(body)));
+                                DescribeErrorBody(result->body)));
   }
   if (result->status != 200) {
     return impl_->HttpError("GET " + path, *result);
   }
-  FetchedManifest manifest{body, result->get_header_value("Content-Type"), Sha256Of(body)};
+  FetchedManifest manifest{result->body, result->headers.Value("Content-Type"),
+                           Sha256Of(result->body)};
   if (reference.starts_with("sha256:")) {
     if (manifest.digest.str() != reference) {
       return InvalidArgument(
@@ -391,7 +371,7 @@ Result<FetchedManifest> RegistryClient::GetManifest(const std::string& repositor
                       "digest is {}",
                       registry(), repository, reference, manifest.digest.str()));
     }
-  } else if (const std::string named = result->get_header_value("Docker-Content-Digest");
+  } else if (const std::string named = result->headers.Value("Docker-Content-Digest");
              !named.empty() && named != manifest.digest.str()) {
     return InvalidArgument(fmt::format(
         "manifest {}/{}:{}: the registry says its digest is {} but the content hashes to {}",
@@ -403,42 +383,40 @@ Result<FetchedManifest> RegistryClient::GetManifest(const std::string& repositor
 Result<Descriptor> RegistryClient::HeadManifest(const std::string& repository,
                                                 const std::string& reference) {
   const std::string path = fmt::format("/v2/{}/manifests/{}", repository, reference);
-  PERCH_ASSIGN_OR_RETURN(auto result, impl_->Call("HEAD " + path, {{"Accept", ManifestAccept()}},
-                                                  [&](auto& client, const auto& headers) {
-                                                    return client.Head(path, headers);
-                                                  }));
-  if (result->status == 404) {
+  http::Headers accept;
+  accept.Set("Accept", ManifestAccept());
+  PERCH_ASSIGN_OR_RETURN(auto result, impl_->Call("HEAD", path, std::move(accept)));
+  if (result.status == 404) {
     return NotFound(fmt::format("{}/{}:{} not found", registry(), repository, reference));
   }
-  if (result->status != 200) {
-    return impl_->HttpError("HEAD " + path, *result);
+  if (result.status != 200) {
+    return impl_->HttpError("HEAD " + path, result);
   }
-  auto digest = Digest::Parse(result->get_header_value("Docker-Content-Digest"));
-  if (!digest.ok()) {
-    // Without the header, the body is the only way to know the digest.
+  auto digest = Digest::Parse(result.headers.Value("Docker-Content-Digest"));
+  const auto length = ParseLength(result.headers.Value("Content-Length"));
+  if (!digest.ok() || !length) {
+    // Without the headers, the body is the only way to know the digest and size.
     PERCH_ASSIGN_OR_RETURN(const FetchedManifest manifest, GetManifest(repository, reference));
     return Descriptor{manifest.media_type, manifest.digest, manifest.bytes.size(), {}};
   }
-  const std::string length = result->get_header_value("Content-Length");
-  return Descriptor{result->get_header_value("Content-Type"),
-                    *digest,
-                    length.empty() ? 0 : std::stoull(length),
-                    {}};
+  return Descriptor{result.headers.Value("Content-Type"), *digest, *length, {}};
 }
 
 Result<Digest> RegistryClient::PutManifest(const std::string& repository,
                                            const std::string& reference, const std::string& bytes,
                                            const std::string& media_type) {
   const std::string path = fmt::format("/v2/{}/manifests/{}", repository, reference);
-  PERCH_ASSIGN_OR_RETURN(auto result,
-                         impl_->Call("PUT " + path, {}, [&](auto& client, const auto& headers) {
-                           return client.Put(path, headers, bytes, media_type.c_str());
-                         }));
-  if (result->status != 201 && result->status != 200) {
-    return impl_->HttpError("PUT " + path, *result);
+  http::ClientRequest request;
+  request.method = "PUT";
+  request.url = path;
+  request.headers.Set("Content-Type", media_type);
+  request.body = bytes;
+  PERCH_ASSIGN_OR_RETURN(auto result, impl_->Call(std::move(request)));
+  if (result.status != 201 && result.status != 200) {
+    return impl_->HttpError("PUT " + path, result);
   }
   const Digest digest = Sha256Of(bytes);
-  if (const std::string named = result->get_header_value("Docker-Content-Digest");
+  if (const std::string named = result.headers.Value("Docker-Content-Digest");
       !named.empty() && named != digest.str()) {
     return InvalidArgument(fmt::format("registry {} stored the manifest as {}, expected {}",
                                        registry(), named, digest.str()));
@@ -448,21 +426,18 @@ Result<Digest> RegistryClient::PutManifest(const std::string& repository,
 
 Status RegistryClient::DeleteManifest(const std::string& repository, const Digest& digest) {
   const std::string path = fmt::format("/v2/{}/manifests/{}", repository, digest.str());
-  PERCH_ASSIGN_OR_RETURN(auto result,
-                         impl_->Call("DELETE " + path, {}, [&](auto& client, const auto& headers) {
-                           return client.Delete(path, headers);
-                         }));
-  if (result->status == 405) {
+  PERCH_ASSIGN_OR_RETURN(auto result, impl_->Call("DELETE", path));
+  if (result.status == 405) {
     return Status(StatusCode::kPermissionDenied,
                   fmt::format("registry {} does not allow deleting manifests (Distribution: "
                               "set storage.delete.enabled)",
                               registry()));
   }
-  if (result->status == 404) {
+  if (result.status == 404) {
     return NotFound(fmt::format("{}/{}@{} not found", registry(), repository, digest.str()));
   }
-  if (result->status != 202 && result->status != 200) {
-    return impl_->HttpError("DELETE " + path, *result);
+  if (result.status != 202 && result.status != 200) {
+    return impl_->HttpError("DELETE " + path, result);
   }
   return Status::Ok();
 }
@@ -470,18 +445,14 @@ Status RegistryClient::DeleteManifest(const std::string& repository, const Diges
 Result<std::optional<uint64_t>> RegistryClient::BlobSize(const std::string& repository,
                                                          const Digest& digest) {
   const std::string path = fmt::format("/v2/{}/blobs/{}", repository, digest.str());
-  PERCH_ASSIGN_OR_RETURN(auto result,
-                         impl_->Call("HEAD " + path, {}, [&](auto& client, const auto& headers) {
-                           return client.Head(path, headers);
-                         }));
-  if (result->status == 404) {
+  PERCH_ASSIGN_OR_RETURN(auto result, impl_->Call("HEAD", path));
+  if (result.status == 404) {
     return std::optional<uint64_t>();
   }
-  if (result->status != 200) {
-    return impl_->HttpError("HEAD " + path, *result);
+  if (result.status != 200) {
+    return impl_->HttpError("HEAD " + path, result);
   }
-  const std::string length = result->get_header_value("Content-Length");
-  return std::optional<uint64_t>(length.empty() ? 0 : std::stoull(length));
+  return std::optional<uint64_t>(ParseLength(result.headers.Value("Content-Length")).value_or(0));
 }
 
 Status RegistryClient::FetchBlob(const std::string& repository, const Descriptor& blob,
@@ -498,7 +469,7 @@ Status RegistryClient::FetchBlob(const std::string& repository, const Descriptor
   const bool resume = store.WrittenSize(name) > 0 && store.WrittenSize(name) <= blob.size;
   PERCH_ASSIGN_OR_RETURN(std::unique_ptr<BlobWriter> writer, store.OpenWriter(name, resume));
 
-  Url url{impl_->origin(), fmt::format("/v2/{}/blobs/{}", repository, blob.digest.str())};
+  std::string url = impl_->Url(fmt::format("/v2/{}/blobs/{}", repository, blob.digest.str()));
   bool overflow = false;
   std::string failure;  // set by the handlers when they stop the transfer
   Status write_status;
@@ -509,14 +480,15 @@ Status RegistryClient::FetchBlob(const std::string& repository, const Descriptor
     }
     const uint64_t offset = writer->size();
     int status = 0;
-    std::string location;
     std::string error_body;
-    const auto on_response = [&](const httplib::Response& response) {
-      status = response.status;
-      if (status >= 300 && status < 400) {
-        location = response.get_header_value("Location");
-        return true;
-      }
+    http::ClientRequest request;
+    request.url = url;
+    if (offset > 0) {
+      request.headers.Set("Range", fmt::format("bytes={}-", offset));
+    }
+    request.on_head = [&](int code, const http::Headers& headers) {
+      status = code;
+      error_body.clear();
       if (status == 200 && writer->size() > 0) {
         // The server ignored the Range request: start over.
         auto fresh = store.OpenWriter(name, /*resume=*/false);
@@ -527,7 +499,7 @@ Status RegistryClient::FetchBlob(const std::string& repository, const Descriptor
         writer = std::move(fresh).value();
       }
       if (status == 206) {
-        const std::string range = response.get_header_value("Content-Range");
+        const std::string range = headers.Value("Content-Range");
         if (!range.starts_with(fmt::format("bytes {}-", offset))) {
           failure = fmt::format(
               "the registry answered the Range request for bytes {}- with "
@@ -537,9 +509,8 @@ Status RegistryClient::FetchBlob(const std::string& repository, const Descriptor
         }
       }
       if (status == 200 || status == 206) {
-        const std::string length = response.get_header_value("Content-Length");
-        if (!length.empty()) {
-          const uint64_t total = writer->size() + std::strtoull(length.c_str(), nullptr, 10);
+        if (const auto length = ParseLength(headers.Value("Content-Length"))) {
+          const uint64_t total = writer->size() + *length;
           if (total > blob.size) {
             failure = fmt::format("{}: registry sent {} bytes, descriptor says {}", what, total,
                                   blob.size);
@@ -550,21 +521,21 @@ Status RegistryClient::FetchBlob(const std::string& repository, const Descriptor
       }
       return true;
     };
-    const auto on_data = [&](const char* data, size_t length) {
+    request.on_body = [&](std::string_view piece) {
       if (status != 200 && status != 206) {
         if (error_body.size() < kMaxErrorBodyBytes) {
-          error_body.append(data, std::min(length, kMaxErrorBodyBytes - error_body.size()));
+          error_body.append(piece.substr(0, kMaxErrorBodyBytes - error_body.size()));
         }
         return true;
       }
-      if (writer->size() + length > blob.size) {
+      if (writer->size() + piece.size() > blob.size) {
         // Keep the bytes up to the descriptor's size + 1 out: stop here.
         failure = fmt::format("{}: registry sent at least {} bytes, descriptor says {}", what,
-                              writer->size() + length, blob.size);
+                              writer->size() + piece.size(), blob.size);
         overflow = true;
         return false;
       }
-      write_status = writer->Append(std::string_view(data, length));
+      write_status = writer->Append(piece);
       if (!write_status.ok()) {
         return false;
       }
@@ -573,28 +544,7 @@ Status RegistryClient::FetchBlob(const std::string& repository, const Descriptor
       }
       return true;
     };
-    httplib::Headers range;
-    if (offset > 0) {
-      range.emplace("Range", fmt::format("bytes={}-", offset));
-    }
-    httplib::Result result(nullptr, httplib::Error::Unknown);
-    if (url.origin == impl_->origin()) {
-      auto called = impl_->Call(
-          "GET " + url.path, range,
-          [&](auto& client, const auto& headers) {
-            return client.Get(url.path, headers, on_response, on_data);
-          },
-          /*keep_transport_errors=*/true);
-      if (!called.ok()) {
-        writer->Keep();  // what an earlier attempt got stays for the next
-        return called.status();
-      }
-      result = std::move(called).value();
-    } else {
-      // A redirect to storage elsewhere (S3, a CDN): the registry's
-      // credentials stay with the registry.
-      result = impl_->ClientFor(url.origin).Get(url.path, range, on_response, on_data);
-    }
+    auto result = impl_->Call(std::move(request));
     if (overflow) {
       return InvalidArgument(failure + "; the transfer was stopped and nothing was kept");
     }
@@ -604,14 +554,18 @@ Status RegistryClient::FetchBlob(const std::string& repository, const Descriptor
     if (!failure.empty()) {
       return InvalidArgument(fmt::format("{}: {}", what, failure));
     }
-    if (!result) {
-      writer->Keep();
-      return Unavailable(fmt::format(
-          "{}: download from {} interrupted: {} (got {} of {} bytes; run again to resume)", what,
-          url.origin, DescribeTransportError(result.error()), writer->size(), blob.size));
+    if (!result.ok()) {
+      writer->Keep();  // what this or an earlier attempt got stays for the next
+      if (status == 0) {
+        return result.status();  // nothing answered: unreachable, TLS, timeout
+      }
+      return Unavailable(
+          fmt::format("{}: download interrupted: {} (got {} of {} bytes; run again to resume)",
+                      what, result.status().message(), writer->size(), blob.size));
     }
-    if (status >= 300 && status < 400 && !location.empty()) {
-      url = ResolveUrl(url.origin, location);
+    status = result->status;
+    if (status >= 300 && status < 400 && result->headers.Has("Location")) {
+      url = ResolveUrl(url, result->headers.Value("Location"));
       continue;
     }
     if (status == 416) {
@@ -621,12 +575,11 @@ Status RegistryClient::FetchBlob(const std::string& repository, const Descriptor
     }
     if (status != 200 && status != 206) {
       writer->Keep();
-      result->body = error_body;
       if (status == 404) {
         return NotFound(fmt::format("{} not found in {}/{} ({})", what, registry(), repository,
                                     DescribeErrorBody(error_body)));
       }
-      return impl_->HttpError("GET " + url.path, *result);
+      return impl_->HttpError("GET " + WithoutOrigin(url), status, error_body);
     }
     if (writer->size() < blob.size) {
       writer->Keep();
@@ -650,57 +603,41 @@ Result<std::string> RegistryClient::FetchSmallBlob(const std::string& repository
     return InvalidArgument(fmt::format("blob {} is {} bytes, more than the {} allowed here",
                                        blob.digest.str(), blob.size, kMaxManifestBytes));
   }
-  Url url{impl_->origin(), fmt::format("/v2/{}/blobs/{}", repository, blob.digest.str())};
+  std::string url = impl_->Url(fmt::format("/v2/{}/blobs/{}", repository, blob.digest.str()));
   for (int redirects = 0; redirects <= kMaxRedirects; ++redirects) {
     std::string body;
     int status = 0;
     bool overflow = false;
-    const auto on_response = [&](const httplib::Response& response) {
-      status = response.status;
+    http::ClientRequest request;
+    request.url = url;
+    request.on_head = [&](int code, const http::Headers&) {
+      status = code;
+      body.clear();
       return true;
     };
-    const auto on_data = [&](const char* data, size_t length) {
-      if ((status == 200) && body.size() + length > blob.size) {
+    request.on_body = [&](std::string_view piece) {
+      if (status == 200 && body.size() + piece.size() > blob.size) {
         overflow = true;
         return false;
       }
-      body.append(data, std::min(length, kMaxErrorBodyBytes));
+      body.append(piece.substr(0, kMaxErrorBodyBytes));
       return true;
     };
-    httplib::Result result(nullptr, httplib::Error::Unknown);
-    Status called_status;
-    if (url.origin == impl_->origin()) {
-      auto called = impl_->Call("GET " + url.path, {}, [&](auto& client, const auto& headers) {
-        body.clear();
-        return client.Get(url.path, headers, on_response, on_data);
-      });
-      if (called.ok()) {
-        result = std::move(called).value();
-      } else {
-        called_status = called.status();
-      }
-    } else {
-      result = impl_->ClientFor(url.origin).Get(url.path, on_response, on_data);
-      if (!result) {
-        called_status = impl_->Unreachable("GET " + url.path, result.error());
-      }
-    }
+    auto result = impl_->Call(std::move(request));
     if (overflow) {
       return InvalidArgument(
           fmt::format("blob {}: registry sent more than the {} bytes the "
                       "descriptor says",
                       blob.digest.str(), blob.size));
     }
-    if (!called_status.ok()) {
-      return called_status;
-    }
-    if (status >= 300 && status < 400 && result->has_header("Location")) {
-      url = ResolveUrl(url.origin, result->get_header_value("Location"));
+    PERCH_RETURN_IF_ERROR(result.status());
+    status = result->status;
+    if (status >= 300 && status < 400 && result->headers.Has("Location")) {
+      url = ResolveUrl(url, result->headers.Value("Location"));
       continue;
     }
-    result->body = body;
     if (status != 200) {
-      return impl_->HttpError("GET " + url.path, *result);
+      return impl_->HttpError("GET " + WithoutOrigin(url), status, body);
     }
     if (body.size() != blob.size) {
       return InvalidArgument(fmt::format("blob {}: registry sent {} bytes, descriptor says {}",
@@ -720,20 +657,29 @@ namespace {
 
 // Where an upload continues: the Location of a 202, made a path on the
 // registry (Distribution answers absolute URLs, others paths).
-Result<std::string> UploadLocation(const httplib::Response& response, const std::string& origin,
+Result<std::string> UploadLocation(const http::ClientResponse& response, const std::string& origin,
                                    const std::string& registry) {
-  const std::string location = response.get_header_value("Location");
+  const std::string location = response.headers.Value("Location");
   if (location.empty()) {
     return Unavailable(fmt::format("registry {} started an upload without a Location", registry));
   }
-  const Url url = ResolveUrl(origin, location);
-  if (url.origin != origin) {
+  const std::string url = ResolveUrl(origin + "/", location);
+  if (OriginOf(url) != origin) {
     return Unavailable(
         fmt::format("registry {} moved an upload to another host ({}), which "
                     "perch does not follow",
-                    registry, url.origin));
+                    registry, OriginOf(url)));
   }
-  return url.path;
+  return url.substr(origin.size());
+}
+
+// A request that sends `body` (or a slice of a file) as octet-stream.
+http::ClientRequest Upload(const std::string& method, const std::string& path) {
+  http::ClientRequest request;
+  request.method = method;
+  request.url = path;
+  request.headers.Set("Content-Type", "application/octet-stream");
+  return request;
 }
 
 }  // namespace
@@ -753,31 +699,28 @@ Result<BlobPush> RegistryClient::PushBlob(const std::string& repository, const D
   if (!mount_from.empty() && mount_from != repository) {
     start = AppendQuery(start, fmt::format("mount={}&from={}", digest.str(), mount_from));
   }
-  PERCH_ASSIGN_OR_RETURN(auto started,
-                         impl_->Call("POST " + start, {}, [&](auto& client, const auto& headers) {
-                           return client.Post(start, headers, "", "application/octet-stream");
-                         }));
-  if (started->status == 201) {
+  PERCH_ASSIGN_OR_RETURN(auto started, impl_->Call(Upload("POST", start)));
+  if (started.status == 201) {
     if (progress) {
       progress(size, size);
     }
     return BlobPush::kMounted;
   }
-  if (started->status != 202) {
-    return impl_->HttpError("POST " + start, *started);
+  if (started.status != 202) {
+    return impl_->HttpError("POST " + start, started);
   }
   PERCH_ASSIGN_OR_RETURN(std::string location,
-                         UploadLocation(*started, impl_->origin(), registry()));
+                         UploadLocation(started, impl_->origin(), registry()));
   const uint64_t chunk = impl_->options().chunk_size;
   if (size <= chunk) {
-    PERCH_ASSIGN_OR_RETURN(const std::string bytes, ReadFileRange(path, 0, size));
-    const std::string put = AppendQuery(location, "digest=" + digest.str());
-    PERCH_ASSIGN_OR_RETURN(auto done,
-                           impl_->Call("PUT blob", {}, [&](auto& client, const auto& headers) {
-                             return client.Put(put, headers, bytes, "application/octet-stream");
-                           }));
-    if (done->status != 201) {
-      return impl_->HttpError(fmt::format("PUT blob {}", digest.str()), *done);
+    http::ClientRequest put = Upload("PUT", AppendQuery(location, "digest=" + digest.str()));
+    put.file = http::FileSlice{path, 0, size};
+    if (progress) {
+      put.progress = [&](uint64_t done, uint64_t) { progress(done, size); };
+    }
+    PERCH_ASSIGN_OR_RETURN(auto done, impl_->Call(std::move(put)));
+    if (done.status != 201) {
+      return impl_->HttpError(fmt::format("PUT blob {}", digest.str()), done);
     }
     if (progress) {
       progress(size, size);
@@ -786,30 +729,27 @@ Result<BlobPush> RegistryClient::PushBlob(const std::string& repository, const D
   }
   for (uint64_t offset = 0; offset < size; offset += chunk) {
     const uint64_t length = std::min(chunk, size - offset);
-    PERCH_ASSIGN_OR_RETURN(const std::string bytes, ReadFileRange(path, offset, length));
-    const httplib::Headers range = {
-        {"Content-Range", fmt::format("{}-{}", offset, offset + length - 1)}};
-    PERCH_ASSIGN_OR_RETURN(
-        auto patched, impl_->Call("PATCH blob", range, [&](auto& client, const auto& headers) {
-          return client.Patch(location, headers, bytes, "application/octet-stream");
-        }));
-    if (patched->status != 202) {
+    http::ClientRequest patch = Upload("PATCH", location);
+    patch.headers.Set("Content-Range", fmt::format("{}-{}", offset, offset + length - 1));
+    patch.file = http::FileSlice{path, offset, length};
+    if (progress) {
+      patch.progress = [&, offset](uint64_t done, uint64_t) { progress(offset + done, size); };
+    }
+    PERCH_ASSIGN_OR_RETURN(auto patched, impl_->Call(std::move(patch)));
+    if (patched.status != 202) {
       return impl_->HttpError(
           fmt::format("PATCH blob {} (bytes {}-{})", digest.str(), offset, offset + length - 1),
-          *patched);
+          patched);
     }
-    PERCH_ASSIGN_OR_RETURN(location, UploadLocation(*patched, impl_->origin(), registry()));
+    PERCH_ASSIGN_OR_RETURN(location, UploadLocation(patched, impl_->origin(), registry()));
     if (progress) {
       progress(offset + length, size);
     }
   }
-  const std::string put = AppendQuery(location, "digest=" + digest.str());
-  PERCH_ASSIGN_OR_RETURN(auto done,
-                         impl_->Call("PUT blob", {}, [&](auto& client, const auto& headers) {
-                           return client.Put(put, headers, "", "application/octet-stream");
-                         }));
-  if (done->status != 201) {
-    return impl_->HttpError(fmt::format("PUT blob {}", digest.str()), *done);
+  PERCH_ASSIGN_OR_RETURN(
+      auto done, impl_->Call(Upload("PUT", AppendQuery(location, "digest=" + digest.str()))));
+  if (done.status != 201) {
+    return impl_->HttpError(fmt::format("PUT blob {}", digest.str()), done);
   }
   return BlobPush::kUploaded;
 }
@@ -822,23 +762,17 @@ Result<bool> RegistryClient::MountBlob(const std::string& repository, const Dige
   }
   const std::string path =
       fmt::format("/v2/{}/blobs/uploads/?mount={}&from={}", repository, digest.str(), from);
-  PERCH_ASSIGN_OR_RETURN(auto started,
-                         impl_->Call("POST " + path, {}, [&](auto& client, const auto& headers) {
-                           return client.Post(path, headers, "", "application/octet-stream");
-                         }));
-  if (started->status == 201) {
+  PERCH_ASSIGN_OR_RETURN(auto started, impl_->Call(Upload("POST", path)));
+  if (started.status == 201) {
     return true;
   }
-  if (started->status != 202) {
-    return impl_->HttpError("POST " + path, *started);
+  if (started.status != 202) {
+    return impl_->HttpError("POST " + path, started);
   }
   // The registry opened an upload instead; nothing will be sent to it.
-  auto location = UploadLocation(*started, impl_->origin(), registry());
+  auto location = UploadLocation(started, impl_->origin(), registry());
   if (location.ok()) {
-    const std::string cancel = *location;
-    (void)impl_->Call("DELETE upload", {}, [&](auto& client, const auto& headers) {
-      return client.Delete(cancel, headers);
-    });
+    (void)impl_->Call("DELETE", *location);
   }
   return false;
 }
@@ -850,28 +784,25 @@ Result<BlobPush> RegistryClient::PushSmallBlob(const std::string& repository,
   if (present) {
     return BlobPush::kPresent;
   }
-  const std::string put = fmt::format("/v2/{}/blobs/uploads/?digest={}", repository, digest.str());
   // Monolithic upload in one request (POST with digest), with the two-step
   // POST + PUT as the fallback for registries that do not offer it.
-  PERCH_ASSIGN_OR_RETURN(auto posted,
-                         impl_->Call("POST blob", {}, [&](auto& client, const auto& headers) {
-                           return client.Post(put, headers, bytes, "application/octet-stream");
-                         }));
-  if (posted->status == 201) {
+  http::ClientRequest post =
+      Upload("POST", fmt::format("/v2/{}/blobs/uploads/?digest={}", repository, digest.str()));
+  post.body = bytes;
+  PERCH_ASSIGN_OR_RETURN(auto posted, impl_->Call(std::move(post)));
+  if (posted.status == 201) {
     return BlobPush::kUploaded;
   }
-  if (posted->status != 202) {
-    return impl_->HttpError(fmt::format("POST blob {}", digest.str()), *posted);
+  if (posted.status != 202) {
+    return impl_->HttpError(fmt::format("POST blob {}", digest.str()), posted);
   }
   PERCH_ASSIGN_OR_RETURN(const std::string location,
-                         UploadLocation(*posted, impl_->origin(), registry()));
-  const std::string finish = AppendQuery(location, "digest=" + digest.str());
-  PERCH_ASSIGN_OR_RETURN(auto done,
-                         impl_->Call("PUT blob", {}, [&](auto& client, const auto& headers) {
-                           return client.Put(finish, headers, bytes, "application/octet-stream");
-                         }));
-  if (done->status != 201) {
-    return impl_->HttpError(fmt::format("PUT blob {}", digest.str()), *done);
+                         UploadLocation(posted, impl_->origin(), registry()));
+  http::ClientRequest put = Upload("PUT", AppendQuery(location, "digest=" + digest.str()));
+  put.body = bytes;
+  PERCH_ASSIGN_OR_RETURN(auto done, impl_->Call(std::move(put)));
+  if (done.status != 201) {
+    return impl_->HttpError(fmt::format("PUT blob {}", digest.str()), done);
   }
   return BlobPush::kUploaded;
 }
@@ -879,7 +810,6 @@ Result<BlobPush> RegistryClient::PushSmallBlob(const std::string& repository,
 // Follows `Link: <next>` page by page, collecting the strings under `key`.
 Result<std::vector<std::string>> RegistryClient::Impl::ListPages(std::string path, const char* key,
                                                                  const std::string& what) {
-  Impl& impl = *this;
   const std::string& registry = options_.registry;
   std::vector<std::string> items;
   for (int page = 0; !path.empty(); ++page) {
@@ -887,18 +817,15 @@ Result<std::vector<std::string>> RegistryClient::Impl::ListPages(std::string pat
       return Unavailable(
           fmt::format("registry {}: {} has more than {} pages", registry, what, kMaxPages));
     }
-    PERCH_ASSIGN_OR_RETURN(auto result,
-                           impl.Call("GET " + path, {}, [&](auto& client, const auto& headers) {
-                             return client.Get(path, headers);
-                           }));
-    if (result->status == 404) {
+    PERCH_ASSIGN_OR_RETURN(auto result, Call("GET", path));
+    if (result.status == 404) {
       return NotFound(fmt::format("registry {}: {} not found ({})", registry, what,
-                                  DescribeErrorBody(result->body)));
+                                  DescribeErrorBody(result.body)));
     }
-    if (result->status != 200) {
-      return impl.HttpError("GET " + path, *result);
+    if (result.status != 200) {
+      return HttpError("GET " + path, result);
     }
-    const json body = json::parse(result->body, nullptr, false);
+    const json body = json::parse(result.body, nullptr, false);
     if (!body.is_object()) {
       return InvalidArgument(fmt::format("registry {}: {} is not a JSON object", registry, what));
     }
@@ -909,8 +836,16 @@ Result<std::vector<std::string>> RegistryClient::Impl::ListPages(std::string pat
         }
       }
     }
-    const std::string next = NextLink(result->get_header_value("Link"));
-    path = next.empty() ? "" : ResolveUrl(impl.origin(), next).path;
+    const std::string next = NextLink(result.headers.Value("Link"));
+    if (next.empty()) {
+      break;
+    }
+    const std::string url = ResolveUrl(origin_ + "/", next);
+    if (OriginOf(url) != origin_) {
+      return Unavailable(fmt::format("registry {}: the next page of {} is on another host ({})",
+                                     registry, what, OriginOf(url)));
+    }
+    path = url.substr(origin_.size());
   }
   return items;
 }

@@ -7,8 +7,10 @@
 // so the next fetch (in this process or after a restart) asks for the rest
 // with an HTTP Range request.
 //
-// Transport: https, except for loopback hosts (127.0.0.1, localhost, [::1])
-// and with `insecure`, which use plain http, as Docker does. Auth: a static
+// Transport: https (verified against the system's CAs, or `ca_file`),
+// except for loopback hosts (127.0.0.1, localhost, [::1]) and with
+// `insecure`, which use plain http, as Docker does. One kept-alive
+// http::Client carries every call. Auth: a static
 // bearer token, and the registry token flow (a 401 with
 // `WWW-Authenticate: Bearer realm=...` answered by an anonymous token from
 // the realm) that Docker Hub, GHCR and Harbor use.
@@ -41,6 +43,7 @@ struct RegistryClientOptions {
   std::string registry;   // "host[:port]", as in a Reference
   bool insecure = false;  // plain http for a non-loopback registry
   std::string token;      // sent as "Authorization: Bearer <token>" when set
+  std::string ca_file;    // https: PEM CAs to trust instead of the system's
   std::chrono::seconds connect_timeout{10};
   std::chrono::seconds read_timeout{60};  // per read, not per transfer
   // Blobs up to this size are uploaded in one PUT, larger ones in PATCH
@@ -61,7 +64,7 @@ enum class BlobPush { kPresent, kMounted, kUploaded };
 
 class RegistryClient {
  public:
-  // InvalidArgument for a malformed registry host.
+  // InvalidArgument for a malformed registry host or an unreadable ca_file.
   static Result<std::unique_ptr<RegistryClient>> Create(RegistryClientOptions options);
   ~RegistryClient();
   RegistryClient(const RegistryClient&) = delete;

@@ -46,8 +46,15 @@ class Link:
 
     def down(self):
         """Refuses new connections and cuts the open ones."""
-        listener, self._listener = self._listener, None
+        with self._lock:
+            listener, self._listener = self._listener, None
         if listener is not None:
+            # shutdown wakes the accept() blocked in _accept: close alone
+            # leaves it listening until one more connection arrives.
+            try:
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             listener.close()
         with self._lock:
             sockets, self._sockets = self._sockets, set()
@@ -64,12 +71,21 @@ class Link:
                 client, _ = listener.accept()
             except OSError:
                 return
+            if self._listener is not listener:
+                # Accepted as the link went down: refused, not relayed (a
+                # kept-alive connection would otherwise outlive the cut).
+                client.close()
+                return
             try:
                 server = socket.create_connection(("127.0.0.1", self.target_port))
             except OSError:
                 client.close()
                 continue
             with self._lock:
+                if self._listener is not listener:  # went down meanwhile
+                    client.close()
+                    server.close()
+                    return
                 self._sockets |= {client, server}
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
