@@ -315,6 +315,10 @@ TEST_F(ServerTest, BodiesAreCountedAfterDecompression) {
   ASSERT_TRUE(response);
   EXPECT_EQ(response->status, 400);
 
+  response = Exchange(port_, Post("/echo", "not br", "Content-Encoding: br\r\n"));
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 400);
+
   response = Exchange(port_, Post("/echo", "abc", "Content-Encoding: zstd\r\n"));
   ASSERT_TRUE(response);
   EXPECT_EQ(response->status, 415);
@@ -489,7 +493,8 @@ TEST_F(ServerTest, RequestsThatAreNotHttpAre400AndClosed) {
         "POST /echo HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
         "POST /echo HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
         "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
-        "GET http://elsewhere/hello HTTP/1.1\r\n\r\n"}) {
+        "GET http://elsewhere/hello HTTP/1.1\r\n\r\n", "GET /hel%00lo HTTP/1.1\r\n\r\n",
+        "GET /hello?a=%zz HTTP/1.1\r\n\r\n"}) {
     RawClient client(port_);
     ASSERT_TRUE(client.Send(request));
     auto response = client.Read();
