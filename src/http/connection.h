@@ -44,6 +44,7 @@ constexpr size_t kWriteSliceBytes = 256 << 10;  // one write of a buffered answe
 // connection and could destroy the answer before the client reads it.
 constexpr std::chrono::seconds kLingerTime{2};
 constexpr size_t kLingerBytes = 1 << 20;
+constexpr size_t kMaxPathBytes = 4096;  // decoded; longer paths answer 414
 
 inline std::string ToStd(beast::string_view text) { return std::string(text.data(), text.size()); }
 
@@ -206,6 +207,15 @@ class Connection final : public ConnectionBase,
     if (const Status parsed = ParseTarget(request_.target, request_.path, request_.query);
         !parsed.ok()) {
       Answer(400, parsed, true);
+      return;
+    }
+    if (request_.path.size() > kMaxPathBytes) {
+      // std::regex matches recursively, a frame per character: a longer
+      // path could exhaust an I/O thread's stack.
+      Answer(
+          414,
+          InvalidArgument(fmt::format("the request path is longer than {} bytes", kMaxPathBytes)),
+          has_body);
       return;
     }
     RouteLookup lookup = FindRoute(core_.routes, request_.method, request_.path);
@@ -442,7 +452,11 @@ class Connection final : public ConnectionBase,
   void Write() {
     close_after_ = response_.close || !keep_alive_ || core_.stopping;
     std::optional<uint64_t> length;
-    if (response_.status != 204 && response_.status != 304) {
+    if (response_.status == 204 || response_.status == 304) {
+      // These answers have no body, whatever the handler left in it.
+      response_.body.clear();
+      response_.content.reset();
+    } else {
       length = response_.content ? response_.content->length : response_.body.size();
       if (head_request_ && !response_.content && response_.body.empty()) {
         // A HEAD route may state the length of what a GET would send.

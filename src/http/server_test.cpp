@@ -218,6 +218,10 @@ class ServerTest : public testing::Test {
             return capacity;
           }};
     });
+    server_->Route("GET", "/nothing", [](Request&, Response& response) {
+      response.status = 204;
+      response.body = "never sent";
+    });
     server_->Route("GET", "/throw",
                    [](Request&, Response&) { throw std::runtime_error("handler bug"); });
     server_->Route("GET", "/slow", [](Request&, Response& response) {
@@ -377,6 +381,21 @@ TEST_F(ServerTest, HeadIsAnsweredByGetRoutesWithHeadersOnly) {
   EXPECT_EQ(response->body.rfind("hello", 0), 0u);
 }
 
+TEST_F(ServerTest, NoContentAnswersCarryNoBody) {
+  StartServer();
+  RawClient client(port_);
+  ASSERT_TRUE(client.Send("GET /nothing HTTP/1.1\r\n\r\n"));
+  auto response = client.Read();
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 204);
+  EXPECT_FALSE(response->headers.Has("Content-Length"));
+  ASSERT_TRUE(client.Send("GET /hello HTTP/1.1\r\n\r\n"));
+  response = client.Read();
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 200);
+  EXPECT_EQ(response->body.rfind("hello", 0), 0u);
+}
+
 TEST_F(ServerTest, ExpectContinueIsAnsweredBeforeTheBody) {
   StartServer();
   RawClient client(port_);
@@ -507,9 +526,9 @@ TEST_F(ServerTest, RequestsThatAreNotHttpAre400AndClosed) {
   EXPECT_EQ(response->status, 200);
 }
 
-TEST_F(ServerTest, LongPathsAreRoutedWithoutHarm) {
+TEST_F(ServerTest, LongPathsAreRoutedUpTo4KiBAnd414Past) {
   StartServer();
-  const std::string name(15'000, 'n');
+  const std::string name(4000, 'n');
   auto response = Exchange(port_, "GET /models/" + name + "/versions/1 HTTP/1.1\r\n\r\n");
   ASSERT_TRUE(response);
   EXPECT_EQ(response->status, 200);
@@ -517,6 +536,11 @@ TEST_F(ServerTest, LongPathsAreRoutedWithoutHarm) {
   response = Exchange(port_, "GET /" + name + " HTTP/1.1\r\n\r\n");
   ASSERT_TRUE(response);
   EXPECT_EQ(response->status, 404);
+  // Past 4 KiB (decoded), a path is refused before any regular expression sees it.
+  response = Exchange(port_, "GET /models/" + std::string(15'000, 'n') + " HTTP/1.1\r\n\r\n");
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 414);
+  EXPECT_NE(response->body.find("InvalidArgument"), std::string::npos);
 }
 
 TEST_F(ServerTest, OversizedHeadIs431) {
