@@ -13,6 +13,7 @@
 // - past `max_connections` open connections, new ones get 503 and are closed;
 // - handlers run on `handler_threads`, never on an I/O thread, so a handler
 //   that waits (inference waits for its answer) holds no connection but its own;
+// - a decoded path over 4 KiB answers 414 without being routed;
 // - an exception thrown by a handler answers 500 with the JSON error body;
 //   unknown paths answer 404, known paths with another method 405 (with
 //   Allow), both in the JSON error body;

@@ -218,6 +218,10 @@ class ServerTest : public testing::Test {
             return capacity;
           }};
     });
+    server_->Route("GET", "/nothing", [](Request&, Response& response) {
+      response.status = 204;
+      response.body = "never sent";
+    });
     server_->Route("GET", "/throw",
                    [](Request&, Response&) { throw std::runtime_error("handler bug"); });
     server_->Route("GET", "/slow", [](Request&, Response& response) {
@@ -315,6 +319,10 @@ TEST_F(ServerTest, BodiesAreCountedAfterDecompression) {
   ASSERT_TRUE(response);
   EXPECT_EQ(response->status, 400);
 
+  response = Exchange(port_, Post("/echo", "not br", "Content-Encoding: br\r\n"));
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 400);
+
   response = Exchange(port_, Post("/echo", "abc", "Content-Encoding: zstd\r\n"));
   ASSERT_TRUE(response);
   EXPECT_EQ(response->status, 415);
@@ -366,6 +374,21 @@ TEST_F(ServerTest, HeadIsAnsweredByGetRoutesWithHeadersOnly) {
   EXPECT_EQ(response->status, 200);
   EXPECT_EQ(response->headers.Value("Content-Length"), "3000000");
   // No body followed: the next answer on the connection starts cleanly.
+  ASSERT_TRUE(client.Send("GET /hello HTTP/1.1\r\n\r\n"));
+  response = client.Read();
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 200);
+  EXPECT_EQ(response->body.rfind("hello", 0), 0u);
+}
+
+TEST_F(ServerTest, NoContentAnswersCarryNoBody) {
+  StartServer();
+  RawClient client(port_);
+  ASSERT_TRUE(client.Send("GET /nothing HTTP/1.1\r\n\r\n"));
+  auto response = client.Read();
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 204);
+  EXPECT_FALSE(response->headers.Has("Content-Length"));
   ASSERT_TRUE(client.Send("GET /hello HTTP/1.1\r\n\r\n"));
   response = client.Read();
   ASSERT_TRUE(response);
@@ -489,7 +512,8 @@ TEST_F(ServerTest, RequestsThatAreNotHttpAre400AndClosed) {
         "POST /echo HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
         "POST /echo HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
         "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
-        "GET http://elsewhere/hello HTTP/1.1\r\n\r\n"}) {
+        "GET http://elsewhere/hello HTTP/1.1\r\n\r\n", "GET /hel%00lo HTTP/1.1\r\n\r\n",
+        "GET /hello?a=%zz HTTP/1.1\r\n\r\n"}) {
     RawClient client(port_);
     ASSERT_TRUE(client.Send(request));
     auto response = client.Read();
@@ -502,9 +526,9 @@ TEST_F(ServerTest, RequestsThatAreNotHttpAre400AndClosed) {
   EXPECT_EQ(response->status, 200);
 }
 
-TEST_F(ServerTest, LongPathsAreRoutedWithoutHarm) {
+TEST_F(ServerTest, LongPathsAreRoutedUpTo4KiBAnd414Past) {
   StartServer();
-  const std::string name(15'000, 'n');
+  const std::string name(4000, 'n');
   auto response = Exchange(port_, "GET /models/" + name + "/versions/1 HTTP/1.1\r\n\r\n");
   ASSERT_TRUE(response);
   EXPECT_EQ(response->status, 200);
@@ -512,6 +536,11 @@ TEST_F(ServerTest, LongPathsAreRoutedWithoutHarm) {
   response = Exchange(port_, "GET /" + name + " HTTP/1.1\r\n\r\n");
   ASSERT_TRUE(response);
   EXPECT_EQ(response->status, 404);
+  // Past 4 KiB (decoded), a path is refused before any regular expression sees it.
+  response = Exchange(port_, "GET /models/" + std::string(15'000, 'n') + " HTTP/1.1\r\n\r\n");
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 414);
+  EXPECT_NE(response->body.find("InvalidArgument"), std::string::npos);
 }
 
 TEST_F(ServerTest, OversizedHeadIs431) {
