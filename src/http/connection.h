@@ -428,7 +428,7 @@ class Connection final : public ConnectionBase,
     if (bridge_ != nullptr) {
       if (bridge_->too_large()) {
         response_ = Response{};
-        SetJson(response_, 413, ErrorJson(BodyTooLarge()));
+        FillError(413, BodyTooLarge());
         response_.close = true;
       } else if (!bridge_->complete()) {
         response_.close = true;
@@ -442,11 +442,19 @@ class Connection final : public ConnectionBase,
 
   // An answer the server makes itself, on the strand.
   void Answer(int status, const Status& error, bool close) {
-    response_.headers.Set("Content-Type", "application/json");
-    response_.status = status;
-    response_.body = ErrorJson(error);
+    FillError(status, error);
     response_.close = close;
     Write();
+  }
+
+  // In the matched route's error shape when it has one.
+  void FillError(int status, const Status& error) {
+    if (route_ != nullptr && route_->options.error_answer) {
+      route_->options.error_answer(response_, status, error);
+      response_.status = status;
+      return;
+    }
+    SetJson(response_, status, ErrorJson(error));
   }
 
   void Write() {

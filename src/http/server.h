@@ -71,9 +71,18 @@ enum class BodyMode {
   kStreamed,  // Request::stream hands it over piece by piece, raw
 };
 
+// Fills an error answer in the shape an API's clients expect (the OCI
+// registry's `{"errors": [...]}`, say): `http_status` with `error`'s message.
+using ErrorFormatter =
+    std::function<void(Response& response, int http_status, const Status& error)>;
+
 struct RouteOptions {
   BodyMode body = BodyMode::kBuffered;
   size_t max_body_bytes = 0;  // 0: ServerOptions::max_body_bytes
+  // Answers the server makes itself once this route matched (413 for a
+  // body over the limit, 415, a broken body) go through here; unset: the
+  // JSON error body of errors.h.
+  ErrorFormatter error_answer{};
 };
 
 using Handler = std::function<void(Request& request, Response& response)>;

@@ -185,6 +185,12 @@ class ServerTest : public testing::Test {
                      response.headers.Set("X-Encoding", request.headers.Value("Content-Encoding"));
                    },
                    {.max_body_bytes = 1 << 20});
+    server_->Route("POST", "/shaped", [](Request&, Response&) {},
+                   {.max_body_bytes = 16,
+                    .error_answer = [](Response& response, int http_status, const Status& error) {
+                      response.SetBody(fmt::format("shaped {} {}", http_status, error.message()),
+                                       "text/plain");
+                    }});
     server_->Route("POST", "/stream",
                    [this](Request& request, Response& response) {
                      uint64_t total = 0;
@@ -292,6 +298,20 @@ TEST_F(ServerTest, DeclaredLengthOverTheLimitIs413BeforeAnyBodyByte) {
   EXPECT_NE(response->body.find("ResourceExhausted"), std::string::npos);
   EXPECT_LT(std::chrono::steady_clock::now() - start, 1s);
   EXPECT_TRUE(client.ClosedByServer());
+}
+
+TEST_F(ServerTest, ARouteMayShapeTheErrorsTheServerAnswersForIt) {
+  StartServer();
+  auto response = Exchange(port_, "POST /shaped HTTP/1.1\r\nContent-Length: 17\r\n\r\n");
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 413);
+  EXPECT_EQ(response->headers.Value("Content-Type"), "text/plain");
+  EXPECT_EQ(response->body.rfind("shaped 413 ", 0), 0u) << response->body;
+  // Before a route matched, the server's own shape.
+  response = Exchange(port_, "POST /unknown HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 404);
+  EXPECT_EQ(response->headers.Value("Content-Type"), "application/json");
 }
 
 TEST_F(ServerTest, BodiesAreCountedAfterDecompression) {

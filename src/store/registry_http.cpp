@@ -157,6 +157,20 @@ void Route(http::Server& server, const std::shared_ptr<const Context>& context,
       response.close = true;
     }
   };
+  // The answers the server makes itself (a body over the limit, an encoding
+  // it cannot read) in the spec's error shape too.
+  route_options.error_answer = [](http::Response& response, int http_status, const Status& error) {
+    response.headers.Set("Docker-Distribution-API-Version", "registry/2.0");
+    OciError code = OciError::kUnsupported;
+    if (http_status == 413) {
+      code = OciError::kSizeInvalid;
+    } else if (http_status == 503) {
+      code = OciError::kUnavailable;
+    } else if (http_status >= 500) {
+      code = OciError::kUnknown;
+    }
+    SendError(response, http_status, code, error.message());
+  };
   server.Route(method, pattern, std::move(run), route_options);
 }
 
