@@ -97,10 +97,11 @@ class FleetAgent {
   // switch can be driven without a hub:
   //
   // Pulls every model of `state` and switches `manager` to all of them or
-  // to none. A state that is refused (a model fails to load or warm up) is not
-  // an error here: the last good state keeps serving and MakeHeartbeat
+  // to none. A state refused because a model fails to load or warm up is
+  // not an error here: the last good state keeps serving and MakeHeartbeat
   // reports the failure. Errors: the pull's (Unavailable is retried at the
-  // next poll), InvalidArgument for a state that places one model twice.
+  // next poll); InvalidArgument for a malformed etag or a state that places
+  // one model twice; Internal when the release cannot be built.
   Status Apply(ModelManager& manager, const DesiredState& state);
   // What the next heartbeat tells the hub about `manager` and the last state.
   Heartbeat MakeHeartbeat(const ModelManager& manager);
