@@ -9,7 +9,7 @@ deps="$root/.deps"
 
 debian_packages=(
   build-essential cmake pkg-config git ca-certificates clang-format clang-tidy
-  libcpp-httplib-dev libssl-dev zlib1g-dev libbrotli-dev
+  libcpp-httplib-dev libboost1.74-dev libssl-dev zlib1g-dev libbrotli-dev openssl
   libsimdjson-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libmosquitto-dev libsqlite3-dev mosquitto mosquitto-clients skopeo docker-registry

@@ -1,11 +1,10 @@
-// Baseline: a bare cpp-httplib server that answers every
-// POST /v2/models/<m>[/versions/<v>]/infer with one fixed body, without
-// reading the request. It measures what HTTP alone costs, so perch's REST
-// latency on a tiny model can be compared with it.
+// Baseline: a bare http::Server (src/http/, the server perch's REST front
+// end runs on) that answers every POST /v2/models/<m>[/versions/<v>]/infer
+// with one fixed body, ignoring the request. It measures what the HTTP layer
+// alone costs, so perch's REST latency on a tiny model can be compared with it.
 //
 // Same server settings as perch's REST front end (src/api/http_server.cpp):
-// a pool of 16 threads, keep-alive max count 100000, TCP_NODELAY, 30 s
-// read/write timeouts.
+// the server's default I/O threads and timeouts, 16 handler threads.
 //
 //   bench_echo_http [--host 127.0.0.1] [--port 0] [--threads 16]
 //                   [--response-file FILE | --response-bytes N]
@@ -14,8 +13,7 @@
 // --response-file: the exact body to send (the runner saves perch's own answer
 // to the same request, so both servers send the same bytes). Prints
 // "listening on PORT" on stdout once bound; SIGTERM ends it.
-#include <httplib.h>
-
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -23,6 +21,9 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "core/log.h"
+#include "http/server.h"
 
 namespace {
 
@@ -97,30 +98,41 @@ int main(int argc, char** argv) {
     body = SyntheticResponse(1024);
   }
 
-  httplib::Server server;
-  server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  server.set_keep_alive_max_count(100000);
-  server.set_read_timeout(30, 0);
-  server.set_write_timeout(30, 0);
-  server.set_tcp_nodelay(true);
-  server.Get("/v2/health/ready",
-             [](const httplib::Request&, httplib::Response& response) { response.status = 200; });
-  server.Post(R"(/v2/models/([A-Za-z0-9_.-]+)(/versions/[0-9]+)?/infer)",
-              [&](const httplib::Request&, httplib::Response& response) {
-                for (const auto& [name, value] : headers) {
-                  response.set_header(name, value);
-                }
-                response.set_content(body, content_type);
-              });
+  // Blocked before the server's threads start, so that sigwait gets them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-  const int bound =
-      port == 0 ? server.bind_to_any_port(host) : (server.bind_to_port(host, port) ? port : -1);
-  if (bound <= 0) {
-    std::fprintf(stderr, "cannot listen on %s:%d\n", host.c_str(), port);
+  perch::http::ServerOptions options;
+  options.host = host;
+  options.port = port;
+  options.handler_threads = threads;
+  auto created =
+      perch::http::Server::Create(options, perch::Logger::ToStderr(perch::LogLevel::kWarn));
+  if (!created.ok()) {
+    Usage(created.status().message());
+  }
+  perch::http::Server& server = **created;
+  server.Route(
+      "GET", "/v2/health/ready",
+      [](perch::http::Request&, perch::http::Response& response) { response.status = 200; });
+  server.Route("POST", R"(/v2/models/([A-Za-z0-9_.-]+)(/versions/[0-9]+)?/infer)",
+               [&](perch::http::Request&, perch::http::Response& response) {
+                 for (const auto& [name, value] : headers) {
+                   response.headers.Set(name, value);
+                 }
+                 response.SetBody(body, content_type);
+               });
+  if (const perch::Status started = server.Start(); !started.ok()) {
+    std::fprintf(stderr, "%s\n", started.message().c_str());
     return 1;
   }
-  std::printf("listening on %d\n", bound);
+  std::printf("listening on %d\n", server.port());
   std::fflush(stdout);
-  server.listen_after_bind();
+  int signal = 0;
+  sigwait(&stop_signals, &signal);
+  server.Stop();
   return 0;
 }

@@ -5,10 +5,13 @@
 
 #include <atomic>
 #include <chrono>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "api/grpc_codec.h"
 #include "grpc_predict_v2.grpc.pb.h"
+#include "http/credentials.h"
 
 namespace perch {
 namespace {
@@ -47,8 +50,11 @@ class InferenceServiceImpl final : public GRPCInferenceService::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status ModelReady(ServerContext*, const inference::ModelReadyRequest* request,
+  grpc::Status ModelReady(ServerContext* context, const inference::ModelReadyRequest* request,
                           inference::ModelReadyResponse* response) override {
+    if (grpc::Status allowed = Authorize(*context); !allowed.ok()) {
+      return allowed;
+    }
     const auto model = models_.Acquire(request->name(), request->version());
     if (!model.ok() && model.status().code() != StatusCode::kUnavailable) {
       return grpc_api::ToGrpcStatus(model.status());
@@ -66,8 +72,11 @@ class InferenceServiceImpl final : public GRPCInferenceService::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status ModelMetadata(ServerContext*, const inference::ModelMetadataRequest* request,
+  grpc::Status ModelMetadata(ServerContext* context, const inference::ModelMetadataRequest* request,
                              inference::ModelMetadataResponse* response) override {
+    if (grpc::Status allowed = Authorize(*context); !allowed.ok()) {
+      return allowed;
+    }
     const auto model = models_.Acquire(request->name(), request->version());
     if (!model.ok()) {
       return grpc_api::ToGrpcStatus(model.status());
@@ -87,6 +96,9 @@ class InferenceServiceImpl final : public GRPCInferenceService::Service {
     const InFlight in_flight(*this);
     if (stopping_.load()) {
       return {grpc::StatusCode::UNAVAILABLE, "the agent is shutting down"};
+    }
+    if (grpc::Status allowed = Authorize(*context); !allowed.ok()) {
+      return allowed;
     }
     try {
       auto decoded = grpc_api::DecodeInferRequest(*request);
@@ -117,6 +129,20 @@ class InferenceServiceImpl final : public GRPCInferenceService::Service {
   }
 
  private:
+  // OK when no API token is set or the `authorization` metadata carries it,
+  // read by the same parser as REST's Authorization header.
+  grpc::Status Authorize(const ServerContext& context) const {
+    if (options_.api_token.empty()) {
+      return grpc::Status::OK;
+    }
+    http::Request request;
+    const auto& metadata = context.client_metadata();
+    if (const auto found = metadata.find("authorization"); found != metadata.end()) {
+      request.headers.Set("Authorization", std::string(found->second.data(), found->second.size()));
+    }
+    return grpc_api::ToGrpcStatus(http::RequireToken(request, options_.api_token));
+  }
+
   // Counts an inference in flight for as long as it lives.
   class InFlight {
    public:
@@ -151,20 +177,48 @@ class InferenceServiceImpl final : public GRPCInferenceService::Service {
   std::atomic<int> in_flight_{0};
 };
 
+Result<std::string> ReadPem(const std::string& path, std::string_view what) {
+  std::ifstream file(path);
+  if (!file) {
+    return NotFound(fmt::format("the TLS {} file '{}' cannot be read", what, path));
+  }
+  std::ostringstream text;
+  text << file.rdbuf();
+  return text.str();
+}
+
+// The certificate and key are checked against each other by http::Server
+// (the REST listener takes the same files); gRPC reports bad PEM at Start.
+Result<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const http::TlsOptions& tls) {
+  if (!tls.enabled()) {
+    return grpc::InsecureServerCredentials();
+  }
+  PERCH_ASSIGN_OR_RETURN(std::string cert, ReadPem(tls.cert_file, "certificate"));
+  PERCH_ASSIGN_OR_RETURN(std::string key, ReadPem(tls.key_file, "key"));
+  grpc::SslServerCredentialsOptions ssl(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  ssl.pem_key_cert_pairs.push_back({std::move(key), std::move(cert)});
+  if (!tls.client_ca_file.empty()) {
+    PERCH_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadPem(tls.client_ca_file, "client CA"));
+    ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(ssl);
+}
+
 }  // namespace
 
 class GrpcServer::Impl {
  public:
-  Impl(const GrpcServerOptions& options, const InferenceService& inference,
-       const ModelManager& models, Logger logger)
+  Impl(const GrpcServerOptions& options, std::shared_ptr<grpc::ServerCredentials> credentials,
+       const InferenceService& inference, const ModelManager& models, Logger logger)
       : options_(options),
         logger_(std::move(logger)),
+        credentials_(std::move(credentials)),
         service_(options_, inference, models, logger_) {}
 
   Status Start() {
     grpc::ServerBuilder builder;
     const std::string address = fmt::format("{}:{}", options_.host, options_.port);
-    builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port_);
+    builder.AddListeningPort(address, credentials_, &port_);
     // As for REST: a second agent on the same port must fail, not share it.
     builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
     builder.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
@@ -178,7 +232,8 @@ class GrpcServer::Impl {
                       "local",
                       address));
     }
-    logger_.Info("gRPC API on {}:{}", options_.host, port_);
+    logger_.Info("gRPC API on {}:{}{}", options_.host, port_,
+                 options_.tls.enabled() ? " (TLS)" : "");
     return Status::Ok();
   }
 
@@ -197,6 +252,7 @@ class GrpcServer::Impl {
  private:
   const GrpcServerOptions options_;
   const Logger logger_;
+  const std::shared_ptr<grpc::ServerCredentials> credentials_;
   InferenceServiceImpl service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
@@ -208,8 +264,9 @@ Result<std::unique_ptr<GrpcServer>> GrpcServer::Create(const GrpcServerOptions& 
   if (options.max_message_bytes < 1024 || options.max_message_bytes > (size_t{1} << 31) - 1) {
     return InvalidArgument("the gRPC message limit must be from 1 KiB to 2 GiB");
   }
-  return std::unique_ptr<GrpcServer>(
-      new GrpcServer(std::make_unique<Impl>(options, inference, models, std::move(logger))));
+  PERCH_ASSIGN_OR_RETURN(auto credentials, ServerCredentials(options.tls));
+  return std::unique_ptr<GrpcServer>(new GrpcServer(std::make_unique<Impl>(
+      options, std::move(credentials), inference, models, std::move(logger))));
 }
 
 GrpcServer::GrpcServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -2,6 +2,11 @@
 // the messages and field numbers of KServe v2, so existing KServe and Triton
 // clients work unchanged. A thin adapter over InferenceService, like REST.
 //
+// TLS (and mutual TLS) with the same certificate options as REST. When
+// `api_token` is set, ModelInfer, ModelMetadata and ModelReady need it in
+// the `authorization` metadata (the forms http/credentials.h accepts), and
+// answer UNAUTHENTICATED otherwise; the server calls stay open.
+//
 // Threading: RPCs are served by gRPC's own thread pool; Start and Stop are
 // called from one controlling thread.
 #pragma once
@@ -12,6 +17,7 @@
 
 #include "core/log.h"
 #include "core/status.h"
+#include "http/server.h"
 #include "models/inference_service.h"
 #include "models/model_manager.h"
 
@@ -22,10 +28,14 @@ struct GrpcServerOptions {
   int port = 8001;                      // 0: any free port, see GrpcServer::port()
   size_t max_message_bytes = 64 << 20;  // larger requests get RESOURCE_EXHAUSTED
   std::string server_version = "0.0.0";
+  http::TlsOptions tls;   // cert_file set: TLS only; client_ca_file set: client certificates
+  std::string api_token;  // set: needed by ModelInfer, ModelMetadata and ModelReady
 };
 
 class GrpcServer {
  public:
+  // InvalidArgument for a message limit out of range; NotFound for TLS
+  // files that cannot be read.
   static Result<std::unique_ptr<GrpcServer>> Create(const GrpcServerOptions& options,
                                                     const InferenceService& inference,
                                                     const ModelManager& models, Logger logger);

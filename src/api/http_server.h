@@ -3,17 +3,24 @@
 // and Prometheus metrics. A thin adapter: it decodes the wire format, calls
 // InferenceService and ModelManager, and encodes their answers.
 //
-// Threading: requests are served by a pool of I/O threads; Start and Stop
-// are called from one controlling thread.
+// Served by http::Server (src/http/): its I/O threads read and write, its
+// handler threads run the routes. Tokens: the repository extension needs
+// `management_token` and inference, model metadata and readiness need
+// `api_token`, each when set (401 otherwise); health, /v2 and /metrics are
+// always open.
+//
+// Threading: Start and Stop are called from one controlling thread.
 #pragma once
 
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/status.h"
+#include "http/server.h"
 #include "models/inference_service.h"
 #include "models/model_manager.h"
 
@@ -24,8 +31,11 @@ struct HttpServerOptions {
   int port = 8000;                   // 0: any free port, see HttpServer::port()
   size_t max_body_bytes = 64 << 20;  // also the limit after decompression
   size_t max_json_depth = 64;
-  int threads = 16;                      // I/O threads; each keep-alive client holds one
+  int threads = 16;                      // handler threads: requests handled at once
   std::string server_version = "0.0.0";  // reported by GET /v2
+  http::TlsOptions tls;                  // cert_file set: HTTPS only
+  std::string management_token;          // set: needed by index, load and unload
+  std::string api_token;                 // set: needed by infer, model metadata and readiness
 };
 
 class HttpServer {
@@ -44,6 +54,8 @@ class HttpServer {
   void Stop();
   // The bound port (useful after asking for port 0).
   int port() const;
+  // "http" or "https".
+  std::string_view scheme() const;
 
  private:
   class Impl;

@@ -2,7 +2,6 @@
 // port, until SIGINT or SIGTERM; `perch hub gc` frees blobs that no manifest
 // needs.
 #include <fcntl.h>
-#include <httplib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,16 +12,15 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <limits>
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <sstream>
-#include <thread>
 
 #include "cli/commands.h"
 #include "core/log.h"
 #include "fleet/fleet_http.h"
 #include "fleet/fleet_store.h"
+#include "http/errors.h"
+#include "http/server.h"
 #include "store/access.h"
 #include "store/registry.h"
 #include "store/registry_http.h"
@@ -39,6 +37,7 @@ struct HubOptions {
   uint64_t max_blob_bytes = uint64_t{16} << 30;
   uint64_t max_manifest_bytes = 4 << 20;
   int threads = 16;
+  http::TlsOptions tls;
   std::string log_level = "info";
   std::string admin_token_file;
   std::string device_token_file;
@@ -139,68 +138,6 @@ Result<AccessTokens> LoadTokens(const HubOptions& options, const Logger& logger)
   return tokens;
 }
 
-// cpp-httplib listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, fixed
-// when the system's library was built). Agents open a connection per request,
-// so a fleet of thousands overflows 5 whenever the accept thread is off the
-// CPU for a few milliseconds, and every dropped SYN costs a device a 1 s
-// retransmission (the fleet benchmark's p99 was 1 s because of it). A second
-// listen() on the bound socket raises the backlog (capped by
-// net.core.somaxconn).
-constexpr int kListenBacklog = 4096;
-
-void ConfigureServer(httplib::Server& server, const HubOptions& options, const Logger& logger,
-                     std::shared_ptr<socket_t> listen_socket) {
-  const int threads = options.threads;
-  server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  // Registry routes stream bodies and count them against their own limits
-  // (--max-blob-bytes, the manifest limit); the library's check would only
-  // see Content-Length. Routes added later must bound what they read.
-  server.set_payload_max_length(std::numeric_limits<size_t>::max());
-  server.set_read_timeout(60, 0);
-  server.set_write_timeout(60, 0);
-  server.set_keep_alive_max_count(100000);
-  server.set_tcp_nodelay(true);
-  // SO_REUSEADDR only: SO_REUSEPORT would let a second hub share the port.
-  // Also remembers the socket, for the backlog (see kListenBacklog); the
-  // last one offered is the one that was bound.
-  server.set_socket_options([listen_socket = std::move(listen_socket)](socket_t socket) {
-    const int yes = 1;
-    setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-    *listen_socket = socket;
-  });
-  server.set_exception_handler([logger](const httplib::Request& request,
-                                        httplib::Response& response,
-                                        const std::exception_ptr& error) {
-    std::string what = "unknown error";
-    try {
-      std::rethrow_exception(error);
-    } catch (const std::exception& e) {
-      what = e.what();
-    } catch (...) {
-    }
-    logger.Error("{} {} failed: {}", request.method, request.path, what);
-    response.status = 500;
-    response.set_content(nlohmann::json{{"error", "internal error: " + what}}.dump(),
-                         "application/json");
-  });
-  server.set_error_handler([](const httplib::Request& request, httplib::Response& response) {
-    if (!response.body.empty()) {
-      return;
-    }
-    const std::string message =
-        response.status == 404
-            ? "no such endpoint: " + request.method + " " + request.path
-            : "the request could not be served (HTTP " + std::to_string(response.status) + ")";
-    response.set_content(nlohmann::json{{"error", message}}.dump(), "application/json");
-  });
-  server.set_logger([logger](const httplib::Request& request, const httplib::Response& response) {
-    logger.Debug("{} {} -> {}", request.method, request.path, response.status);
-  });
-  server.Get("/healthz", [](const httplib::Request&, httplib::Response& response) {
-    response.set_content(R"({"status":"ok"})", "application/json");
-  });
-}
-
 int RunHub(const HubOptions& options) {
   const auto level = LogLevelFromString(options.log_level).value_or(LogLevel::kInfo);
   const Logger logger = Logger::ToStderr(level, "hub");
@@ -226,40 +163,38 @@ int RunHub(const HubOptions& options) {
   tokens->enrolled_device = [&store = **fleet](std::string_view token) {
     return store.AuthenticateDevice(token).ok();
   };
+  // Before any thread starts, so that every thread leaves the signals to sigwait.
   const sigset_t stop_signals = BlockStopSignals();
-
-  httplib::Server server;
-  const auto listen_socket = std::make_shared<socket_t>(INVALID_SOCKET);
-  ConfigureServer(server, options, logger.ForComponent("http"), listen_socket);
-  MountFleetRoutes(server, **fleet, FleetHttpOptions{.admin_token = tokens->admin},
+  auto server = http::Server::Create(http::ServerOptions{.host = options.host,
+                                                         .port = options.port,
+                                                         .handler_threads = options.threads,
+                                                         .tls = options.tls},
+                                     logger.ForComponent("http"));
+  if (!server.ok()) {
+    return Fail(logger, server.status());
+  }
+  MountFleetRoutes(**server, **fleet, FleetHttpOptions{.admin_token = tokens->admin},
                    logger.ForComponent("fleet"));
-  MountRegistryRoutes(server, **registry, RegistryHttpOptions{.tokens = std::move(tokens).value()},
+  MountRegistryRoutes(**server, **registry,
+                      RegistryHttpOptions{.tokens = std::move(tokens).value()},
                       logger.ForComponent("registry"));
-  int port = options.port;
-  if (options.port == 0) {
-    port = server.bind_to_any_port(options.host);
-  } else if (!server.bind_to_port(options.host, options.port)) {
-    port = -1;
+  (*server)->Route("GET", "/healthz", [](http::Request&, http::Response& response) {
+    http::SetJson(response, 200, R"({"status":"ok"})");
+  });
+  if (const Status started = (*server)->Start(); !started.ok()) {
+    return Fail(logger, started);
   }
-  if (port <= 0) {
-    return Fail(logger,
-                Unavailable("cannot listen on " + options.host + ":" +
-                            std::to_string(options.port) + ": the address is in use or not local"));
-  }
-  if (::listen(*listen_socket, kListenBacklog) != 0) {
-    logger.Warn("cannot raise the listen backlog to {}: {}", kListenBacklog, std::strerror(errno));
-  }
-  std::thread listener([&server] { server.listen_after_bind(); });
   logger.Info(
-      "hub serving the OCI registry on http://{}:{}/v2/ and the fleet API under /api/v1/ "
-      "(data in {}, anonymous pulls {})",
-      options.host, port, options.data, options.anonymous_pull ? "on" : "off");
+      "hub serving the OCI registry on {}://{}:{}/v2/ and the fleet API under /api/v1/ "
+      "(data in {}, anonymous pulls {}{})",
+      (*server)->scheme(), options.host, (*server)->port(), options.data,
+      options.anonymous_pull ? "on" : "off",
+      options.tls.client_ca_file.empty() ? "" : ", client certificates required");
 
   int signal = 0;
   sigwait(&stop_signals, &signal);
   logger.Info("received {}, shutting down", signal == SIGINT ? "SIGINT" : "SIGTERM");
-  server.stop();
-  listener.join();
+  (*server)->Stop();
   return 0;
 }
 
@@ -300,7 +235,7 @@ CommandRunner AddHubCommand(CLI::App& app) {
   app.add_option("--host", options->host, "Address to listen on")
       ->envname("PERCH_HUB_HOST")
       ->capture_default_str();
-  app.add_option("--port", options->port, "HTTP port (0: any free port)")
+  app.add_option("--port", options->port, "Port (HTTPS with --tls-cert; 0: any free port)")
       ->envname("PERCH_HUB_PORT")
       ->check(CLI::Range(0, 65535))
       ->capture_default_str();
@@ -314,10 +249,24 @@ CommandRunner AddHubCommand(CLI::App& app) {
       ->check(CLI::Range(uint64_t{1024}, uint64_t{64} << 20))
       ->capture_default_str();
   app.add_option("--threads", options->threads,
-                 "HTTP threads; each open keep-alive connection holds one")
+                 "Handler threads: requests run on them (a blob upload holds one while its body "
+                 "arrives); idle and slow connections hold none")
       ->envname("PERCH_HUB_THREADS")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
+  auto* tls_cert = app.add_option("--tls-cert", options->tls.cert_file,
+                                  "PEM certificate chain: serve HTTPS only (plain HTTP refused)")
+                       ->envname("PERCH_HUB_TLS_CERT");
+  auto* tls_key =
+      app.add_option("--tls-key", options->tls.key_file, "PEM private key of --tls-cert")
+          ->envname("PERCH_HUB_TLS_KEY");
+  app.add_option("--tls-client-ca", options->tls.client_ca_file,
+                 "PEM CA certificates: clients must present a certificate one of them signed "
+                 "(mutual TLS)")
+      ->envname("PERCH_HUB_TLS_CLIENT_CA")
+      ->needs(tls_cert);
+  tls_cert->needs(tls_key);
+  tls_key->needs(tls_cert);
   app.add_option("--admin-token-file", options->admin_token_file,
                  "File holding the admin token (pushes and deletes). Else PERCH_HUB_ADMIN_TOKEN, "
                  "else DATA/admin-token, generated on the first start")

@@ -18,6 +18,7 @@
 #include "mqtt/mqtt_topics.h"
 #include "outbox/durable_queue.h"
 #endif
+#include "cli/agent_credentials.h"
 #include "cli/commands.h"
 #include "cli/hub_agent.h"
 #include "cli/pulled_models.h"
@@ -44,6 +45,7 @@ struct ServeOptions {
   int workers = 0;
   bool check_config = false;
   std::string state = "perch-state";
+  std::string management_token;
   HttpServerOptions http;
 #ifdef PERCH_WITH_GRPC
   GrpcServerOptions grpc;
@@ -108,6 +110,7 @@ Status CheckServeOptions(const ServeOptions& options) {
   } else if (!std::filesystem::is_directory(options.repository)) {
     return NotFound("--repo " + options.repository + " is not a directory");
   }
+  PERCH_RETURN_IF_ERROR(CheckTls(options.http.tls));
 #ifdef PERCH_WITH_MQTT
   PERCH_RETURN_IF_ERROR(CheckMqttOptions(options.mqtt));
 #endif
@@ -125,6 +128,13 @@ int RunServe(const ServeOptions& options) {
     std::printf("configuration is valid\n");
     return 0;
   }
+  auto management =
+      ResolveManagementToken(options.management_token, options.http.host, options.state, logger);
+  if (!management.ok()) {
+    return Fail(logger, management.status());
+  }
+  HttpServerOptions http_options = options.http;
+  http_options.management_token = management->token;
   std::unique_ptr<FleetAgent> fleet;
   if (!options.hub.url.empty()) {
     auto agent = OpenHubAgent(options.hub, options.registry, options.device, options.state,
@@ -161,7 +171,7 @@ int RunServe(const ServeOptions& options) {
   scheduler.Start();
   const InferenceService inference(models, scheduler);
   auto http =
-      HttpServer::Create(options.http, inference, models, metrics, logger.ForComponent("http"));
+      HttpServer::Create(http_options, inference, models, metrics, logger.ForComponent("http"));
   if (!http.ok()) {
     return Fail(logger, http.status());
   }
@@ -237,8 +247,11 @@ int RunServe(const ServeOptions& options) {
 #endif
     });
   }
-  logger.Info("ready: try curl http://{}:{}/v2/repository/index -X POST", options.http.host,
-              (*http)->port());
+  logger.Info("ready: try curl {}://{}:{}/v2/repository/index -X POST{}", (*http)->scheme(),
+              options.http.host, (*http)->port(),
+              management->file.empty() ? std::string()
+                                       : fmt::format(" -H \"Authorization: Bearer $(cat {})\"",
+                                                     management->file.string()));
 
   int signal = 0;
   sigwait(&stop_signals, &signal);
@@ -286,6 +299,22 @@ CommandRunner AddServeCommand(CLI::App& app) {
       ->envname("PERCH_HTTP_PORT")
       ->check(CLI::Range(0, 65535))
       ->capture_default_str();
+  app.add_option("--tls-cert", options->http.tls.cert_file,
+                 "PEM certificate (chain): REST and gRPC serve over TLS only")
+      ->envname("PERCH_TLS_CERT");
+  app.add_option("--tls-key", options->http.tls.key_file, "PEM private key of --tls-cert")
+      ->envname("PERCH_TLS_KEY");
+  app.add_option("--tls-client-ca", options->http.tls.client_ca_file,
+                 "PEM CA: REST and gRPC clients must present a certificate it signed (mutual TLS)")
+      ->envname("PERCH_TLS_CLIENT_CA");
+  app.add_option("--management-token", options->management_token,
+                 "Token the repository endpoints (index, load, unload) need. Default: none on "
+                 "loopback; beyond it, one generated into STATE/management-token")
+      ->envname("PERCH_MANAGEMENT_TOKEN");
+  app.add_option("--api-token", options->http.api_token,
+                 "Token that inference and model metadata/readiness need, on REST and gRPC "
+                 "(default: none; health and /metrics stay open)")
+      ->envname("PERCH_API_TOKEN");
 #ifdef PERCH_WITH_GRPC
   app.add_option("--grpc-port", options->grpc.port, "gRPC port (0: any free port)")
       ->envname("PERCH_GRPC_PORT")
@@ -358,7 +387,8 @@ CommandRunner AddServeCommand(CLI::App& app) {
       ->check(CLI::Range(size_t{4}, size_t{1024}))
       ->capture_default_str();
   app.add_option("--http-threads", options->http.threads,
-                 "REST I/O threads; each open keep-alive connection holds one")
+                 "REST handler threads: requests handled at once (connections are not limited "
+                 "by it)")
       ->envname("PERCH_HTTP_THREADS")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
@@ -383,6 +413,8 @@ CommandRunner AddServeCommand(CLI::App& app) {
 #ifdef PERCH_WITH_GRPC
     options->grpc.server_version = Version();
     options->grpc.host = options->http.host;
+    options->grpc.tls = options->http.tls;
+    options->grpc.api_token = options->http.api_token;
 #endif
 #ifdef PERCH_WITH_MQTT
     options->mqtt.device = options->device.empty() ? DefaultDeviceName() : options->device;

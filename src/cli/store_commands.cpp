@@ -17,6 +17,7 @@
 #include "core/log.h"
 #include "engine/engine.h"
 #include "store/blob_store.h"
+#include "store/manifest.h"
 #include "store/media_types.h"
 #include "store/model_artifact.h"
 #include "store/model_puller.h"
@@ -235,7 +236,7 @@ int RunInspect(const InspectOptions& options) {
   if (!fetched.ok()) {
     return Fail(fetched.status());
   }
-  auto manifest = DecodeManifest(fetched->bytes);
+  auto manifest = ParseImageManifest(fetched->media_type, fetched->bytes);
   if (!manifest.ok()) {
     return Fail(manifest.status());
   }
@@ -360,7 +361,7 @@ int RunTag(const TagOptions& options) {
   if (target.repository != source->repository) {
     // Another repository must hold the blobs before the manifest: mounting
     // shares them inside the registry instead of sending them again.
-    auto manifest = DecodeManifest(fetched->bytes);
+    auto manifest = ParseImageManifest(fetched->media_type, fetched->bytes);
     if (!manifest.ok()) {
       return Fail(manifest.status());
     }

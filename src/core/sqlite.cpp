@@ -1,102 +1,210 @@
 #include "core/sqlite.h"
 
+#include <fmt/format.h>
 #include <sqlite3.h>
 
 namespace perch {
+namespace {
 
-Result<std::unique_ptr<SqliteDb>> SqliteDb::Open(const std::filesystem::path& path,
-                                                 std::string_view synchronous,
-                                                 std::string_view schema) {
-  std::error_code error;
+bool Succeeded(int result) {
+  return result == SQLITE_OK || result == SQLITE_DONE || result == SQLITE_ROW;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<SqliteDb>> SqliteDb::Open(const SqliteOptions& options) {
+  const std::filesystem::path& path = options.path;
   if (path.has_parent_path()) {
+    std::error_code error;
     std::filesystem::create_directories(path.parent_path(), error);
+    if (error) {
+      return Unavailable(
+          fmt::format("cannot create the folder of {}: {}", path.string(), error.message()));
+    }
   }
   sqlite3* raw = nullptr;
   const int opened =
       sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
-  std::unique_ptr<SqliteDb> db(new SqliteDb(raw, path));
+  // Owned from here on: sqlite3_open_v2 allocates a handle even when it fails.
+  std::unique_ptr<SqliteDb> db(new SqliteDb(raw, options));
   if (opened != SQLITE_OK) {
-    return Unavailable("cannot open " + path.string() + ": " +
-                       (raw ? sqlite3_errmsg(raw) : "out of memory"));
+    return Unavailable(fmt::format("cannot open {}: {}", path.string(),
+                                   raw != nullptr ? sqlite3_errmsg(raw) : "out of memory"));
   }
-  sqlite3_busy_timeout(raw, 5000);
-  const std::string pragmas =
-      "PRAGMA journal_mode=WAL; PRAGMA synchronous=" + std::string(synchronous) + ";";
-  if (const Status status = db->Exec(pragmas); !status.ok()) {
-    return Unavailable(path.string() + " is not a usable database: " + status.message());
+  sqlite3_extended_result_codes(raw, 1);
+  sqlite3_busy_timeout(raw, static_cast<int>(options.busy_timeout.count()));
+  // Anything wrong this early is the file's fault (not a database, another
+  // program's tables), not the caller's SQL.
+  const auto unusable = [&](const Status& status) {
+    return status.code() == StatusCode::kResourceExhausted ? status : Unavailable(status.message());
+  };
+  const std::string pragmas = fmt::format("PRAGMA journal_mode=WAL; PRAGMA synchronous={};",
+                                          options.full_sync ? "FULL" : "NORMAL");
+  if (const Status status = db->Exec(pragmas, "open it as a database"); !status.ok()) {
+    return unusable(status);
   }
-  if (const Status status = db->Exec(schema); !status.ok()) {
-    return Unavailable(path.string() + " is not a perch database: " + status.message());
+  if (!options.schema.empty()) {
+    if (const Status status = db->Exec(options.schema, "create perch's tables"); !status.ok()) {
+      return unusable(status);
+    }
   }
   return db;
 }
 
-SqliteDb::~SqliteDb() { sqlite3_close_v2(db_); }
-
-Status SqliteDb::Exec(std::string_view sql) {
-  char* message = nullptr;
-  const int result = sqlite3_exec(db_, std::string(sql).c_str(), nullptr, nullptr, &message);
-  if (result != SQLITE_OK) {
-    std::string text = message ? message : sqlite3_errstr(result);
-    sqlite3_free(message);
-    return Internal(text);
+SqliteDb::~SqliteDb() {
+  for (auto& [sql, cached] : statements_) {
+    sqlite3_finalize(cached.statement);
   }
-  return Status::Ok();
+  sqlite3_close_v2(db_);
+}
+
+Status SqliteDb::Exec(std::string_view sql, std::string_view what) {
+  return Check(sqlite3_exec(db_, std::string(sql).c_str(), nullptr, nullptr, nullptr), what);
 }
 
 Status SqliteDb::Check(int result, std::string_view what) const {
-  if (result == SQLITE_OK || result == SQLITE_DONE || result == SQLITE_ROW) {
+  return Check(result, what, sqlite3_errmsg(db_));
+}
+
+Status SqliteDb::Check(int result, std::string_view what, const char* detail) const {
+  if (Succeeded(result)) {
     return Status::Ok();
   }
-  if (result == SQLITE_FULL) {
-    return ResourceExhausted("cannot " + std::string(what) + ": the disk holding " +
-                             path_.string() + " is full");
+  const std::string file = path_.string();
+  switch (result & 0xff) {
+    case SQLITE_FULL:
+      return ResourceExhausted(fmt::format("cannot {}: the disk holding {} is full", what, file));
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return Unavailable(fmt::format(
+          "cannot {}: {} is still locked by another connection after {} ms; retry later", what,
+          file, busy_timeout_.count()));
+    case SQLITE_CANTOPEN:
+    case SQLITE_IOERR:
+    case SQLITE_READONLY:
+    case SQLITE_PERM:
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+    case SQLITE_NOLFS:
+    case SQLITE_PROTOCOL:
+      return Unavailable(fmt::format("cannot {}: {} cannot be used: {}", what, file, detail));
+    case SQLITE_CONSTRAINT:
+      if (result == SQLITE_CONSTRAINT_UNIQUE || result == SQLITE_CONSTRAINT_PRIMARYKEY) {
+        return Status(StatusCode::kAlreadyExists,
+                      fmt::format("cannot {} in {}: {}", what, file, detail));
+      }
+      break;
+    default:
+      break;
   }
-  return Internal("cannot " + std::string(what) + " in " + path_.string() + ": " +
-                  sqlite3_errmsg(db_));
+  return Internal(fmt::format("cannot {} in {}: {}", what, file, detail));
+}
+
+Result<SqliteStatement> SqliteDb::Prepare(std::string_view sql) {
+  const auto prepare = [&](unsigned flags) -> Result<sqlite3_stmt*> {
+    sqlite3_stmt* statement = nullptr;
+    const int result = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()), flags,
+                                          &statement, nullptr);
+    if (result != SQLITE_OK) {
+      sqlite3_finalize(statement);
+      const Status status = Check(result, "prepare a statement");
+      // A statement that does not fit the tables means the file holds
+      // another program's tables of the same names.
+      return status.code() == StatusCode::kInternal
+                 ? Unavailable(fmt::format("{} is not the database perch expects: {}",
+                                           path_.string(), status.message()))
+                 : status;
+    }
+    return statement;
+  };
+  const auto found = statements_.find(sql);
+  if (found == statements_.end()) {
+    PERCH_ASSIGN_OR_RETURN(sqlite3_stmt* const statement, prepare(SQLITE_PREPARE_PERSISTENT));
+    Cached& cached = statements_[std::string(sql)];
+    cached = Cached{.statement = statement, .in_use = true};
+    return SqliteStatement(*this, statement, &cached.in_use);
+  }
+  if (!found->second.in_use) {
+    found->second.in_use = true;
+    return SqliteStatement(*this, found->second.statement, &found->second.in_use);
+  }
+  PERCH_ASSIGN_OR_RETURN(sqlite3_stmt* const statement, prepare(0));
+  return SqliteStatement(*this, statement, nullptr);
+}
+
+Result<SqliteTransaction> SqliteDb::Begin() {
+  PERCH_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE", "begin a transaction"));
+  return SqliteTransaction(*this);
 }
 
 int64_t SqliteDb::Changes() const { return sqlite3_changes(db_); }
 int64_t SqliteDb::LastInsertRowId() const { return sqlite3_last_insert_rowid(db_); }
 
-SqliteStatement::SqliteStatement(const SqliteDb& db, const char* sql) : db_(db) {
-  sqlite3_prepare_v3(db.get(), sql, -1, SQLITE_PREPARE_PERSISTENT, &statement_, nullptr);
+SqliteStatement::SqliteStatement(SqliteStatement&& other) noexcept
+    : db_(other.db_),
+      statement_(std::exchange(other.statement_, nullptr)),
+      in_use_(std::exchange(other.in_use_, nullptr)),
+      bind_error_(other.bind_error_),
+      last_result_(other.last_result_) {}
+
+SqliteStatement::~SqliteStatement() {
+  if (statement_ == nullptr) {
+    return;
+  }
+  if (in_use_ == nullptr) {
+    sqlite3_finalize(statement_);
+    return;
+  }
+  sqlite3_reset(statement_);
+  sqlite3_clear_bindings(statement_);
+  *in_use_ = false;
 }
 
-SqliteStatement::~SqliteStatement() { sqlite3_finalize(statement_); }
-
 SqliteStatement& SqliteStatement::Bind(int index, std::string_view text) {
-  sqlite3_bind_text(statement_, index, text.empty() ? "" : text.data(),
-                    static_cast<int>(text.size()), SQLITE_TRANSIENT);
+  // An empty view may have no data pointer, which SQLite would bind as NULL.
+  const int result = sqlite3_bind_text(statement_, index, text.empty() ? "" : text.data(),
+                                       static_cast<int>(text.size()), SQLITE_TRANSIENT);
+  if (result != SQLITE_OK && bind_error_ == SQLITE_OK) {
+    bind_error_ = result;
+  }
   return *this;
 }
 
 SqliteStatement& SqliteStatement::BindBlob(int index, std::string_view bytes) {
-  // An empty view may have no data pointer, which SQLite would bind as NULL.
-  sqlite3_bind_blob(statement_, index, bytes.empty() ? "" : bytes.data(),
-                    static_cast<int>(bytes.size()), SQLITE_TRANSIENT);
+  const int result = sqlite3_bind_blob(statement_, index, bytes.empty() ? "" : bytes.data(),
+                                       static_cast<int>(bytes.size()), SQLITE_TRANSIENT);
+  if (result != SQLITE_OK && bind_error_ == SQLITE_OK) {
+    bind_error_ = result;
+  }
   return *this;
 }
 
 SqliteStatement& SqliteStatement::Bind(int index, int64_t value) {
-  sqlite3_bind_int64(statement_, index, value);
+  const int result = sqlite3_bind_int64(statement_, index, value);
+  if (result != SQLITE_OK && bind_error_ == SQLITE_OK) {
+    bind_error_ = result;
+  }
   return *this;
 }
 
 SqliteStatement& SqliteStatement::BindNull(int index) {
-  sqlite3_bind_null(statement_, index);
+  const int result = sqlite3_bind_null(statement_, index);
+  if (result != SQLITE_OK && bind_error_ == SQLITE_OK) {
+    bind_error_ = result;
+  }
   return *this;
 }
 
 bool SqliteStatement::Step() {
-  last_result_ = statement_ ? sqlite3_step(statement_) : SQLITE_MISUSE;
+  last_result_ = bind_error_ != SQLITE_OK ? bind_error_ : sqlite3_step(statement_);
   return last_result_ == SQLITE_ROW;
 }
 
 std::string SqliteStatement::Text(int column) const {
   const auto* data = static_cast<const char*>(sqlite3_column_blob(statement_, column));
-  return data ? std::string(data, static_cast<size_t>(sqlite3_column_bytes(statement_, column)))
-              : std::string();
+  return data != nullptr
+             ? std::string(data, static_cast<size_t>(sqlite3_column_bytes(statement_, column)))
+             : std::string();
 }
 
 int64_t SqliteStatement::Int(int column) const { return sqlite3_column_int64(statement_, column); }
@@ -106,17 +214,38 @@ bool SqliteStatement::IsNull(int column) const {
 }
 
 Status SqliteStatement::Finish(std::string_view what) {
-  const int result = last_result_;
+  // Read before the reset; a bind error's message was the connection's only
+  // until the next bind, so it is described by its code.
+  const Status status = bind_error_ != SQLITE_OK
+                            ? db_->Check(bind_error_, what, sqlite3_errstr(bind_error_))
+                            : db_->Check(last_result_, what);
   sqlite3_reset(statement_);
   sqlite3_clear_bindings(statement_);
+  bind_error_ = SQLITE_OK;
   last_result_ = SQLITE_DONE;
-  return db_.Check(result, what);
+  return status;
 }
 
 Status SqliteStatement::Run(std::string_view what) {
   while (Step()) {
   }
   return Finish(what);
+}
+
+SqliteTransaction::~SqliteTransaction() {
+  if (db_ != nullptr) {
+    // A failed statement may have rolled the transaction back already.
+    (void)db_->Exec("ROLLBACK", "roll back a transaction");
+  }
+}
+
+Status SqliteTransaction::Commit() {
+  SqliteDb* db = std::exchange(db_, nullptr);
+  const Status committed = db->Exec("COMMIT", "commit a transaction");
+  if (!committed.ok()) {
+    (void)db->Exec("ROLLBACK", "roll back a transaction");
+  }
+  return committed;
 }
 
 }  // namespace perch

@@ -28,12 +28,6 @@ CREATE TABLE IF NOT EXISTS revisions(
 
 std::string TokenHash(std::string_view token) { return Sha256Of(token).str(); }
 
-int64_t SystemClock() {
-  return std::chrono::duration_cast<std::chrono::seconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 bool SameRevisionContent(const Revision& revision, const DeploymentSpec& spec) {
   return revision.reference == spec.reference &&
          ToJson(revision.selector) == ToJson(spec.selector) &&
@@ -75,19 +69,17 @@ void FleetStore::CheckpointLoop(std::stop_token stop) {
     }
     // PASSIVE: copies what no reader still needs and never blocks writers.
     // A failure (disk full) leaves the WAL to grow until the next attempt.
-    (void)checkpoint_db_->Exec("PRAGMA wal_checkpoint(PASSIVE)");
+    (void)checkpoint_db_->Exec("PRAGMA wal_checkpoint(PASSIVE)", "checkpoint");
   }
 }
 
 FleetStore::~FleetStore() = default;
 
 Result<std::unique_ptr<FleetStore>> FleetStore::Open(FleetStoreOptions options) {
-  if (!options.clock) {
-    options.clock = SystemClock;
-  }
-  PERCH_ASSIGN_OR_RETURN(auto db, SqliteDb::Open(options.database, "NORMAL", kSchema));
-  PERCH_RETURN_IF_ERROR(db->Exec("PRAGMA wal_autocheckpoint=0"));
-  PERCH_ASSIGN_OR_RETURN(auto checkpoint_db, SqliteDb::Open(options.database, "NORMAL", ""));
+  PERCH_ASSIGN_OR_RETURN(auto db, SqliteDb::Open({.path = options.database, .schema = kSchema}));
+  PERCH_RETURN_IF_ERROR(
+      db->Exec("PRAGMA wal_autocheckpoint=0", "leave checkpoints to the background thread"));
+  PERCH_ASSIGN_OR_RETURN(auto checkpoint_db, SqliteDb::Open({.path = options.database}));
   std::unique_ptr<FleetStore> store(
       new FleetStore(std::move(options), std::move(db), std::move(checkpoint_db)));
   PERCH_RETURN_IF_ERROR(store->Load());
@@ -108,9 +100,10 @@ Status ReadColumn(Result<T> parsed, T& out, const std::string& what) {
 
 Status FleetStore::Load() {
   std::lock_guard lock(mutex_);
-  SqliteStatement locations(*db_,
-                            "SELECT name, description, labels, enrolment_hash, created_at "
-                            "FROM locations");
+  PERCH_ASSIGN_OR_RETURN(
+      SqliteStatement locations,
+      db_->Prepare("SELECT name, description, labels, enrolment_hash, created_at "
+                   "FROM locations"));
   while (locations.Step()) {
     LocationRecord record;
     record.location.name = locations.Text(0);
@@ -123,10 +116,11 @@ Status FleetStore::Load() {
   }
   PERCH_RETURN_IF_ERROR(locations.Finish("read the locations"));
 
-  SqliteStatement devices(*db_,
-                          "SELECT name, location, labels, architecture, perch_version, "
-                          "addresses, token_hash, enrolled_at, last_seen, revoked, heartbeat "
-                          "FROM devices");
+  PERCH_ASSIGN_OR_RETURN(
+      SqliteStatement devices,
+      db_->Prepare("SELECT name, location, labels, architecture, perch_version, "
+                   "addresses, token_hash, enrolled_at, last_seen, revoked, heartbeat "
+                   "FROM devices"));
   while (devices.Step()) {
     DeviceRecord record;
     Device& device = record.device;
@@ -151,10 +145,11 @@ Status FleetStore::Load() {
   }
   PERCH_RETURN_IF_ERROR(devices.Finish("read the devices"));
 
-  SqliteStatement revisions(*db_,
-                            "SELECT deployment, number, reference, selector, rollout, "
-                            "created_at, rolled_back, healthy_since, promoted FROM revisions "
-                            "ORDER BY deployment, number");
+  PERCH_ASSIGN_OR_RETURN(
+      SqliteStatement revisions,
+      db_->Prepare("SELECT deployment, number, reference, selector, rollout, "
+                   "created_at, rolled_back, healthy_since, promoted FROM revisions "
+                   "ORDER BY deployment, number"));
   while (revisions.Step()) {
     const std::string name = revisions.Text(0);
     Revision revision;
@@ -178,10 +173,11 @@ Status FleetStore::Load() {
 
 Status FleetStore::SaveDevice(const DeviceRecord& record) {
   const Device& device = record.device;
-  SqliteStatement save(*db_,
-                       "INSERT OR REPLACE INTO devices(name, location, labels, architecture, "
-                       "perch_version, addresses, token_hash, enrolled_at, last_seen, revoked, "
-                       "heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  PERCH_ASSIGN_OR_RETURN(
+      SqliteStatement save,
+      db_->Prepare("INSERT OR REPLACE INTO devices(name, location, labels, architecture, "
+                   "perch_version, addresses, token_hash, enrolled_at, last_seen, revoked, "
+                   "heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
   save.Bind(1, device.name)
       .Bind(2, device.location)
       .Bind(3, ToJson(device.labels))
@@ -201,10 +197,11 @@ Status FleetStore::SaveDevice(const DeviceRecord& record) {
 }
 
 Status FleetStore::SaveRevision(const std::string& deployment, const Revision& revision) {
-  SqliteStatement save(*db_,
-                       "INSERT OR REPLACE INTO revisions(deployment, number, reference, selector, "
-                       "rollout, created_at, rolled_back, healthy_since, promoted) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  PERCH_ASSIGN_OR_RETURN(
+      SqliteStatement save,
+      db_->Prepare("INSERT OR REPLACE INTO revisions(deployment, number, reference, selector, "
+                   "rollout, created_at, rolled_back, healthy_since, promoted) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"));
   save.Bind(1, deployment)
       .Bind(2, revision.number)
       .Bind(3, revision.reference)
@@ -243,14 +240,15 @@ Result<WithToken<Location>> FleetStore::CreateLocation(const LocationSpec& spec)
       .location = Location{.name = spec.name,
                            .description = spec.description,
                            .labels = spec.labels,
-                           .created_at = options_.clock()},
+                           .created_at = options_.clock.UnixSeconds()},
       .enrolment_hash = {},
   };
   PERCH_ASSIGN_OR_RETURN(std::string token, GenerateToken());
   record.enrolment_hash = TokenHash(token);
-  SqliteStatement save(*db_,
-                       "INSERT INTO locations(name, description, labels, enrolment_hash, "
-                       "created_at) VALUES (?, ?, ?, ?, ?)");
+  PERCH_ASSIGN_OR_RETURN(
+      SqliteStatement save,
+      db_->Prepare("INSERT INTO locations(name, description, labels, enrolment_hash, "
+                   "created_at) VALUES (?, ?, ?, ?, ?)"));
   save.Bind(1, spec.name)
       .Bind(2, spec.description)
       .Bind(3, ToJson(spec.labels))
@@ -287,7 +285,8 @@ Result<std::string> FleetStore::RotateEnrolmentToken(std::string_view location) 
   }
   PERCH_ASSIGN_OR_RETURN(std::string token, GenerateToken());
   const std::string hash = TokenHash(token);
-  SqliteStatement save(*db_, "UPDATE locations SET enrolment_hash = ? WHERE name = ?");
+  PERCH_ASSIGN_OR_RETURN(SqliteStatement save,
+                         db_->Prepare("UPDATE locations SET enrolment_hash = ? WHERE name = ?"));
   save.Bind(1, hash).Bind(2, it->first);
   PERCH_RETURN_IF_ERROR(save.Run("save location " + it->first));
   it->second.enrolment_hash = hash;
@@ -323,7 +322,7 @@ Result<WithToken<Device>> FleetStore::Enrol(std::string_view enrolment_token,
                        .architecture = spec.architecture,
                        .perch_version = spec.perch_version,
                        .addresses = spec.addresses,
-                       .enrolled_at = options_.clock()},
+                       .enrolled_at = options_.clock.UnixSeconds()},
       .token_hash = TokenHash(token),
   };
   PERCH_RETURN_IF_ERROR(SaveDevice(record));
@@ -386,14 +385,13 @@ Status FleetStore::RecordHeartbeat(std::string_view name, Heartbeat heartbeat) {
     return NotFound("no device '" + std::string(name.substr(0, 80)) + "'");
   }
   Device& device = it->second.device;
-  const int64_t now = options_.clock();
-  if (!save_heartbeat_) {
-    save_heartbeat_ = std::make_unique<SqliteStatement>(
-        *db_, "UPDATE devices SET last_seen = ?, heartbeat = ? WHERE name = ?");
-  }
+  const int64_t now = options_.clock.UnixSeconds();
   // Written first, applied to memory only once stored.
-  save_heartbeat_->Bind(1, now).Bind(2, ToJson(heartbeat)).Bind(3, device.name);
-  PERCH_RETURN_IF_ERROR(save_heartbeat_->Run("save the heartbeat of " + device.name));
+  PERCH_ASSIGN_OR_RETURN(
+      SqliteStatement save,
+      db_->Prepare("UPDATE devices SET last_seen = ?, heartbeat = ? WHERE name = ?"));
+  save.Bind(1, now).Bind(2, ToJson(heartbeat)).Bind(3, device.name);
+  PERCH_RETURN_IF_ERROR(save.Run("save the heartbeat of " + device.name));
   device.last_seen = now;
   device.heartbeat = std::move(heartbeat);
   return AdvanceCanaries(now, device);
@@ -500,7 +498,7 @@ Result<Deployment> FleetStore::Deploy(const DeploymentSpec& spec, bool create_on
       .reference = spec.reference,
       .selector = spec.selector,
       .rollout = spec.rollout,
-      .created_at = options_.clock(),
+      .created_at = options_.clock.UnixSeconds(),
   };
   // A canary with no earlier revision has nothing to hold the rest back
   // with: everyone gets it at once.
@@ -563,7 +561,7 @@ size_t FleetStore::CountMatching(const Selector& selector) const {
 
 DesiredState FleetStore::ComputeDesiredState(const Device& device) const {
   DesiredState state;
-  const int64_t now = options_.clock();
+  const int64_t now = options_.clock.UnixSeconds();
   for (const auto& [name, deployment] : deployments_) {
     const Revision* current = deployment.Current();
     if (current == nullptr || !current->selector.Matches(device)) {

@@ -39,6 +39,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/clock.h"
 #include "core/sqlite.h"
 #include "core/status.h"
 #include "fleet/fleet_types.h"
@@ -47,8 +48,9 @@ namespace perch {
 
 struct FleetStoreOptions {
   std::filesystem::path database;  // e.g. DATA/fleet.db
-  // Unix seconds now; tests and the scale benchmark pass their own clock.
-  std::function<int64_t()> clock;
+  // Stamps enrolments, heartbeats and revisions and times canaries; tests
+  // pass a ManualClock's.
+  WallClock clock{};
 };
 
 class FleetStore {
@@ -139,10 +141,8 @@ class FleetStore {
 
   mutable std::mutex mutex_;
   mutable std::condition_variable changed_;
-  uint64_t generation_ = 0;       // guarded by mutex_
-  std::unique_ptr<SqliteDb> db_;  // guarded by mutex_
-  // Prepared once: a heartbeat is the hub's most frequent write.
-  std::unique_ptr<SqliteStatement> save_heartbeat_;                  // guarded by mutex_
+  uint64_t generation_ = 0;                                          // guarded by mutex_
+  std::unique_ptr<SqliteDb> db_;                                     // guarded by mutex_
   std::map<std::string, LocationRecord, std::less<>> locations_;     // guarded by mutex_
   std::map<std::string, DeviceRecord, std::less<>> devices_;         // guarded by mutex_
   std::map<std::string, std::string, std::less<>> device_by_token_;  // guarded by mutex_

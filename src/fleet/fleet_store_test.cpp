@@ -2,8 +2,9 @@
 
 #include <gtest/gtest.h>
 
-#include <atomic>
 #include <thread>
+
+#include "core/clock.h"
 
 namespace perch {
 namespace {
@@ -24,7 +25,7 @@ class FleetStoreTest : public testing::Test {
 
   void Reopen() {
     store_.reset();
-    auto store = FleetStore::Open({.database = path_, .clock = [this] { return now_.load(); }});
+    auto store = FleetStore::Open({.database = path_, .clock = clock_.AsWallClock()});
     ASSERT_TRUE(store.ok()) << store.status().message();
     store_ = std::move(store).value();
   }
@@ -68,7 +69,7 @@ class FleetStoreTest : public testing::Test {
   }
 
   fs::path path_;
-  std::atomic<int64_t> now_{1000};
+  ManualClock clock_{WallClock::TimePoint(std::chrono::seconds(1000))};
   std::unique_ptr<FleetStore> store_;
 };
 
@@ -185,13 +186,13 @@ TEST_F(FleetStoreTest, CanaryGoesToSomeFirstThenToAllOnceHealthy) {
   ASSERT_EQ(canaries.size(), 2u);
 
   ReportReady(canaries[0], "hub/m:2");
-  now_ += 120;
+  clock_.Advance(std::chrono::seconds(120));
   ReportReady("d9" == canaries[0] ? "d8" : "d9", "hub/m:1");
   EXPECT_FALSE(store_->GetDeployment("m")->Current()->promoted) << "one canary is not ready yet";
 
   ReportReady(canaries[1], "hub/m:2");
   EXPECT_FALSE(store_->GetDeployment("m")->Current()->promoted) << "healthy, but not for 60 s";
-  now_ += 61;
+  clock_.Advance(std::chrono::seconds(61));
   ReportReady(canaries[0], "hub/m:2");
   EXPECT_TRUE(store_->GetDeployment("m")->Current()->promoted);
   for (int i = 0; i < 10; ++i) {
@@ -224,9 +225,10 @@ TEST_F(FleetStoreTest, LongPollReturnsWhenTheDesiredStateChanges) {
 TEST_F(FleetStoreTest, RefusesADamagedDatabase) {
   store_.reset();
   {
-    auto db = SqliteDb::Open(path_, "NORMAL", "");
+    auto db = SqliteDb::Open({.path = path_});
     ASSERT_TRUE(db.ok());
-    ASSERT_TRUE((*db)->Exec("INSERT INTO locations VALUES ('x', '', 'not json', 'h', 0)").ok());
+    ASSERT_TRUE(
+        (*db)->Exec("INSERT INTO locations VALUES ('x', '', 'not json', 'h', 0)", "damage").ok());
   }
   auto reopened = FleetStore::Open({.database = path_, .clock = {}});
   ASSERT_FALSE(reopened.ok());

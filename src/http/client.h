@@ -48,8 +48,8 @@ struct ClientRequest {
   std::string method = "GET";
   std::string url;  // absolute: http(s)://host[:port]/path?query
   Headers headers;
-  std::string body;                 // sent when `file` is unset and the method has a body
-  std::optional<FileSlice> file;    // sent instead of `body`
+  std::string body;               // sent when `file` is unset and the method has a body
+  std::optional<FileSlice> file;  // sent instead of `body`
   // Called once the status and headers are in; return false to stop before the body.
   std::function<bool(int status, const Headers& headers)> on_head;
   // Set: the body goes here piece by piece instead of into ClientResponse::body;

@@ -2,7 +2,8 @@
 // the comparison of tokens. One parser for every perch server (agent, hub,
 // peers), so they all accept the same forms:
 //   Authorization: Bearer <token>                  (scheme in any case)
-//   Authorization: Basic base64(<user>:<token>)    (docker-style clients: skopeo --creds user:TOKEN)
+//   Authorization: Basic base64(<user>:<token>)    (docker-style clients: skopeo --creds
+//   user:TOKEN)
 //
 // Threading: pure functions; safe from any thread.
 #pragma once
@@ -18,8 +19,9 @@ namespace perch::http {
 
 // The token an Authorization header value carries. nullopt when there is
 // none: an empty header, or Basic with an empty password (what docker-style
-// clients send when they have no credentials). InvalidArgument for a header
-// that is neither Bearer nor valid Basic.
+// clients send when they have no credentials). Unauthenticated, saying
+// which forms are accepted, for a header that is neither Bearer nor valid
+// Basic, or a Bearer without a token.
 Result<std::optional<std::string>> TokenFromAuthorization(std::string_view header);
 
 // Compares in time independent of where the two differ.

@@ -49,12 +49,12 @@ struct TlsOptions {
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
-  int port = 0;                  // 0: any free port, see Server::port()
-  int io_threads = 2;            // socket I/O, parsing, TLS
-  int handler_threads = 16;      // run handlers; a handler may block
+  int port = 0;              // 0: any free port, see Server::port()
+  int io_threads = 2;        // socket I/O, parsing, TLS
+  int handler_threads = 16;  // run handlers; a handler may block
   size_t max_connections = 10000;
   size_t max_header_bytes = 16 << 10;
-  size_t max_body_bytes = 64 << 20;  // routes that set no limit of their own
+  size_t max_body_bytes = 64 << 20;                  // routes that set no limit of their own
   std::chrono::milliseconds header_timeout{10'000};  // the whole request head
   std::chrono::milliseconds body_timeout{30'000};    // between two body reads
   std::chrono::milliseconds idle_timeout{60'000};    // a keep-alive connection between requests

@@ -12,7 +12,8 @@
 //   model.json "mqtt": {"input_topic", "output_topic"}: an event stream
 // A payload is the JSON body of a REST infer request. Answers go to the MQTT 5
 // Response Topic with the Correlation Data, or (MQTT 3.1.1 clients) to
-// "reply_to" in the body, echoing "id".
+// "reply_to" in the body, echoing "id". An error answer is
+// {"error": <message>, "code": <StatusCode name>, "model_name", "topic", "id"}.
 //
 // Nothing accepted is lost: a message is written to the inbox queue before
 // the broker is acknowledged, its answer to the outbox queue before it leaves
@@ -24,10 +25,12 @@
 // exactly when). The outbox is the only source of resends: every connection
 // gets a fresh MQTT client, so the library's session replays nothing.
 //
-// Threading: a network thread, a delivery thread (acknowledgements, resends,
-// bindings) and `lanes` processing threads, which publish their own answers;
-// messages of one topic always go through one lane, in order.
-// Start and Stop are called from one controlling thread.
+// Threading: a network thread (the broker link, taking requests in, event
+// stream bindings, the status), a delivery thread (acknowledgements, resends)
+// and `lanes` processing threads, which publish their own answers; messages
+// of one topic always go through one lane, in order. Start and Stop are
+// called from one controlling thread. The parts are internal headers of
+// mqtt/, each stating its own threading model.
 #pragma once
 
 #include <chrono>

@@ -1,13 +1,13 @@
 #include "outbox/durable_queue.h"
 
 #include <fmt/format.h>
-#include <sqlite3.h>
 
 #include <bit>
 #include <mutex>
 #include <optional>
 
 #include "core/enum_names.h"
+#include "core/sqlite.h"
 
 namespace perch {
 namespace {
@@ -21,57 +21,30 @@ constexpr EnumNames<SyncMode, 2> kSyncNames{{
     {SyncMode::kFull, "full"},
 }};
 
-int64_t NowUnixMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+constexpr const char* kSchema =
+    "CREATE TABLE IF NOT EXISTS records("
+    "  sequence INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  destination TEXT NOT NULL, key TEXT NOT NULL,"
+    "  payload BLOB NOT NULL, attributes BLOB NOT NULL, created_ms INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS claims("
+    "  slot INTEGER PRIMARY KEY, fingerprint INTEGER NOT NULL, key TEXT NOT NULL,"
+    "  arrival INTEGER NOT NULL);";
 
-// A prepared statement, reset after each use.
-class Statement {
- public:
-  Statement(sqlite3* db, const char* sql) {
-    sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &statement_, nullptr);
-  }
-  ~Statement() { sqlite3_finalize(statement_); }
-  Statement(const Statement&) = delete;
-  Statement& operator=(const Statement&) = delete;
-
-  bool valid() const { return statement_ != nullptr; }
-  sqlite3_stmt* get() const { return statement_; }
-  void BindText(int index, std::string_view text) {
-    sqlite3_bind_text(statement_, index, text.data(), static_cast<int>(text.size()),
-                      SQLITE_TRANSIENT);
-  }
-  void BindBlob(int index, std::string_view bytes) {
-    // An empty view may have no data pointer, which SQLite would bind as NULL.
-    sqlite3_bind_blob(statement_, index, bytes.empty() ? "" : bytes.data(),
-                      static_cast<int>(bytes.size()), SQLITE_TRANSIENT);
-  }
-  void BindInt(int index, int64_t value) { sqlite3_bind_int64(statement_, index, value); }
-  std::string ColumnBytes(int column) const {
-    const auto* data = static_cast<const char*>(sqlite3_column_blob(statement_, column));
-    return data ? std::string(data, static_cast<size_t>(sqlite3_column_bytes(statement_, column)))
-                : std::string();
-  }
-  // Runs to completion; the SQLite result code.
-  int Run() {
-    int result = SQLITE_ROW;
-    while (result == SQLITE_ROW) {
-      result = sqlite3_step(statement_);
-    }
-    sqlite3_reset(statement_);
-    sqlite3_clear_bindings(statement_);
-    return result;
-  }
-  void Reset() {
-    sqlite3_reset(statement_);
-    sqlite3_clear_bindings(statement_);
-  }
-
- private:
-  sqlite3_stmt* statement_ = nullptr;
-};
+constexpr std::string_view kAppend =
+    "INSERT INTO records(destination, key, payload, attributes, created_ms) "
+    "VALUES (?, ?, ?, ?, ?)";
+constexpr std::string_view kRead =
+    "SELECT sequence, destination, key, payload, attributes, created_ms FROM records "
+    "WHERE sequence > ? ORDER BY sequence LIMIT ?";
+constexpr std::string_view kRemove = "DELETE FROM records WHERE sequence = ?";
+constexpr std::string_view kDropOldest =
+    "DELETE FROM records WHERE sequence = (SELECT MIN(sequence) FROM records)";
+constexpr std::string_view kExpire = "DELETE FROM records WHERE created_ms < ?";
+constexpr std::string_view kFindClaim =
+    "SELECT fingerprint, key, arrival FROM claims WHERE slot = ?";
+constexpr std::string_view kTouchClaim = "UPDATE claims SET arrival = ? WHERE slot = ?";
+constexpr std::string_view kPutClaim =
+    "INSERT OR REPLACE INTO claims(slot, fingerprint, key, arrival) VALUES (?, ?, ?, ?)";
 
 }  // namespace
 
@@ -86,24 +59,9 @@ std::optional<SyncMode> SyncModeFromString(std::string_view name) {
 
 class DurableQueue::Impl {
  public:
-  Impl(const DurableQueueOptions& options, sqlite3* db, MetricsRegistry& metrics)
+  Impl(const DurableQueueOptions& options, std::unique_ptr<SqliteDb> db, MetricsRegistry& metrics)
       : options_(options),
-        db_(db),
-        append_(db,
-                "INSERT INTO records(destination, key, payload, attributes, created_ms) "
-                "VALUES (?, ?, ?, ?, ?)"),
-        read_(db,
-              "SELECT sequence, destination, key, payload, attributes, created_ms FROM records "
-              "WHERE sequence > ? ORDER BY sequence LIMIT ?"),
-        remove_(db, "DELETE FROM records WHERE sequence = ?"),
-        drop_oldest_(db,
-                     "DELETE FROM records WHERE sequence = (SELECT MIN(sequence) FROM records)"),
-        expire_(db, "DELETE FROM records WHERE created_ms < ?"),
-        find_claim_(db, "SELECT fingerprint, key, arrival FROM claims WHERE slot = ?"),
-        touch_claim_(db, "UPDATE claims SET arrival = ? WHERE slot = ?"),
-        put_claim_(db,
-                   "INSERT OR REPLACE INTO claims(slot, fingerprint, key, arrival) "
-                   "VALUES (?, ?, ?, ?)"),
+        db_(std::move(db)),
         depth_(metrics.GetGauge("perch_queue_depth", "Records waiting in a durable queue",
                                 {{"queue", options.name}})),
         dropped_(metrics.GetCounter("perch_queue_dropped_total",
@@ -117,27 +75,17 @@ class DurableQueue::Impl {
                                     "Records removed undelivered past their time-to-live",
                                     {{"queue", options.name}})) {}
 
-  ~Impl() { sqlite3_close_v2(db_); }
-
   Status Initialize() {
-    if (!append_.valid() || !read_.valid() || !remove_.valid() || !drop_oldest_.valid() ||
-        !expire_.valid() || !find_claim_.valid() || !touch_claim_.valid() || !put_claim_.valid()) {
-      return Unavailable(fmt::format("{} is not a perch queue database: {}", options_.path.string(),
-                                     sqlite3_errmsg(db_)));
+    // Prepared now, so a file with other tables of the same names is
+    // refused at open rather than on the first record.
+    for (const std::string_view sql :
+         {kAppend, kRead, kRemove, kDropOldest, kExpire, kFindClaim, kTouchClaim, kPutClaim}) {
+      PERCH_RETURN_IF_ERROR(Named(db_->Prepare(sql).status()));
     }
-    Statement count(db_, "SELECT COUNT(*) FROM records");
-    if (sqlite3_step(count.get()) != SQLITE_ROW) {
-      return Unavailable(fmt::format("cannot count the records of {}: {}", options_.path.string(),
-                                     sqlite3_errmsg(db_)));
-    }
-    size_ = sqlite3_column_int64(count.get(), 0);
+    PERCH_ASSIGN_OR_RETURN(size_, SelectInt("SELECT COUNT(*) FROM records", "count the records"));
     depth_.Set(size_);
-    Statement last_arrival(db_, "SELECT COALESCE(MAX(arrival), 0) FROM claims");
-    if (sqlite3_step(last_arrival.get()) != SQLITE_ROW) {
-      return Unavailable(fmt::format("cannot read the claims of {}: {}", options_.path.string(),
-                                     sqlite3_errmsg(db_)));
-    }
-    last_arrival_ = sqlite3_column_int64(last_arrival.get(), 0);
+    PERCH_ASSIGN_OR_RETURN(last_arrival_, SelectInt("SELECT COALESCE(MAX(arrival), 0) FROM claims",
+                                                    "read the claims"));
     return Status::Ok();
   }
 
@@ -151,59 +99,138 @@ class DurableQueue::Impl {
                                        std::string_view payload, std::string_view attributes,
                                        const DeliveryClaim& claim) {
     std::lock_guard lock(mutex_);
-    // SQLite stores 64-bit integers signed; the bits are what matter.
-    const auto fingerprint = std::bit_cast<int64_t>(claim.fingerprint);
     const int64_t arrival = last_arrival_ + 1;
-    std::optional<std::string> first_key;
-    // A claim that cannot be read counts as none: answering a request twice
-    // (under two keys) beats dropping one.
-    if (claim.may_repeat) {
-      find_claim_.BindInt(1, claim.slot);
-      if (sqlite3_step(find_claim_.get()) == SQLITE_ROW &&
-          sqlite3_column_int64(find_claim_.get(), 0) == fingerprint &&
-          sqlite3_column_int64(find_claim_.get(), 2) > arrival - claim.window) {
-        first_key = find_claim_.ColumnBytes(1);
-      }
-      find_claim_.Reset();
-    }
-    PERCH_RETURN_IF_ERROR(Check(sqlite3_exec(db_, "BEGIN", nullptr, nullptr, nullptr), "begin"));
+    const std::optional<std::string> first_key = FirstDelivery(claim, arrival);
     const int64_t size_before = size_;
-    auto rollback = [&](const Status& status) {
-      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    auto appended =
+        AppendClaimedLocked(destination, key, payload, attributes, claim, arrival, first_key);
+    if (!appended.ok()) {
+      // Rolled back: nothing was appended or dropped.
       size_ = size_before;
       depth_.Set(size_);
-      return status;
-    };
+      return appended.status();
+    }
+    last_arrival_ = arrival;
+    return appended;
+  }
+
+  Result<std::vector<QueuedRecord>> Read(int64_t after, size_t limit) {
+    std::lock_guard lock(mutex_);
+    if (options_.ttl.count() > 0) {
+      PERCH_ASSIGN_OR_RETURN(SqliteStatement expire, Named(db_->Prepare(kExpire)));
+      expire.Bind(1, options_.clock.UnixMillis() - std::chrono::milliseconds(options_.ttl).count());
+      PERCH_RETURN_IF_ERROR(Named(expire.Run("expire old records")));
+      const int64_t expired = db_->Changes();
+      if (expired > 0) {
+        size_ -= expired;
+        expired_.Increment(static_cast<uint64_t>(expired));
+        depth_.Set(size_);
+      }
+    }
+    PERCH_ASSIGN_OR_RETURN(SqliteStatement read, Named(db_->Prepare(kRead)));
+    read.Bind(1, after).Bind(2, static_cast<int64_t>(limit));
+    std::vector<QueuedRecord> records;
+    while (read.Step()) {
+      records.push_back(QueuedRecord{
+          .sequence = read.Int(0),
+          .destination = read.Text(1),
+          .key = read.Text(2),
+          .payload = read.Blob(3),
+          .attributes = read.Blob(4),
+          .created_unix_ms = read.Int(5),
+      });
+    }
+    PERCH_RETURN_IF_ERROR(Named(read.Finish("read records")));
+    return records;
+  }
+
+  Status Remove(const std::vector<int64_t>& sequences) {
+    std::lock_guard lock(mutex_);
+    const int64_t size_before = size_;
+    const Status removed = RemoveLocked(sequences);
+    if (!removed.ok()) {
+      size_ = size_before;
+    }
+    depth_.Set(size_);
+    return removed;
+  }
+
+  int64_t Size() const {
+    std::lock_guard lock(mutex_);
+    return size_;
+  }
+
+ private:
+  // Says which queue a failure is about: the outbox and the inbox share code.
+  Status Named(const Status& status) const {
+    return status.ok()
+               ? status
+               : Status(status.code(), fmt::format("the {}: {}", options_.name, status.message()));
+  }
+  template <typename T>
+  Result<T> Named(Result<T> result) const {
+    if (!result.ok()) {
+      return Named(result.status());
+    }
+    return result;
+  }
+
+  Result<int64_t> SelectInt(std::string_view sql, std::string_view what) {
+    PERCH_ASSIGN_OR_RETURN(SqliteStatement select, Named(db_->Prepare(sql)));
+    if (!select.Step()) {
+      PERCH_RETURN_IF_ERROR(Named(select.Finish(what)));
+      return Named(Internal(fmt::format("cannot {}: no row", what)));
+    }
+    const int64_t value = select.Int(0);
+    PERCH_RETURN_IF_ERROR(Named(select.Finish(what)));
+    return value;
+  }
+
+  // The key of the first delivery when `claim` repeats the last claim on its
+  // slot within its window. A claim that cannot be read counts as none:
+  // answering a request twice (under two keys) beats dropping one.
+  std::optional<std::string> FirstDelivery(const DeliveryClaim& claim, int64_t arrival) {
+    if (!claim.may_repeat) {
+      return std::nullopt;
+    }
+    auto find = db_->Prepare(kFindClaim);
+    if (!find.ok()) {
+      return std::nullopt;
+    }
+    find->Bind(1, claim.slot);
+    // SQLite stores 64-bit integers signed; the bits are what matter.
+    if (find->Step() && find->Int(0) == std::bit_cast<int64_t>(claim.fingerprint) &&
+        find->Int(2) > arrival - claim.window) {
+      return find->Text(1);
+    }
+    return std::nullopt;
+  }
+
+  Result<AppendedRecord> AppendClaimedLocked(std::string_view destination, std::string_view key,
+                                             std::string_view payload, std::string_view attributes,
+                                             const DeliveryClaim& claim, int64_t arrival,
+                                             const std::optional<std::string>& first_key) {
+    PERCH_ASSIGN_OR_RETURN(SqliteTransaction transaction, Named(db_->Begin()));
     AppendedRecord appended;
     if (first_key) {
       // A repeat stays the latest claim on its slot: it may come once more
       // if this acknowledgement is lost too.
-      touch_claim_.BindInt(1, arrival);
-      touch_claim_.BindInt(2, claim.slot);
-      if (const Status touched = Check(touch_claim_.Run(), "remember a claim"); !touched.ok()) {
-        return rollback(touched);
-      }
-      appended = AppendedRecord{.sequence = 0, .key = std::move(*first_key), .repeat = true};
+      PERCH_ASSIGN_OR_RETURN(SqliteStatement touch, Named(db_->Prepare(kTouchClaim)));
+      PERCH_RETURN_IF_ERROR(
+          Named(touch.Bind(1, arrival).Bind(2, claim.slot).Run("remember a claim")));
+      appended = AppendedRecord{.sequence = 0, .key = *first_key, .repeat = true};
     } else {
-      const auto sequence = AppendLocked(destination, key, payload, attributes);
-      if (!sequence.ok()) {
-        return rollback(sequence.status());
-      }
-      put_claim_.BindInt(1, claim.slot);
-      put_claim_.BindInt(2, fingerprint);
-      put_claim_.BindText(3, key);
-      put_claim_.BindInt(4, arrival);
-      if (const Status put = Check(put_claim_.Run(), "remember a claim"); !put.ok()) {
-        return rollback(put);
-      }
-      appended = AppendedRecord{.sequence = *sequence, .key = std::string(key), .repeat = false};
+      PERCH_ASSIGN_OR_RETURN(const int64_t sequence,
+                             AppendLocked(destination, key, payload, attributes));
+      PERCH_ASSIGN_OR_RETURN(SqliteStatement put, Named(db_->Prepare(kPutClaim)));
+      PERCH_RETURN_IF_ERROR(Named(put.Bind(1, claim.slot)
+                                      .Bind(2, std::bit_cast<int64_t>(claim.fingerprint))
+                                      .Bind(3, key)
+                                      .Bind(4, arrival)
+                                      .Run("remember a claim")));
+      appended = AppendedRecord{.sequence = sequence, .key = std::string(key), .repeat = false};
     }
-    if (const Status committed =
-            Check(sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr), "commit");
-        !committed.ok()) {
-      return rollback(committed);
-    }
-    last_arrival_ = arrival;
+    PERCH_RETURN_IF_ERROR(Named(transaction.Commit()));
     return appended;
   }
 
@@ -216,99 +243,40 @@ class DurableQueue::Impl {
         return ResourceExhausted(fmt::format(
             "the {} holds {} records, its limit; the record was refused", options_.name, size_));
       }
-      PERCH_RETURN_IF_ERROR(Check(drop_oldest_.Run(), "drop the oldest record"));
-      size_ -= sqlite3_changes(db_);
+      PERCH_ASSIGN_OR_RETURN(SqliteStatement drop, Named(db_->Prepare(kDropOldest)));
+      PERCH_RETURN_IF_ERROR(Named(drop.Run("drop the oldest record")));
+      size_ -= db_->Changes();
       dropped_.Increment();
     }
-    append_.BindText(1, destination);
-    append_.BindText(2, key);
-    append_.BindBlob(3, payload);
-    append_.BindBlob(4, attributes);
-    append_.BindInt(5, NowUnixMs());
-    PERCH_RETURN_IF_ERROR(Check(append_.Run(), "append a record"));
+    PERCH_ASSIGN_OR_RETURN(SqliteStatement append, Named(db_->Prepare(kAppend)));
+    append.Bind(1, destination)
+        .Bind(2, key)
+        .BindBlob(3, payload)
+        .BindBlob(4, attributes)
+        .Bind(5, options_.clock.UnixMillis());
+    PERCH_RETURN_IF_ERROR(Named(append.Run("append a record")));
     ++size_;
     depth_.Set(size_);
-    return sqlite3_last_insert_rowid(db_);
+    return db_->LastInsertRowId();
   }
 
-  Result<std::vector<QueuedRecord>> Read(int64_t after, size_t limit) {
-    std::lock_guard lock(mutex_);
-    if (options_.ttl.count() > 0) {
-      expire_.BindInt(1, NowUnixMs() - std::chrono::milliseconds(options_.ttl).count());
-      PERCH_RETURN_IF_ERROR(Check(expire_.Run(), "expire old records"));
-      const int expired = sqlite3_changes(db_);
-      if (expired > 0) {
-        size_ -= expired;
-        expired_.Increment(static_cast<uint64_t>(expired));
-        depth_.Set(size_);
-      }
-    }
-    std::vector<QueuedRecord> records;
-    read_.BindInt(1, after);
-    read_.BindInt(2, static_cast<int64_t>(limit));
-    int result = SQLITE_ROW;
-    while ((result = sqlite3_step(read_.get())) == SQLITE_ROW) {
-      records.push_back(QueuedRecord{
-          .sequence = sqlite3_column_int64(read_.get(), 0),
-          .destination = read_.ColumnBytes(1),
-          .key = read_.ColumnBytes(2),
-          .payload = read_.ColumnBytes(3),
-          .attributes = read_.ColumnBytes(4),
-          .created_unix_ms = sqlite3_column_int64(read_.get(), 5),
-      });
-    }
-    read_.Reset();
-    PERCH_RETURN_IF_ERROR(Check(result, "read records"));
-    return records;
-  }
-
-  Status Remove(const std::vector<int64_t>& sequences) {
-    std::lock_guard lock(mutex_);
+  // Remove with mutex_ held by the caller.
+  Status RemoveLocked(const std::vector<int64_t>& sequences) {
     // One transaction for the lot: one disk flush however many were delivered.
-    PERCH_RETURN_IF_ERROR(Check(sqlite3_exec(db_, "BEGIN", nullptr, nullptr, nullptr), "begin"));
+    PERCH_ASSIGN_OR_RETURN(SqliteTransaction transaction, Named(db_->Begin()));
+    PERCH_ASSIGN_OR_RETURN(SqliteStatement remove, Named(db_->Prepare(kRemove)));
     for (const int64_t sequence : sequences) {
-      remove_.BindInt(1, sequence);
-      const int result = remove_.Run();
-      if (result != SQLITE_DONE) {
-        sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-        return Check(result, "remove a record");
-      }
-      size_ -= sqlite3_changes(db_);
+      PERCH_RETURN_IF_ERROR(Named(remove.Bind(1, sequence).Run("remove a record")));
+      size_ -= db_->Changes();
     }
-    PERCH_RETURN_IF_ERROR(Check(sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr), "commit"));
-    depth_.Set(size_);
-    return Status::Ok();
-  }
-
-  int64_t Size() const {
-    std::lock_guard lock(mutex_);
-    return size_;
-  }
-
- private:
-  Status Check(int result, std::string_view doing) const {
-    if (result == SQLITE_DONE || result == SQLITE_OK || result == SQLITE_ROW) {
-      return Status::Ok();
-    }
-    const auto code =
-        result == SQLITE_FULL ? StatusCode::kResourceExhausted : StatusCode::kUnavailable;
-    return Status(code, fmt::format("the {} at {} could not {}: {}", options_.name,
-                                    options_.path.string(), doing, sqlite3_errmsg(db_)));
+    return Named(transaction.Commit());
   }
 
   const DurableQueueOptions options_;
   mutable std::mutex mutex_;
-  sqlite3* const db_;
-  Statement append_;  // guarded by mutex_, like every statement
-  Statement read_;
-  Statement remove_;
-  Statement drop_oldest_;
-  Statement expire_;
-  Statement find_claim_;
-  Statement touch_claim_;
-  Statement put_claim_;
-  int64_t last_arrival_ = 0;  // guarded by mutex_: the arrival number of the latest claim
-  int64_t size_ = 0;          // guarded by mutex_
+  const std::unique_ptr<SqliteDb> db_;  // guarded by mutex_
+  int64_t last_arrival_ = 0;            // guarded by mutex_: the arrival number of the latest claim
+  int64_t size_ = 0;                    // guarded by mutex_
   Gauge& depth_;
   Counter& dropped_;
   Counter& rejected_;
@@ -320,37 +288,15 @@ Result<std::unique_ptr<DurableQueue>> DurableQueue::Open(const DurableQueueOptio
   if (options.max_records < 1) {
     return InvalidArgument(fmt::format("the {} needs room for at least one record", options.name));
   }
-  std::error_code error;
-  std::filesystem::create_directories(options.path.parent_path(), error);
-  sqlite3* db = nullptr;
-  const int opened =
-      sqlite3_open_v2(options.path.c_str(), &db,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
-  if (opened != SQLITE_OK) {
-    const std::string message = db ? sqlite3_errmsg(db) : "out of memory";
-    sqlite3_close_v2(db);
-    return Unavailable(
-        fmt::format("cannot open the {} at {}: {}", options.name, options.path.string(), message));
+  auto db = SqliteDb::Open({.path = options.path,
+                            .full_sync = options.sync == SyncMode::kFull,
+                            .schema = kSchema,
+                            .busy_timeout = std::chrono::seconds(5)});
+  if (!db.ok()) {
+    return Status(db.status().code(),
+                  fmt::format("the {}: {}", options.name, db.status().message()));
   }
-  const std::string setup = fmt::format(
-      "PRAGMA journal_mode=WAL; PRAGMA synchronous={}; PRAGMA busy_timeout=5000;"
-      "CREATE TABLE IF NOT EXISTS records("
-      "  sequence INTEGER PRIMARY KEY AUTOINCREMENT,"
-      "  destination TEXT NOT NULL, key TEXT NOT NULL,"
-      "  payload BLOB NOT NULL, attributes BLOB NOT NULL, created_ms INTEGER NOT NULL);"
-      "CREATE TABLE IF NOT EXISTS claims("
-      "  slot INTEGER PRIMARY KEY, fingerprint INTEGER NOT NULL, key TEXT NOT NULL,"
-      "  arrival INTEGER NOT NULL);",
-      options.sync == SyncMode::kFull ? "FULL" : "NORMAL");
-  char* setup_error = nullptr;
-  if (sqlite3_exec(db, setup.c_str(), nullptr, nullptr, &setup_error) != SQLITE_OK) {
-    const std::string message = setup_error ? setup_error : sqlite3_errmsg(db);
-    sqlite3_free(setup_error);
-    sqlite3_close_v2(db);
-    return Unavailable(fmt::format("{} is not usable as the {}: {}", options.path.string(),
-                                   options.name, message));
-  }
-  auto impl = std::make_unique<Impl>(options, db, metrics);
+  auto impl = std::make_unique<Impl>(options, std::move(db).value(), metrics);
   PERCH_RETURN_IF_ERROR(impl->Initialize());
   return std::unique_ptr<DurableQueue>(new DurableQueue(std::move(impl)));
 }

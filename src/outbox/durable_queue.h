@@ -18,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/clock.h"
 #include "core/metrics.h"
 #include "core/status.h"
 
@@ -40,6 +41,8 @@ struct DurableQueueOptions {
   // kNormal survives the process being killed; kFull also a power loss, at
   // the price of a disk flush per record.
   SyncMode sync = SyncMode::kNormal;
+  // Stamps records and decides which are past their time-to-live.
+  WallClock clock{};
 };
 
 struct QueuedRecord {

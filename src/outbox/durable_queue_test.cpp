@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
-#include <thread>
+
+#include "core/clock.h"
+#include "core/sqlite.h"
 
 namespace perch {
 namespace {
@@ -96,12 +98,18 @@ TEST_F(DurableQueueTest, DropOldestWhenFull) {
 }
 
 TEST_F(DurableQueueTest, ExpiredRecordsAreCountedNotRead) {
+  ManualClock clock;
   DurableQueueOptions options;
   options.ttl = std::chrono::seconds(1);
+  options.clock = clock.AsWallClock();
   auto queue = Open(options);
   ASSERT_TRUE(queue->Append("t", "old", "old", "").ok());
-  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  EXPECT_EQ(queue->Read(0, 10).value()[0].created_unix_ms, clock.AsWallClock().UnixMillis());
+  clock.Advance(std::chrono::seconds(1));
   ASSERT_TRUE(queue->Append("t", "new", "new", "").ok());
+  // Exactly as old as its time-to-live: still deliverable.
+  EXPECT_EQ(Payloads(*queue), (std::vector<std::string>{"old", "new"}));
+  clock.Advance(std::chrono::milliseconds(1));
   EXPECT_EQ(Payloads(*queue), (std::vector<std::string>{"new"}));
   EXPECT_EQ(queue->Size(), 1);
   EXPECT_NE(metrics_.RenderPrometheus().find("perch_queue_expired_total{queue=\"outbox\"} 1"),
@@ -180,6 +188,39 @@ TEST_F(DurableQueueTest, ARefusedClaimedRecordLeavesNoClaim) {
 TEST_F(DurableQueueTest, RefusesAFileThatIsNotAQueue) {
   fs::create_directories(folder_);
   std::ofstream(folder_ / "queue.db") << "this is not an SQLite database, just text of some length";
+  DurableQueueOptions options;
+  options.path = folder_ / "queue.db";
+  const auto queue = DurableQueue::Open(options, metrics_);
+  ASSERT_FALSE(queue.ok());
+  EXPECT_EQ(queue.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(queue.status().message().find("queue.db"), std::string::npos);
+}
+
+TEST_F(DurableQueueTest, RecordsNeverExpireWithoutATimeToLive) {
+  ManualClock clock;
+  DurableQueueOptions options;
+  options.clock = clock.AsWallClock();
+  auto queue = Open(options);
+  ASSERT_TRUE(queue->Append("t", "k", "kept", "").ok());
+  clock.Advance(std::chrono::hours(24 * 365));
+  EXPECT_EQ(Payloads(*queue), (std::vector<std::string>{"kept"}));
+}
+
+TEST_F(DurableQueueTest, RefusesADatabaseWithOtherTablesOfTheSameNames) {
+  fs::create_directories(folder_);
+  {
+    MetricsRegistry other;
+    DurableQueueOptions options;
+    options.path = folder_ / "queue.db";
+    ASSERT_TRUE(DurableQueue::Open(options, other).ok());
+  }
+  // Another program's "records" table: the queue must not write into it.
+  {
+    auto db = SqliteDb::Open({.path = folder_ / "queue.db"});
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE(
+        (*db)->Exec("DROP TABLE records; CREATE TABLE records(id INTEGER)", "replace").ok());
+  }
   DurableQueueOptions options;
   options.path = folder_ / "queue.db";
   const auto queue = DurableQueue::Open(options, metrics_);

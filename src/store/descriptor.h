@@ -13,7 +13,7 @@ namespace perch {
 
 struct Descriptor {
   std::string media_type;
-  Digest digest = Sha256Of("");  // Digest has no empty state; always set by the decoder
+  Digest digest = Sha256Of("");  // Digest has no empty state; always set by the parser
   uint64_t size = 0;
   std::map<std::string, std::string> annotations{};
   std::string artifact_type{};  // empty when absent

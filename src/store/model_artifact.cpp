@@ -39,35 +39,6 @@ Result<std::string> StringField(const json& object, const char* key, std::string
   return value->get<std::string>();
 }
 
-Result<Descriptor> DecodeDescriptor(const json& value, std::string_view what) {
-  if (!value.is_object()) {
-    return InvalidArgument(fmt::format("{} must be a JSON object", what));
-  }
-  PERCH_ASSIGN_OR_RETURN(std::string media_type, StringField(value, "mediaType", what));
-  PERCH_ASSIGN_OR_RETURN(const std::string digest_text, StringField(value, "digest", what));
-  auto digest = Digest::Parse(digest_text);
-  if (!digest.ok()) {
-    return InvalidArgument(fmt::format("{}: {}", what, digest.status().message()));
-  }
-  const json* size = Field(value, "size");
-  if (size == nullptr || !size->is_number_unsigned()) {
-    return InvalidArgument(fmt::format("{}: \"size\" must be a non-negative integer", what));
-  }
-  Descriptor descriptor{std::move(media_type), *digest, size->get<uint64_t>(), {}};
-  if (const json* annotations = Field(value, "annotations"); annotations != nullptr) {
-    if (!annotations->is_object()) {
-      return InvalidArgument(fmt::format("{}: \"annotations\" must be an object", what));
-    }
-    for (const auto& [key, text] : annotations->items()) {
-      if (!text.is_string()) {
-        return InvalidArgument(fmt::format("{}: annotation \"{}\" must be a string", what, key));
-      }
-      descriptor.annotations[key] = text.get<std::string>();
-    }
-  }
-  return descriptor;
-}
-
 ordered_json EncodeDescriptor(const Descriptor& descriptor) {
   ordered_json value = {{"mediaType", descriptor.media_type},
                         {"digest", descriptor.digest.str()},
@@ -239,58 +210,11 @@ std::string EncodeModelManifest(const ModelMetadata& metadata, const Descriptor&
   return manifest.dump();
 }
 
-Result<Manifest> DecodeManifest(std::string_view text) {
-  const json value = ParseJson(text);
-  if (!value.is_object()) {
-    return InvalidArgument("the manifest is not a JSON object");
-  }
-  const json* schema = Field(value, "schemaVersion");
-  if (schema == nullptr || !schema->is_number_integer() || schema->get<int64_t>() != 2) {
-    return InvalidArgument("the manifest's schemaVersion is not 2");
-  }
-  Manifest manifest;
-  if (const json* media = Field(value, "mediaType"); media != nullptr && media->is_string()) {
-    manifest.media_type = media->get<std::string>();
-  }
-  if (manifest.media_type == media_type::kOciIndex ||
-      manifest.media_type == media_type::kDockerManifestList || Field(value, "manifests")) {
+Result<ModelArtifact> ModelArtifactOf(const Manifest& manifest) {
+  if (manifest.IsIndex()) {
     return InvalidArgument(
         "the reference names an image index (a list of manifests), not a model manifest");
   }
-  if (!manifest.media_type.empty() && manifest.media_type != media_type::kOciManifest &&
-      manifest.media_type != media_type::kDockerManifest) {
-    return InvalidArgument(
-        fmt::format("manifest media type \"{}\" is not an image manifest", manifest.media_type));
-  }
-  if (const json* type = Field(value, "artifactType"); type != nullptr && type->is_string()) {
-    manifest.artifact_type = type->get<std::string>();
-  }
-  const json* config = Field(value, "config");
-  if (config == nullptr) {
-    return InvalidArgument("the manifest has no config descriptor");
-  }
-  PERCH_ASSIGN_OR_RETURN(manifest.config, DecodeDescriptor(*config, "the config descriptor"));
-  const json* layers = Field(value, "layers");
-  if (layers == nullptr || !layers->is_array()) {
-    return InvalidArgument("the manifest's \"layers\" must be an array");
-  }
-  for (size_t i = 0; i < layers->size(); ++i) {
-    PERCH_ASSIGN_OR_RETURN(Descriptor layer,
-                           DecodeDescriptor((*layers)[i], fmt::format("layer {}", i)));
-    manifest.layers.push_back(std::move(layer));
-  }
-  if (const json* annotations = Field(value, "annotations");
-      annotations != nullptr && annotations->is_object()) {
-    for (const auto& [key, value_text] : annotations->items()) {
-      if (value_text.is_string()) {
-        manifest.annotations[key] = value_text.get<std::string>();
-      }
-    }
-  }
-  return manifest;
-}
-
-Result<ModelArtifact> ModelArtifactOf(const Manifest& manifest) {
   if (manifest.artifact_type != media_type::kPerchModelArtifact ||
       manifest.config.media_type != media_type::kPerchModelConfig) {
     return InvalidArgument(fmt::format(

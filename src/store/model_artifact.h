@@ -10,7 +10,6 @@
 #pragma once
 
 #include <cstdint>
-#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -19,17 +18,9 @@
 #include "core/status.h"
 #include "store/descriptor.h"
 #include "store/digest.h"
+#include "store/manifest.h"
 
 namespace perch {
-
-// Any OCI image manifest (perch model or not), as far as perch reads one.
-struct Manifest {
-  std::string media_type;
-  std::string artifact_type;  // empty when absent
-  Descriptor config;
-  std::vector<Descriptor> layers;
-  std::map<std::string, std::string> annotations;
-};
 
 // One input or output as the model declares it; -1 marks a dynamic dim.
 struct TensorInfo {
@@ -86,13 +77,10 @@ Result<ModelMetadata> DecodeModelConfig(std::string_view json);
 std::string EncodeModelManifest(const ModelMetadata& metadata, const Descriptor& config,
                                 const std::vector<ModelFile>& files);
 
-// Parses any OCI image manifest (or Docker schema 2 manifest).
-// InvalidArgument when it is not one, naming what is wrong.
-Result<Manifest> DecodeManifest(std::string_view json);
-
-// Checks that `manifest` is a perch model: artifact type, config media type,
-// one layer per file with a valid, unique path, and a model.onnx.
-// InvalidArgument naming the problem otherwise.
+// Checks that `manifest` (read by ParseManifest, manifest.h) is a perch
+// model: an image manifest, not an index, with perch's artifact type and
+// config media type, one layer per file with a valid, unique path, and a
+// model.onnx. InvalidArgument naming the problem otherwise.
 Result<ModelArtifact> ModelArtifactOf(const Manifest& manifest);
 
 }  // namespace perch

@@ -64,7 +64,7 @@ TEST(ModelArtifactTest, ManifestIsDeterministicAndDecodes) {
   const std::string manifest = EncodeModelManifest(SampleMetadata(), config_descriptor, files);
   EXPECT_EQ(manifest, EncodeModelManifest(SampleMetadata(), config_descriptor, files));
 
-  const auto decoded = DecodeManifest(manifest);
+  const auto decoded = ParseImageManifest("", manifest);
   ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
   EXPECT_EQ(decoded->media_type, media_type::kOciManifest);
   EXPECT_EQ(decoded->artifact_type, media_type::kPerchModelArtifact);
@@ -120,7 +120,7 @@ TEST(ModelArtifactTest, ManifestWithTraversalOrCollisionsIsRefused) {
            nlohmann::json::array({Layer("model.onnx"), Layer("a"), Layer("a/b")}),
            nlohmann::json::array({Layer("weights.bin")}),  // no model.onnx
        }) {
-    const auto manifest = DecodeManifest(ManifestWithLayers(layers));
+    const auto manifest = ParseManifest("", ManifestWithLayers(layers));
     ASSERT_TRUE(manifest.ok()) << manifest.status().ToString();
     const auto artifact = ModelArtifactOf(*manifest);
     EXPECT_EQ(artifact.status().code(), StatusCode::kInvalidArgument) << layers.dump();
@@ -128,23 +128,25 @@ TEST(ModelArtifactTest, ManifestWithTraversalOrCollisionsIsRefused) {
 }
 
 TEST(ModelArtifactTest, NonModelsAndMalformedManifestsAreRefused) {
-  EXPECT_EQ(DecodeManifest("{}").status().code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(DecodeManifest(R"({"schemaVersion":2,"mediaType":")" +
-                           std::string(media_type::kOciIndex) + R"(","manifests":[]})")
-                .status()
-                .code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseManifest("", "{}").status().code(), StatusCode::kInvalidArgument);
+  const auto index =
+      ParseManifest("", R"({"schemaVersion":2,"mediaType":")" + std::string(media_type::kOciIndex) +
+                            R"(","manifests":[]})");
+  ASSERT_TRUE(index.ok()) << index.status().ToString();
+  const auto not_a_model = ModelArtifactOf(*index);
+  EXPECT_EQ(not_a_model.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(not_a_model.status().message().find("image index"), std::string::npos);
   nlohmann::json image =
       nlohmann::json::parse(ManifestWithLayers(nlohmann::json::array({Layer("model.onnx")})));
   image.erase("artifactType");
   image["config"]["mediaType"] = "application/vnd.oci.image.config.v1+json";
-  const auto manifest = DecodeManifest(image.dump());
+  const auto manifest = ParseManifest("", image.dump());
   ASSERT_TRUE(manifest.ok());
   const auto artifact = ModelArtifactOf(*manifest);
   EXPECT_EQ(artifact.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(artifact.status().message().find("not a perch model"), std::string::npos);
   image["layers"][0]["digest"] = "sha256:../../etc";
-  EXPECT_EQ(DecodeManifest(image.dump()).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseManifest("", image.dump()).status().code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace

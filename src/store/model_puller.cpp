@@ -104,7 +104,7 @@ Result<FetchedModel> FetchModel(RegistryClient& client, const Reference& referen
   const auto in_context = [&](const Status& status) {
     return Status(status.code(), fmt::format("{}: {}", reference.ToString(), status.message()));
   };
-  auto manifest = DecodeManifest(fetched.bytes);
+  auto manifest = ParseManifest(fetched.media_type, fetched.bytes);
   if (!manifest.ok()) {
     return in_context(manifest.status());
   }
@@ -145,7 +145,9 @@ Result<FetchedModel> FetchModel(RegistryClient& client, const Reference& referen
 
 Result<FetchedModel> LoadCachedModel(const BlobStore& blobs, const Digest& digest) {
   PERCH_ASSIGN_OR_RETURN(const std::string bytes, blobs.Read(digest, kMaxManifestBytes));
-  PERCH_ASSIGN_OR_RETURN(const Manifest manifest, DecodeManifest(bytes));
+  // Cached only once read with the registry's Content-Type, so it says
+  // its own media type or has the shape of one.
+  PERCH_ASSIGN_OR_RETURN(const Manifest manifest, ParseManifest("", bytes));
   PERCH_ASSIGN_OR_RETURN(ModelArtifact artifact, ModelArtifactOf(manifest));
   PERCH_ASSIGN_OR_RETURN(const std::string config,
                          blobs.Read(manifest.config.digest, kMaxManifestBytes));

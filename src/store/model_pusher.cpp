@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "store/manifest.h"
 #include "store/media_types.h"
 
 namespace perch {
@@ -37,9 +38,10 @@ Result<PushOutcome> PushModel(RegistryClient& client, const std::string& reposit
   const Descriptor config_descriptor{
       std::string(media_type::kPerchModelConfig), Sha256Of(config), config.size(), {}};
   const std::string manifest = EncodeModelManifest(metadata, config_descriptor, layers);
-  // Checking the manifest we are about to push with the decoder the pull
-  // side uses catches an artifact no perch could install, before it is sent.
-  PERCH_ASSIGN_OR_RETURN(const Manifest decoded, DecodeManifest(manifest));
+  // Checking the manifest we are about to push with the parser the pull side
+  // and the registry use catches an artifact no perch could install, before
+  // it is sent.
+  PERCH_ASSIGN_OR_RETURN(const Manifest decoded, ParseManifest(media_type::kOciManifest, manifest));
   PERCH_RETURN_IF_ERROR(ModelArtifactOf(decoded).status());
 
   uint64_t done = 0;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <nlohmann/json.hpp>
 
 #include "store/manifest.h"
 #include "store/reference.h"
@@ -111,7 +112,8 @@ Result<std::unique_ptr<Registry>> Registry::Open(const RegistryOptions& options)
     return InvalidArgument("the blob and manifest size limits must be above 0");
   }
   PERCH_ASSIGN_OR_RETURN(auto blobs, BlobStore::Open(options.data / "blobs"));
-  PERCH_ASSIGN_OR_RETURN(auto index, RegistryIndex::Open(options.data / "registry.db"));
+  PERCH_ASSIGN_OR_RETURN(auto index, RegistryIndex::Open({.file = options.data / "registry.db",
+                                                          .clock = options.clock}));
   return std::unique_ptr<Registry>(new Registry(options, std::move(blobs), std::move(index)));
 }
 
@@ -241,15 +243,22 @@ Result<PushedManifest> Registry::PutManifest(std::string_view repository,
                       expected.str(), digest.str()));
     }
   }
-  PERCH_ASSIGN_OR_RETURN(const ParsedManifest parsed, ParseManifest(content_type, bytes));
-  ManifestRecord record{.digest = digest,
-                        .media_type = parsed.media_type,
-                        .artifact_type = parsed.artifact_type,
-                        .subject = std::nullopt,
-                        .size = bytes.size(),
-                        .annotations = parsed.annotations,
-                        .references = {}};
-  for (const Descriptor& blob : parsed.blobs) {
+  PERCH_ASSIGN_OR_RETURN(const Manifest parsed, ParseManifest(content_type, bytes));
+  ManifestRecord record{
+      .digest = digest,
+      .media_type = parsed.media_type,
+      .artifact_type = parsed.ReferrerArtifactType(),
+      .subject = std::nullopt,
+      .size = bytes.size(),
+      // Kept as JSON text for the referrers listing; std::map keeps it sorted.
+      .annotations = parsed.annotations.empty() ? "" : nlohmann::json(parsed.annotations).dump(),
+      .references = {}};
+  std::vector<Descriptor> blobs;
+  if (!parsed.IsIndex()) {
+    blobs.push_back(parsed.config);
+    blobs.insert(blobs.end(), parsed.layers.begin(), parsed.layers.end());
+  }
+  for (const Descriptor& blob : blobs) {
     auto stored = StatBlob(repository, blob.digest);
     if (!stored.ok()) {
       return NotFound(fmt::format("the manifest references blob {} which is not in repository {}",

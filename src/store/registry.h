@@ -25,6 +25,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/clock.h"
 #include "core/status.h"
 #include "store/blob_store.h"
 #include "store/digest.h"
@@ -36,6 +37,7 @@ struct RegistryOptions {
   std::filesystem::path data;                    // DATA: blobs/ and registry.db
   uint64_t max_blob_bytes = uint64_t{16} << 30;  // largest blob an upload may grow to
   uint64_t max_manifest_bytes = 4 << 20;         // largest manifest accepted
+  WallClock clock{};                             // stamps manifests and uploads
 };
 
 struct BlobLocation {

@@ -3,18 +3,15 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
-#include <vector>
+#include <memory>
 
 #include "store/registry_http_internal.h"
 
 namespace perch::registry_http {
 namespace {
-
-constexpr size_t kReadChunk = 256 << 10;
 
 struct ByteRange {
   uint64_t offset = 0;
@@ -62,18 +59,33 @@ std::optional<ByteRange> ParseRange(std::string_view header, uint64_t size) {
   return ByteRange{start, end - start + 1};
 }
 
-void ServeBlob(const httplib::Request& request, httplib::Response& response, Body&,
+// Owns the descriptor an answer streams from; closed with the answer.
+class OpenBlob {
+ public:
+  explicit OpenBlob(int fd) : fd_(fd) {}
+  ~OpenBlob() { ::close(fd_); }
+  OpenBlob(const OpenBlob&) = delete;
+  OpenBlob& operator=(const OpenBlob&) = delete;
+
+  Result<size_t> Read(uint64_t offset, char* buffer, size_t capacity) const {
+    const ssize_t got = ::pread(fd_, buffer, capacity, static_cast<off_t>(offset));
+    if (got < 0) {
+      return Unavailable(fmt::format("cannot read the blob: {}", std::strerror(errno)));
+    }
+    return static_cast<size_t>(got);
+  }
+
+ private:
+  const int fd_;
+};
+
+void ServeBlob(const http::Request& request, http::Response& response, Body&,
                const Context& context) {
-  // The library applies Range itself, without checking it against the
-  // content, to every answer (error bodies included). The handler checks
-  // and applies it, so the library must not see it again. The Request is the
-  // library's own non-const object, handed to handlers as const.
-  const_cast<httplib::Request&>(request).ranges.clear();
-  const std::string name = request.matches[1];
+  const std::string& name = request.matches[1];
   if (!CheckName(response, name)) {
     return;
   }
-  const auto digest = CheckDigest(response, request.matches[2].str());
+  const auto digest = CheckDigest(response, request.match(2));
   if (!digest) {
     return;
   }
@@ -83,33 +95,27 @@ void ServeBlob(const httplib::Request& request, httplib::Response& response, Bod
     return;
   }
   ByteRange range{0, blob->size};
-  if (request.has_header("Range")) {
-    const auto wanted = ParseRange(request.get_header_value("Range"), blob->size);
+  if (const auto header = request.headers.Get("Range")) {
+    const auto wanted = ParseRange(*header, blob->size);
     if (!wanted) {
-      response.set_header("Content-Range", fmt::format("bytes */{}", blob->size));
+      response.headers.Set("Content-Range", fmt::format("bytes */{}", blob->size));
       SendError(response, 416, OciError::kSizeInvalid,
                 fmt::format("range '{}' is not satisfiable for a blob of {} bytes",
-                            request.get_header_value("Range").substr(0, 100), blob->size));
+                            header->substr(0, 100), blob->size));
       return;
     }
     range = *wanted;
     response.status = 206;
-    response.set_header("Content-Range", fmt::format("bytes {}-{}/{}", range.offset,
-                                                     range.offset + range.length - 1, blob->size));
+    response.headers.Set("Content-Range", fmt::format("bytes {}-{}/{}", range.offset,
+                                                      range.offset + range.length - 1, blob->size));
   } else {
     response.status = 200;
   }
-  response.set_header("Docker-Content-Digest", digest->str());
-  response.set_header("ETag", fmt::format("\"{}\"", digest->str()));
-  response.set_header("Accept-Ranges", "bytes");
+  response.headers.Set("Docker-Content-Digest", digest->str());
+  response.headers.Set("ETag", fmt::format("\"{}\"", digest->str()));
+  response.headers.Set("Accept-Ranges", "bytes");
+  response.headers.Set("Content-Type", "application/octet-stream");
   if (range.length == 0) {
-    response.set_content("", "application/octet-stream");
-    return;
-  }
-  if (request.method == "HEAD") {
-    // The library sends no body for HEAD, only the length the provider declares.
-    response.set_content_provider(range.length, "application/octet-stream",
-                                  [](size_t, size_t, httplib::DataSink&) { return false; });
     return;
   }
   // Opened now, so that a blob collected while the answer streams stays
@@ -120,28 +126,22 @@ void ServeBlob(const httplib::Request& request, httplib::Response& response, Bod
               fmt::format("cannot open blob {}: {}", digest->str(), std::strerror(errno)));
     return;
   }
+  const auto file = std::make_shared<const OpenBlob>(fd);
   const uint64_t start = range.offset;
-  response.set_content_provider(
-      range.length, "application/octet-stream",
-      [fd, start](size_t offset, size_t length, httplib::DataSink& sink) {
-        std::vector<char> buffer(std::min(length, kReadChunk));
-        const ssize_t got =
-            ::pread(fd, buffer.data(), buffer.size(), static_cast<off_t>(start + offset));
-        if (got <= 0) {
-          return false;
-        }
-        return sink.write(buffer.data(), static_cast<size_t>(got));
-      },
-      [fd](bool) { ::close(fd); });
+  response.content =
+      http::StreamedContent{.length = range.length,
+                            .read = [file, start](uint64_t offset, char* buffer, size_t capacity) {
+                              return file->Read(start + offset, buffer, capacity);
+                            }};
 }
 
-void DeleteBlob(const httplib::Request& request, httplib::Response& response, Body&,
+void DeleteBlob(const http::Request& request, http::Response& response, Body&,
                 const Context& context) {
-  const std::string name = request.matches[1];
+  const std::string& name = request.matches[1];
   if (!CheckName(response, name)) {
     return;
   }
-  const auto digest = CheckDigest(response, request.matches[2].str());
+  const auto digest = CheckDigest(response, request.match(2));
   if (!digest) {
     return;
   }
@@ -151,12 +151,12 @@ void DeleteBlob(const httplib::Request& request, httplib::Response& response, Bo
     return;
   }
   response.status = 202;
-  response.set_header("Docker-Content-Digest", digest->str());
+  response.headers.Set("Docker-Content-Digest", digest->str());
 }
 
 }  // namespace
 
-void RegisterBlobRoutes(httplib::Server& server, const std::shared_ptr<const Context>& context) {
+void RegisterBlobRoutes(http::Server& server, const std::shared_ptr<const Context>& context) {
   const std::string pattern = "/v2/(.+)/blobs/(.+)";
   Route(server, context, "GET", pattern, AccessKind::kPull, ServeBlob);
   Route(server, context, "DELETE", pattern, AccessKind::kPush, DeleteBlob);

@@ -38,10 +38,7 @@ constexpr EnumNames<OciError, 18> kOciErrorNames{{
 // Past this much unread body, a connection is closed rather than drained.
 constexpr size_t kMaxDrainBytes = size_t{16} << 20;
 
-bool HasBody(const httplib::Request& request) {
-  return request.has_header("Content-Length") ||
-         request.get_header_value("Transfer-Encoding").find("chunked") != std::string::npos;
-}
+constexpr size_t kUnknownEndpointBodyBytes = size_t{64} << 10;
 
 }  // namespace
 
@@ -50,16 +47,16 @@ std::optional<OciError> OciErrorFromString(std::string_view name) {
   return EnumFromString(kOciErrorNames, name);
 }
 
-void SendError(httplib::Response& response, int http_status, OciError error,
+void SendError(http::Response& response, int http_status, OciError error,
                std::string_view message) {
   response.status = http_status;
   const nlohmann::json body{
       {"errors", {{{"code", ToString(error)}, {"message", message}, {"detail", nullptr}}}}};
-  response.set_content(body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
-                       "application/json");
+  response.SetBody(body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+                   "application/json");
 }
 
-void SendStatus(httplib::Response& response, const Status& status, OciError not_found,
+void SendStatus(http::Response& response, const Status& status, OciError not_found,
                 OciError invalid) {
   switch (status.code()) {
     case StatusCode::kNotFound:
@@ -86,29 +83,26 @@ void SendStatus(httplib::Response& response, const Status& status, OciError not_
 }
 
 bool Body::Read(const std::function<bool(std::string_view)>& sink) {
-  if (reader_ == nullptr || used_) {
+  if (stream_ == nullptr || used_) {
     return true;
   }
   used_ = true;
-  return (*reader_)(
-      [&sink](const char* data, size_t length) { return sink(std::string_view(data, length)); });
-}
-
-bool Body::ReadAll(size_t limit, std::string& out, bool& too_large) {
-  too_large = false;
-  const bool complete = Read([&](std::string_view piece) {
-    if (piece.size() > limit - out.size()) {
-      too_large = true;
+  while (true) {
+    const Result<std::string_view> piece = stream_->Next();
+    if (!piece.ok()) {
       return false;
     }
-    out.append(piece);
-    return true;
-  });
-  return complete && !too_large;
+    if (piece->empty()) {
+      return true;
+    }
+    if (!sink(*piece)) {
+      return false;
+    }
+  }
 }
 
-void Body::Drain(httplib::Response& response) {
-  if (reader_ == nullptr || used_) {
+void Body::Drain(http::Response& response) {
+  if (stream_ == nullptr || used_) {
     return;
   }
   size_t drained = 0;
@@ -117,67 +111,56 @@ void Body::Drain(httplib::Response& response) {
     return drained <= kMaxDrainBytes;
   });
   if (!complete) {
-    response.set_header("Connection", "close");
+    response.close = true;
   }
 }
 
-void Route(httplib::Server& server, const std::shared_ptr<const Context>& context,
-           std::string_view method, const std::string& pattern, AccessKind access,
-           Handler handler) {
-  auto run = [context, access, handler = std::move(handler)](const httplib::Request& request,
-                                                             httplib::Response& response,
-                                                             const httplib::ContentReader* reader) {
-    response.set_header("Docker-Distribution-API-Version", "registry/2.0");
-    // A request without a length has no body: reading one would wait for
-    // the client to close the connection.
-    Body body(HasBody(request) ? reader : nullptr);
+std::optional<uint64_t> Body::declared_length() const {
+  return stream_ == nullptr ? std::nullopt : stream_->declared_length();
+}
+
+void Route(http::Server& server, const std::shared_ptr<const Context>& context,
+           std::string_view method, const std::string& pattern, AccessKind access, Handler handler,
+           http::RouteOptions route_options) {
+  auto run = [context, access, handler = std::move(handler)](http::Request& request,
+                                                             http::Response& response) {
+    response.headers.Set("Docker-Distribution-API-Version", "registry/2.0");
+    Body body(request.stream);
     try {
       const Status allowed =
-          Authorize(context->options.tokens, request.get_header_value("Authorization"), access);
-      if (allowed.code() == StatusCode::kPermissionDenied) {
-        SendError(response, 403, OciError::kDenied, allowed.message());
-      } else if (!allowed.ok()) {
-        response.set_header("WWW-Authenticate",
-                            fmt::format("Basic realm=\"{}\"", context->options.realm));
-        SendError(response, 401, OciError::kUnauthorized, allowed.message());
-      } else {
-        handler(request, response, body, *context);
+          Authorize(context->options.tokens, request.headers.Value("Authorization"), access);
+      if (!allowed.ok()) {
+        if (allowed.code() == StatusCode::kPermissionDenied) {
+          SendError(response, 403, OciError::kDenied, allowed.message());
+        } else {
+          response.headers.Set("WWW-Authenticate",
+                               fmt::format("Basic realm=\"{}\"", context->options.realm));
+          SendError(response, 401, OciError::kUnauthorized, allowed.message());
+        }
+        // A caller without the right token gets no handler thread to wait
+        // on its body with: the connection closes instead.
+        response.close = response.close || (request.stream != nullptr &&
+                                            body.declared_length() != std::optional<uint64_t>(0));
+        return;
       }
+      handler(request, response, body, *context);
       body.Drain(response);
     } catch (const std::exception& error) {
       context->logger.Error("{} {} failed: {}", request.method, request.path, error.what());
       SendError(response, 500, OciError::kUnknown, fmt::format("internal error: {}", error.what()));
-      response.set_header("Connection", "close");
+      response.content.reset();
+      response.close = true;
     } catch (...) {
       context->logger.Error("{} {} failed with an unknown exception", request.method, request.path);
       SendError(response, 500, OciError::kUnknown, "internal error");
-      response.set_header("Connection", "close");
+      response.content.reset();
+      response.close = true;
     }
   };
-  if (method == "GET") {
-    server.Get(pattern, [run](const httplib::Request& request, httplib::Response& response) {
-      run(request, response, nullptr);
-    });
-  } else if (method == "DELETE") {
-    server.Delete(pattern, [run](const httplib::Request& request, httplib::Response& response) {
-      run(request, response, nullptr);
-    });
-  } else {
-    const auto with_body = [run](const httplib::Request& request, httplib::Response& response,
-                                 const httplib::ContentReader& reader) {
-      run(request, response, &reader);
-    };
-    if (method == "POST") {
-      server.Post(pattern, with_body);
-    } else if (method == "PUT") {
-      server.Put(pattern, with_body);
-    } else {
-      server.Patch(pattern, with_body);
-    }
-  }
+  server.Route(method, pattern, std::move(run), route_options);
 }
 
-bool CheckName(httplib::Response& response, std::string_view name) {
+bool CheckName(http::Response& response, std::string_view name) {
   if (IsValidRepositoryName(name)) {
     return true;
   }
@@ -188,7 +171,7 @@ bool CheckName(httplib::Response& response, std::string_view name) {
   return false;
 }
 
-std::optional<Digest> CheckDigest(httplib::Response& response, std::string_view text) {
+std::optional<Digest> CheckDigest(http::Response& response, std::string_view text) {
   auto digest = Digest::Parse(text);
   if (!digest.ok()) {
     SendError(response, 400, OciError::kDigestInvalid, digest.status().message());
@@ -199,36 +182,39 @@ std::optional<Digest> CheckDigest(httplib::Response& response, std::string_view 
 
 }  // namespace registry_http
 
-void MountRegistryRoutes(httplib::Server& server, Registry& registry,
+void MountRegistryRoutes(http::Server& server, Registry& registry,
                          const RegistryHttpOptions& options, Logger logger) {
   using namespace registry_http;
   const auto context = std::make_shared<const Context>(Context{registry, options, logger});
   // Clients find out how to authenticate from this endpoint, so it always
   // challenges a request without credentials, even when anonymous pulls are
   // allowed: docker-style clients send their credentials only after a challenge.
-  Route(
-      server, context, "GET", "/v2/?", AccessKind::kPull,
-      [](const httplib::Request& request, httplib::Response& response, Body&, const Context& hub) {
-        if (!request.has_header("Authorization")) {
-          response.set_header("WWW-Authenticate",
-                              fmt::format("Basic realm=\"{}\"", hub.options.realm));
-          SendError(response, 401, OciError::kUnauthorized,
-                    "send credentials: Bearer <token>, or Basic with the token as password");
-          return;
-        }
-        response.set_content("{}", "application/json");
-      });
+  Route(server, context, "GET", "/v2/?", AccessKind::kPull,
+        [](const http::Request& request, http::Response& response, Body&, const Context& hub) {
+          if (!request.headers.Has("Authorization")) {
+            response.headers.Set("WWW-Authenticate",
+                                 fmt::format("Basic realm=\"{}\"", hub.options.realm));
+            SendError(response, 401, OciError::kUnauthorized,
+                      "send credentials: Bearer <token>, or Basic with the token as password");
+            return;
+          }
+          response.SetBody("{}", "application/json");
+        });
   RegisterListRoutes(server, context);
   RegisterUploadRoutes(server, context);
   RegisterBlobRoutes(server, context);
   RegisterManifestRoutes(server, context);
-  const auto unknown = [](const httplib::Request& request, httplib::Response& response, Body&,
+  const auto unknown = [](const http::Request& request, http::Response& response, Body&,
                           const Context&) {
     SendError(response, 404, OciError::kUnsupported,
-              fmt::format("no such registry endpoint: {} {}", request.method, request.path));
+              fmt::format("no such registry endpoint: {} {}", request.method,
+                          std::string_view(request.path).substr(0, 200)));
   };
+  // Nothing is read from these bodies: a small limit keeps them from costing memory.
+  const http::RouteOptions small_body{.body = http::BodyMode::kBuffered,
+                                      .max_body_bytes = kUnknownEndpointBodyBytes};
   for (const char* method : {"GET", "POST", "PUT", "PATCH", "DELETE"}) {
-    Route(server, context, method, "/v2/.*", AccessKind::kPull, unknown);
+    Route(server, context, method, "/v2/.*", AccessKind::kPull, unknown, small_body);
   }
 }
 

@@ -1,10 +1,10 @@
 #include "store/registry_index.h"
 
 #include <fmt/format.h>
-#include <sqlite3.h>
 
-#include <chrono>
 #include <mutex>
+
+#include "core/sqlite.h"
 
 namespace perch {
 namespace {
@@ -32,68 +32,6 @@ CREATE TABLE IF NOT EXISTS uploads(
   id TEXT PRIMARY KEY, repository TEXT NOT NULL, created_ms INTEGER NOT NULL) WITHOUT ROWID;
 )sql";
 
-int64_t NowUnixMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-// A statement prepared for one call and finalised after it.
-class Statement {
- public:
-  Statement(sqlite3* db, const char* sql) : db_(db) {
-    prepared_ = sqlite3_prepare_v2(db, sql, -1, &statement_, nullptr);
-  }
-  ~Statement() { sqlite3_finalize(statement_); }
-  Statement(const Statement&) = delete;
-  Statement& operator=(const Statement&) = delete;
-
-  Statement& Bind(int index, std::string_view text) {
-    sqlite3_bind_text(statement_, index, text.data(), static_cast<int>(text.size()),
-                      SQLITE_TRANSIENT);
-    return *this;
-  }
-  Statement& Bind(int index, int64_t value) {
-    sqlite3_bind_int64(statement_, index, value);
-    return *this;
-  }
-  Statement& BindNull(int index) {
-    sqlite3_bind_null(statement_, index);
-    return *this;
-  }
-
-  // SQLITE_ROW, SQLITE_DONE or an error code.
-  int Step() { return prepared_ == SQLITE_OK ? sqlite3_step(statement_) : prepared_; }
-  // Runs to completion; Unavailable naming `what` on an error.
-  Status Run(std::string_view what) {
-    int result = SQLITE_ROW;
-    while (result == SQLITE_ROW) {
-      result = Step();
-    }
-    return Check(result, what);
-  }
-  Status Check(int result, std::string_view what) const {
-    if (result == SQLITE_OK || result == SQLITE_DONE || result == SQLITE_ROW) {
-      return Status::Ok();
-    }
-    return Unavailable(fmt::format("registry index: cannot {}: {}", what, sqlite3_errmsg(db_)));
-  }
-
-  std::string Text(int column) const {
-    const auto* text = sqlite3_column_text(statement_, column);
-    return text ? std::string(reinterpret_cast<const char*>(text),
-                              static_cast<size_t>(sqlite3_column_bytes(statement_, column)))
-                : std::string();
-  }
-  int64_t Int(int column) const { return sqlite3_column_int64(statement_, column); }
-  bool IsNull(int column) const { return sqlite3_column_type(statement_, column) == SQLITE_NULL; }
-
- private:
-  sqlite3* db_;
-  sqlite3_stmt* statement_ = nullptr;
-  int prepared_ = SQLITE_ERROR;
-};
-
 // Digests read back from the index were validated when written; a row that
 // no longer parses means the file was edited by hand.
 Result<Digest> StoredDigest(const std::string& text) {
@@ -108,49 +46,25 @@ Result<Digest> StoredDigest(const std::string& text) {
 
 class RegistryIndex::Impl {
  public:
-  explicit Impl(sqlite3* db) : db_(db) {}
-  ~Impl() { sqlite3_close_v2(db_); }
-
-  Status Exec(const char* sql, std::string_view what) {
-    char* error = nullptr;
-    if (sqlite3_exec(db_, sql, nullptr, nullptr, &error) != SQLITE_OK) {
-      std::string message = error ? error : "unknown error";
-      sqlite3_free(error);
-      return Unavailable(fmt::format("registry index: cannot {}: {}", what, message));
-    }
-    return Status::Ok();
-  }
-
-  // Runs `body` in a transaction, committed only when it returns Ok.
-  template <typename Body>
-  Status Transaction(std::string_view what, Body body) {
-    PERCH_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE", what));
-    Status status = body();
-    if (status.ok()) {
-      status = Exec("COMMIT", what);
-    }
-    if (!status.ok()) {
-      (void)Exec("ROLLBACK", what);
-    }
-    return status;
-  }
+  Impl(std::unique_ptr<SqliteDb> opened, WallClock stamps)
+      : db(std::move(opened)), clock(std::move(stamps)) {}
 
   Status EnsureRepository(std::string_view repository) {
-    Statement insert(db_, "INSERT OR IGNORE INTO repositories(name) VALUES (?)");
+    PERCH_ASSIGN_OR_RETURN(SqliteStatement insert,
+                           db->Prepare("INSERT OR IGNORE INTO repositories(name) VALUES (?)"));
     return insert.Bind(1, repository).Run("record a repository");
   }
 
-  Result<std::vector<std::string>> Strings(Statement& select, std::string_view what) {
+  Result<std::vector<std::string>> Strings(SqliteStatement& select, std::string_view what) {
     std::vector<std::string> names;
-    int result = 0;
-    while ((result = select.Step()) == SQLITE_ROW) {
+    while (select.Step()) {
       names.push_back(select.Text(0));
     }
-    PERCH_RETURN_IF_ERROR(select.Check(result, what));
+    PERCH_RETURN_IF_ERROR(select.Finish(what));
     return names;
   }
 
-  Result<ManifestRecord> ReadManifest(Statement& select) {
+  Result<ManifestRecord> ReadManifest(const SqliteStatement& select) {
     PERCH_ASSIGN_OR_RETURN(Digest digest, StoredDigest(select.Text(0)));
     ManifestRecord record{.digest = std::move(digest),
                           .media_type = select.Text(1),
@@ -165,27 +79,33 @@ class RegistryIndex::Impl {
     return record;
   }
 
+  // Runs a statement that reads at most one row: `read` takes the row;
+  // NotFound with `missing` when there is none.
+  template <typename T, typename Read>
+  Result<T> SelectOne(SqliteStatement& select, std::string_view what, Read read,
+                      const std::string& missing) {
+    if (select.Step()) {
+      return read(select);
+    }
+    PERCH_RETURN_IF_ERROR(select.Finish(what));
+    return NotFound(missing);
+  }
+
   std::mutex mutex;
-  sqlite3* db_;
+  const std::unique_ptr<SqliteDb> db;  // guarded by mutex
+  const WallClock clock;
 };
 
-Result<std::unique_ptr<RegistryIndex>> RegistryIndex::Open(const std::filesystem::path& file) {
-  sqlite3* db = nullptr;
-  const int opened =
-      sqlite3_open_v2(file.c_str(), &db,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
-  auto impl = std::make_unique<Impl>(db);
-  if (opened != SQLITE_OK) {
-    return Unavailable(fmt::format("cannot open the registry index {}: {}", file.string(),
-                                   db ? sqlite3_errmsg(db) : "out of memory"));
-  }
-  sqlite3_busy_timeout(db, 10000);
+Result<std::unique_ptr<RegistryIndex>> RegistryIndex::Open(const RegistryIndexOptions& options) {
   // FULL: a manifest the hub acknowledged survives a power loss; pushes are
-  // rare enough that the extra flush does not matter.
-  PERCH_RETURN_IF_ERROR(
-      impl->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", "switch to WAL mode"));
-  PERCH_RETURN_IF_ERROR(impl->Exec(kSchema, "create its tables (is it a registry index?)"));
-  return std::unique_ptr<RegistryIndex>(new RegistryIndex(std::move(impl)));
+  // rare enough that the extra flush does not matter. The long busy timeout
+  // lets `perch hub gc` and the hub share the file.
+  PERCH_ASSIGN_OR_RETURN(auto db, SqliteDb::Open({.path = options.file,
+                                                  .full_sync = true,
+                                                  .schema = kSchema,
+                                                  .busy_timeout = std::chrono::seconds(10)}));
+  return std::unique_ptr<RegistryIndex>(
+      new RegistryIndex(std::make_unique<Impl>(std::move(db), options.clock)));
 }
 
 RegistryIndex::RegistryIndex(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -193,34 +113,38 @@ RegistryIndex::~RegistryIndex() = default;
 
 Status RegistryIndex::LinkBlob(std::string_view repository, const Digest& digest, uint64_t size) {
   std::lock_guard lock(impl_->mutex);
-  return impl_->Transaction("link a blob", [&] {
-    PERCH_RETURN_IF_ERROR(impl_->EnsureRepository(repository));
-    Statement insert(
-        impl_->db_, "INSERT OR REPLACE INTO blob_links(repository, digest, size) VALUES (?, ?, ?)");
-    return insert.Bind(1, repository)
-        .Bind(2, digest.str())
-        .Bind(3, static_cast<int64_t>(size))
-        .Run("link a blob");
-  });
+  SqliteDb& db = *impl_->db;
+  PERCH_ASSIGN_OR_RETURN(SqliteTransaction transaction, db.Begin());
+  PERCH_RETURN_IF_ERROR(impl_->EnsureRepository(repository));
+  PERCH_ASSIGN_OR_RETURN(
+      SqliteStatement insert,
+      db.Prepare("INSERT OR REPLACE INTO blob_links(repository, digest, size) VALUES (?, ?, ?)"));
+  PERCH_RETURN_IF_ERROR(insert.Bind(1, repository)
+                            .Bind(2, digest.str())
+                            .Bind(3, static_cast<int64_t>(size))
+                            .Run("link a blob"));
+  return transaction.Commit();
 }
 
 Result<uint64_t> RegistryIndex::LinkedBlobSize(std::string_view repository, const Digest& digest) {
   std::lock_guard lock(impl_->mutex);
-  Statement select(impl_->db_, "SELECT size FROM blob_links WHERE repository = ? AND digest = ?");
+  PERCH_ASSIGN_OR_RETURN(
+      SqliteStatement select,
+      impl_->db->Prepare("SELECT size FROM blob_links WHERE repository = ? AND digest = ?"));
   select.Bind(1, repository).Bind(2, digest.str());
-  const int result = select.Step();
-  if (result == SQLITE_ROW) {
-    return static_cast<uint64_t>(select.Int(0));
-  }
-  PERCH_RETURN_IF_ERROR(select.Check(result, "look up a blob"));
-  return NotFound(fmt::format("blob {} is not in repository {}", digest.str(), repository));
+  return impl_->SelectOne<uint64_t>(
+      select, "look up a blob",
+      [](const SqliteStatement& row) { return static_cast<uint64_t>(row.Int(0)); },
+      fmt::format("blob {} is not in repository {}", digest.str(), repository));
 }
 
 Status RegistryIndex::UnlinkBlob(std::string_view repository, const Digest& digest) {
   std::lock_guard lock(impl_->mutex);
-  Statement remove(impl_->db_, "DELETE FROM blob_links WHERE repository = ? AND digest = ?");
+  PERCH_ASSIGN_OR_RETURN(
+      SqliteStatement remove,
+      impl_->db->Prepare("DELETE FROM blob_links WHERE repository = ? AND digest = ?"));
   PERCH_RETURN_IF_ERROR(remove.Bind(1, repository).Bind(2, digest.str()).Run("unlink a blob"));
-  if (sqlite3_changes(impl_->db_) == 0) {
+  if (impl_->db->Changes() == 0) {
     return NotFound(fmt::format("blob {} is not in repository {}", digest.str(), repository));
   }
   return Status::Ok();
@@ -228,105 +152,112 @@ Status RegistryIndex::UnlinkBlob(std::string_view repository, const Digest& dige
 
 Status RegistryIndex::UnlinkBlobEverywhere(const Digest& digest) {
   std::lock_guard lock(impl_->mutex);
-  Statement remove(impl_->db_, "DELETE FROM blob_links WHERE digest = ?");
+  PERCH_ASSIGN_OR_RETURN(SqliteStatement remove,
+                         impl_->db->Prepare("DELETE FROM blob_links WHERE digest = ?"));
   return remove.Bind(1, digest.str()).Run("unlink a collected blob");
 }
 
 Status RegistryIndex::PutManifest(std::string_view repository, const ManifestRecord& manifest,
                                   std::string_view tag) {
   std::lock_guard lock(impl_->mutex);
-  return impl_->Transaction("store a manifest", [&] {
-    PERCH_RETURN_IF_ERROR(impl_->EnsureRepository(repository));
-    Statement insert(impl_->db_,
-                     "INSERT OR REPLACE INTO manifests(repository, digest, media_type, "
-                     "artifact_type, subject, size, annotations, created_ms) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
-    insert.Bind(1, repository)
-        .Bind(2, manifest.digest.str())
-        .Bind(3, manifest.media_type)
-        .Bind(4, manifest.artifact_type)
-        .Bind(6, static_cast<int64_t>(manifest.size))
-        .Bind(7, manifest.annotations)
-        .Bind(8, NowUnixMs());
-    if (manifest.subject) {
-      insert.Bind(5, manifest.subject->str());
-    } else {
-      insert.BindNull(5);
-    }
-    PERCH_RETURN_IF_ERROR(insert.Run("store a manifest"));
-    Statement clear(impl_->db_,
-                    "DELETE FROM manifest_references WHERE repository = ? AND manifest = ?");
-    PERCH_RETURN_IF_ERROR(clear.Bind(1, repository)
+  SqliteDb& db = *impl_->db;
+  PERCH_ASSIGN_OR_RETURN(SqliteTransaction transaction, db.Begin());
+  PERCH_RETURN_IF_ERROR(impl_->EnsureRepository(repository));
+  PERCH_ASSIGN_OR_RETURN(SqliteStatement insert,
+                         db.Prepare("INSERT OR REPLACE INTO manifests(repository, digest, "
+                                    "media_type, artifact_type, subject, size, annotations, "
+                                    "created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"));
+  insert.Bind(1, repository)
+      .Bind(2, manifest.digest.str())
+      .Bind(3, manifest.media_type)
+      .Bind(4, manifest.artifact_type)
+      .Bind(6, static_cast<int64_t>(manifest.size))
+      .Bind(7, manifest.annotations)
+      .Bind(8, impl_->clock.UnixMillis());
+  if (manifest.subject) {
+    insert.Bind(5, manifest.subject->str());
+  } else {
+    insert.BindNull(5);
+  }
+  PERCH_RETURN_IF_ERROR(insert.Run("store a manifest"));
+  PERCH_ASSIGN_OR_RETURN(
+      SqliteStatement clear,
+      db.Prepare("DELETE FROM manifest_references WHERE repository = ? AND manifest = ?"));
+  PERCH_RETURN_IF_ERROR(clear.Bind(1, repository)
+                            .Bind(2, manifest.digest.str())
+                            .Run("replace a manifest's references"));
+  PERCH_ASSIGN_OR_RETURN(SqliteStatement add,
+                         db.Prepare("INSERT OR IGNORE INTO manifest_references(repository, "
+                                    "manifest, digest) VALUES (?, ?, ?)"));
+  for (const Digest& reference : manifest.references) {
+    PERCH_RETURN_IF_ERROR(add.Bind(1, repository)
                               .Bind(2, manifest.digest.str())
-                              .Run("replace a manifest's references"));
-    for (const Digest& reference : manifest.references) {
-      Statement add(impl_->db_,
-                    "INSERT OR IGNORE INTO manifest_references(repository, manifest, digest) "
-                    "VALUES (?, ?, ?)");
-      PERCH_RETURN_IF_ERROR(add.Bind(1, repository)
-                                .Bind(2, manifest.digest.str())
-                                .Bind(3, reference.str())
-                                .Run("record a manifest's references"));
-    }
-    if (tag.empty()) {
-      return Status::Ok();
-    }
-    Statement tag_it(impl_->db_,
-                     "INSERT OR REPLACE INTO tags(repository, tag, digest) VALUES (?, ?, ?)");
-    return tag_it.Bind(1, repository).Bind(2, tag).Bind(3, manifest.digest.str()).Run("tag");
-  });
+                              .Bind(3, reference.str())
+                              .Run("record a manifest's references"));
+  }
+  if (!tag.empty()) {
+    PERCH_ASSIGN_OR_RETURN(
+        SqliteStatement tag_it,
+        db.Prepare("INSERT OR REPLACE INTO tags(repository, tag, digest) VALUES (?, ?, ?)"));
+    PERCH_RETURN_IF_ERROR(
+        tag_it.Bind(1, repository).Bind(2, tag).Bind(3, manifest.digest.str()).Run("tag"));
+  }
+  return transaction.Commit();
 }
 
 Result<ManifestRecord> RegistryIndex::GetManifest(std::string_view repository,
                                                   const Digest& digest) {
   std::lock_guard lock(impl_->mutex);
-  Statement select(impl_->db_,
-                   "SELECT digest, media_type, artifact_type, subject, size, annotations "
-                   "FROM manifests WHERE repository = ? AND digest = ?");
+  PERCH_ASSIGN_OR_RETURN(SqliteStatement select,
+                         impl_->db->Prepare("SELECT digest, media_type, artifact_type, subject, "
+                                            "size, annotations FROM manifests "
+                                            "WHERE repository = ? AND digest = ?"));
   select.Bind(1, repository).Bind(2, digest.str());
-  const int result = select.Step();
-  if (result == SQLITE_ROW) {
-    return impl_->ReadManifest(select);
-  }
-  PERCH_RETURN_IF_ERROR(select.Check(result, "look up a manifest"));
-  return NotFound(fmt::format("manifest {} is not in repository {}", digest.str(), repository));
+  return impl_->SelectOne<ManifestRecord>(
+      select, "look up a manifest",
+      [&](const SqliteStatement& row) { return impl_->ReadManifest(row); },
+      fmt::format("manifest {} is not in repository {}", digest.str(), repository));
 }
 
 Result<Digest> RegistryIndex::ResolveTag(std::string_view repository, std::string_view tag) {
   std::lock_guard lock(impl_->mutex);
-  Statement select(impl_->db_, "SELECT digest FROM tags WHERE repository = ? AND tag = ?");
+  PERCH_ASSIGN_OR_RETURN(
+      SqliteStatement select,
+      impl_->db->Prepare("SELECT digest FROM tags WHERE repository = ? AND tag = ?"));
   select.Bind(1, repository).Bind(2, tag);
-  const int result = select.Step();
-  if (result == SQLITE_ROW) {
-    return StoredDigest(select.Text(0));
-  }
-  PERCH_RETURN_IF_ERROR(select.Check(result, "look up a tag"));
-  return NotFound(fmt::format("tag {} is not in repository {}", tag, repository));
+  return impl_->SelectOne<Digest>(
+      select, "look up a tag", [](const SqliteStatement& row) { return StoredDigest(row.Text(0)); },
+      fmt::format("tag {} is not in repository {}", tag, repository));
 }
 
 Status RegistryIndex::DeleteManifest(std::string_view repository, const Digest& digest) {
   std::lock_guard lock(impl_->mutex);
-  return impl_->Transaction("delete a manifest", [&] {
-    Statement remove(impl_->db_, "DELETE FROM manifests WHERE repository = ? AND digest = ?");
-    PERCH_RETURN_IF_ERROR(
-        remove.Bind(1, repository).Bind(2, digest.str()).Run("delete a manifest"));
-    if (sqlite3_changes(impl_->db_) == 0) {
-      return NotFound(fmt::format("manifest {} is not in repository {}", digest.str(), repository));
-    }
-    Statement references(impl_->db_,
-                         "DELETE FROM manifest_references WHERE repository = ? AND manifest = ?");
-    PERCH_RETURN_IF_ERROR(
-        references.Bind(1, repository).Bind(2, digest.str()).Run("delete a manifest's references"));
-    Statement tags(impl_->db_, "DELETE FROM tags WHERE repository = ? AND digest = ?");
-    return tags.Bind(1, repository).Bind(2, digest.str()).Run("delete a manifest's tags");
-  });
+  SqliteDb& db = *impl_->db;
+  PERCH_ASSIGN_OR_RETURN(SqliteTransaction transaction, db.Begin());
+  PERCH_ASSIGN_OR_RETURN(SqliteStatement remove,
+                         db.Prepare("DELETE FROM manifests WHERE repository = ? AND digest = ?"));
+  PERCH_RETURN_IF_ERROR(remove.Bind(1, repository).Bind(2, digest.str()).Run("delete a manifest"));
+  if (db.Changes() == 0) {
+    return NotFound(fmt::format("manifest {} is not in repository {}", digest.str(), repository));
+  }
+  PERCH_ASSIGN_OR_RETURN(
+      SqliteStatement references,
+      db.Prepare("DELETE FROM manifest_references WHERE repository = ? AND manifest = ?"));
+  PERCH_RETURN_IF_ERROR(
+      references.Bind(1, repository).Bind(2, digest.str()).Run("delete a manifest's references"));
+  PERCH_ASSIGN_OR_RETURN(SqliteStatement tags,
+                         db.Prepare("DELETE FROM tags WHERE repository = ? AND digest = ?"));
+  PERCH_RETURN_IF_ERROR(
+      tags.Bind(1, repository).Bind(2, digest.str()).Run("delete a manifest's tags"));
+  return transaction.Commit();
 }
 
 Status RegistryIndex::DeleteTag(std::string_view repository, std::string_view tag) {
   std::lock_guard lock(impl_->mutex);
-  Statement remove(impl_->db_, "DELETE FROM tags WHERE repository = ? AND tag = ?");
+  PERCH_ASSIGN_OR_RETURN(SqliteStatement remove,
+                         impl_->db->Prepare("DELETE FROM tags WHERE repository = ? AND tag = ?"));
   PERCH_RETURN_IF_ERROR(remove.Bind(1, repository).Bind(2, tag).Run("delete a tag"));
-  if (sqlite3_changes(impl_->db_) == 0) {
+  if (impl_->db->Changes() == 0) {
     return NotFound(fmt::format("tag {} is not in repository {}", tag, repository));
   }
   return Status::Ok();
@@ -334,15 +265,17 @@ Status RegistryIndex::DeleteTag(std::string_view repository, std::string_view ta
 
 bool RegistryIndex::HasRepository(std::string_view repository) {
   std::lock_guard lock(impl_->mutex);
-  Statement select(impl_->db_, "SELECT 1 FROM repositories WHERE name = ?");
-  return select.Bind(1, repository).Step() == SQLITE_ROW;
+  auto select = impl_->db->Prepare("SELECT 1 FROM repositories WHERE name = ?");
+  return select.ok() && select->Bind(1, repository).Step();
 }
 
 Result<std::vector<std::string>> RegistryIndex::ListTags(std::string_view repository,
                                                          std::string_view last, size_t limit) {
   std::lock_guard lock(impl_->mutex);
-  Statement select(impl_->db_,
-                   "SELECT tag FROM tags WHERE repository = ? AND tag > ? ORDER BY tag LIMIT ?");
+  PERCH_ASSIGN_OR_RETURN(
+      SqliteStatement select,
+      impl_->db->Prepare(
+          "SELECT tag FROM tags WHERE repository = ? AND tag > ? ORDER BY tag LIMIT ?"));
   select.Bind(1, repository).Bind(2, last).Bind(3, static_cast<int64_t>(limit));
   return impl_->Strings(select, "list tags");
 }
@@ -350,8 +283,9 @@ Result<std::vector<std::string>> RegistryIndex::ListTags(std::string_view reposi
 Result<std::vector<std::string>> RegistryIndex::ListRepositories(std::string_view last,
                                                                  size_t limit) {
   std::lock_guard lock(impl_->mutex);
-  Statement select(impl_->db_,
-                   "SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?");
+  PERCH_ASSIGN_OR_RETURN(
+      SqliteStatement select,
+      impl_->db->Prepare("SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?"));
   select.Bind(1, last).Bind(2, static_cast<int64_t>(limit));
   return impl_->Strings(select, "list repositories");
 }
@@ -359,56 +293,63 @@ Result<std::vector<std::string>> RegistryIndex::ListRepositories(std::string_vie
 Result<std::vector<ManifestRecord>> RegistryIndex::Referrers(std::string_view repository,
                                                              const Digest& subject) {
   std::lock_guard lock(impl_->mutex);
-  Statement select(impl_->db_,
-                   "SELECT digest, media_type, artifact_type, subject, size, annotations "
-                   "FROM manifests WHERE repository = ? AND subject = ? "
-                   "ORDER BY created_ms, digest");
+  PERCH_ASSIGN_OR_RETURN(SqliteStatement select,
+                         impl_->db->Prepare("SELECT digest, media_type, artifact_type, subject, "
+                                            "size, annotations FROM manifests "
+                                            "WHERE repository = ? AND subject = ? "
+                                            "ORDER BY created_ms, digest"));
   select.Bind(1, repository).Bind(2, subject.str());
   std::vector<ManifestRecord> records;
-  int result = 0;
-  while ((result = select.Step()) == SQLITE_ROW) {
+  while (select.Step()) {
     PERCH_ASSIGN_OR_RETURN(ManifestRecord record, impl_->ReadManifest(select));
     records.push_back(std::move(record));
   }
-  PERCH_RETURN_IF_ERROR(select.Check(result, "list referrers"));
+  PERCH_RETURN_IF_ERROR(select.Finish("list referrers"));
   return records;
 }
 
 Status RegistryIndex::AddUpload(std::string_view id, std::string_view repository) {
   std::lock_guard lock(impl_->mutex);
-  Statement insert(impl_->db_, "INSERT INTO uploads(id, repository, created_ms) VALUES (?, ?, ?)");
-  return insert.Bind(1, id).Bind(2, repository).Bind(3, NowUnixMs()).Run("record an upload");
+  PERCH_ASSIGN_OR_RETURN(
+      SqliteStatement insert,
+      impl_->db->Prepare("INSERT INTO uploads(id, repository, created_ms) VALUES (?, ?, ?)"));
+  return insert.Bind(1, id)
+      .Bind(2, repository)
+      .Bind(3, impl_->clock.UnixMillis())
+      .Run("record an upload");
 }
 
 Result<std::string> RegistryIndex::UploadRepository(std::string_view id) {
   std::lock_guard lock(impl_->mutex);
-  Statement select(impl_->db_, "SELECT repository FROM uploads WHERE id = ?");
+  PERCH_ASSIGN_OR_RETURN(SqliteStatement select,
+                         impl_->db->Prepare("SELECT repository FROM uploads WHERE id = ?"));
   select.Bind(1, id);
-  const int result = select.Step();
-  if (result == SQLITE_ROW) {
-    return select.Text(0);
-  }
-  PERCH_RETURN_IF_ERROR(select.Check(result, "look up an upload"));
-  return NotFound(fmt::format("upload {} is not known", id));
+  return impl_->SelectOne<std::string>(
+      select, "look up an upload", [](const SqliteStatement& row) { return row.Text(0); },
+      fmt::format("upload {} is not known", id));
 }
 
 Status RegistryIndex::RemoveUpload(std::string_view id) {
   std::lock_guard lock(impl_->mutex);
-  Statement remove(impl_->db_, "DELETE FROM uploads WHERE id = ?");
+  PERCH_ASSIGN_OR_RETURN(SqliteStatement remove,
+                         impl_->db->Prepare("DELETE FROM uploads WHERE id = ?"));
   return remove.Bind(1, id).Run("forget an upload");
 }
 
 Result<std::vector<std::string>> RegistryIndex::ListUploads() {
   std::lock_guard lock(impl_->mutex);
-  Statement select(impl_->db_, "SELECT id FROM uploads ORDER BY id");
+  PERCH_ASSIGN_OR_RETURN(SqliteStatement select,
+                         impl_->db->Prepare("SELECT id FROM uploads ORDER BY id"));
   return impl_->Strings(select, "list uploads");
 }
 
 Result<std::vector<Digest>> RegistryIndex::LiveDigests() {
   std::lock_guard lock(impl_->mutex);
-  Statement select(impl_->db_,
-                   "SELECT digest FROM manifests UNION SELECT digest FROM manifest_references "
-                   "UNION SELECT subject FROM manifests WHERE subject IS NOT NULL");
+  PERCH_ASSIGN_OR_RETURN(
+      SqliteStatement select,
+      impl_->db->Prepare("SELECT digest FROM manifests UNION SELECT digest FROM "
+                         "manifest_references UNION SELECT subject FROM manifests "
+                         "WHERE subject IS NOT NULL"));
   PERCH_ASSIGN_OR_RETURN(const std::vector<std::string> texts,
                          impl_->Strings(select, "mark live blobs"));
   std::vector<Digest> digests;

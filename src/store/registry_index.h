@@ -19,6 +19,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/clock.h"
 #include "core/status.h"
 #include "store/digest.h"
 
@@ -36,11 +37,18 @@ struct ManifestRecord {
   std::vector<Digest> references;
 };
 
+struct RegistryIndexOptions {
+  std::filesystem::path file{};  // e.g. DATA/registry.db
+  // Stamps manifests (referrers are listed oldest first) and uploads.
+  WallClock clock{};
+};
+
 class RegistryIndex {
  public:
   // Creates the file and its tables if missing. Unavailable when the file
-  // cannot be opened or is not a registry index.
-  static Result<std::unique_ptr<RegistryIndex>> Open(const std::filesystem::path& file);
+  // cannot be opened or is not a registry index; Unavailable from any call
+  // when another process holds the file locked for over 10 s.
+  static Result<std::unique_ptr<RegistryIndex>> Open(const RegistryIndexOptions& options);
   ~RegistryIndex();
   RegistryIndex(const RegistryIndex&) = delete;
   RegistryIndex& operator=(const RegistryIndex&) = delete;

@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <fstream>
 
+#include "core/clock.h"
+#include "core/sqlite.h"
+
 namespace perch {
 namespace {
 
@@ -18,7 +21,7 @@ class RegistryIndexTest : public testing::Test {
             std::string(testing::UnitTest::GetInstance()->current_test_info()->name()));
     fs::remove_all(dir_);
     fs::create_directories(dir_);
-    auto index = RegistryIndex::Open(dir_ / "registry.db");
+    auto index = RegistryIndex::Open({.file = dir_ / "registry.db", .clock = clock_.AsWallClock()});
     ASSERT_TRUE(index.ok()) << index.status().message();
     index_ = std::move(index).value();
   }
@@ -33,6 +36,7 @@ class RegistryIndexTest : public testing::Test {
                           .references = {Sha256Of(content + "-config")}};
   }
 
+  ManualClock clock_;
   fs::path dir_;
   std::unique_ptr<RegistryIndex> index_;
 };
@@ -92,6 +96,45 @@ TEST_F(RegistryIndexTest, FindsReferrersOfASubject) {
   EXPECT_TRUE(index_->Referrers("repo", Sha256Of("none"))->empty());
 }
 
+TEST_F(RegistryIndexTest, ListsReferrersOldestFirstByItsClock) {
+  const ManifestRecord subject = Manifest("subject");
+  ManifestRecord first = Manifest("first", subject.digest);
+  ManifestRecord second = Manifest("second", subject.digest);
+  // Pushed in the same millisecond, referrers come in digest order; make the
+  // later push the one with the smaller digest, so only the clock orders them.
+  if (first.digest.str() < second.digest.str()) {
+    std::swap(first, second);
+  }
+  ASSERT_TRUE(index_->PutManifest("repo", first, "").ok());
+  clock_.Advance(std::chrono::milliseconds(1));
+  ASSERT_TRUE(index_->PutManifest("repo", second, "").ok());
+  auto referrers = index_->Referrers("repo", subject.digest);
+  ASSERT_TRUE(referrers.ok());
+  ASSERT_EQ(referrers->size(), 2u);
+  EXPECT_EQ(referrers->at(0).digest, first.digest);
+  EXPECT_EQ(referrers->at(1).digest, second.digest);
+}
+
+TEST_F(RegistryIndexTest, AFailedPutLeavesNothingBehind) {
+  const ManifestRecord manifest = Manifest("m");
+  // A trigger refuses the tag, written after the manifest in the same
+  // transaction.
+  auto other = SqliteDb::Open({.path = dir_ / "registry.db"});
+  ASSERT_TRUE(other.ok());
+  ASSERT_TRUE((*other)
+                  ->Exec("CREATE TRIGGER refuse_tags BEFORE INSERT ON tags "
+                         "BEGIN SELECT RAISE(ABORT, 'tags refused'); END",
+                         "add a trigger")
+                  .ok());
+  const Status put = index_->PutManifest("repo", manifest, "v1");
+  EXPECT_FALSE(put.ok());
+  EXPECT_NE(put.message().find("registry.db"), std::string::npos) << put.message();
+  ASSERT_TRUE((*other)->Exec("DROP TRIGGER refuse_tags", "drop the trigger").ok());
+  // The manifest row written before the tag failed was rolled back with it.
+  EXPECT_EQ(index_->GetManifest("repo", manifest.digest).status().code(), StatusCode::kNotFound);
+  EXPECT_FALSE(index_->HasRepository("repo"));
+}
+
 TEST_F(RegistryIndexTest, MarksEveryDigestAManifestNeeds) {
   const ManifestRecord subject = Manifest("subject");
   const ManifestRecord referrer = Manifest("sig", subject.digest);
@@ -107,7 +150,7 @@ TEST_F(RegistryIndexTest, MarksEveryDigestAManifestNeeds) {
 TEST_F(RegistryIndexTest, TracksUploadsAcrossReopening) {
   ASSERT_TRUE(index_->AddUpload("abc", "repo").ok());
   index_.reset();
-  auto reopened = RegistryIndex::Open(dir_ / "registry.db");
+  auto reopened = RegistryIndex::Open({.file = dir_ / "registry.db"});
   ASSERT_TRUE(reopened.ok());
   EXPECT_EQ(*(*reopened)->UploadRepository("abc"), "repo");
   EXPECT_EQ((*reopened)->ListUploads()->size(), 1u);
@@ -121,7 +164,9 @@ TEST_F(RegistryIndexTest, RefusesAFileThatIsNotAnIndex) {
     std::ofstream out(garbage);
     out << "this is not a database, and it is long enough to have a header............";
   }
-  EXPECT_EQ(RegistryIndex::Open(garbage).status().code(), StatusCode::kUnavailable);
+  const auto refused = RegistryIndex::Open({.file = garbage});
+  EXPECT_EQ(refused.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(refused.status().message().find("garbage.db"), std::string::npos);
 }
 
 }  // namespace

@@ -20,12 +20,11 @@ struct PageRequest {
 };
 
 // Reads `n` and `last`; answers 400 and returns nullopt when `n` is not a number.
-std::optional<PageRequest> ReadPageRequest(const httplib::Request& request,
-                                           httplib::Response& response) {
+std::optional<PageRequest> ReadPageRequest(const http::Request& request, http::Response& response) {
   PageRequest page;
-  page.last = request.get_param_value("last").substr(0, 512);
-  if (request.has_param("n")) {
-    const std::string n = request.get_param_value("n");
+  page.last = std::string(request.param("last").value_or("").substr(0, 512));
+  if (const auto wanted = request.param("n")) {
+    const std::string_view n = *wanted;
     const auto [end, error] = std::from_chars(n.data(), n.data() + n.size(), page.limit);
     if (n.empty() || error != std::errc() || end != n.data() + n.size()) {
       SendError(response, 400, OciError::kPaginationNumberInvalid,
@@ -36,17 +35,17 @@ std::optional<PageRequest> ReadPageRequest(const httplib::Request& request,
   return page;
 }
 
-void SetNextLink(httplib::Response& response, const std::string& path, const ListPage& page,
+void SetNextLink(http::Response& response, const std::string& path, const ListPage& page,
                  size_t limit) {
   if (page.more && !page.names.empty()) {
-    response.set_header(
+    response.headers.Set(
         "Link", fmt::format("<{}?n={}&last={}>; rel=\"next\"", path, limit, page.names.back()));
   }
 }
 
-void ListTags(const httplib::Request& request, httplib::Response& response, Body&,
+void ListTags(const http::Request& request, http::Response& response, Body&,
               const Context& context) {
-  const std::string name = request.matches[1];
+  const std::string& name = request.matches[1];
   if (!CheckName(response, name)) {
     return;
   }
@@ -61,11 +60,11 @@ void ListTags(const httplib::Request& request, httplib::Response& response, Body
   }
   SetNextLink(response, fmt::format("/v2/{}/tags/list", name), *page,
               std::min(wanted->limit, page->names.size()));
-  response.set_content(nlohmann::json{{"name", name}, {"tags", page->names}}.dump(),
-                       "application/json");
+  response.SetBody(nlohmann::json{{"name", name}, {"tags", page->names}}.dump(),
+                   "application/json");
 }
 
-void ListCatalog(const httplib::Request& request, httplib::Response& response, Body&,
+void ListCatalog(const http::Request& request, http::Response& response, Body&,
                  const Context& context) {
   const auto wanted = ReadPageRequest(request, response);
   if (!wanted) {
@@ -77,20 +76,20 @@ void ListCatalog(const httplib::Request& request, httplib::Response& response, B
     return;
   }
   SetNextLink(response, "/v2/_catalog", *page, std::min(wanted->limit, page->names.size()));
-  response.set_content(nlohmann::json{{"repositories", page->names}}.dump(), "application/json");
+  response.SetBody(nlohmann::json{{"repositories", page->names}}.dump(), "application/json");
 }
 
-void ListReferrers(const httplib::Request& request, httplib::Response& response, Body&,
+void ListReferrers(const http::Request& request, http::Response& response, Body&,
                    const Context& context) {
-  const std::string name = request.matches[1];
+  const std::string& name = request.matches[1];
   if (!CheckName(response, name)) {
     return;
   }
-  const auto digest = CheckDigest(response, request.matches[2].str());
+  const auto digest = CheckDigest(response, request.match(2));
   if (!digest) {
     return;
   }
-  const std::string artifact_type = request.get_param_value("artifactType");
+  const std::string artifact_type(request.param("artifactType").value_or(""));
   auto referrers = context.registry.Referrers(name, *digest, artifact_type);
   if (!referrers.ok()) {
     SendStatus(response, referrers.status(), OciError::kNameUnknown, OciError::kNameInvalid);
@@ -110,17 +109,17 @@ void ListReferrers(const httplib::Request& request, httplib::Response& response,
     manifests.push_back(std::move(descriptor));
   }
   if (!artifact_type.empty()) {
-    response.set_header("OCI-Filters-Applied", "artifactType");
+    response.headers.Set("OCI-Filters-Applied", "artifactType");
   }
   const nlohmann::json index{{"schemaVersion", 2},
                              {"mediaType", media_type::kOciIndex},
                              {"manifests", std::move(manifests)}};
-  response.set_content(index.dump(), std::string(media_type::kOciIndex));
+  response.SetBody(index.dump(), std::string(media_type::kOciIndex));
 }
 
 }  // namespace
 
-void RegisterListRoutes(httplib::Server& server, const std::shared_ptr<const Context>& context) {
+void RegisterListRoutes(http::Server& server, const std::shared_ptr<const Context>& context) {
   Route(server, context, "GET", "/v2/_catalog", AccessKind::kPull, ListCatalog);
   Route(server, context, "GET", "/v2/(.+)/tags/list", AccessKind::kPull, ListTags);
   Route(server, context, "GET", "/v2/(.+)/referrers/(.+)", AccessKind::kPull, ListReferrers);

@@ -18,17 +18,17 @@ std::string UploadLocation(std::string_view name, std::string_view id) {
   return fmt::format("/v2/{}/blobs/uploads/{}", name, id);
 }
 
-void SetUploadHeaders(httplib::Response& response, std::string_view name, std::string_view id,
+void SetUploadHeaders(http::Response& response, std::string_view name, std::string_view id,
                       uint64_t size) {
-  response.set_header("Location", UploadLocation(name, id));
-  response.set_header("Range", fmt::format("0-{}", size == 0 ? 0 : size - 1));
-  response.set_header("Docker-Upload-UUID", std::string(id));
+  response.headers.Set("Location", UploadLocation(name, id));
+  response.headers.Set("Range", fmt::format("0-{}", size == 0 ? 0 : size - 1));
+  response.headers.Set("Docker-Upload-UUID", std::string(id));
 }
 
-void SetBlobCreated(httplib::Response& response, std::string_view name, const Digest& digest) {
+void SetBlobCreated(http::Response& response, std::string_view name, const Digest& digest) {
   response.status = 201;
-  response.set_header("Location", fmt::format("/v2/{}/blobs/{}", name, digest.str()));
-  response.set_header("Docker-Content-Digest", digest.str());
+  response.headers.Set("Location", fmt::format("/v2/{}/blobs/{}", name, digest.str()));
+  response.headers.Set("Docker-Content-Digest", digest.str());
 }
 
 bool ParseNumber(std::string_view text, uint64_t& value) {
@@ -39,14 +39,13 @@ bool ParseNumber(std::string_view text, uint64_t& value) {
 // Checks a chunk's Content-Range ("<start>-<end>", as the spec writes it;
 // "bytes <start>-<end>/<total>" is accepted too) against what the upload
 // already holds. Answers 416 or 400 and returns false when it does not fit.
-bool CheckContentRange(const httplib::Request& request, httplib::Response& response,
+bool CheckContentRange(const http::Request& request, const Body& body, http::Response& response,
                        std::string_view name, const BlobUpload& upload) {
-  if (!request.has_header("Content-Range")) {
+  const auto header = request.headers.Get("Content-Range");
+  if (!header) {
     return true;
   }
-  // By value: get_header_value returns a temporary string.
-  const std::string header = request.get_header_value("Content-Range");
-  std::string_view value = header;
+  std::string_view value = *header;
   const std::string shown(value.substr(0, 100));
   if (value.substr(0, 6) == "bytes ") {
     value.remove_prefix(6);
@@ -69,11 +68,10 @@ bool CheckContentRange(const httplib::Request& request, httplib::Response& respo
     SetUploadHeaders(response, name, upload.id(), upload.size());
     return false;
   }
-  if (request.has_header("Content-Length") &&
-      request.get_header_value<uint64_t>("Content-Length") != end - start + 1) {
+  if (const auto length = body.declared_length(); length && *length != end - start + 1) {
     SendError(response, 400, OciError::kBlobUploadInvalid,
               fmt::format("Content-Range '{}' announces {} bytes but Content-Length is {}", shown,
-                          end - start + 1, request.get_header_value("Content-Length")));
+                          end - start + 1, *length));
     return false;
   }
   return true;
@@ -82,7 +80,7 @@ bool CheckContentRange(const httplib::Request& request, httplib::Response& respo
 // Streams the request body into the upload. Answers the error and returns
 // false when the upload failed (too large: cancelled) or the body broke
 // off (the bytes that arrived are kept, so that the client can resume).
-bool Receive(BlobUpload& upload, Body& body, httplib::Response& response) {
+bool Receive(BlobUpload& upload, Body& body, http::Response& response) {
   Status appended;
   size_t discarded = 0;
   const bool complete = body.Read([&](std::string_view piece) {
@@ -95,9 +93,7 @@ bool Receive(BlobUpload& upload, Body& body, httplib::Response& response) {
   });
   if (!appended.ok()) {
     SendStatus(response, appended, OciError::kBlobUploadUnknown, OciError::kBlobUploadInvalid);
-    if (!complete) {
-      response.set_header("Connection", "close");
-    }
+    response.close = response.close || !complete;
     return false;
   }
   if (!complete) {
@@ -105,29 +101,29 @@ bool Receive(BlobUpload& upload, Body& body, httplib::Response& response) {
               fmt::format("the request body broke off after {} bytes of the upload; GET the "
                           "upload for its Range and send the rest",
                           upload.size()));
-    response.set_header("Connection", "close");
+    response.close = true;
     return false;
   }
   return true;
 }
 
-void SendUploadStatus(httplib::Response& response, const Status& status) {
+void SendUploadStatus(http::Response& response, const Status& status) {
   SendStatus(response, status, OciError::kBlobUploadUnknown, OciError::kNameInvalid);
 }
 
-void StartUpload(const httplib::Request& request, httplib::Response& response, Body& body,
+void StartUpload(const http::Request& request, http::Response& response, Body& body,
                  const Context& context) {
-  const std::string name = request.matches[1];
+  const std::string& name = request.matches[1];
   if (!CheckName(response, name)) {
     return;
   }
   Registry& registry = context.registry;
-  if (request.has_param("mount")) {
-    const auto digest = CheckDigest(response, request.get_param_value("mount"));
+  if (const auto mount = request.param("mount")) {
+    const auto digest = CheckDigest(response, *mount);
     if (!digest) {
       return;
     }
-    const std::string from = request.get_param_value("from");
+    const std::string from(request.param("from").value_or(""));
     if (!from.empty()) {
       if (!CheckName(response, from)) {
         return;
@@ -145,8 +141,8 @@ void StartUpload(const httplib::Request& request, httplib::Response& response, B
     // Not mountable: the spec says to fall back to an ordinary upload.
   }
   std::optional<Digest> digest;
-  if (request.has_param("digest")) {
-    digest = CheckDigest(response, request.get_param_value("digest"));
+  if (const auto wanted = request.param("digest")) {
+    digest = CheckDigest(response, *wanted);
     if (!digest) {
       return;
     }
@@ -185,21 +181,22 @@ void StartUpload(const httplib::Request& request, httplib::Response& response, B
   }
 }
 
-void ContinueUpload(const httplib::Request& request, httplib::Response& response, Body& body,
+void ContinueUpload(const http::Request& request, http::Response& response, Body& body,
                     const Context& context, bool finish) {
-  const std::string name = request.matches[1];
-  const std::string id = request.matches[2];
+  const std::string& name = request.matches[1];
+  const std::string& id = request.matches[2];
   if (!CheckName(response, name)) {
     return;
   }
   std::optional<Digest> digest;
   if (finish) {
-    if (!request.has_param("digest")) {
+    const auto wanted = request.param("digest");
+    if (!wanted) {
       SendError(response, 400, OciError::kDigestInvalid,
                 "the PUT that finishes an upload needs ?digest=sha256:<hex>");
       return;
     }
-    digest = CheckDigest(response, request.get_param_value("digest"));
+    digest = CheckDigest(response, *wanted);
     if (!digest) {
       return;
     }
@@ -209,7 +206,8 @@ void ContinueUpload(const httplib::Request& request, httplib::Response& response
     SendUploadStatus(response, upload.status());
     return;
   }
-  if (!CheckContentRange(request, response, name, **upload) || !Receive(**upload, body, response)) {
+  if (!CheckContentRange(request, body, response, name, **upload) ||
+      !Receive(**upload, body, response)) {
     return;
   }
   if (!finish) {
@@ -225,20 +223,20 @@ void ContinueUpload(const httplib::Request& request, httplib::Response& response
   SetBlobCreated(response, name, *stored);
 }
 
-void PatchUpload(const httplib::Request& request, httplib::Response& response, Body& body,
+void PatchUpload(const http::Request& request, http::Response& response, Body& body,
                  const Context& context) {
   ContinueUpload(request, response, body, context, /*finish=*/false);
 }
 
-void FinishUpload(const httplib::Request& request, httplib::Response& response, Body& body,
+void FinishUpload(const http::Request& request, http::Response& response, Body& body,
                   const Context& context) {
   ContinueUpload(request, response, body, context, /*finish=*/true);
 }
 
-void UploadStatus(const httplib::Request& request, httplib::Response& response, Body&,
+void UploadStatus(const http::Request& request, http::Response& response, Body&,
                   const Context& context) {
-  const std::string name = request.matches[1];
-  const std::string id = request.matches[2];
+  const std::string& name = request.matches[1];
+  const std::string& id = request.matches[2];
   if (!CheckName(response, name)) {
     return;
   }
@@ -251,13 +249,13 @@ void UploadStatus(const httplib::Request& request, httplib::Response& response, 
   SetUploadHeaders(response, name, id, *size);
 }
 
-void CancelUpload(const httplib::Request& request, httplib::Response& response, Body&,
+void CancelUpload(const http::Request& request, http::Response& response, Body&,
                   const Context& context) {
-  const std::string name = request.matches[1];
+  const std::string& name = request.matches[1];
   if (!CheckName(response, name)) {
     return;
   }
-  const Status cancelled = context.registry.CancelUpload(name, request.matches[2].str());
+  const Status cancelled = context.registry.CancelUpload(name, request.matches[2]);
   if (!cancelled.ok()) {
     SendUploadStatus(response, cancelled);
     return;
@@ -267,11 +265,17 @@ void CancelUpload(const httplib::Request& request, httplib::Response& response, 
 
 }  // namespace
 
-void RegisterUploadRoutes(httplib::Server& server, const std::shared_ptr<const Context>& context) {
+void RegisterUploadRoutes(http::Server& server, const std::shared_ptr<const Context>& context) {
   const std::string one = "/v2/(.+)/blobs/uploads/(.+)";
-  Route(server, context, "POST", "/v2/(.+)/blobs/uploads/?", AccessKind::kPush, StartUpload);
-  Route(server, context, "PATCH", one, AccessKind::kPush, PatchUpload);
-  Route(server, context, "PUT", one, AccessKind::kPush, FinishUpload);
+  // Bodies stream to disk as they arrive; a declared length past the largest
+  // blob is refused before any of it is read.
+  const http::RouteOptions streamed{
+      .body = http::BodyMode::kStreamed,
+      .max_body_bytes = static_cast<size_t>(context->registry.options().max_blob_bytes)};
+  Route(server, context, "POST", "/v2/(.+)/blobs/uploads/?", AccessKind::kPush, StartUpload,
+        streamed);
+  Route(server, context, "PATCH", one, AccessKind::kPush, PatchUpload, streamed);
+  Route(server, context, "PUT", one, AccessKind::kPush, FinishUpload, streamed);
   Route(server, context, "GET", one, AccessKind::kPush, UploadStatus);
   Route(server, context, "DELETE", one, AccessKind::kPush, CancelUpload);
 }

@@ -34,15 +34,19 @@ def descriptor(media_type, data, **extra):
 
 class HubServer:
     """One `perch hub` process. Tokens: admin_token is read from
-    DATA/admin-token when the hub generated it."""
+    DATA/admin-token when the hub generated it. With `ca` (the CA file that
+    signed the certificate given in `args`) the hub is reached over HTTPS,
+    presenting `client_cert` ((cert, key) files) when set."""
 
     running = set()
 
-    def __init__(self, workdir, args=(), env=None, data=None):
+    def __init__(self, workdir, args=(), env=None, data=None, ca=None,
+                 client_cert=None):
         self.workdir = Path(workdir)
         self.data = Path(data) if data else self.workdir / "hub-data"
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.tls = {"verify": str(ca), "cert": client_cert} if ca else {}
+        self.url = f"{'https' if ca else 'http'}://127.0.0.1:{self.port}"
         self.host = f"127.0.0.1:{self.port}"
         self.command = [str(PERCH_BIN), "hub", "--data", str(self.data),
                         "--port", str(self.port), *map(str, args)]
@@ -77,8 +81,8 @@ class HubServer:
         if self.process.poll() is not None:
             return True
         try:
-            return requests.get(self.url + "/healthz",
-                                timeout=1).status_code == 200
+            return requests.get(self.url + "/healthz", timeout=1,
+                                **self.tls).status_code == 200
         except requests.RequestException:
             return False
 
@@ -114,6 +118,8 @@ class HubServer:
             headers["Authorization"] = f"Bearer {token}"
         kwargs.setdefault("timeout", REQUEST_TIMEOUT)
         kwargs.setdefault("allow_redirects", False)
+        for key, value in self.tls.items():
+            kwargs.setdefault(key, value)
         url = path if path.startswith("http") else self.url + path
         return requests.request(method, url, headers=headers, **kwargs)
 
@@ -161,8 +167,8 @@ class HubPool:
         self._tmp = tmp_path_factory
         self._hubs = []
 
-    def start(self, args=(), env=None, data=None):
-        hub = HubServer(self._tmp.mktemp("hub"), args, env, data).start()
+    def start(self, args=(), env=None, data=None, **tls):
+        hub = HubServer(self._tmp.mktemp("hub"), args, env, data, **tls).start()
         self._hubs.append(hub)
         return hub
 

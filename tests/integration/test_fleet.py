@@ -5,6 +5,7 @@ the hub killed, agents serving on (one restarted meanwhile), deployments
 changed while the agents are cut off, every agent converging to the newest
 state when the link is back."""
 
+import base64
 import signal
 import time
 
@@ -168,8 +169,18 @@ def test_fleet_api_refuses_bad_input(fleet, tmp_path):
     def call(method, path, token="admin", **kwargs):
         return hub.request(method, path, token=token, **kwargs)
 
-    assert call("GET", "/api/v1/devices", token=None).status_code == 401
+    missing = call("GET", "/api/v1/devices", token=None)
+    assert missing.status_code == 401 and missing.json()["code"] == "Unauthenticated"
+    assert missing.headers["WWW-Authenticate"].startswith("Bearer")
     assert call("GET", "/api/v1/devices", token="not-a-token").status_code == 401
+    # The scheme in any case, or the token as the password of Basic.
+    secret = hub.admin_token
+    for authorization in (f"bearer {secret}", f"BEARER {secret}",
+                          "Basic " + base64.b64encode(f"perch:{secret}".encode()).decode()):
+        assert call("GET", "/api/v1/devices", token=None,
+                    headers={"Authorization": authorization}).status_code == 200
+    assert call("GET", "/api/v1/devices", token=None,
+                headers={"Authorization": "Digest x"}).json()["code"] == "Unauthenticated"
     enrolled = call("POST", "/api/v1/enrol", token=tokens["plant-a"],
                     json={"name": "d1", "architecture": "amd64"})
     assert enrolled.status_code == 201, enrolled.text
@@ -202,12 +213,14 @@ def test_fleet_api_refuses_bad_input(fleet, tmp_path):
     response = call("POST", "/api/v1/devices/d1/heartbeat", token=device_token,
                     json={"models": [{"name": "m", "version": "one"}]})
     assert response.status_code == 400 and "models[0].version" in response.json()["error"]
+    assert response.json()["code"] == "InvalidArgument"
     too_big = call("POST", "/api/v1/locations", data=b"[" * (2 << 20),
                    headers={"Content-Type": "application/json"})
-    assert too_big.status_code == 413
+    assert too_big.status_code == 413 and too_big.json()["code"] == "ResourceExhausted"
 
     # Duplicates: 409; a selector that matches nothing: accepted, warned.
-    assert call("POST", "/api/v1/locations", json={"name": "plant-a"}).status_code == 409
+    taken = call("POST", "/api/v1/locations", json={"name": "plant-a"})
+    assert taken.status_code == 409 and taken.json()["code"] == "AlreadyExists"
     assert call("POST", "/api/v1/enrol", token=tokens["plant-a"],
                 json={"name": "d1"}).status_code == 409
     created = call("POST", "/api/v1/deployments",
@@ -217,7 +230,11 @@ def test_fleet_api_refuses_bad_input(fleet, tmp_path):
     assert "matches no device" in created.json()["warnings"][0]
     assert call("POST", "/api/v1/deployments",
                 json={"name": "nowhere", "reference": references[1]}).status_code == 409
-    assert call("GET", "/api/v1/nothing-here").status_code == 404
+    unknown = call("GET", "/api/v1/nothing-here")
+    assert unknown.status_code == 404 and unknown.json()["code"] == "NotFound"
+    wrong_method = call("DELETE", "/api/v1/locations")
+    assert wrong_method.status_code == 405 and wrong_method.json()["code"] == "InvalidArgument"
+    assert set(wrong_method.headers["Allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
 
     # A revoked device is refused from then on; nothing accepted was lost.
     assert call("POST", "/api/v1/devices/d1/revoke").status_code == 200

@@ -119,9 +119,20 @@ def test_manifest_digest_must_match_its_reference(hub):
     assert hub.request("GET", f"/v2/bad/digest/manifests/{sha256(body)}").status_code == 404
 
 
+def refused_before_the_body(response):
+    """A declared length over a route's limit is refused by the HTTP server
+    before the route runs, with perch's JSON error body, not the OCI one."""
+    return response.status_code == 413 and response.json()["code"] == "ResourceExhausted"
+
+
 def test_manifest_larger_than_the_limit(hub):
     response = hub.push_manifest("bad/big", "v1", b" " * (4 * 1024 * 1024 + 1))
-    assert response.status_code == 413 and oci_error(response) == "SIZE_INVALID"
+    assert refused_before_the_body(response), response.text
+    # Chunked (no length declared): counted as it arrives.
+    response = hub.request("PUT", "/v2/bad/big/manifests/v1",
+                           data=iter([b" " * (1 << 20)] * 5),
+                           headers={"Content-Type": OCI_MANIFEST})
+    assert refused_before_the_body(response), response.text
 
 
 TRAVERSAL_PATHS = [
@@ -133,8 +144,8 @@ TRAVERSAL_PATHS = [
     ("POST", "/v2/%2e%2e/blobs/uploads/", "NAME_INVALID"),
     ("PUT", "/v2/..%2fevil/manifests/v1", "NAME_INVALID"),
     ("GET", "/v2/UPPER/tags/list", "NAME_INVALID"),
-    ("GET", "/v2/repo/manifests/..%2f..%2fetc", "TAG_INVALID"),
-    ("GET", "/v2/repo/manifests/%2e%2e", "TAG_INVALID"),
+    ("GET", "/v2/repo/manifests/..%2f..%2fetc", "MANIFEST_UNKNOWN"),
+    ("GET", "/v2/repo/manifests/%2e%2e", "MANIFEST_UNKNOWN"),
     ("PUT", "/v2/repo/manifests/..", "TAG_INVALID"),
     ("PUT", "/v2/repo/manifests/..%2f..%2fescape", "TAG_INVALID"),
     ("GET", "/v2/repo/blobs/..%2f..%2fregistry.db", "DIGEST_INVALID"),
@@ -152,9 +163,26 @@ def test_path_traversal_is_refused(hub, method, path, code):
     before = sorted(p.name for p in hub.data.parent.iterdir())
     status, body = raw_request(hub, method, path, body=b"{}" if method != "GET" else None)
     assert body is not None, (status, path)
-    assert (status, body["errors"][0]["code"]) == (
-        400 if code != "BLOB_UPLOAD_UNKNOWN" else 404, code), path
+    expected = 404 if code in ("BLOB_UPLOAD_UNKNOWN", "MANIFEST_UNKNOWN") else 400
+    assert (status, body["errors"][0]["code"]) == (expected, code), path
     assert sorted(p.name for p in hub.data.parent.iterdir()) == before
+
+
+@pytest.mark.parametrize("tag", ["-leading-dash", ".hidden", "a" * 129, "sp%20ace", "t@g"])
+def test_manifest_under_a_malformed_tag(hub, tag):
+    """No manifest can exist under a malformed tag: reading one is 404
+    MANIFEST_UNKNOWN (what the OCI conformance suite expects); pushing one
+    is the client's mistake, 400 TAG_INVALID."""
+    path = f"/v2/bad/tags/manifests/{tag}"
+    got = hub.request("GET", path)
+    assert got.status_code == 404 and oci_error(got) == "MANIFEST_UNKNOWN", got.text
+    head = hub.request("HEAD", path)
+    assert head.status_code == 404 and head.content == b""
+    hub.push_blob("bad/tags", b"{}")
+    pushed = hub.push_manifest("bad/tags", tag, image_manifest(b"{}", []))
+    assert pushed.status_code == 400 and oci_error(pushed) == "TAG_INVALID", pushed.text
+    deleted = hub.request("DELETE", path)
+    assert deleted.status_code == 400 and oci_error(deleted) == "TAG_INVALID"
 
 
 def test_one_byte_over_the_blob_limit(hub):
@@ -163,7 +191,12 @@ def test_one_byte_over_the_blob_limit(hub):
     over = os.urandom(MAX_BLOB + 1)
     response = hub.request("POST", f"/v2/bad/limit/blobs/uploads/?digest={sha256(over)}",
                            data=over)
-    assert response.status_code == 413 and oci_error(response) == "SIZE_INVALID"
+    assert refused_before_the_body(response), response.text
+    assert_blob_absent(hub, "bad/limit", sha256(over))
+    # Without a declared length, the registry counts the bytes as they come.
+    response = hub.request("POST", f"/v2/bad/limit/blobs/uploads/?digest={sha256(over)}",
+                           data=iter([over[:MAX_BLOB], over[MAX_BLOB:]]))
+    assert response.status_code == 413, response.text
     assert_blob_absent(hub, "bad/limit", sha256(over))
     # Chunked: the chunk that crosses the limit cancels the upload.
     location = hub.request("POST", "/v2/bad/limit/blobs/uploads/").headers["Location"]

@@ -6,6 +6,7 @@ will, malformed messages, and an agent started before its broker."""
 import json
 import re
 import signal
+import threading
 import time
 
 import numpy as np
@@ -316,37 +317,50 @@ def nested(depth):
 
 GOOD = json.dumps(identity_request([1]))
 MALFORMED = [
-    pytest.param("identity_fp32", b'{"inputs": [', "json", id="invalid-json"),
-    pytest.param("identity_fp32", b"", "json|empty", id="empty-payload"),
-    pytest.param("identity_fp32", b"\xff\xfe{}", "json|utf", id="not-utf8"),
-    pytest.param("identity_fp32", b"[1, 2]", "object", id="not-an-object"),
+    pytest.param("identity_fp32", b'{"inputs": [', "json",
+                 "InvalidArgument", id="invalid-json"),
+    pytest.param("identity_fp32", b"", "json|empty", "InvalidArgument",
+                 id="empty-payload"),
+    pytest.param("identity_fp32", b"\xff\xfe{}", "json|utf", "InvalidArgument",
+                 id="not-utf8"),
+    pytest.param("identity_fp32", b"[1, 2]", "object", "InvalidArgument",
+                 id="not-an-object"),
     pytest.param("identity_fp32",
                  ('{"inputs": [{"name": "INPUT0", "datatype": "FP32", '
                   '"shape": [1, 1], "data": ' + nested(100000) + "}]}").encode(),
-                 "deep|depth|nest", id="huge-nesting"),
-    pytest.param("nosuch", GOOD.encode(), "nosuch", id="unknown-model"),
+                 "deep|depth|nest", "InvalidArgument", id="huge-nesting"),
+    pytest.param("nosuch", GOOD.encode(), "nosuch", "NotFound",
+                 id="unknown-model"),
     pytest.param("identity_fp32", json.dumps({"inputs": [
         {"name": "INPUT0", "datatype": "INT32", "shape": [1, 1],
-         "data": [1]}]}).encode(), "INPUT0|INT32|FP32", id="wrong-datatype"),
+         "data": [1]}]}).encode(), "INPUT0|INT32|FP32", "InvalidArgument",
+        id="wrong-datatype"),
     pytest.param("identity_fp32", json.dumps({"inputs": [
         {"name": "INPUT0", "datatype": "FP33", "shape": [1, 1],
-         "data": [1]}]}).encode(), "FP33", id="unknown-datatype"),
+         "data": [1]}]}).encode(), "FP33", "InvalidArgument",
+        id="unknown-datatype"),
     pytest.param("add_sub", json.dumps({"inputs": [
         {"name": "INPUT0", "datatype": "FP32", "shape": [1, 4],
-         "data": [1, 2, 3, 4]}]}).encode(), "INPUT1", id="missing-input"),
+         "data": [1, 2, 3, 4]}]}).encode(), "INPUT1", "InvalidArgument",
+        id="missing-input"),
     pytest.param("identity_fp32", json.dumps({"inputs": [
         {"name": "INPUT0", "datatype": "FP32", "shape": [2, 2],
-         "data": [1, 2, 3]}]}).encode(), "INPUT0", id="too-little-data"),
+         "data": [1, 2, 3]}]}).encode(), "INPUT0", "InvalidArgument",
+        id="too-little-data"),
     pytest.param("identity_fp32", json.dumps({}).encode(), "inputs",
-                 id="no-inputs"),
+                 "InvalidArgument", id="no-inputs"),
 ]
 
 
-def assert_error(message, model, topic, mention, request_id=None):
-    body = assert_answer_shape(message)
-    assert list(body)[:2] == ["idempotency_key", "error"], body
+def assert_error(message, model, topic, mention, code, request_id=None,
+                 device=DEVICE):
+    """The error body of every perch API ("error" and the Status code name
+    in "code"), with what correlates it to the request."""
+    body = assert_answer_shape(message, device=device)
+    assert list(body)[:3] == ["idempotency_key", "error", "code"], body
     assert isinstance(body["error"], str) and body["error"], body
     assert re.search(mention, body["error"], re.IGNORECASE), body
+    assert body["code"] == code, body
     assert body["model_name"] == model, body
     assert body["topic"] == topic, body
     if request_id is not None:
@@ -354,39 +368,40 @@ def assert_error(message, model, topic, mention, request_id=None):
     return body
 
 
-@pytest.mark.parametrize("model,payload,mention", MALFORMED)
-def test_malformed_with_response_topic(client, model, payload, mention):
+@pytest.mark.parametrize("model,payload,mention,code", MALFORMED)
+def test_malformed_with_response_topic(client, model, payload, mention, code):
     """MQTT 5: the error goes to the Response Topic, with the correlation."""
     reply = unique(client.replies + "/")
     client.publish(device_topic(model), payload, response_topic=reply,
                    correlation=b"bad-1")
     error = expect(client, reply)
     assert error.correlation == b"bad-1"
-    assert_error(error, model, device_topic(model), mention)
+    assert_error(error, model, device_topic(model), mention, code)
     assert_still_answering(client)
 
 
-@pytest.mark.parametrize("model,payload,mention", MALFORMED)
-def test_malformed_without_reply_topic(client, model, payload, mention):
+@pytest.mark.parametrize("model,payload,mention,code", MALFORMED)
+def test_malformed_without_reply_topic(client, model, payload, mention, code):
     """No reply topic known: the error is an event on .../errors."""
     client.publish(device_topic(model), payload)
     error = expect(client, f"perch/{LOCATION}/{DEVICE}/errors")
-    assert_error(error, model, device_topic(model), mention)
+    assert_error(error, model, device_topic(model), mention, code)
     assert_still_answering(client)
 
 
-@pytest.mark.parametrize("model,payload,mention", [
+@pytest.mark.parametrize("model,payload,mention,code", [
     p for p in MALFORMED if p.id in (
         "unknown-model", "wrong-datatype", "unknown-datatype",
         "missing-input", "too-little-data", "no-inputs")])
-def test_malformed_with_reply_to_in_body(client, model, payload, mention):
+def test_malformed_with_reply_to_in_body(client, model, payload, mention,
+                                         code):
     """MQTT 3.1.1: a parsable body names reply_to and id, so the error goes
     there, echoing the id."""
     reply = unique(client.replies + "/")
     body = {**json.loads(payload), "reply_to": reply, "id": "bad-311"}
     with_client_v311(client, lambda c: c.publish(device_topic(model), body))
     error = expect(client, reply)
-    assert_error(error, model, device_topic(model), mention, "bad-311")
+    assert_error(error, model, device_topic(model), mention, code, "bad-311")
     assert_still_answering(client)
 
 
@@ -398,8 +413,54 @@ def test_reply_to_that_is_not_a_topic(client, reply_to):
         device_topic("identity_fp32"), body))
     error = expect(client, f"perch/{LOCATION}/{DEVICE}/errors")
     assert_error(error, "identity_fp32", device_topic("identity_fp32"),
-                 "topic", "bad-topic")
+                 "topic", "InvalidArgument", "bad-topic")
     assert_still_answering(client)
+
+
+def test_full_queue_answers_resource_exhausted(servers, broker, tmp_path):
+    """A model whose queue is full answers ResourceExhausted over MQTT as
+    REST answers 429: a client can tell "retry later" from "bad input"."""
+    device = unique("busy")
+    agent = start_agent(servers, broker, LOCATION, device, ["slow"],
+                        state=tmp_path / "state")
+    wait_status(broker, LOCATION, device, "online", 20)
+    client = Client(broker.port).connect()
+    client.replies = unique("replies/")
+    client.subscribe(client.replies + "/#")
+    # REST clients keep the slow model's queue (max_queue_size 2) full while
+    # MQTT requests arrive, one at a time.
+    stop = threading.Event()
+
+    def load():
+        while not stop.is_set():
+            agent.infer("slow", {"inputs": [oip.json_input(
+                "INPUT0", np.ones((1, 4), np.float32), "FP32")]})
+    loaders = [threading.Thread(target=load) for _ in range(4)]
+    for loader in loaders:
+        loader.start()
+    try:
+        x = np.arange(4, dtype=np.float32).reshape(1, 4)
+        refused = None
+        for _ in range(50):
+            answer = ask(client, device_topic("slow", device=device),
+                         {"inputs": [oip.json_input("INPUT0", x, "FP32")]})
+            body = assert_answer_shape(answer, device=device)
+            if "error" not in body:
+                assert np.array_equal(oip.outputs_by_name(body)["OUTPUT0"],
+                                      x * 2), body
+                continue
+            refused = assert_error(answer, "slow",
+                                   device_topic("slow", device=device),
+                                   "max_queue_size", "ResourceExhausted",
+                                   device=device)
+            break
+        assert refused is not None, \
+            "no MQTT request found the queue full in 50 tries"
+    finally:
+        stop.set()
+        for loader in loaders:
+            loader.join()
+        client.close()
 
 
 def test_burst_of_bad_messages_then_good_ones(agent, client):

@@ -1,0 +1,122 @@
+#include "mqtt/request_lanes.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <exception>
+#include <functional>
+
+#include "mqtt/request_answer.h"
+
+namespace perch::mqtt {
+
+RequestLanes::RequestLanes(int lanes, const InferenceService& inference, TopicLayout layout,
+                           std::string client_id, DurableQueue& inbox, DurableQueue& outbox,
+                           Delivery& delivery, Logger logger)
+    : inference_(inference),
+      layout_(std::move(layout)),
+      client_id_(std::move(client_id)),
+      inbox_(inbox),
+      outbox_(outbox),
+      delivery_(delivery),
+      logger_(std::move(logger)),
+      lanes_(static_cast<size_t>(std::max(1, lanes))) {}
+
+RequestLanes::~RequestLanes() { Stop(); }
+
+void RequestLanes::Start() {
+  for (Lane& lane : lanes_) {
+    {
+      std::lock_guard lock(lane.mutex);
+      lane.stopping = false;
+    }
+    lane.thread = std::thread([this, &lane] { Loop(lane); });
+  }
+}
+
+Status RequestLanes::ResumeInbox() {
+  int64_t after = 0;
+  while (true) {
+    PERCH_ASSIGN_OR_RETURN(auto records, inbox_.Read(after, 1000));
+    if (records.empty()) {
+      return Status::Ok();
+    }
+    after = records.back().sequence;
+    for (auto& record : records) {
+      Dispatch(std::move(record));
+    }
+  }
+}
+
+void RequestLanes::Stop() {
+  for (Lane& lane : lanes_) {
+    {
+      std::lock_guard lock(lane.mutex);
+      lane.stopping = true;
+    }
+    lane.wakeup.notify_all();
+  }
+  for (Lane& lane : lanes_) {
+    if (lane.thread.joinable()) {
+      lane.thread.join();
+    }
+  }
+}
+
+void RequestLanes::Dispatch(QueuedRecord record) {
+  Lane& lane = lanes_[std::hash<std::string>{}(record.destination) % lanes_.size()];
+  {
+    std::lock_guard lock(lane.mutex);
+    lane.records.push_back(std::move(record));
+  }
+  lane.wakeup.notify_one();
+}
+
+void RequestLanes::Loop(Lane& lane) {
+  while (true) {
+    QueuedRecord record;
+    {
+      std::unique_lock lock(lane.mutex);
+      lane.wakeup.wait(lock, [&] { return lane.stopping || !lane.records.empty(); });
+      if (lane.stopping) {
+        return;  // the rest stays in the inbox for the next start
+      }
+      record = std::move(lane.records.front());
+      lane.records.pop_front();
+    }
+    try {
+      Process(record);
+    } catch (const std::exception& error) {
+      // A record that cannot be handled (a damaged database) must not stop
+      // the lane: it is dropped, loudly.
+      logger_.Error("MQTT: message {} on {} could not be processed ({}); dropping it",
+                    record.sequence, record.destination, error.what());
+      (void)inbox_.Remove({record.sequence});
+    }
+  }
+}
+
+void RequestLanes::Process(const QueuedRecord& record) {
+  const InboundRequest request = DecodeRequestRecord(record);
+  const Answer answer = AnswerRequest(request, inference_, layout_);
+  // The answer's key comes from the request's: answering it again after a
+  // crash repeats the key, so receivers can drop the repeat.
+  QueuedRecord queued = AnswerRecord(answer, fmt::format("{}/{}", client_id_, record.key));
+  const auto appended =
+      outbox_.Append(queued.destination, queued.key, queued.payload, queued.attributes);
+  if (!appended.ok()) {
+    logger_.Error("MQTT: the answer to a message on {} was dropped: {}", request.topic,
+                  appended.status().message());
+  } else {
+    // Sent from here rather than by waking the delivery thread: one thread
+    // hand-off less per answer. The answer is on disk already, so the
+    // request may leave the inbox after.
+    queued.sequence = *appended;
+    delivery_.PublishAnswer(queued);
+  }
+  if (const Status removed = inbox_.Remove({record.sequence}); !removed.ok()) {
+    logger_.Error("MQTT: {}", removed.message());
+  }
+}
+
+}  // namespace perch::mqtt
