@@ -113,18 +113,28 @@ void AddHubAgentFlags(CLI::App& app, HubAgentFlags& flags) {
       ->delimiter(',');
 }
 
-Result<std::unique_ptr<FleetAgent>> OpenHubAgent(const HubAgentFlags& flags,
-                                                 const RegistryFlags& registry,
-                                                 const std::string& device,
-                                                 const std::filesystem::path& state,
-                                                 const Logger& logger) {
-  PERCH_ASSIGN_OR_RETURN(const Labels labels, ParseLabelFlags(flags.labels));
+Status CheckHubAgentFlags(const HubAgentFlags& flags, const std::string& device) {
+  PERCH_RETURN_IF_ERROR(ParseLabelFlags(flags.labels).status());
   const std::string name = device.empty() ? DefaultDeviceName() : device;
   if (!IsValidFleetName(name)) {
     return InvalidArgument("--device '" + name +
                            "' is not a valid device name: 1 to 64 of lowercase letters, digits, "
                            "'.', '_' and '-'");
   }
+  // The client checks the URL when it is made; it connects only when used.
+  HubClientOptions hub;
+  hub.url = flags.url;
+  return HubClient::Create(std::move(hub)).status();
+}
+
+Result<std::unique_ptr<FleetAgent>> OpenHubAgent(const HubAgentFlags& flags,
+                                                 const RegistryFlags& registry,
+                                                 const std::string& device,
+                                                 const std::filesystem::path& state,
+                                                 const Logger& logger) {
+  PERCH_RETURN_IF_ERROR(CheckHubAgentFlags(flags, device));
+  PERCH_ASSIGN_OR_RETURN(const Labels labels, ParseLabelFlags(flags.labels));
+  const std::string name = device.empty() ? DefaultDeviceName() : device;
   std::shared_ptr<ModelPuller> puller;
   {
     PERCH_ASSIGN_OR_RETURN(auto opened, ModelPuller::Open(state));

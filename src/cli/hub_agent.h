@@ -26,6 +26,11 @@ struct HubAgentFlags {
 
 void AddHubAgentFlags(CLI::App& app, HubAgentFlags& flags);
 
+// What OpenHubAgent checks before it touches --state: the labels, the
+// device name (`device`, the host name when empty) and the hub URL.
+// InvalidArgument naming the flag.
+Status CheckHubAgentFlags(const HubAgentFlags& flags, const std::string& device);
+
 // `device` names the device (the host name when empty). The enrolment
 // token is `registry.token` (--token): on the first start it enrols the
 // device, which then uses its own token for the hub and its registry.

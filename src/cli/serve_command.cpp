@@ -15,6 +15,7 @@
 #endif
 #ifdef PERCH_WITH_MQTT
 #include "mqtt/mqtt_bridge.h"
+#include "mqtt/mqtt_topics.h"
 #include "outbox/durable_queue.h"
 #endif
 #include "cli/agent_credentials.h"
@@ -46,7 +47,9 @@ struct ServeOptions {
   std::string state = "perch-state";
   std::string management_token;
   HttpServerOptions http;
+#ifdef PERCH_WITH_GRPC
   GrpcServerOptions grpc;
+#endif
 #ifdef PERCH_WITH_MQTT
   MqttOptions mqtt;
   int64_t outbox_max_records = 100000;
@@ -61,34 +64,65 @@ int Fail(const Logger& logger, const Status& status) {
   return 1;
 }
 
-int RunServe(const ServeOptions& options) {
-  const auto level = LogLevelFromString(options.log_level).value_or(LogLevel::kInfo);
-  const Logger logger = Logger::ToStderr(level, "serve");
-  std::filesystem::path repository = options.repository;
+#ifdef PERCH_WITH_MQTT
+// What MqttBridge::Create checks, without opening the queues in --state
+// that a bridge needs: --check-config must leave no trace.
+Status CheckMqttOptions(const MqttOptions& options) {
+  if (options.url.empty()) {
+    return Status::Ok();
+  }
+  PERCH_RETURN_IF_ERROR(mqtt::ParseBrokerUrl(options.url).status());
+  for (const auto& [flag, level] :
+       {std::pair{"--location", options.location}, std::pair{"--device", options.device},
+        std::pair{"--mqtt-prefix", options.prefix}}) {
+    if (!mqtt::IsValidTopicLevel(level)) {
+      return InvalidArgument(fmt::format(
+          "{} \"{}\" must be one MQTT topic level: not empty, no '/', '+' or '#'", flag, level));
+    }
+  }
+  return Status::Ok();
+}
+#endif
+
+// Every check that needs no network, no model and no write, so that
+// --check-config reports what serving would refuse.
+Status CheckServeOptions(const ServeOptions& options) {
   if (!options.hub.url.empty()) {
     // The hub says which models run; a second source would fight it.
     if (!options.repository.empty() || !options.model_references.empty()) {
-      return Fail(logger, InvalidArgument("--hub decides which models this device serves: drop "
-                                          "--repo and --model"));
+      return InvalidArgument(
+          "--hub decides which models this device serves: drop --repo and --model");
     }
+    PERCH_RETURN_IF_ERROR(CheckHubAgentFlags(options.hub, options.device));
   } else if (!options.model_references.empty()) {
     // One source of models at a time: mixing a hand-managed folder with
     // pulled models would leave it unclear which copy of a name is served.
     if (!options.repository.empty()) {
-      return Fail(logger, InvalidArgument("--repo and --model exclude each other: --model serves "
-                                          "the pulled models from STATE/models; drop one"));
+      return InvalidArgument(
+          "--repo and --model exclude each other: --model serves the pulled models from "
+          "STATE/models; drop one");
     }
-    if (const Status checked = CheckModelReferences(options.model_references); !checked.ok()) {
-      return Fail(logger, checked);
-    }
+    PERCH_RETURN_IF_ERROR(CheckModelReferences(options.model_references));
   } else if (options.repository.empty()) {
-    return Fail(logger, InvalidArgument("give --repo DIR (a model repository) or --model REF "
-                                        "(a model in a registry, repeatable)"));
+    return InvalidArgument(
+        "give --repo DIR (a model repository) or --model REF (a model in a registry, "
+        "repeatable)");
   } else if (!std::filesystem::is_directory(options.repository)) {
-    return Fail(logger, NotFound("--repo " + options.repository + " is not a directory"));
+    return NotFound("--repo " + options.repository + " is not a directory");
   }
-  if (const Status tls = CheckTls(options.http.tls); !tls.ok()) {
-    return Fail(logger, tls);
+  PERCH_RETURN_IF_ERROR(CheckTls(options.http.tls));
+#ifdef PERCH_WITH_MQTT
+  PERCH_RETURN_IF_ERROR(CheckMqttOptions(options.mqtt));
+#endif
+  return Status::Ok();
+}
+
+int RunServe(const ServeOptions& options) {
+  const auto level = LogLevelFromString(options.log_level).value_or(LogLevel::kInfo);
+  const Logger logger = Logger::ToStderr(level, "serve");
+  std::filesystem::path repository = options.repository;
+  if (const Status checked = CheckServeOptions(options); !checked.ok()) {
+    return Fail(logger, checked);
   }
   if (options.check_config) {
     std::printf("configuration is valid\n");
@@ -205,7 +239,7 @@ int RunServe(const ServeOptions& options) {
   }
 #endif
   if (fleet) {
-    fleet->Start(models, [&](Heartbeat& heartbeat) {
+    fleet->Start(models, [&]([[maybe_unused]] Heartbeat& heartbeat) {
 #ifdef PERCH_WITH_MQTT
       if (outbox) {
         heartbeat.outbox_depth = outbox->Size();
@@ -376,10 +410,12 @@ CommandRunner AddServeCommand(CLI::App& app) {
                "Check the options and exit without serving");
   return [options] {
     options->http.server_version = Version();
+#ifdef PERCH_WITH_GRPC
     options->grpc.server_version = Version();
     options->grpc.host = options->http.host;
     options->grpc.tls = options->http.tls;
     options->grpc.api_token = options->http.api_token;
+#endif
 #ifdef PERCH_WITH_MQTT
     options->mqtt.device = options->device.empty() ? DefaultDeviceName() : options->device;
 #endif

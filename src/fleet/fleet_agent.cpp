@@ -207,7 +207,7 @@ void FleetAgent::Run(const std::stop_token& stop) {
         next_heartbeat = Clock::now();
       } else if (state->has_value()) {
         last_logged_problem_.clear();
-        if (const Status applied = Apply(**state); !applied.ok()) {
+        if (const Status applied = Apply(*models_, **state); !applied.ok()) {
           report(applied, "desired state " + (*state)->etag + " not applied");
         }
         next_heartbeat = Clock::now();  // tell the hub at once
@@ -217,7 +217,8 @@ void FleetAgent::Run(const std::stop_token& stop) {
     }
     if (Clock::now() >= next_heartbeat) {
       next_heartbeat = Clock::now() + options_.heartbeat_interval;
-      if (const Status sent = hub_->SendHeartbeat(device_name_, MakeHeartbeat()); !sent.ok()) {
+      if (const Status sent = hub_->SendHeartbeat(device_name_, MakeHeartbeat(*models_));
+          !sent.ok()) {
         report(sent, "cannot send a heartbeat");
       }
     }
@@ -226,7 +227,7 @@ void FleetAgent::Run(const std::stop_token& stop) {
   }
 }
 
-Status FleetAgent::Apply(const DesiredState& state) {
+Status FleetAgent::Apply(ModelManager& manager, const DesiredState& state) {
   logger_.Info("desired state {}: {} models", state.etag, state.models.size());
   std::vector<AppliedModel> models;
   std::set<std::string> names;
@@ -259,7 +260,7 @@ Status FleetAgent::Apply(const DesiredState& state) {
     seen_etag_ = "";
     return release.status();
   }
-  if (const Status switched = models_->SwitchRepository(*release, options_.warmup_runs);
+  if (const Status switched = manager.SwitchRepository(*release, options_.warmup_runs);
       !switched.ok()) {
     last_error_ = "desired state " + state.etag + " was refused: " + switched.message() +
                   "; still serving " + (applied_etag_.empty() ? "no models" : applied_etag_);
@@ -342,10 +343,10 @@ void FleetAgent::RemoveReleasesExcept(const fs::path& keep) const {
   }
 }
 
-Heartbeat FleetAgent::MakeHeartbeat() {
+Heartbeat FleetAgent::MakeHeartbeat(const ModelManager& manager) {
   Heartbeat heartbeat;
   heartbeat.applied_etag = applied_etag_;
-  for (const VersionStatus& status : models_->Index()) {
+  for (const VersionStatus& status : manager.Index()) {
     ModelReport report{.name = status.model,
                        .version = status.version.value_or(0),
                        .reference = {},
@@ -365,8 +366,8 @@ Heartbeat FleetAgent::MakeHeartbeat() {
     heartbeat.errors.push_back(last_error_);
   }
   uint64_t requests = 0;
-  for (const auto& model : models_->ServedModels()) {
-    requests += model->requests.Value();
+  for (const auto& served : manager.ServedModels()) {
+    requests += served->requests.Value();
   }
   if (requests > requests_seen_) {
     last_inference_at_ = std::chrono::duration_cast<std::chrono::seconds>(

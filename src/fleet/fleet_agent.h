@@ -92,6 +92,20 @@ class FleetAgent {
   void Start(ModelManager& models, std::function<void(Heartbeat&)> fill_heartbeat);
   void Stop();
 
+  // The two steps of the background thread, callable on their own (from
+  // the controlling thread, while that thread is not running) so that a
+  // switch can be driven without a hub:
+  //
+  // Pulls every model of `state` and switches `manager` to all of them or
+  // to none. A state refused because a model fails to load or warm up is
+  // not an error here: the last good state keeps serving and MakeHeartbeat
+  // reports the failure. Errors: the pull's (Unavailable is retried at the
+  // next poll); InvalidArgument for a malformed etag or a state that places
+  // one model twice; Internal when the release cannot be built.
+  Status Apply(ModelManager& manager, const DesiredState& state);
+  // What the next heartbeat tells the hub about `manager` and the last state.
+  Heartbeat MakeHeartbeat(const ModelManager& manager);
+
  private:
   struct AppliedModel {
     DesiredModel desired;
@@ -104,13 +118,9 @@ class FleetAgent {
   Status SaveCurrent() const;
   void Run(const std::stop_token& stop);
   Status Enrol();
-  // Applies a new desired state; transient failures (Unavailable) are
-  // retried at the next poll, others wait for a new state.
-  Status Apply(const DesiredState& state);
   Result<std::filesystem::path> BuildRelease(const std::string& etag,
                                              const std::vector<AppliedModel>& models) const;
   void RemoveReleasesExcept(const std::filesystem::path& keep) const;
-  Heartbeat MakeHeartbeat();
 
   const FleetAgentOptions options_;
   const ModelFetcher fetch_;

@@ -44,7 +44,11 @@ Result<VersionPolicy> ParseVersionPolicy(const json& value) {
         "\"version_policy\" must be one of {\"latest\": {\"num_versions\": N}}, {\"all\": {}}, "
         "{\"specific\": {\"versions\": [..]}}");
   }
-  const auto& [kind_name, body] = *value.items().begin();
+  // Through the object's own iterator: a structured binding into
+  // `*value.items().begin()` would refer into a temporary that is gone by
+  // the next statement.
+  const std::string& kind_name = value.begin().key();
+  const json& body = value.begin().value();
   const auto kind = VersionPolicyKindFromString(kind_name);
   if (!kind || !body.is_object()) {
     return InvalidArgument(

@@ -39,6 +39,27 @@ TEST(ModelConfigTest, EmptyObjectGivesDefaults) {
   EXPECT_EQ(config->version_policy.latest, 1);
 }
 
+// Regression (AddressSanitizer, issue 10): the policy's kind was read
+// through a structured binding into a destroyed temporary. Every kind and
+// an unknown one go through that read.
+TEST(ModelConfigTest, ReadsEveryVersionPolicyKind) {
+  const auto all = ParseModelConfig(R"({"version_policy": {"all": {}}})");
+  ASSERT_TRUE(all.ok()) << all.status().message();
+  EXPECT_EQ(all->version_policy.kind, VersionPolicy::Kind::kAll);
+  const auto latest = ParseModelConfig(R"({"version_policy": {"latest": {"num_versions": 3}}})");
+  ASSERT_TRUE(latest.ok()) << latest.status().message();
+  EXPECT_EQ(latest->version_policy.kind, VersionPolicy::Kind::kLatest);
+  EXPECT_EQ(latest->version_policy.latest, 3);
+  const auto specific = ParseModelConfig(R"({"version_policy": {"specific": {"versions": [2]}}})");
+  ASSERT_TRUE(specific.ok()) << specific.status().message();
+  EXPECT_EQ(specific->version_policy.specific, (std::vector<int64_t>{2}));
+  const std::string long_kind(100, 'k');  // beyond any small-string buffer
+  const auto unknown = ParseModelConfig(R"({"version_policy": {")" + long_kind + R"(": {}}})");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.status().message().find("\"" + long_kind + "\" is unknown"), std::string::npos)
+      << unknown.status().message();
+}
+
 TEST(ModelConfigTest, RefusesMistakesByName) {
   const auto expect_error = [](const std::string& json, const std::string& fragment) {
     const auto config = ParseModelConfig(json);

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import pytest
 from onnx import TensorProto, helper
 
 from harness import TEST_MODELS, PerchServer, free_port, wait_for
@@ -168,10 +167,10 @@ def wait_scores(agents, expected, timeout=30.0):
     """Waits until every agent's scorer answers `expected`."""
     def all_there():
         return all(score(agent) == expected for agent in agents)
-    if not wait_for(all_there, timeout):
-        pytest.fail(f"not every agent answers {expected}: "
-                    f"{[score(agent) for agent in agents]}\n" +
-                    "\n".join(agent.logs()[-3000:] for agent in agents))
+    wait_for(all_there, timeout, what=lambda: (
+        f"every agent to answer {expected}; they answer "
+        f"{[score(agent) for agent in agents]}\n" +
+        "\n".join(agent.logs()[-3000:] for agent in agents)))
 
 
 def device_report(hub, name):

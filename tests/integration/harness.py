@@ -1,6 +1,7 @@
 """Runs `perch serve` for the tests and talks to it over HTTP."""
 
 import http.client
+import inspect
 import os
 import re
 import shutil
@@ -46,13 +47,32 @@ def copy_models(repo, names, source=TEST_MODELS):
     return repo
 
 
-def wait_for(condition, timeout, interval=0.1):
-    """Polls condition() until it returns something truthy; returns that."""
+class WaitTimeout(AssertionError):
+    """A wait_for that ran out of time: it fails the test that waited."""
+
+
+def describe(condition):
+    """The source of condition (a lambda's line), for a failure message."""
+    try:
+        return inspect.getsource(condition).strip()
+    except (OSError, TypeError):
+        return getattr(condition, "__name__", repr(condition))
+
+
+def wait_for(condition, timeout, interval=0.1, what=None):
+    """Polls condition() until it returns something truthy, and returns
+    that. After timeout seconds raises WaitTimeout, which fails the test,
+    naming what it waited for: what (a string, or a callable that describes
+    the state at that moment), or else the condition's source."""
     deadline = time.monotonic() + timeout
     while True:
         result = condition()
-        if result or time.monotonic() > deadline:
+        if result:
             return result
+        if time.monotonic() > deadline:
+            waited_for = what() if callable(what) else what or describe(condition)
+            raise WaitTimeout(f"gave up after {timeout} s waiting for "
+                              f"{waited_for}")
         time.sleep(interval)
 
 
@@ -82,15 +102,16 @@ class PerchServer:
                 open(self._stderr_path, "wb") as err:
             self.process = subprocess.Popen(self.command, stdout=out,
                                             stderr=err)
-        ready = wait_for(self._ready_or_exited, READY_TIMEOUT)
-        if self.process.poll() is not None:
-            pytest.fail(f"perch exited with status {self.process.returncode}"
-                        f" before it was ready\n{self.logs()}")
-        if not ready:
+        try:
+            wait_for(self._ready_or_exited, READY_TIMEOUT)
+        except WaitTimeout:
             self.process.kill()
             self.process.wait()
             pytest.fail(f"perch was not ready within {READY_TIMEOUT} s\n"
                         + self.logs())
+        if self.process.poll() is not None:
+            pytest.fail(f"perch exited with status {self.process.returncode}"
+                        f" before it was ready\n{self.logs()}")
         PerchServer.running.add(self)
         return self
 

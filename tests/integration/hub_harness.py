@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from harness import (PERCH_BIN, READY_TIMEOUT, REQUEST_TIMEOUT, STOP_TIMEOUT,
-                     free_port, wait_for)
+                     WaitTimeout, free_port, wait_for)
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -60,15 +60,16 @@ class HubServer:
             self.process = subprocess.Popen(
                 self.command, stdout=subprocess.DEVNULL, stderr=err,
                 env=self.env)
-        ready = wait_for(self._ready_or_exited, READY_TIMEOUT)
-        if self.process.poll() is not None:
-            pytest.fail(f"perch hub exited with status "
-                        f"{self.process.returncode} before it was ready\n"
-                        + self.logs())
-        if not ready:
+        try:
+            wait_for(self._ready_or_exited, READY_TIMEOUT)
+        except WaitTimeout:
             self.process.kill()
             self.process.wait()
             pytest.fail(f"perch hub was not ready within {READY_TIMEOUT} s\n"
+                        + self.logs())
+        if self.process.poll() is not None:
+            pytest.fail(f"perch hub exited with status "
+                        f"{self.process.returncode} before it was ready\n"
                         + self.logs())
         token_file = self.data / "admin-token"
         if self.admin_token is None and token_file.exists():

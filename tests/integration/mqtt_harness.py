@@ -23,7 +23,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from harness import free_port, wait_for
+from harness import WaitTimeout, free_port, wait_for
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 
@@ -78,8 +78,12 @@ class Broker:
         self.process = subprocess.Popen(
             [MOSQUITTO, "-c", str(self.config)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if not wait_for(self._listening_or_exited, BROKER_TIMEOUT, 0.02) \
-                or self.process.poll() is not None:
+        try:
+            wait_for(self._listening_or_exited, BROKER_TIMEOUT, 0.02)
+            started = self.process.poll() is None
+        except WaitTimeout:
+            started = False
+        if not started:
             self.kill()
             pytest.fail(f"mosquitto did not start on port {self.port}\n"
                         + self.logs())
@@ -312,13 +316,16 @@ def metric(agent, name, queue_name=None):
 
 
 def wait_metric(agent, name, at_least, timeout, queue_name=None):
-    """Waits until metric >= at_least; returns its last value."""
+    """Waits until metric >= at_least and returns its value then; fails the
+    test (WaitTimeout) when it stays below for timeout seconds."""
     last = [0.0]
 
     def reached():
         last[0] = metric(agent, name, queue_name)
         return last[0] >= at_least
-    wait_for(reached, timeout, 0.05)
+    label = name if queue_name is None else f"{name}{{queue={queue_name}}}"
+    wait_for(reached, timeout, 0.05, what=lambda: (
+        f"{label} to reach {at_least}; it is {last[0]}"))
     return last[0]
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import requests
 
-from harness import PERCH_BIN, PerchServer, free_port, wait_for
+from harness import PERCH_BIN, PerchServer, WaitTimeout, free_port, wait_for
 
 REGISTRY_BIN = Path("/usr/bin/docker-registry")
 SKOPEO_BIN = Path("/usr/bin/skopeo")
@@ -57,7 +57,9 @@ class Registry:
         self.process = subprocess.Popen(
             [str(REGISTRY_BIN), "serve", str(config)],
             stdout=self._log, stderr=self._log)
-        if not wait_for(self._ready, REGISTRY_READY_TIMEOUT):
+        try:
+            wait_for(self._ready, REGISTRY_READY_TIMEOUT)
+        except WaitTimeout:
             self.stop()
             pytest.fail("Distribution did not answer /v2/ in time:\n"
                         + (self.workdir / "registry.log").read_text())

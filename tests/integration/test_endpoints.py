@@ -76,6 +76,60 @@ def test_help_names_the_subcommands():
         assert subcommand in result.stdout
 
 
+def check_config(tmp_path, *args):
+    """`perch serve --check-config` on an empty repository and --state in
+    tmp_path: (exit status, stdout + stderr)."""
+    repo = tmp_path / "repo"
+    repo.mkdir(exist_ok=True)
+    result = subprocess.run(
+        [PERCH_BIN, "serve", "--check-config", "--repo", repo,
+         "--state", tmp_path / "state", *map(str, args)],
+        capture_output=True, text=True, timeout=10)
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_check_config_accepts_good_options_and_leaves_no_trace(tmp_path):
+    status, output = check_config(tmp_path, "--mqtt", "mqtt://127.0.0.1:1",
+                                  "--location", "lab", "--device", "d1")
+    assert status == 0, output
+    assert "configuration is valid" in output
+    assert not (tmp_path / "state").exists(), "--check-config wrote --state"
+
+
+# Each is refused by a check that runs after the model source is known;
+# --check-config must run it too, not stop at the first group of checks.
+@pytest.mark.parametrize("args,message", [
+    (["--mqtt", "http://127.0.0.1:1883"], "must start with mqtt:// or mqtts://"),
+    (["--mqtt", "mqtt://127.0.0.1:99999"], "has a bad port"),
+    (["--mqtt", "mqtt://127.0.0.1", "--location", "a/b"],
+     '--location "a/b" must be one MQTT topic level'),
+    (["--mqtt", "mqtt://127.0.0.1", "--device", "d+"],
+     '--device "d+" must be one MQTT topic level'),
+    (["--mqtt", "mqtt://127.0.0.1", "--mqtt-prefix", "#"],
+     '--mqtt-prefix "#" must be one MQTT topic level'),
+], ids=["scheme", "port", "location", "device", "prefix"])
+def test_check_config_runs_the_mqtt_checks(tmp_path, args, message):
+    status, output = check_config(tmp_path, *args)
+    assert status == 1, output
+    assert message in output, output
+    assert "configuration is valid" not in output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--hub", "ftp://127.0.0.1:1"], "must be http://"),
+    (["--hub", "http://127.0.0.1:1", "--device", "Not Valid"],
+     "is not a valid device name"),
+    (["--hub", "http://127.0.0.1:1", "--label", "oops"], "must be KEY=VALUE"),
+], ids=["url", "device", "label"])
+def test_check_config_runs_the_hub_checks(tmp_path, args, message):
+    result = subprocess.run(
+        [PERCH_BIN, "serve", "--check-config", "--state", tmp_path / "state",
+         *args], capture_output=True, text=True, timeout=10)
+    assert result.returncode == 1, result.stderr
+    assert message in result.stderr, result.stderr
+    assert not (tmp_path / "state").exists(), "--check-config wrote --state"
+
+
 @pytest.mark.parametrize("model", SINGLE_VERSION_MODELS)
 def test_model_metadata_matches_the_onnx_file(server, model):
     expected = {"name": model, "versions": ["1"],

@@ -71,8 +71,8 @@ def test_deploy_canary_broken_update_and_rollback(fleet, tmp_path):
         # Canary: one device of three first, the rest once it was healthy 2 s.
         admin(hub, "deploy", references[2], "--name", "scorer", "--canary", "20%",
               "--canary-after", "2s")
-        assert wait_for(lambda: sorted(score(a) for a in agents.values()) == [11.0, 11.0, 12.0],
-                        30), [score(a) for a in agents.values()]
+        wait_for(lambda: sorted(score(a) for a in agents.values()) == [11.0, 11.0, 12.0], 30,
+                 what=lambda: f"one canary; the agents answer {[score(a) for a in agents.values()]}")
         canary = next(name for name, a in agents.items() if score(a) == 12.0)
         described = admin(hub, "deployments", "describe", "scorer").stdout
         assert "current (canary)" in described
@@ -87,7 +87,9 @@ def test_deploy_canary_broken_update_and_rollback(fleet, tmp_path):
             return all(any("refused" in error for error in
                            device_report(hub, name).get("heartbeat", {}).get("errors", []))
                        for name in agents)
-        assert wait_for(refused_everywhere, 30), [device_report(hub, n) for n in agents]
+        wait_for(refused_everywhere, 30, what=lambda: (
+            f"every agent to report the update refused: "
+            f"{[device_report(hub, n) for n in agents]}"))
         assert all(score(agent) == 12.0 for agent in agents.values())
         status = admin(hub, "status").stdout
         assert "warmup failed" in status and status.count("online") == 3, status

@@ -186,8 +186,8 @@ def test_stream_survives_broker_restart(servers, broker, tmp_path):
     print(f"broker stopped after {stopped_at} answers; {repeats} repeats")
     assert stopped_at < STREAM_LENGTH
     assert metric(agent, "perch_mqtt_connects_total") >= 2
-    wait_for(lambda: metric(agent, "perch_queue_depth", "outbox") == 0, 5)
-    assert metric(agent, "perch_queue_depth", "outbox") == 0
+    wait_for(lambda: metric(agent, "perch_queue_depth", "outbox") == 0, 5,
+             what="the outbox to empty")
     assert metric(agent, "perch_queue_depth", "mqtt-inbox") == 0
 
 
@@ -205,8 +205,8 @@ def test_stream_survives_agent_sigkill_while_answering(servers, broker,
     repeats = stream.check(STREAM_LENGTH)
     print(f"agent killed after {killed_at} answers; {repeats} repeats")
     assert killed_at < STREAM_LENGTH
-    wait_for(lambda: metric(restarted, "perch_queue_depth", "outbox") == 0, 5)
-    assert metric(restarted, "perch_queue_depth", "outbox") == 0
+    wait_for(lambda: metric(restarted, "perch_queue_depth", "outbox") == 0, 5,
+             what="the restarted agent's outbox to empty")
 
 
 def test_stream_survives_agent_sigkill_while_receiving(servers, broker,
@@ -251,7 +251,7 @@ def answer_requests(client, agent, count, replies, first=0):
                        correlation=str(i).encode())
         wait_metric(agent, "perch_mqtt_received_total", before + 1, 10)
         wait_for(lambda: metric(agent, "perch_queue_depth", "mqtt-inbox") == 0,
-                 10, 0.02)
+                 10, 0.02, what=f"request {i} to leave the inbox")
 
 
 def lossy_agent(servers, broker, tmp_path, *extra):

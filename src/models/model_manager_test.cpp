@@ -1,0 +1,230 @@
+#include "models/model_manager.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "core/files.h"
+#include "models/scheduler.h"
+#include "testing/background_calls.h"
+#include "testing/fake_engine.h"
+
+namespace perch {
+namespace {
+
+namespace fs = std::filesystem;
+
+FakeModel Adds(float add) {
+  FakeModel model;
+  model.add = add;
+  return model;
+}
+
+FakeModel FailsToLoad() {
+  FakeModel model;
+  model.load_error = InvalidArgument("not a model the fake can run");
+  return model;
+}
+
+Tensor Input(float value) {
+  Tensor tensor{.name = "x", .datatype = DataType::kFp32, .shape = {1, 2}, .data = {}};
+  for (int i = 0; i < 2; ++i) {
+    tensor.data.append(reinterpret_cast<const char*>(&value), sizeof(float));
+  }
+  return tensor;
+}
+
+float FirstValue(const BackgroundCalls::Answer& answer) {
+  float value = 0;
+  std::memcpy(&value, answer->front().data.data(), sizeof(float));
+  return value;
+}
+
+class ModelManagerTest : public ::testing::Test {
+ protected:
+  ModelManagerTest()
+      : root_(fs::path(::testing::TempDir()) /
+              ("perch-model-manager-" + std::to_string(getpid()) + "-" +
+               ::testing::UnitTest::GetInstance()->current_test_info()->name())) {
+    fs::remove_all(root_);
+    // A model file's content says what the fake engine makes of it.
+    engine_.SetModel("v1", Adds(1));
+    engine_.SetModel("v2", Adds(2));
+    engine_.SetModel("broken", FailsToLoad());
+    scheduler_.Start();
+  }
+
+  ~ModelManagerTest() override {
+    engine_.runs().Release();
+    calls_.JoinAll();
+    scheduler_.Stop();
+    manager_.reset();
+    fs::remove_all(root_);
+  }
+
+  // Writes REPO/<model>/<version>/model.onnx holding `content`.
+  void WriteModel(const fs::path& repository, const std::string& model, int version,
+                  const std::string& content) {
+    const fs::path folder = repository / model / std::to_string(version);
+    fs::create_directories(folder);
+    ASSERT_TRUE(WriteFileAtomically(folder / "model.onnx", content).ok());
+  }
+
+  void StartManager(const fs::path& repository) {
+    manager_ =
+        std::make_unique<ModelManager>(ModelManagerOptions{.repository = repository}, engine_,
+                                       metrics_, Logger::ToStderr(LogLevel::kWarn, "models"));
+    ASSERT_TRUE(manager_->Start().ok());
+  }
+
+  std::shared_ptr<LoadedModel> Acquire(const std::string& name) {
+    auto model = manager_->Acquire(name, "");
+    EXPECT_TRUE(model.ok()) << model.status().message();
+    return model.ok() ? *model : nullptr;
+  }
+
+  int SubmitInBackground(std::shared_ptr<LoadedModel> model, float value) {
+    return calls_.Start([this, model = std::move(model), value] {
+      return scheduler_.Submit(model, {Input(value)}, {"y"}, std::nullopt);
+    });
+  }
+
+  const fs::path root_;
+  FakeEngine engine_;
+  MetricsRegistry metrics_;
+  Scheduler scheduler_{SchedulerOptions{.workers = 2}};
+  std::unique_ptr<ModelManager> manager_;
+  BackgroundCalls calls_;
+};
+
+TEST_F(ModelManagerTest, SwapUnderLoadFinishesInFlightRequestsOnTheOldVersion) {
+  WriteModel(root_, "m", 1, "v1");
+  StartManager(root_);
+  engine_.runs().Hold();
+  std::weak_ptr<LoadedModel> old_version;
+  {
+    // One request runs (held), two wait in the model's queue behind it.
+    const auto v1 = Acquire("m");
+    ASSERT_NE(v1, nullptr);
+    old_version = v1;
+    for (int i = 0; i < 3; ++i) {
+      SubmitInBackground(v1, 0);
+    }
+  }
+  ASSERT_TRUE(engine_.runs().AwaitHeld(1));
+
+  WriteModel(root_, "m", 2, "v2");
+  ASSERT_TRUE(manager_->LoadModel("m").ok());
+  const auto v2 = Acquire("m");
+  ASSERT_NE(v2, nullptr);
+  EXPECT_EQ(v2->version(), 2);
+  EXPECT_EQ(manager_->ReadyVersions("m"), (std::vector<int64_t>{2}));
+  EXPECT_FALSE(old_version.expired()) << "version 1 was freed under its requests";
+  const int on_new = SubmitInBackground(v2, 0);
+
+  engine_.runs().Release();
+  ASSERT_TRUE(calls_.AwaitAnswers(4));
+  for (int call = 0; call < 3; ++call) {
+    const auto answer = calls_.answer(call);
+    ASSERT_TRUE(answer.ok()) << answer.status().message();
+    EXPECT_EQ(FirstValue(answer), 1) << "request " << call << " did not run on version 1";
+  }
+  EXPECT_EQ(FirstValue(calls_.answer(on_new)), 2);
+  calls_.JoinAll();
+  scheduler_.Stop();  // its queues let go of the models
+  EXPECT_TRUE(old_version.expired()) << "version 1 outlived its last request";
+  EXPECT_EQ(engine_.runs().live_sessions(), 1);
+}
+
+TEST_F(ModelManagerTest, FailedLoadOfAChangedCopyKeepsTheOldOneServing) {
+  WriteModel(root_, "m", 1, "v1");
+  StartManager(root_);
+  WriteModel(root_, "m", 1, "broken");
+
+  const Status loaded = manager_->LoadModel("m");
+  EXPECT_EQ(loaded.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(loaded.message().find("not a model the fake can run"), std::string::npos)
+      << loaded.message();
+  const auto served = Acquire("m");
+  ASSERT_NE(served, nullptr);
+  EXPECT_EQ(served->version(), 1);
+  const auto answer = scheduler_.Submit(served, {Input(0)}, {"y"}, std::nullopt);
+  ASSERT_TRUE(answer.ok()) << answer.status().message();
+  EXPECT_EQ(FirstValue(answer), 1);
+  const auto index = manager_->Index();
+  ASSERT_EQ(index.size(), 1U);
+  EXPECT_EQ(index[0].state, ModelState::kReady);
+  EXPECT_NE(index[0].reason.find("a newer copy failed to load"), std::string::npos)
+      << index[0].reason;
+}
+
+TEST_F(ModelManagerTest, FailedWarmupIsAFailedLoad) {
+  WriteModel(root_, "m", 1, "v1");
+  ASSERT_TRUE(WriteFileAtomically(root_ / "m" / "model.json", R"({"warmup": {"runs": 1}})").ok());
+  engine_.runs().SetError(Internal("the fake broke"));
+  StartManager(root_);
+  const auto model = manager_->Acquire("m", "");
+  EXPECT_EQ(model.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(model.status().message().find("warmup failed: the fake broke"), std::string::npos)
+      << model.status().message();
+}
+
+TEST_F(ModelManagerTest, SwitchRepositoryIsAllOrNothing) {
+  const fs::path first = root_ / "first";
+  WriteModel(first, "m", 1, "v1");
+  StartManager(first);
+
+  const fs::path half_good = root_ / "half-good";
+  WriteModel(half_good, "m", 1, "v2");
+  WriteModel(half_good, "n", 1, "broken");
+  const Status refused = manager_->SwitchRepository(half_good, 0);
+  EXPECT_EQ(refused.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.message().find("model 'n' version 1 failed to load"), std::string::npos)
+      << refused.message();
+  EXPECT_EQ(manager_->repository(), first);
+  const auto still = Acquire("m");
+  ASSERT_NE(still, nullptr);
+  EXPECT_EQ(FirstValue(scheduler_.Submit(still, {Input(0)}, {"y"}, std::nullopt)), 1);
+  EXPECT_EQ(manager_->Acquire("n", "").status().code(), StatusCode::kNotFound);
+
+  const fs::path good = root_ / "good";
+  WriteModel(good, "m", 1, "v2");
+  WriteModel(good, "n", 1, "v1");
+  ASSERT_TRUE(manager_->SwitchRepository(good, 0).ok());
+  EXPECT_EQ(manager_->repository(), good);
+  EXPECT_EQ(FirstValue(scheduler_.Submit(Acquire("m"), {Input(0)}, {"y"}, std::nullopt)), 2);
+  EXPECT_NE(Acquire("n"), nullptr);
+}
+
+TEST_F(ModelManagerTest, UnloadWaitsForInFlightHandles) {
+  WriteModel(root_, "m", 1, "v1");
+  StartManager(root_);
+  engine_.runs().Hold();
+  std::weak_ptr<LoadedModel> unloaded;
+  {
+    const auto model = Acquire("m");
+    ASSERT_NE(model, nullptr);
+    unloaded = model;
+    SubmitInBackground(model, 5);
+  }
+  ASSERT_TRUE(engine_.runs().AwaitHeld(1));
+
+  ASSERT_TRUE(manager_->UnloadModel("m").ok());
+  EXPECT_EQ(manager_->Acquire("m", "").status().code(), StatusCode::kUnavailable);
+  EXPECT_TRUE(manager_->ServedModels().empty());
+  EXPECT_EQ(engine_.runs().live_sessions(), 1) << "the session was freed under its request";
+
+  engine_.runs().Release();
+  ASSERT_TRUE(calls_.AwaitAnswers(1));
+  const auto answer = calls_.answer(0);
+  ASSERT_TRUE(answer.ok()) << answer.status().message();
+  EXPECT_EQ(FirstValue(answer), 6);
+  calls_.JoinAll();
+  scheduler_.Stop();
+  EXPECT_TRUE(unloaded.expired());
+  EXPECT_EQ(engine_.runs().live_sessions(), 0);
+}
+
+}  // namespace
+}  // namespace perch

@@ -1,0 +1,257 @@
+#include "models/scheduler.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "testing/background_calls.h"
+#include "testing/fake_engine.h"
+
+namespace perch {
+namespace {
+
+using std::chrono::milliseconds;
+using Clock = Scheduler::Clock;
+
+// x of `rows` rows, every element `value`.
+Tensor Input(int64_t rows, float value) {
+  Tensor tensor{.name = "x", .datatype = DataType::kFp32, .shape = {rows, 2}, .data = {}};
+  for (int64_t i = 0; i < rows * 2; ++i) {
+    const auto* bytes = reinterpret_cast<const char*>(&value);
+    tensor.data.append(bytes, sizeof(float));
+  }
+  return tensor;
+}
+
+std::vector<float> Values(const Tensor& tensor) {
+  std::vector<float> values(tensor.data.size() / sizeof(float));
+  std::memcpy(values.data(), tensor.data.data(), values.size() * sizeof(float));
+  return values;
+}
+
+// Instances and queue size as given, no batching.
+ModelConfig Queued(int instances, int64_t max_queue_size = 64) {
+  ModelConfig config;
+  config.instances = instances;
+  config.max_queue_size = max_queue_size;
+  return config;
+}
+
+// Dynamic batching whose delay is far longer than any test: a batch goes
+// when it is full or of a preferred size, never because time passed.
+ModelConfig Batching(int64_t max_batch_size, std::vector<int64_t> preferred = {}) {
+  ModelConfig config;
+  config.max_batch_size = max_batch_size;
+  config.dynamic_batching = DynamicBatching{.preferred_batch_sizes = std::move(preferred),
+                                            .max_queue_delay_us = 60'000'000};
+  return config;
+}
+
+class SchedulerTest : public ::testing::Test {
+ protected:
+  ~SchedulerTest() override {
+    // A failed assertion may leave runs held: let them finish before the
+    // request threads are joined.
+    runs_->Release();
+    calls_.JoinAll();
+    scheduler_.Stop();
+  }
+
+  // A model whose runs add `add` to the input.
+  std::shared_ptr<LoadedModel> Model(ModelConfig config, float add = 0) {
+    return std::make_shared<LoadedModel>(
+        "fake", 1, std::move(config), FakeSignature(),
+        std::make_unique<FakeSession>(FakeModel{.add = add}, runs_), metrics_);
+  }
+
+  // Submits on a thread of its own; returns the call's number.
+  int SubmitInBackground(const std::shared_ptr<LoadedModel>& model, Tensor input,
+                         std::optional<Clock::time_point> deadline = std::nullopt) {
+    return calls_.Start([this, model, input = std::move(input), deadline] {
+      return scheduler_.Submit(model, {input}, {"y"}, deadline);
+    });
+  }
+
+  std::shared_ptr<FakeRuns> runs_ = std::make_shared<FakeRuns>();
+  MetricsRegistry metrics_;
+  Scheduler scheduler_{SchedulerOptions{.workers = 4}};
+  BackgroundCalls calls_;
+};
+
+TEST_F(SchedulerTest, RunsARequestOnItsModel) {
+  scheduler_.Start();
+  const auto model = Model(ModelConfig{}, 1.5F);
+  const auto outputs = scheduler_.Submit(model, {Input(1, 2)}, {"y"}, std::nullopt);
+  ASSERT_TRUE(outputs.ok()) << outputs.status().message();
+  ASSERT_EQ(outputs->size(), 1U);
+  EXPECT_EQ((*outputs)[0].name, "y");
+  EXPECT_EQ(Values((*outputs)[0]), (std::vector<float>{3.5F, 3.5F}));
+}
+
+TEST_F(SchedulerTest, PassesTheEngineErrorOn) {
+  scheduler_.Start();
+  runs_->SetError(InvalidArgument("the fake refuses"));
+  const auto outputs = scheduler_.Submit(Model(ModelConfig{}), {Input(1, 0)}, {"y"}, std::nullopt);
+  EXPECT_EQ(outputs.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(outputs.status().message(), "the fake refuses");
+}
+
+TEST_F(SchedulerTest, RequestAnsweredBeforeItsDeadlineSucceedsAndIsTimed) {
+  scheduler_.Start();
+  runs_->SetLatency(std::chrono::milliseconds(5));
+  const auto model = Model(ModelConfig{});
+  const auto outputs =
+      scheduler_.Submit(model, {Input(1, 0)}, {"y"}, Clock::now() + std::chrono::seconds(10));
+  ASSERT_TRUE(outputs.ok()) << outputs.status().message();
+  const auto compute = model->compute_seconds.Read();
+  EXPECT_EQ(compute.count, 1U);
+  EXPECT_GE(compute.sum, 0.005);
+  EXPECT_EQ(model->batch_size.Read().count, 1U);
+}
+
+TEST_F(SchedulerTest, DeadlinePassesWhileTheModelRuns) {
+  scheduler_.Start();
+  runs_->Hold();
+  // Long enough for a worker to take the request into the model first, even
+  // on a loaded machine; a request still queued at its deadline never runs.
+  const int call =
+      SubmitInBackground(Model(ModelConfig{}), Input(1, 0), Clock::now() + milliseconds(500));
+  ASSERT_TRUE(runs_->AwaitHeld(1));
+  // The run is still held: only the deadline can have answered.
+  ASSERT_TRUE(calls_.AwaitAnswers(1));
+  const auto answer = calls_.answer(call);
+  EXPECT_EQ(answer.status().code(), StatusCode::kDeadlineExceeded);
+  EXPECT_NE(answer.status().message().find("did not answer within the request's timeout"),
+            std::string::npos)
+      << answer.status().message();
+}
+
+TEST_F(SchedulerTest, RequestWhoseDeadlinePassesInTheQueueNeverRuns) {
+  scheduler_.Start();
+  const auto model = Model(Queued(1));
+  runs_->Hold();
+  const int first = SubmitInBackground(model, Input(1, 0));
+  ASSERT_TRUE(runs_->AwaitHeld(1));
+  const int late = SubmitInBackground(model, Input(1, 0), Clock::now() + milliseconds(20));
+  ASSERT_TRUE(calls_.AwaitAnswers(1));
+  EXPECT_EQ(calls_.answer(late).status().code(), StatusCode::kDeadlineExceeded);
+
+  runs_->Release();
+  ASSERT_TRUE(calls_.AwaitAnswers(2));
+  EXPECT_TRUE(calls_.answer(first).ok()) << calls_.answer(first).status().message();
+  scheduler_.Stop();  // runs or expires whatever is still queued
+  EXPECT_EQ(runs_->started(), 1);
+}
+
+TEST_F(SchedulerTest, FullQueueRefusesWithResourceExhausted) {
+  scheduler_.Start();
+  const auto model = Model(Queued(1, 1));
+  runs_->Hold();
+  const int running = SubmitInBackground(model, Input(1, 0));
+  ASSERT_TRUE(runs_->AwaitHeld(1));
+  // One of the next two takes the only queue slot; the other is refused at
+  // once, while the first is still held.
+  SubmitInBackground(model, Input(1, 0));
+  SubmitInBackground(model, Input(1, 0));
+  ASSERT_TRUE(calls_.AwaitAnswers(1));
+  const int refused = calls_.answered().front();
+  EXPECT_NE(refused, running);
+  const auto answer = calls_.answer(refused);
+  EXPECT_EQ(answer.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(answer.status().message().find("max_queue_size"), std::string::npos)
+      << answer.status().message();
+
+  runs_->Release();
+  ASSERT_TRUE(calls_.AwaitAnswers(3));
+  for (int call = 0; call < 3; ++call) {
+    EXPECT_EQ(calls_.answer(call).ok(), call != refused) << call;
+  }
+}
+
+TEST_F(SchedulerTest, DynamicBatchingMergesRequestsUpToMaxBatchSize) {
+  scheduler_.Start();
+  const auto model = Model(Batching(4), 10);
+  for (int i = 0; i < 4; ++i) {
+    SubmitInBackground(model, Input(1, static_cast<float>(i)));
+  }
+  ASSERT_TRUE(calls_.AwaitAnswers(4));
+  EXPECT_EQ(runs_->batch_rows(), (std::vector<int64_t>{4}));
+  for (int i = 0; i < 4; ++i) {
+    const auto answer = calls_.answer(i);
+    ASSERT_TRUE(answer.ok()) << answer.status().message();
+    // Each request gets its own row back, not its neighbour's.
+    EXPECT_EQ((*answer)[0].shape, (Shape{1, 2}));
+    EXPECT_EQ(Values((*answer)[0]), (std::vector<float>(2, static_cast<float>(i) + 10)));
+  }
+}
+
+TEST_F(SchedulerTest, DynamicBatchingDispatchesAPreferredSizeAtOnce) {
+  scheduler_.Start();
+  const auto model = Model(Batching(16, {3}));
+  SubmitInBackground(model, Input(2, 0));
+  SubmitInBackground(model, Input(1, 0));
+  ASSERT_TRUE(calls_.AwaitAnswers(2));
+  EXPECT_EQ(runs_->batch_rows(), (std::vector<int64_t>{3}));
+  EXPECT_EQ((*calls_.answer(0))[0].shape, (Shape{2, 2}));
+  EXPECT_EQ((*calls_.answer(1))[0].shape, (Shape{1, 2}));
+}
+
+TEST_F(SchedulerTest, FailedBatchFailsEveryRequestInIt) {
+  scheduler_.Start();
+  runs_->SetError(Internal("the fake broke"));
+  const auto model = Model(Batching(2));
+  SubmitInBackground(model, Input(1, 0));
+  SubmitInBackground(model, Input(1, 0));
+  ASSERT_TRUE(calls_.AwaitAnswers(2));
+  EXPECT_EQ(runs_->batch_rows(), (std::vector<int64_t>{2}));
+  EXPECT_EQ(calls_.answer(0).status().code(), StatusCode::kInternal);
+  EXPECT_EQ(calls_.answer(1).status().code(), StatusCode::kInternal);
+}
+
+TEST_F(SchedulerTest, InstancesBoundTheBatchesRunningAtOnce) {
+  scheduler_.Start();
+  const auto model = Model(Queued(2));
+  runs_->Hold();
+  for (int i = 0; i < 4; ++i) {
+    SubmitInBackground(model, Input(1, 0));
+  }
+  // Two run at once (four workers are free), the other two wait their turn.
+  ASSERT_TRUE(runs_->AwaitHeld(2));
+  runs_->Release();
+  ASSERT_TRUE(calls_.AwaitAnswers(4));
+  EXPECT_EQ(runs_->started(), 4);
+  EXPECT_EQ(runs_->max_concurrent(), 2);
+}
+
+TEST_F(SchedulerTest, OneInstanceRunsOneBatchAtATime) {
+  scheduler_.Start();
+  const auto model = Model(Queued(1));
+  runs_->Hold();
+  for (int i = 0; i < 3; ++i) {
+    SubmitInBackground(model, Input(1, 0));
+  }
+  ASSERT_TRUE(runs_->AwaitHeld(1));
+  runs_->Release();
+  ASSERT_TRUE(calls_.AwaitAnswers(3));
+  EXPECT_EQ(runs_->max_concurrent(), 1);
+}
+
+TEST_F(SchedulerTest, ModelsDoNotShareTheirInstances) {
+  scheduler_.Start();
+  const auto first = Model(Queued(1));
+  const auto second = Model(Queued(1));
+  runs_->Hold();
+  SubmitInBackground(first, Input(1, 0));
+  SubmitInBackground(second, Input(1, 0));
+  ASSERT_TRUE(runs_->AwaitHeld(2));
+}
+
+TEST_F(SchedulerTest, RefusesOnceStopped) {
+  scheduler_.Start();
+  scheduler_.Stop();
+  const auto outputs = scheduler_.Submit(Model(ModelConfig{}), {Input(1, 0)}, {"y"}, std::nullopt);
+  EXPECT_EQ(outputs.status().code(), StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace perch
