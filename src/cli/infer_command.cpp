@@ -30,6 +30,7 @@ struct InferOptions {
   std::string url = "http://127.0.0.1:8000";
   std::string version;
   std::string ca_file;
+  std::string api_token;
   double timeout_seconds = 60;
 };
 
@@ -91,7 +92,10 @@ class Client {
   }
 
   // The body of a 200 answer, or the server's error.
-  Result<std::string> Call(const http::ClientRequest& request) const {
+  Result<std::string> Call(http::ClientRequest request) const {
+    if (!options_.api_token.empty()) {
+      request.headers.Set("Authorization", "Bearer " + options_.api_token);
+    }
     // A transport failure's message names the URL and the cause.
     PERCH_ASSIGN_OR_RETURN(http::ClientResponse result, http_->Send(request));
     if (result.status != 200) {
@@ -225,6 +229,7 @@ CommandRunner AddInferCommand(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--model-version", options->version, "Model version (default: the newest)");
   AddCaFileFlag(app, options->ca_file);
+  AddApiTokenFlag(app, options->api_token);
   app.add_option("--timeout", options->timeout_seconds,
                  "Seconds to wait for the connection, and then for each next byte of the answer")
       ->check(CLI::PositiveNumber)

@@ -47,6 +47,7 @@ struct PerfOptions {
   std::string warmup = "2s";
   std::string input_data;
   std::string ca_file;
+  std::string api_token;
   bool binary = false;
   bool csv = false;
   bool json_output = false;
@@ -116,6 +117,12 @@ Result<std::unique_ptr<http::Client>> MakeHttpClient(const PerfOptions& options)
   return http::Client::Create(http::ClientOptions{.ca_file = options.ca_file});
 }
 
+void SetApiToken(const PerfOptions& options, http::Headers& headers) {
+  if (!options.api_token.empty()) {
+    headers.Set("Authorization", "Bearer " + options.api_token);
+  }
+}
+
 class RestSender final : public Sender {
  public:
   // Each sender has its own client, so its own kept-alive connection.
@@ -127,6 +134,7 @@ class RestSender final : public Sender {
     request.url = ModelUrl(options) + "/infer";
     request.body = body;
     request.headers.Set("Content-Type", "application/json");
+    SetApiToken(options, request.headers);
     if (json_size != body.size()) {
       request.headers.Set("Inference-Header-Content-Length", std::to_string(json_size));
       request.headers.Set("Content-Type", "application/octet-stream");
@@ -156,8 +164,9 @@ class RestSender final : public Sender {
 #ifdef PERCH_WITH_GRPC
 class GrpcSender final : public Sender {
  public:
-  GrpcSender(const std::string& target, const inference::ModelInferRequest& request)
-      : request_(request) {
+  GrpcSender(const std::string& target, const inference::ModelInferRequest& request,
+             std::string api_token)
+      : request_(request), api_token_(std::move(api_token)) {
     grpc::ChannelArguments arguments;
     arguments.SetMaxReceiveMessageSize(-1);
     arguments.SetMaxSendMessageSize(-1);
@@ -170,6 +179,9 @@ class GrpcSender final : public Sender {
   std::optional<std::string> Send() override {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    if (!api_token_.empty()) {
+      context.AddMetadata("authorization", "Bearer " + api_token_);
+    }
     inference::ModelInferResponse response;
     const auto status = stub_->ModelInfer(&context, request_, &response);
     if (!status.ok()) {
@@ -183,6 +195,7 @@ class GrpcSender final : public Sender {
   static inline std::atomic<int> next_id_{0};
   std::unique_ptr<inference::GRPCInferenceService::Stub> stub_;
   const inference::ModelInferRequest& request_;
+  const std::string api_token_;
 };
 #endif
 
@@ -221,6 +234,7 @@ Result<std::string> FetchMetadata(const PerfOptions& options) {
     PERCH_ASSIGN_OR_RETURN(auto client, MakeHttpClient(options));
     http::ClientRequest request;
     request.url = ModelUrl(options);
+    SetApiToken(options, request.headers);
     const auto result = client->Send(request);
     if (!result.ok() || result->status != 200) {
       return Unavailable(fmt::format("cannot read the metadata of model '{}' from {}: {}",
@@ -234,6 +248,9 @@ Result<std::string> FetchMetadata(const PerfOptions& options) {
       grpc::CreateChannel(options.grpc_target, grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  if (!options.api_token.empty()) {
+    context.AddMetadata("authorization", "Bearer " + options.api_token);
+  }
   inference::ModelMetadataRequest request;
   request.set_name(options.model);
   request.set_version(options.version);
@@ -408,7 +425,8 @@ Result<std::vector<LevelResult>> Run(const PerfOptions& options) {
     for (int i = 0; i < concurrency; ++i) {
 #ifdef PERCH_WITH_GRPC
       if (options.protocol == "grpc") {
-        senders.push_back(std::make_unique<GrpcSender>(options.grpc_target, grpc_request));
+        senders.push_back(
+            std::make_unique<GrpcSender>(options.grpc_target, grpc_request, options.api_token));
         continue;
       }
 #endif
@@ -437,6 +455,7 @@ CommandRunner AddPerfCommand(CLI::App& app) {
       ->envname("PERCH_URL")
       ->capture_default_str();
   AddCaFileFlag(app, options->ca_file);
+  AddApiTokenFlag(app, options->api_token);
   app.add_option("--grpc-target", options->grpc_target, "gRPC address")->capture_default_str();
   app.add_option("--concurrency", options->concurrency, "Requests kept in flight, e.g. 1,2,4,8")
       ->delimiter(',')

@@ -24,6 +24,12 @@ void AddCaFileFlag(CLI::App& app, std::string& ca_file) {
       ->check(CLI::ExistingFile);
 }
 
+void AddApiTokenFlag(CLI::App& app, std::string& api_token) {
+  app.add_option("--api-token", api_token,
+                 "Token the agent's inference API needs (sent as 'Authorization: Bearer')")
+      ->envname("PERCH_API_TOKEN");
+}
+
 Result<std::unique_ptr<RegistryClient>> MakeRegistryClient(const std::string& registry,
                                                            const RegistryFlags& flags) {
   return RegistryClient::Create(RegistryClientOptions{

@@ -25,6 +25,9 @@ void AddRegistryFlags(CLI::App& app, RegistryFlags& flags);
 // by, instead of the system's. Every client command takes it (registry,
 // hub, agent); declared here once.
 void AddCaFileFlag(CLI::App& app, std::string& ca_file);
+// --api-token (PERCH_API_TOKEN): what an agent started with --api-token wants
+// from its clients (`perch infer`, `perch perf`).
+void AddApiTokenFlag(CLI::App& app, std::string& api_token);
 
 Result<std::unique_ptr<RegistryClient>> MakeRegistryClient(const std::string& registry,
                                                            const RegistryFlags& flags);

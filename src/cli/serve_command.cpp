@@ -15,7 +15,6 @@
 #endif
 #ifdef PERCH_WITH_MQTT
 #include "mqtt/mqtt_bridge.h"
-#include "mqtt/mqtt_topics.h"
 #include "outbox/durable_queue.h"
 #endif
 #include "cli/agent_credentials.h"
@@ -64,26 +63,6 @@ int Fail(const Logger& logger, const Status& status) {
   return 1;
 }
 
-#ifdef PERCH_WITH_MQTT
-// What MqttBridge::Create checks, without opening the queues in --state
-// that a bridge needs: --check-config must leave no trace.
-Status CheckMqttOptions(const MqttOptions& options) {
-  if (options.url.empty()) {
-    return Status::Ok();
-  }
-  PERCH_RETURN_IF_ERROR(mqtt::ParseBrokerUrl(options.url).status());
-  for (const auto& [flag, level] :
-       {std::pair{"--location", options.location}, std::pair{"--device", options.device},
-        std::pair{"--mqtt-prefix", options.prefix}}) {
-    if (!mqtt::IsValidTopicLevel(level)) {
-      return InvalidArgument(fmt::format(
-          "{} \"{}\" must be one MQTT topic level: not empty, no '/', '+' or '#'", flag, level));
-    }
-  }
-  return Status::Ok();
-}
-#endif
-
 // Every check that needs no network, no model and no write, so that
 // --check-config reports what serving would refuse.
 Status CheckServeOptions(const ServeOptions& options) {
@@ -112,7 +91,9 @@ Status CheckServeOptions(const ServeOptions& options) {
   }
   PERCH_RETURN_IF_ERROR(CheckTls(options.http.tls));
 #ifdef PERCH_WITH_MQTT
-  PERCH_RETURN_IF_ERROR(CheckMqttOptions(options.mqtt));
+  if (!options.mqtt.url.empty()) {
+    PERCH_RETURN_IF_ERROR(MqttBridge::CheckOptions(options.mqtt));
+  }
 #endif
   return Status::Ok();
 }

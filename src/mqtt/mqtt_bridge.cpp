@@ -171,12 +171,8 @@ class MqttBridge::Impl final : public mqtt::ConnectionListener {
   mqtt::RequestLanes lanes_;
 };
 
-Result<std::unique_ptr<MqttBridge>> MqttBridge::Create(const MqttOptions& options,
-                                                       const InferenceService& inference,
-                                                       const ModelManager& models,
-                                                       DurableQueue& inbox, DurableQueue& outbox,
-                                                       MetricsRegistry& metrics, Logger logger) {
-  PERCH_ASSIGN_OR_RETURN(auto address, mqtt::ParseBrokerUrl(options.url));
+Status MqttBridge::CheckOptions(const MqttOptions& options) {
+  PERCH_RETURN_IF_ERROR(mqtt::ParseBrokerUrl(options.url).status());
   for (const auto& [what, level] :
        {std::pair{"location", options.location}, std::pair{"device", options.device},
         std::pair{"prefix", options.prefix}}) {
@@ -189,6 +185,16 @@ Result<std::unique_ptr<MqttBridge>> MqttBridge::Create(const MqttOptions& option
   if (options.max_inflight < 1 || options.lanes < 1) {
     return InvalidArgument("MQTT needs at least one lane and one message in flight");
   }
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<MqttBridge>> MqttBridge::Create(const MqttOptions& options,
+                                                       const InferenceService& inference,
+                                                       const ModelManager& models,
+                                                       DurableQueue& inbox, DurableQueue& outbox,
+                                                       MetricsRegistry& metrics, Logger logger) {
+  PERCH_RETURN_IF_ERROR(CheckOptions(options));
+  PERCH_ASSIGN_OR_RETURN(auto address, mqtt::ParseBrokerUrl(options.url));
   return std::unique_ptr<MqttBridge>(new MqttBridge(std::make_unique<Impl>(
       options, std::move(address), inference, models, inbox, outbox, metrics, logger)));
 }

@@ -64,7 +64,10 @@ struct MqttOptions {
 
 class MqttBridge {
  public:
-  // InvalidArgument for a malformed URL, location, device or prefix.
+  // InvalidArgument for a malformed URL, location, device or prefix. Opens
+  // nothing, so a configuration check can call it.
+  static Status CheckOptions(const MqttOptions& options);
+  // The errors of CheckOptions.
   static Result<std::unique_ptr<MqttBridge>> Create(const MqttOptions& options,
                                                     const InferenceService& inference,
                                                     const ModelManager& models, DurableQueue& inbox,

@@ -4,13 +4,16 @@ folder); --api-token guards inference and model metadata on REST and gRPC;
 health and metrics stay open."""
 
 import base64
+import json
+import os
 import stat
+import subprocess
 
 import grpc
 import pytest
 
 from grpc_oip import grpc_stubs  # noqa: F401 (fixture)
-from harness import REQUEST_TIMEOUT
+from harness import PERCH_BIN, REQUEST_TIMEOUT
 
 INFER = {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 2],
                      "data": [1.5, -2.0]}]}
@@ -157,3 +160,26 @@ def test_api_token_on_grpc(api_token_server, grpc_stubs):  # noqa: F811
         # Server calls stay open.
         assert stub.ServerLive(pb.ServerLiveRequest(), timeout=REQUEST_TIMEOUT).live
         assert stub.ServerReady(pb.ServerReadyRequest(), timeout=REQUEST_TIMEOUT).ready
+
+
+def test_cli_clients_send_the_api_token(api_token_server, tmp_path):
+    server = api_token_server
+    data = tmp_path / "input.json"
+    data.write_text(json.dumps({"datatype": "FP32", "shape": [1, 2], "data": [1.5, -2.0]}))
+    infer = [str(PERCH_BIN), "infer", "identity_fp32", "--url", server.url,
+             "--input", f"INPUT0={data}"]
+    refused = subprocess.run(infer, capture_output=True, text=True, timeout=REQUEST_TIMEOUT)
+    assert refused.returncode == 1 and "HTTP 401" in refused.stderr, refused.stderr
+    answered = subprocess.run(infer + ["--api-token", "infer-secret"], capture_output=True,
+                              text=True, timeout=REQUEST_TIMEOUT)
+    assert answered.returncode == 0, answered.stderr
+    assert json.loads(answered.stdout)["outputs"][0]["data"] == [1.5, -2.0]
+    for protocol, target in (("rest", ["--url", server.url]),
+                             ("grpc", ["--grpc-target", server.grpc_target])):
+        perf = subprocess.run([str(PERCH_BIN), "perf", "identity_fp32", "--protocol", protocol,
+                               *target, "--duration", "0.3s", "--warmup", "0s", "--json"],
+                              capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PERCH_API_TOKEN": "infer-secret"})
+        assert perf.returncode == 0, perf.stderr
+        level = json.loads(perf.stdout)[0]
+        assert level["requests"] > 0 and level["errors"] == 0, (protocol, level)

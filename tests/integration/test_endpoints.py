@@ -102,11 +102,11 @@ def test_check_config_accepts_good_options_and_leaves_no_trace(tmp_path):
     (["--mqtt", "http://127.0.0.1:1883"], "must start with mqtt:// or mqtts://"),
     (["--mqtt", "mqtt://127.0.0.1:99999"], "has a bad port"),
     (["--mqtt", "mqtt://127.0.0.1", "--location", "a/b"],
-     '--location "a/b" must be one MQTT topic level'),
+     'location "a/b" must be one topic level'),
     (["--mqtt", "mqtt://127.0.0.1", "--device", "d+"],
-     '--device "d+" must be one MQTT topic level'),
+     'device "d+" must be one topic level'),
     (["--mqtt", "mqtt://127.0.0.1", "--mqtt-prefix", "#"],
-     '--mqtt-prefix "#" must be one MQTT topic level'),
+     'prefix "#" must be one topic level'),
 ], ids=["scheme", "port", "location", "device", "prefix"])
 def test_check_config_runs_the_mqtt_checks(tmp_path, args, message):
     status, output = check_config(tmp_path, *args)
