@@ -4,10 +4,10 @@
 #include <sqlite3.h>
 
 #include <bit>
-#include <mutex>
 #include <optional>
 
 #include "core/enum_names.h"
+#include "core/thread_annotations.h"
 
 namespace perch {
 namespace {
@@ -120,6 +120,7 @@ class DurableQueue::Impl {
   ~Impl() { sqlite3_close_v2(db_); }
 
   Status Initialize() {
+    MutexLock lock(mutex_);
     if (!append_.valid() || !read_.valid() || !remove_.valid() || !drop_oldest_.valid() ||
         !expire_.valid() || !find_claim_.valid() || !touch_claim_.valid() || !put_claim_.valid()) {
       return Unavailable(fmt::format("{} is not a perch queue database: {}", options_.path.string(),
@@ -143,14 +144,14 @@ class DurableQueue::Impl {
 
   Result<int64_t> Append(std::string_view destination, std::string_view key,
                          std::string_view payload, std::string_view attributes) {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     return AppendLocked(destination, key, payload, attributes);
   }
 
   Result<AppendedRecord> AppendClaimed(std::string_view destination, std::string_view key,
                                        std::string_view payload, std::string_view attributes,
                                        const DeliveryClaim& claim) {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     // SQLite stores 64-bit integers signed; the bits are what matter.
     const auto fingerprint = std::bit_cast<int64_t>(claim.fingerprint);
     const int64_t arrival = last_arrival_ + 1;
@@ -168,7 +169,7 @@ class DurableQueue::Impl {
     }
     PERCH_RETURN_IF_ERROR(Check(sqlite3_exec(db_, "BEGIN", nullptr, nullptr, nullptr), "begin"));
     const int64_t size_before = size_;
-    auto rollback = [&](const Status& status) {
+    auto rollback = [&](const Status& status) REQUIRES(mutex_) {
       sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
       size_ = size_before;
       depth_.Set(size_);
@@ -207,9 +208,9 @@ class DurableQueue::Impl {
     return appended;
   }
 
-  // Append with mutex_ held by the caller.
   Result<int64_t> AppendLocked(std::string_view destination, std::string_view key,
-                               std::string_view payload, std::string_view attributes) {
+                               std::string_view payload, std::string_view attributes)
+      REQUIRES(mutex_) {
     if (size_ >= options_.max_records) {
       if (options_.overflow == OverflowPolicy::kRejectNew) {
         rejected_.Increment();
@@ -232,7 +233,7 @@ class DurableQueue::Impl {
   }
 
   Result<std::vector<QueuedRecord>> Read(int64_t after, size_t limit) {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     if (options_.ttl.count() > 0) {
       expire_.BindInt(1, NowUnixMs() - std::chrono::milliseconds(options_.ttl).count());
       PERCH_RETURN_IF_ERROR(Check(expire_.Run(), "expire old records"));
@@ -263,7 +264,7 @@ class DurableQueue::Impl {
   }
 
   Status Remove(const std::vector<int64_t>& sequences) {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     // One transaction for the lot: one disk flush however many were delivered.
     PERCH_RETURN_IF_ERROR(Check(sqlite3_exec(db_, "BEGIN", nullptr, nullptr, nullptr), "begin"));
     for (const int64_t sequence : sequences) {
@@ -281,7 +282,7 @@ class DurableQueue::Impl {
   }
 
   int64_t Size() const {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     return size_;
   }
 
@@ -297,18 +298,18 @@ class DurableQueue::Impl {
   }
 
   const DurableQueueOptions options_;
-  mutable std::mutex mutex_;
+  mutable Mutex mutex_;
   sqlite3* const db_;
-  Statement append_;  // guarded by mutex_, like every statement
-  Statement read_;
-  Statement remove_;
-  Statement drop_oldest_;
-  Statement expire_;
-  Statement find_claim_;
-  Statement touch_claim_;
-  Statement put_claim_;
-  int64_t last_arrival_ = 0;  // guarded by mutex_: the arrival number of the latest claim
-  int64_t size_ = 0;          // guarded by mutex_
+  Statement append_ GUARDED_BY(mutex_);
+  Statement read_ GUARDED_BY(mutex_);
+  Statement remove_ GUARDED_BY(mutex_);
+  Statement drop_oldest_ GUARDED_BY(mutex_);
+  Statement expire_ GUARDED_BY(mutex_);
+  Statement find_claim_ GUARDED_BY(mutex_);
+  Statement touch_claim_ GUARDED_BY(mutex_);
+  Statement put_claim_ GUARDED_BY(mutex_);
+  int64_t last_arrival_ GUARDED_BY(mutex_) = 0;  // the arrival number of the latest claim
+  int64_t size_ GUARDED_BY(mutex_) = 0;
   Gauge& depth_;
   Counter& dropped_;
   Counter& rejected_;
