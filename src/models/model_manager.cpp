@@ -444,7 +444,9 @@ Status ModelManager::SwitchRepository(const std::filesystem::path& repository,
       entry.versions[version] = VersionSlot{.fingerprint = on_disk.fingerprint,
                                             .model = std::move(loaded).value(),
                                             .state = ModelState::kReady,
-                                            .reason = {}};
+                                            .reason = {},
+                                            .artifact_reference = {},
+                                            .artifact_digest = {}};
     }
   }
   MutexLock lock(mutex_);
