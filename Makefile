@@ -93,8 +93,8 @@ ASAN_BUILD := build-asan
 ASAN_LOGS := $(abspath $(ASAN_BUILD))/sanitizer-logs
 # A report stops the process and is also written under ASAN_LOGS, so reports
 # of a server the integration harness kills still fail the run.
-ASAN_ENV := ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:check_initialization_order=1:strict_init_order=1:detect_stack_use_after_return=0:log_path=$(ASAN_LOGS)/asan \
-	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=$(ASAN_LOGS)/ubsan \
+ASAN_ENV := ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:check_initialization_order=1:strict_init_order=1:detect_stack_use_after_return=0:log_path=$(ASAN_LOGS)/report \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=$(ASAN_LOGS)/report \
 	LSAN_OPTIONS=suppressions=$(SANITIZERS)/lsan.supp:print_suppressions=0
 # The integration tests that finish in a few minutes under the sanitizers.
 ASAN_INTEGRATION := test_endpoints test_bad_input test_binary test_datatypes test_repository \
@@ -121,7 +121,7 @@ asan: asan-build test-models
 # of models/, outbox/ and mqtt/ that CMake declares.
 TSAN_BUILD := build-tsan
 TSAN_LOGS := $(abspath $(TSAN_BUILD))/sanitizer-logs
-TSAN_ENV := TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(SANITIZERS)/tsan.supp:log_path=$(TSAN_LOGS)/tsan
+TSAN_ENV := TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(SANITIZERS)/tsan.supp:log_path=$(TSAN_LOGS)/report
 
 tsan: bootstrap-ci
 	@cmake -S . -B $(TSAN_BUILD) $(CLANG_CMAKE) -DPERCH_SANITIZE=thread >/dev/null
