@@ -23,6 +23,12 @@ debian_packages=(
 if [ "${1:-}" = bench ]; then
   debian_packages+=(python3-torchvision)
 fi
+# The analysers CI runs after the tests (docs/testing.md): clang with its
+# sanitizer and libFuzzer runtimes, lld, llvm-symbolizer for readable reports,
+# and ccache for the feature-switch builds. Only for `bootstrap.sh ci`.
+if [ "${1:-}" = ci ]; then
+  debian_packages+=(clang lld llvm libclang-rt-14-dev ccache)
+fi
 
 missing=()
 for pkg in "${debian_packages[@]}"; do

@@ -80,7 +80,7 @@ std::vector<double> LatencyBucketsSeconds() {
 
 Counter& MetricsRegistry::GetCounter(const std::string& name, const std::string& help,
                                      const MetricLabels& labels) {
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   auto& family = counters_[name];
   family.help = help;
   auto& series = family.series[labels];
@@ -92,7 +92,7 @@ Counter& MetricsRegistry::GetCounter(const std::string& name, const std::string&
 
 Gauge& MetricsRegistry::GetGauge(const std::string& name, const std::string& help,
                                  const MetricLabels& labels) {
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   auto& family = gauges_[name];
   family.help = help;
   auto& series = family.series[labels];
@@ -105,7 +105,7 @@ Gauge& MetricsRegistry::GetGauge(const std::string& name, const std::string& hel
 Histogram& MetricsRegistry::GetHistogram(const std::string& name, const std::string& help,
                                          const MetricLabels& labels,
                                          const std::vector<double>& upper_bounds) {
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   auto& family = histograms_[name];
   family.help = help;
   auto& series = family.series[labels];
@@ -116,7 +116,7 @@ Histogram& MetricsRegistry::GetHistogram(const std::string& name, const std::str
 }
 
 std::string MetricsRegistry::RenderPrometheus() const {
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   std::string out;
   for (const auto& [name, family] : counters_) {
     out += fmt::format("# HELP {} {}\n# TYPE {} counter\n", name, family.help, name);

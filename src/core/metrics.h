@@ -8,10 +8,11 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "core/thread_annotations.h"
 
 namespace perch {
 
@@ -76,10 +77,10 @@ class MetricsRegistry {
     std::map<MetricLabels, std::unique_ptr<Metric>> series;
   };
 
-  mutable std::mutex mutex_;
-  std::map<std::string, Family<Counter>> counters_;      // guarded by mutex_
-  std::map<std::string, Family<Gauge>> gauges_;          // guarded by mutex_
-  std::map<std::string, Family<Histogram>> histograms_;  // guarded by mutex_
+  mutable Mutex mutex_;
+  std::map<std::string, Family<Counter>> counters_ GUARDED_BY(mutex_);
+  std::map<std::string, Family<Gauge>> gauges_ GUARDED_BY(mutex_);
+  std::map<std::string, Family<Histogram>> histograms_ GUARDED_BY(mutex_);
 };
 
 }  // namespace perch

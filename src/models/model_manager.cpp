@@ -89,12 +89,12 @@ ModelManager::~ModelManager() { Stop(); }
 
 Status ModelManager::Start() {
   {
-    std::lock_guard reconcile(reconcile_mutex_);
+    MutexLock reconcile(reconcile_mutex_);
     PERCH_RETURN_IF_ERROR(ScanRepository(repository_).status());
     Reconcile();
   }
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     ready_ = true;
   }
   if (options_.poll_interval.count() > 0) {
@@ -112,7 +112,7 @@ void ModelManager::Stop() {
 }
 
 bool ModelManager::Ready() const {
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   return ready_;
 }
 
@@ -125,7 +125,7 @@ void ModelManager::PollLoop(const std::stop_token& stop) {
     if (stop.stop_requested()) {
       return;
     }
-    std::lock_guard reconcile(reconcile_mutex_);
+    MutexLock reconcile(reconcile_mutex_);
     Reconcile();
   }
 }
@@ -142,14 +142,14 @@ void ModelManager::Reconcile() {
   for (const auto& model : *scan) {
     on_disk.insert(model.name);
     {
-      std::lock_guard lock(mutex_);
+      MutexLock lock(mutex_);
       if (unloaded_.contains(model.name)) {
         continue;
       }
     }
     (void)ReconcileModel(model, /*force=*/false);
   }
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   for (auto it = models_.begin(); it != models_.end();) {
     if (on_disk.contains(it->first)) {
       ++it;
@@ -164,7 +164,7 @@ void ModelManager::Reconcile() {
 Status ModelManager::ReconcileModel(const ModelOnDisk& disk, bool force) {
   ModelEntry current;
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     current = models_[disk.name];
   }
   if (!disk.config_status.ok()) {
@@ -174,7 +174,7 @@ Status ModelManager::ReconcileModel(const ModelOnDisk& disk, bool force) {
       logger_.Error("model '{}': {}{}", disk.name, disk.config_status.message(),
                     serving ? "; the loaded versions keep serving" : "");
     }
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     auto& entry = models_[disk.name];
     entry.reason = disk.config_status.message();
     entry.config_fingerprint = disk.config_fingerprint;
@@ -234,7 +234,7 @@ Status ModelManager::ReconcileModel(const ModelOnDisk& disk, bool force) {
       logger_.Info("model '{}' version {} is no longer selected; unloading it", disk.name, version);
     }
   }
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   if (!unloaded_.contains(disk.name)) {
     models_[disk.name] = std::move(next);
   }
@@ -276,7 +276,7 @@ Result<std::shared_ptr<LoadedModel>> ModelManager::Acquire(std::string_view name
       return InvalidArgument(fmt::format("model version '{}' is not a positive integer", version));
     }
   }
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   if (unloaded_.contains(name)) {
     return Unavailable(
         fmt::format("model '{}' is unloaded; load it through the repository API", name));
@@ -310,7 +310,7 @@ Result<std::shared_ptr<LoadedModel>> ModelManager::Acquire(std::string_view name
 
 std::vector<std::shared_ptr<LoadedModel>> ModelManager::ServedModels() const {
   std::vector<std::shared_ptr<LoadedModel>> served;
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   for (const auto& [name, entry] : models_) {
     for (auto it = entry.versions.rbegin(); it != entry.versions.rend(); ++it) {
       if (it->second.model) {
@@ -324,7 +324,7 @@ std::vector<std::shared_ptr<LoadedModel>> ModelManager::ServedModels() const {
 
 std::vector<int64_t> ModelManager::ReadyVersions(std::string_view name) const {
   std::vector<int64_t> ready;
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   const auto model = models_.find(name);
   if (model == models_.end() || unloaded_.contains(name)) {
     return ready;
@@ -339,7 +339,7 @@ std::vector<int64_t> ModelManager::ReadyVersions(std::string_view name) const {
 
 std::vector<VersionStatus> ModelManager::Index() const {
   std::vector<VersionStatus> index;
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   for (const auto& [name, entry] : models_) {
     if (entry.versions.empty()) {
       index.push_back({name, std::nullopt, ModelState::kUnavailable, entry.reason, "", ""});
@@ -364,15 +364,15 @@ std::vector<VersionStatus> ModelManager::Index() const {
 }
 
 Status ModelManager::LoadModel(const std::string& name) {
-  std::lock_guard reconcile(reconcile_mutex_);
+  MutexLock reconcile(reconcile_mutex_);
   PERCH_ASSIGN_OR_RETURN(const ModelOnDisk disk, ScanModel(repository_, name));
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     unloaded_.erase(name);
   }
   PERCH_RETURN_IF_ERROR(ReconcileModel(disk, /*force=*/true));
   if (ReadyVersions(name).empty()) {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     return Unavailable(
         fmt::format("model '{}' has nothing to serve: {}", name, models_[name].reason));
   }
@@ -380,11 +380,11 @@ Status ModelManager::LoadModel(const std::string& name) {
 }
 
 Status ModelManager::UnloadModel(const std::string& name) {
-  std::lock_guard reconcile(reconcile_mutex_);
+  MutexLock reconcile(reconcile_mutex_);
   if (!IsValidModelName(name)) {
     return InvalidArgument(fmt::format("'{}' is not a valid model name", name));
   }
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   if (!models_.contains(name) && !unloaded_.contains(name)) {
     return NotFound(fmt::format("model '{}' is not in the repository", name));
   }
@@ -395,17 +395,17 @@ Status ModelManager::UnloadModel(const std::string& name) {
 }
 
 std::filesystem::path ModelManager::repository() const {
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   return repository_;
 }
 
 Status ModelManager::SwitchRepository(const std::filesystem::path& repository,
                                       int min_warmup_runs) {
-  std::lock_guard reconcile(reconcile_mutex_);
+  MutexLock reconcile(reconcile_mutex_);
   PERCH_ASSIGN_OR_RETURN(const auto scan, ScanRepository(repository));
   std::map<std::string, ModelEntry, std::less<>> current;
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     current = models_;
   }
   std::map<std::string, ModelEntry, std::less<>> next;
@@ -449,7 +449,7 @@ Status ModelManager::SwitchRepository(const std::filesystem::path& repository,
                                             .artifact_digest = on_disk.artifact_digest};
     }
   }
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   for (const auto& [name, entry] : next) {
     for (const auto& [version, slot] : entry.versions) {
       logger_.Info("model '{}' version {} is ready", name, version);

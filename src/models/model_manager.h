@@ -28,6 +28,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/status.h"
+#include "core/thread_annotations.h"
 #include "engine/engine.h"
 #include "models/model_config.h"
 #include "models/repository.h"
@@ -147,8 +148,9 @@ class ModelManager {
     std::string reason;  // model-level trouble: no versions, model.json errors
   };
 
-  void Reconcile();                                            // requires reconcile_mutex_
-  Status ReconcileModel(const ModelOnDisk& disk, bool force);  // requires reconcile_mutex_
+  void Reconcile() REQUIRES(reconcile_mutex_) EXCLUDES(mutex_);
+  Status ReconcileModel(const ModelOnDisk& disk, bool force) REQUIRES(reconcile_mutex_)
+      EXCLUDES(mutex_);
   Result<std::shared_ptr<LoadedModel>> LoadVersion(const ModelOnDisk& disk, int64_t version,
                                                    const std::filesystem::path& repository,
                                                    int min_warmup_runs = 0);
@@ -159,13 +161,14 @@ class ModelManager {
   MetricsRegistry& metrics_;
   const Logger logger_;
 
-  std::mutex reconcile_mutex_;        // one reconciliation at a time; taken before mutex_
-  std::filesystem::path repository_;  // guarded by reconcile_mutex_ (written also under mutex_)
+  Mutex reconcile_mutex_ ACQUIRED_BEFORE(mutex_);  // one reconciliation at a time
+  // Written under both mutexes, so either is enough to read it.
+  std::filesystem::path repository_;
 
-  mutable std::mutex mutex_;
-  std::map<std::string, ModelEntry, std::less<>> models_;  // guarded by mutex_
-  std::set<std::string, std::less<>> unloaded_;            // guarded by mutex_
-  bool ready_ = false;                                     // guarded by mutex_
+  mutable Mutex mutex_;
+  std::map<std::string, ModelEntry, std::less<>> models_ GUARDED_BY(mutex_);
+  std::set<std::string, std::less<>> unloaded_ GUARDED_BY(mutex_);
+  bool ready_ GUARDED_BY(mutex_) = false;
 
   std::condition_variable_any poll_wakeup_;
   std::mutex poll_mutex_;

@@ -23,22 +23,25 @@ void Scheduler::Start() {
   const int workers = options_.workers > 0
                           ? options_.workers
                           : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  MutexLock lock(mutex_);
   for (int i = 0; i < workers; ++i) {
     workers_.emplace_back([this] { WorkerLoop(); });
   }
 }
 
 void Scheduler::Stop() {
+  std::vector<std::thread> workers;
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     stopping_ = true;
+    workers.swap(workers_);
   }
   work_ready_.notify_all();
   batch_grew_.notify_all();
-  for (auto& worker : workers_) {
+  // Joined without the lock: the workers take it to finish the queue.
+  for (auto& worker : workers) {
     worker.join();
   }
-  workers_.clear();
 }
 
 Result<std::vector<Tensor>> Scheduler::Submit(const std::shared_ptr<LoadedModel>& model,
@@ -52,7 +55,7 @@ Result<std::vector<Tensor>> Scheduler::Submit(const std::shared_ptr<LoadedModel>
   pending->enqueued = Clock::now();
   auto done = pending->done.get_future();
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     if (stopping_ || workers_.empty()) {
       return Unavailable("the agent is shutting down");
     }
@@ -88,9 +91,11 @@ void Scheduler::List(ModelQueue& queue) {
 }
 
 void Scheduler::WorkerLoop() {
-  std::unique_lock lock(mutex_);
+  MutexLock lock(mutex_);
   while (true) {
-    work_ready_.wait(lock, [this] { return stopping_ || !ready_.empty(); });
+    while (!stopping_ && ready_.empty()) {
+      lock.Wait(work_ready_);
+    }
     if (ready_.empty()) {
       return;  // stopping, and nothing is left to run
     }
@@ -106,9 +111,9 @@ void Scheduler::WorkerLoop() {
     ++queue.active;
     List(queue);  // another worker may start the next batch meanwhile
     const std::shared_ptr<LoadedModel> model = queue.model;
-    lock.unlock();
+    lock.Unlock();
     RunBatch(*model, batch);
-    lock.lock();
+    lock.Lock();
     --queue.active;
     List(queue);
     if (queue.pending.empty() && queue.active == 0 && !queue.listed) {
@@ -117,8 +122,8 @@ void Scheduler::WorkerLoop() {
   }
 }
 
-std::vector<std::shared_ptr<Scheduler::Pending>> Scheduler::TakeBatch(
-    ModelQueue& queue, std::unique_lock<std::mutex>& lock) {
+std::vector<std::shared_ptr<Scheduler::Pending>> Scheduler::TakeBatch(ModelQueue& queue,
+                                                                      MutexLock& lock) {
   const auto& config = queue.model->config();
   const auto expire = [&queue](Clock::time_point now) {
     std::erase_if(queue.pending, [now](const std::shared_ptr<Pending>& pending) {
@@ -158,7 +163,7 @@ std::vector<std::shared_ptr<Scheduler::Pending>> Scheduler::TakeBatch(
   const auto& preferred = config.dynamic_batching->preferred_batch_sizes;
   const auto full = [&]() {
     const int64_t rows = mergeable_rows();
-    return stopping_ || rows >= config.max_batch_size ||
+    return rows >= config.max_batch_size ||
            std::find(preferred.begin(), preferred.end(), rows) != preferred.end();
   };
   const auto flush_at = queue.pending.front()->enqueued +
@@ -166,7 +171,8 @@ std::vector<std::shared_ptr<Scheduler::Pending>> Scheduler::TakeBatch(
   // `listed` stays set while waiting, so new requests of this model wake us
   // instead of listing the model for a second worker.
   ++batching_waiters_;
-  batch_grew_.wait_until(lock, flush_at, full);
+  while (!stopping_ && !full() && lock.WaitUntil(batch_grew_, flush_at)) {
+  }
   --batching_waiters_;
   expire(Clock::now());
 

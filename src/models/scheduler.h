@@ -15,13 +15,13 @@
 #include <future>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "core/status.h"
+#include "core/thread_annotations.h"
 #include "models/model_manager.h"
 #include "tensor/tensor.h"
 
@@ -67,24 +67,24 @@ class Scheduler {
     bool listed = false;  // in ready_, or being batched by a worker
   };
 
-  void WorkerLoop();
+  void WorkerLoop() EXCLUDES(mutex_);
   // Takes the next batch of `queue`, waiting up to the batching delay for it
-  // to fill. Requires `lock` held; may release it while waiting.
-  std::vector<std::shared_ptr<Pending>> TakeBatch(ModelQueue& queue,
-                                                  std::unique_lock<std::mutex>& lock);
-  void RunBatch(LoadedModel& model, const std::vector<std::shared_ptr<Pending>>& batch);
-  void List(ModelQueue& queue);  // requires mutex_
+  // to fill. `lock` holds mutex_; it is released while waiting.
+  std::vector<std::shared_ptr<Pending>> TakeBatch(ModelQueue& queue, MutexLock& lock)
+      REQUIRES(mutex_);
+  void RunBatch(LoadedModel& model, const std::vector<std::shared_ptr<Pending>>& batch)
+      EXCLUDES(mutex_);
+  void List(ModelQueue& queue) REQUIRES(mutex_);
 
   const SchedulerOptions options_;
-  std::vector<std::thread> workers_;
-
-  std::mutex mutex_;
-  std::condition_variable work_ready_;               // a model was listed in ready_
-  std::condition_variable batch_grew_;               // a request joined a queue a batch waits on
-  int batching_waiters_ = 0;                         // guarded by mutex_
-  std::map<const LoadedModel*, ModelQueue> queues_;  // guarded by mutex_
-  std::deque<const LoadedModel*> ready_;             // guarded by mutex_
-  bool stopping_ = false;                            // guarded by mutex_
+  Mutex mutex_;
+  std::vector<std::thread> workers_ GUARDED_BY(mutex_);
+  std::condition_variable work_ready_;  // a model was listed in ready_
+  std::condition_variable batch_grew_;  // a request joined a queue a batch waits on
+  int batching_waiters_ GUARDED_BY(mutex_) = 0;
+  std::map<const LoadedModel*, ModelQueue> queues_ GUARDED_BY(mutex_);
+  std::deque<const LoadedModel*> ready_ GUARDED_BY(mutex_);
+  bool stopping_ GUARDED_BY(mutex_) = false;
 };
 
 }  // namespace perch

@@ -8,6 +8,7 @@
 
 #include "core/enum_names.h"
 #include "core/sqlite.h"
+#include "core/thread_annotations.h"
 
 namespace perch {
 namespace {
@@ -76,6 +77,7 @@ class DurableQueue::Impl {
                                     {{"queue", options.name}})) {}
 
   Status Initialize() {
+    MutexLock lock(mutex_);
     // Prepared now, so a file with other tables of the same names is
     // refused at open rather than on the first record.
     for (const std::string_view sql :
@@ -91,14 +93,14 @@ class DurableQueue::Impl {
 
   Result<int64_t> Append(std::string_view destination, std::string_view key,
                          std::string_view payload, std::string_view attributes) {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     return AppendLocked(destination, key, payload, attributes);
   }
 
   Result<AppendedRecord> AppendClaimed(std::string_view destination, std::string_view key,
                                        std::string_view payload, std::string_view attributes,
                                        const DeliveryClaim& claim) {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     const int64_t arrival = last_arrival_ + 1;
     const std::optional<std::string> first_key = FirstDelivery(claim, arrival);
     const int64_t size_before = size_;
@@ -115,7 +117,7 @@ class DurableQueue::Impl {
   }
 
   Result<std::vector<QueuedRecord>> Read(int64_t after, size_t limit) {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     if (options_.ttl.count() > 0) {
       PERCH_ASSIGN_OR_RETURN(SqliteStatement expire, Named(db_->Prepare(kExpire)));
       expire.Bind(1, options_.clock.UnixMillis() - std::chrono::milliseconds(options_.ttl).count());
@@ -145,7 +147,7 @@ class DurableQueue::Impl {
   }
 
   Status Remove(const std::vector<int64_t>& sequences) {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     const int64_t size_before = size_;
     const Status removed = RemoveLocked(sequences);
     if (!removed.ok()) {
@@ -156,7 +158,7 @@ class DurableQueue::Impl {
   }
 
   int64_t Size() const {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     return size_;
   }
 
@@ -175,7 +177,7 @@ class DurableQueue::Impl {
     return result;
   }
 
-  Result<int64_t> SelectInt(std::string_view sql, std::string_view what) {
+  Result<int64_t> SelectInt(std::string_view sql, std::string_view what) REQUIRES(mutex_) {
     PERCH_ASSIGN_OR_RETURN(SqliteStatement select, Named(db_->Prepare(sql)));
     if (!select.Step()) {
       PERCH_RETURN_IF_ERROR(Named(select.Finish(what)));
@@ -189,7 +191,8 @@ class DurableQueue::Impl {
   // The key of the first delivery when `claim` repeats the last claim on its
   // slot within its window. A claim that cannot be read counts as none:
   // answering a request twice (under two keys) beats dropping one.
-  std::optional<std::string> FirstDelivery(const DeliveryClaim& claim, int64_t arrival) {
+  std::optional<std::string> FirstDelivery(const DeliveryClaim& claim, int64_t arrival)
+      REQUIRES(mutex_) {
     if (!claim.may_repeat) {
       return std::nullopt;
     }
@@ -209,7 +212,8 @@ class DurableQueue::Impl {
   Result<AppendedRecord> AppendClaimedLocked(std::string_view destination, std::string_view key,
                                              std::string_view payload, std::string_view attributes,
                                              const DeliveryClaim& claim, int64_t arrival,
-                                             const std::optional<std::string>& first_key) {
+                                             const std::optional<std::string>& first_key)
+      REQUIRES(mutex_) {
     PERCH_ASSIGN_OR_RETURN(SqliteTransaction transaction, Named(db_->Begin()));
     AppendedRecord appended;
     if (first_key) {
@@ -234,9 +238,9 @@ class DurableQueue::Impl {
     return appended;
   }
 
-  // Append with mutex_ held by the caller.
   Result<int64_t> AppendLocked(std::string_view destination, std::string_view key,
-                               std::string_view payload, std::string_view attributes) {
+                               std::string_view payload, std::string_view attributes)
+      REQUIRES(mutex_) {
     if (size_ >= options_.max_records) {
       if (options_.overflow == OverflowPolicy::kRejectNew) {
         rejected_.Increment();
@@ -260,8 +264,7 @@ class DurableQueue::Impl {
     return db_->LastInsertRowId();
   }
 
-  // Remove with mutex_ held by the caller.
-  Status RemoveLocked(const std::vector<int64_t>& sequences) {
+  Status RemoveLocked(const std::vector<int64_t>& sequences) REQUIRES(mutex_) {
     // One transaction for the lot: one disk flush however many were delivered.
     PERCH_ASSIGN_OR_RETURN(SqliteTransaction transaction, Named(db_->Begin()));
     PERCH_ASSIGN_OR_RETURN(SqliteStatement remove, Named(db_->Prepare(kRemove)));
@@ -273,10 +276,10 @@ class DurableQueue::Impl {
   }
 
   const DurableQueueOptions options_;
-  mutable std::mutex mutex_;
-  const std::unique_ptr<SqliteDb> db_;  // guarded by mutex_
-  int64_t last_arrival_ = 0;            // guarded by mutex_: the arrival number of the latest claim
-  int64_t size_ = 0;                    // guarded by mutex_
+  mutable Mutex mutex_;
+  const std::unique_ptr<SqliteDb> db_ PT_GUARDED_BY(mutex_);
+  int64_t last_arrival_ GUARDED_BY(mutex_) = 0;  // the arrival number of the latest claim
+  int64_t size_ GUARDED_BY(mutex_) = 0;
   Gauge& depth_;
   Counter& dropped_;
   Counter& rejected_;
