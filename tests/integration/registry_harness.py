@@ -34,25 +34,38 @@ storage:
   delete:
     enabled: true
 http:
-  addr: 127.0.0.1:{port}
+  addr: {host}
+"""
+# The URL the registry writes into the Location of its answers: the name
+# clients use, which need not be the address it listens on.
+HOST_CONFIG = """  host: {url}
+"""
+TLS_CONFIG = """  tls:
+    certificate: {cert}
+    key: {key}
 """
 
 
 class Registry:
-    """One Distribution registry on a free loopback port, storage in tmp."""
+    """One Distribution registry on a free loopback port, storage in tmp;
+    https with `cert` and `key` (a certificate for 127.0.0.1 that `ca`
+    signed). Clients name it `name` (127.0.0.1 unless given)."""
 
-    def __init__(self, workdir, port=None):
+    def __init__(self, workdir, port=None, name="127.0.0.1", cert=None, key=None, ca=None):
         self.workdir = Path(workdir)
         self.port = port or free_port()
-        self.host = f"127.0.0.1:{self.port}"
-        self.url = f"http://{self.host}"
+        self.host = f"{name}:{self.port}"
+        self.url = f"{'https' if cert else 'http'}://127.0.0.1:{self.port}"
+        self.cert, self.key, self.ca = cert, key, ca
         self.process = None
 
     def start(self):
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "config.yml"
         config.write_text(CONFIG.format(root=self.workdir / "storage",
-                                        port=self.port))
+                                        host=f"127.0.0.1:{self.port}")
+                          + HOST_CONFIG.format(url=f"{self.url.split(':')[0]}://{self.host}")
+                          + (TLS_CONFIG.format(cert=self.cert, key=self.key) if self.cert else ""))
         self._log = open(self.workdir / "registry.log", "ab")
         self.process = subprocess.Popen(
             [str(REGISTRY_BIN), "serve", str(config)],
@@ -70,7 +83,8 @@ class Registry:
             pytest.fail("Distribution exited:\n"
                         + (self.workdir / "registry.log").read_text())
         try:
-            return requests.get(self.url + "/v2/", timeout=1).status_code == 200
+            return requests.get(self.url + "/v2/", timeout=1,
+                                verify=str(self.ca) if self.ca else True).status_code == 200
         except requests.RequestException:
             return False
 

@@ -158,9 +158,8 @@ def test_agents_keep_serving_offline_and_converge_to_the_newest_state(fleet, tmp
         def reported():
             status = admin(revived, "status").stdout
             return status.count("online") == 3 and status.count("scorer:3") == 3
-        if not wait_for(reported, 10):
-            pytest.fail("the hub's status did not show all three on scorer:3:\n"
-                        + admin(revived, "status").stdout)
+        wait_for(reported, 10, what=lambda: "the hub's status to show all three on "
+                 "scorer:3:\n" + admin(revived, "status").stdout)
     finally:
         stop_all(agents)
         if revived is not None:
