@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "fuzz_input.h"
+#include "store/manifest.h"
 #include "store/model_artifact.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -13,7 +14,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   const std::string_view json = perch::fuzz::AsText(data + 1, size - 1);
   if (data[0] % 2 == 0) {
-    const auto manifest = perch::DecodeManifest(json);
+    // No Content-Type: the document's own mediaType (or its shape) decides.
+    const auto manifest = perch::ParseManifest("", json);
     if (manifest.ok()) {
       (void)perch::ModelArtifactOf(*manifest);
     }
