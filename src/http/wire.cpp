@@ -73,6 +73,8 @@ std::optional<std::string> PercentDecode(std::string_view text, bool plus_is_spa
       i += 2;
     } else if (c == '+' && plus_is_space) {
       out.push_back(' ');
+    } else if (c == '\0') {
+      return std::nullopt;  // Beast refuses it in a target; refused here too, not trusted to
     } else {
       out.push_back(c);
     }
@@ -89,7 +91,7 @@ Status ParseTarget(std::string_view target, std::string& path,
   const size_t question = target.find('?');
   std::optional<std::string> decoded = PercentDecode(target.substr(0, question), false);
   if (!decoded) {
-    return InvalidArgument("the request path holds a malformed %-escape or an encoded NUL");
+    return InvalidArgument("the request path holds a malformed %-escape or a NUL byte");
   }
   path = std::move(*decoded);
   if (question == target.npos) {
@@ -108,7 +110,7 @@ Status ParseTarget(std::string_view target, std::string& path,
     std::optional<std::string> value =
         PercentDecode(equals == pair.npos ? std::string_view() : pair.substr(equals + 1), true);
     if (!key || !value) {
-      return InvalidArgument("the query string holds a malformed %-escape or an encoded NUL");
+      return InvalidArgument("the query string holds a malformed %-escape or a NUL byte");
     }
     query[std::move(*key)] = std::move(*value);
   }

@@ -17,7 +17,7 @@
 namespace perch::http {
 
 // Decodes %XX escapes (and '+' as a space when `plus_is_space`). nullopt for
-// a malformed escape or an encoded NUL byte.
+// a malformed escape or a NUL byte, raw or encoded.
 std::optional<std::string> PercentDecode(std::string_view text, bool plus_is_space);
 
 // Splits an origin-form target ("/path?a=1&b") into its decoded path and
