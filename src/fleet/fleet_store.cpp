@@ -10,6 +10,23 @@
 namespace perch {
 namespace {
 
+// A canary is promoted once its devices were healthy long enough. The flag is
+// written at the heartbeat after that moment; what the hub says and serves
+// goes by the moment itself, so the API never lags what the agents run.
+bool PromotedAt(const Revision& revision, int64_t now) {
+  return revision.promoted ||
+         (revision.healthy_since &&
+          now - *revision.healthy_since >= revision.rollout.canary_healthy_seconds);
+}
+
+// `deployment` as of `now`: each revision's promotion as PromotedAt says.
+Deployment AsOf(Deployment deployment, int64_t now) {
+  for (Revision& revision : deployment.revisions) {
+    revision.promoted = PromotedAt(revision, now);
+  }
+  return deployment;
+}
+
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS locations(
   name TEXT PRIMARY KEY, description TEXT NOT NULL, labels TEXT NOT NULL,
@@ -535,9 +552,10 @@ Result<Deployment> FleetStore::Rollback(std::string_view name) {
 
 std::vector<Deployment> FleetStore::Deployments() const {
   std::lock_guard lock(mutex_);
+  const int64_t now = options_.clock.UnixSeconds();
   std::vector<Deployment> deployments;
   for (const auto& [name, deployment] : deployments_) {
-    deployments.push_back(deployment);
+    deployments.push_back(AsOf(deployment, now));
   }
   return deployments;
 }
@@ -548,7 +566,7 @@ Result<Deployment> FleetStore::GetDeployment(std::string_view name) const {
   if (it == deployments_.end()) {
     return NotFound("no deployment '" + std::string(name.substr(0, 80)) + "'");
   }
-  return it->second;
+  return AsOf(it->second, options_.clock.UnixSeconds());
 }
 
 size_t FleetStore::CountMatching(const Selector& selector) const {
@@ -568,10 +586,7 @@ DesiredState FleetStore::ComputeDesiredState(const Device& device) const {
       continue;
     }
     const Revision* chosen = current;
-    const bool promoted = current->promoted ||
-                          (current->healthy_since && now - *current->healthy_since >=
-                                                         current->rollout.canary_healthy_seconds);
-    if (!promoted && !InCanary(name, *current, device)) {
+    if (!PromotedAt(*current, now) && !InCanary(name, *current, device)) {
       chosen = deployment.Previous();
       if (chosen != nullptr && !chosen->selector.Matches(device)) {
         chosen = nullptr;

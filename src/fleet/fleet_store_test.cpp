@@ -193,6 +193,9 @@ TEST_F(FleetStoreTest, CanaryGoesToSomeFirstThenToAllOnceHealthy) {
   ReportReady(canaries[1], "hub/m:2");
   EXPECT_FALSE(store_->GetDeployment("m")->Current()->promoted) << "healthy, but not for 60 s";
   clock_.Advance(std::chrono::seconds(61));
+  // Promoted from that moment on, as the API says, before any heartbeat records it.
+  EXPECT_TRUE(store_->GetDeployment("m")->Current()->promoted);
+  EXPECT_TRUE(store_->Deployments().front().Current()->promoted);
   ReportReady(canaries[0], "hub/m:2");
   EXPECT_TRUE(store_->GetDeployment("m")->Current()->promoted);
   for (int i = 0; i < 10; ++i) {
