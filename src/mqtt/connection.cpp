@@ -61,10 +61,12 @@ struct Connection::Callbacks {
     if (!connection.options_.leaving_topic.empty() &&
         connection.options_.leaving_topic == message->topic) {
       // Leave's marker: everything the broker routed here before it came.
-      connection.left_ =
-          !connection.leaving_marker_.empty() &&
+      if (!connection.leaving_marker_.empty() &&
           std::string_view(static_cast<const char*>(message->payload),
-                           static_cast<size_t>(message->payloadlen)) == connection.leaving_marker_;
+                           static_cast<size_t>(message->payloadlen)) ==
+              connection.leaving_marker_) {
+        connection.left_ = true;
+      }
       return;
     }
     IncomingMessage incoming{.topic = message->topic,

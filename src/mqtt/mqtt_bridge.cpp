@@ -141,7 +141,9 @@ class MqttBridge::Impl final : public mqtt::ConnectionListener {
   }
 
   void OnTick() override {
-    AnnounceWhenReady();
+    if (connection_.connected()) {
+      AnnounceWhenReady();
+    }
     const auto now = std::chrono::steady_clock::now();
     if (now < next_refresh_) {
       return;
