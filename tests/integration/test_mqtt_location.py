@@ -45,12 +45,12 @@ class Location:
     """Two agents (a and b) of one location, and an MQTT 5 client that asks
     on the location topic and listens on its own reply topic."""
 
-    def __init__(self, servers, broker, tmp_path, models=(MODEL,)):
+    def __init__(self, servers, broker, tmp_path, models=(MODEL,), name=None):
         self.servers = servers
         self.broker = broker
         self.tmp_path = tmp_path
         self.models = models
-        self.name = unique("site")
+        self.name = name or unique("site")
         self.agents = {device: self.start(device) for device in ("a", "b")}
         self.client = Client(broker.port, max_inflight=1000).connect()
         self.replies = unique("replies/")
@@ -182,6 +182,26 @@ def test_after_sigkill_later_requests_go_to_the_survivor(location):
         seconds.append(took)
     print(f"after the kill: answered in {min(seconds) * 1000:.1f} to "
           f"{max(seconds) * 1000:.1f} ms")
+
+
+def test_upgraded_agent_leaves_its_old_session_membership(servers, broker,
+                                                         tmp_path):
+    """Earlier versions subscribed to the location on the agent's persistent
+    session: an agent that resumes such a session drops that membership, or
+    the session would take every second request once the agent stopped."""
+    name = unique("site")
+    old = Client(broker.port, client_id=f"perch-{name}-b", clean_start=False,
+                 session_expiry=600).connect()
+    old.subscribe(f"$share/perch/perch/{name}/infer/+")
+    old.close()  # the session stays, and its membership with it
+    location = Location(servers, broker, tmp_path, name=name)
+    try:
+        assert location.agents["b"].stop() == 0
+        for number in range(20):
+            device, _ = location.ask(number)
+            assert device == "a", f"request {number} answered by {device}"
+    finally:
+        location.close()
 
 
 def test_sigkill_loses_no_acknowledged_request(servers, broker, tmp_path):
