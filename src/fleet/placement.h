@@ -28,8 +28,8 @@ namespace perch {
 struct PlacementCandidate {
   std::string name{};
   std::string location{};
-  bool live = false;    // heard from within the placement grace
-  bool placed = false;  // holds the deployment now
+  bool live = false;      // heard from within the placement grace
+  bool placed = false;    // holds the deployment now
   size_t placements = 0;  // other deployments placed on it
   int64_t memory_available_bytes = 0;
   double load = 0;
