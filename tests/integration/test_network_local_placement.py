@@ -129,12 +129,12 @@ def test_six_models_spread_over_three_agents_and_move_off_a_stopped_one(site):
     assert moved_after >= GRACE - 1.5, f"placements moved {moved_after:.1f} s after the stop"
 
     survivors = {name: agent for name, agent in agents.items() if name != gone}
-    placed = placements(hub)
+    before, placed = placed, placements(hub)
     for name, replicas in REPLICAS.items():
         assert len(placed[name]) == min(replicas, 2), placed
         assert set(placed[name]) <= set(survivors), placed
-    counts = sorted(len(expected(placed, name)) for name in survivors)
-    assert counts == [4, 5], placed  # 9 placements over 2 devices, evenly
+        # Only what the stopped agent held moved: the others kept theirs.
+        assert set(before[name]) - {gone} <= set(placed[name]), (before, placed)
 
     wait_served_as_placed(hub, survivors, placed)
     for name, devices in placed.items():
