@@ -814,7 +814,9 @@ Status FleetStore::ReviewPlacements() {
   const int64_t now = options_.clock.UnixSeconds();
   std::set<std::string> stale = unsettled_;
   for (const auto& [name, devices] : placements_) {
-    const Revision* current = deployments_.at(name).Current();
+    const auto deployment = deployments_.find(name);
+    const Revision* current =
+        deployment == deployments_.end() ? nullptr : deployment->second.Current();
     for (const std::string& device_name : devices) {
       const auto record = devices_.find(device_name);
       if (current == nullptr || record == devices_.end() || record->second.device.revoked ||
