@@ -86,6 +86,11 @@ TEST(FleetJsonTest, BadDocumentsNameTheField) {
   EXPECT_NE(heartbeat.status().message().find("models[0].version: must be an integer"),
             std::string::npos)
       << heartbeat.status().message();
+  const auto memory = ParseHeartbeat(R"({"memory_available_bytes":"lots"})");
+  ASSERT_FALSE(memory.ok());
+  EXPECT_NE(memory.status().message().find("memory_available_bytes: must be an integer"),
+            std::string::npos)
+      << memory.status().message();
 }
 
 TEST(FleetJsonTest, DeploymentsCarryWhereTheyArePlaced) {
