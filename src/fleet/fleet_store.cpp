@@ -757,7 +757,7 @@ Status FleetStore::Place(const std::string& name, int64_t now) {
     unsettled_.erase(name);
     return Status::Ok();
   }
-  const Status saved = [&]() -> Status {
+  Status saved = [&]() -> Status {
     PERCH_ASSIGN_OR_RETURN(SqliteTransaction transaction, db_->Begin());
     PERCH_ASSIGN_OR_RETURN(SqliteStatement clear,
                            db_->Prepare("DELETE FROM placements WHERE deployment = ?"));
