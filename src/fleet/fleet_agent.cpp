@@ -5,8 +5,10 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <string_view>
 
 #include "core/files.h"
 
@@ -29,6 +31,21 @@ Status LinkTree(const fs::path& from, const fs::path& to) {
                     error.message());
   }
   return Status::Ok();
+}
+
+// MemAvailable of /proc/meminfo in bytes ("MemAvailable:  8041232 kB"):
+// the kernel's estimate of what can be allocated without swapping. 0 where
+// there is no such file (not Linux) or line (kernels before 3.14).
+int64_t MemoryAvailableBytes() {
+  std::ifstream meminfo("/proc/meminfo");
+  constexpr std::string_view kKey = "MemAvailable:";
+  for (std::string line; std::getline(meminfo, line);) {
+    if (line.starts_with(kKey)) {
+      const int64_t kib = std::strtoll(line.c_str() + kKey.size(), nullptr, 10);
+      return kib > 0 ? kib * 1024 : 0;
+    }
+  }
+  return 0;
 }
 
 }  // namespace
@@ -380,6 +397,7 @@ Heartbeat FleetAgent::MakeHeartbeat(const ModelManager& manager) {
   if (getloadavg(load, 1) == 1) {
     heartbeat.load = load[0];
   }
+  heartbeat.memory_available_bytes = MemoryAvailableBytes();
   if (fill_heartbeat_) {
     fill_heartbeat_(heartbeat);
   }

@@ -224,6 +224,7 @@ json HeartbeatJson(const Heartbeat& heartbeat) {
   return {{"models", models},
           {"errors", heartbeat.errors},
           {"load", heartbeat.load},
+          {"memory_available_bytes", heartbeat.memory_available_bytes},
           {"outbox_depth", heartbeat.outbox_depth},
           {"last_inference_at", heartbeat.last_inference_at},
           {"applied_etag", heartbeat.applied_etag}};
@@ -252,7 +253,8 @@ json RevisionJson(const Revision& revision) {
               {"rollout", RolloutJson(revision.rollout)},
               {"created_at", revision.created_at},
               {"rolled_back", revision.rolled_back},
-              {"promoted", revision.promoted}};
+              {"promoted", revision.promoted},
+              {"replicas", revision.replicas}};
   if (revision.healthy_since) {
     out["healthy_since"] = *revision.healthy_since;
   }
@@ -274,6 +276,18 @@ json DeploymentJson(const Deployment& deployment) {
   json out = {{"name", deployment.name}, {"revisions", revisions}};
   if (const Revision* current = deployment.Current()) {
     out["current"] = current->number;
+  }
+  if (!deployment.placements.empty()) {
+    json placements = json::array();
+    for (const Placement& placement : deployment.placements) {
+      placements.push_back({{"location", placement.location},
+                            {"devices", placement.devices},
+                            {"replicas", placement.replicas}});
+    }
+    out["placements"] = std::move(placements);
+  }
+  if (const auto warnings = PlacementWarnings(deployment); !warnings.empty()) {
+    out["warnings"] = warnings;
   }
   return out;
 }
@@ -333,6 +347,7 @@ Heartbeat ReadHeartbeat(Fields& fields, Status&) {
   });
   heartbeat.errors = fields.Strings("errors");
   heartbeat.load = fields.Number("load");
+  heartbeat.memory_available_bytes = fields.Int("memory_available_bytes");
   heartbeat.outbox_depth = fields.Int("outbox_depth");
   heartbeat.last_inference_at = fields.Int("last_inference_at");
   heartbeat.applied_etag = fields.String("applied_etag");
@@ -357,6 +372,15 @@ Device ReadDevice(Fields& fields, Status& error) {
   return device;
 }
 
+int64_t ReadReplicas(Fields& fields) {
+  const int64_t replicas = fields.Int("replicas", 0);
+  if (replicas < 0 || replicas > kMaxReplicas) {
+    fields.Fail(fields.Path("replicas"),
+                "must be between 0 (every matching device) and " + std::to_string(kMaxReplicas));
+  }
+  return replicas;
+}
+
 Deployment ReadDeployment(Fields& fields, Status& error) {
   Deployment deployment;
   deployment.name = fields.String("name", true);
@@ -374,7 +398,13 @@ Deployment ReadDeployment(Fields& fields, Status& error) {
     if (revision.Find("healthy_since") != nullptr) {
       parsed.healthy_since = revision.Int("healthy_since");
     }
+    parsed.replicas = ReadReplicas(revision);
     deployment.revisions.push_back(std::move(parsed));
+  });
+  fields.ForEach("placements", false, [&](Fields& placement) {
+    deployment.placements.push_back(Placement{.location = placement.String("location", true),
+                                              .devices = placement.Strings("devices"),
+                                              .replicas = placement.Int("replicas")});
   });
   return deployment;
 }
@@ -472,7 +502,8 @@ std::string ToJson(const DeploymentSpec& spec) {
   return json{{"name", spec.name},
               {"reference", spec.reference},
               {"selector", SelectorJson(spec.selector)},
-              {"rollout", RolloutJson(spec.rollout)}}
+              {"rollout", RolloutJson(spec.rollout)},
+              {"replicas", spec.replicas}}
       .dump();
 }
 
@@ -536,6 +567,7 @@ Result<DeploymentSpec> ParseDeploymentSpec(std::string_view text) {
     spec.selector = ReadSelector(selector);
     Fields rollout(fields.Object("rollout"), "rollout", error);
     spec.rollout = ReadRollout(rollout);
+    spec.replicas = ReadReplicas(fields);
     return spec;
   });
 }
