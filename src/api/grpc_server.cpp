@@ -6,10 +6,12 @@
 #include <atomic>
 #include <chrono>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <thread>
 
 #include "api/grpc_codec.h"
+#include "api/grpc_forwarder.h"
 #include "grpc_predict_v2.grpc.pb.h"
 #include "http/credentials.h"
 
@@ -35,8 +37,12 @@ void FillTensorMetadata(
 class InferenceServiceImpl final : public GRPCInferenceService::Service {
  public:
   InferenceServiceImpl(const GrpcServerOptions& options, const InferenceService& inference,
-                       const ModelManager& models, const Logger& logger)
-      : options_(options), inference_(inference), models_(models), logger_(logger) {}
+                       const ModelManager& models, const Logger& logger, PeerDirectory* peers)
+      : options_(options), inference_(inference), models_(models), logger_(logger), peers_(peers) {
+    if (peers_ != nullptr) {
+      forwarder_.emplace(options_.forwarding, *peers_, options_.max_message_bytes, logger_);
+    }
+  }
 
   grpc::Status ServerLive(ServerContext*, const inference::ServerLiveRequest*,
                           inference::ServerLiveResponse* response) override {
@@ -52,10 +58,26 @@ class InferenceServiceImpl final : public GRPCInferenceService::Service {
 
   grpc::Status ModelReady(ServerContext* context, const inference::ModelReadyRequest* request,
                           inference::ModelReadyResponse* response) override {
-    if (grpc::Status allowed = Authorize(*context); !allowed.ok()) {
+    std::string served_by = options_.forwarding.device;
+    const grpc::Status status = Ready(*context, *request, response, served_by);
+    NameDevice(*context, served_by);
+    return status;
+  }
+
+  grpc::Status Ready(ServerContext& context, const inference::ModelReadyRequest& request,
+                     inference::ModelReadyResponse* response, std::string& served_by) {
+    if (grpc::Status allowed = Authorize(context); !allowed.ok()) {
       return allowed;
     }
-    const auto model = models_.Acquire(request->name(), request->version());
+    switch (Route(context, request.name(), request.version())) {
+      case api::Destination::kPeer:
+        return forwarder_->Ready(context.deadline(), request, response, served_by);
+      case api::Destination::kNowhere:
+        return Nowhere(request.name());
+      case api::Destination::kHere:
+        break;
+    }
+    const auto model = models_.Acquire(request.name(), request.version());
     if (!model.ok() && model.status().code() != StatusCode::kUnavailable) {
       return grpc_api::ToGrpcStatus(model.status());
     }
@@ -74,15 +96,31 @@ class InferenceServiceImpl final : public GRPCInferenceService::Service {
 
   grpc::Status ModelMetadata(ServerContext* context, const inference::ModelMetadataRequest* request,
                              inference::ModelMetadataResponse* response) override {
-    if (grpc::Status allowed = Authorize(*context); !allowed.ok()) {
+    std::string served_by = options_.forwarding.device;
+    const grpc::Status status = Metadata(*context, *request, response, served_by);
+    NameDevice(*context, served_by);
+    return status;
+  }
+
+  grpc::Status Metadata(ServerContext& context, const inference::ModelMetadataRequest& request,
+                        inference::ModelMetadataResponse* response, std::string& served_by) {
+    if (grpc::Status allowed = Authorize(context); !allowed.ok()) {
       return allowed;
     }
-    const auto model = models_.Acquire(request->name(), request->version());
+    switch (Route(context, request.name(), request.version())) {
+      case api::Destination::kPeer:
+        return forwarder_->Metadata(context.deadline(), request, response, served_by);
+      case api::Destination::kNowhere:
+        return Nowhere(request.name());
+      case api::Destination::kHere:
+        break;
+    }
+    const auto model = models_.Acquire(request.name(), request.version());
     if (!model.ok()) {
       return grpc_api::ToGrpcStatus(model.status());
     }
-    response->set_name(request->name());
-    for (const int64_t version : models_.ReadyVersions(request->name())) {
+    response->set_name(request.name());
+    for (const int64_t version : models_.ReadyVersions(request.name())) {
       response->add_versions(std::to_string(version));
     }
     response->set_platform("onnxruntime_onnx");
@@ -93,20 +131,36 @@ class InferenceServiceImpl final : public GRPCInferenceService::Service {
 
   grpc::Status ModelInfer(ServerContext* context, const inference::ModelInferRequest* request,
                           inference::ModelInferResponse* response) override {
+    std::string served_by = options_.forwarding.device;
+    const grpc::Status status = Infer(*context, *request, response, served_by);
+    NameDevice(*context, served_by);
+    return status;
+  }
+
+  grpc::Status Infer(ServerContext& context, const inference::ModelInferRequest& request,
+                     inference::ModelInferResponse* response, std::string& served_by) {
     const InFlight in_flight(*this);
     if (stopping_.load()) {
       return {grpc::StatusCode::UNAVAILABLE, "the agent is shutting down"};
     }
-    if (grpc::Status allowed = Authorize(*context); !allowed.ok()) {
+    if (grpc::Status allowed = Authorize(context); !allowed.ok()) {
       return allowed;
     }
     try {
-      auto decoded = grpc_api::DecodeInferRequest(*request);
+      switch (Route(context, request.model_name(), request.model_version())) {
+        case api::Destination::kPeer:
+          return forwarder_->Infer(context.deadline(), request, response, served_by);
+        case api::Destination::kNowhere:
+          return Nowhere(request.model_name());
+        case api::Destination::kHere:
+          break;
+      }
+      auto decoded = grpc_api::DecodeInferRequest(request);
       if (!decoded.ok()) {
-        inference_.RecordUndecodable(request->model_name(), request->model_version());
+        inference_.RecordUndecodable(request.model_name(), request.model_version());
         return grpc_api::ToGrpcStatus(decoded.status());
       }
-      LimitToClientDeadline(*context, decoded->request);
+      LimitToClientDeadline(context, decoded->request);
       const auto result = inference_.Infer(std::move(decoded->request));
       if (!result.ok()) {
         return grpc_api::ToGrpcStatus(result.status());
@@ -143,6 +197,24 @@ class InferenceServiceImpl final : public GRPCInferenceService::Service {
     return grpc_api::ToGrpcStatus(http::RequireToken(request, options_.api_token));
   }
 
+  // Where a request for `model` goes: here unless a peer serves it and it
+  // has not hopped already.
+  api::Destination Route(const ServerContext& context, const std::string& model,
+                         const std::string& version) const {
+    const bool forwarded = context.client_metadata().contains(api::kForwardedByMetadata);
+    return api::RouteRequest(models_, peers_, forwarded, model, version);
+  }
+
+  grpc::Status Nowhere(const std::string& model) const {
+    return grpc_api::ToGrpcStatus(api::NowhereServed(model, options_.forwarding.device));
+  }
+
+  static void NameDevice(ServerContext& context, const std::string& device) {
+    if (!device.empty()) {
+      context.AddTrailingMetadata(api::kDeviceMetadata, device);
+    }
+  }
+
   // Counts an inference in flight for as long as it lives.
   class InFlight {
    public:
@@ -173,6 +245,8 @@ class InferenceServiceImpl final : public GRPCInferenceService::Service {
   const InferenceService& inference_;
   const ModelManager& models_;
   const Logger& logger_;
+  PeerDirectory* const peers_;
+  std::optional<api::GrpcForwarder> forwarder_;
   std::atomic<bool> stopping_{false};
   std::atomic<int> in_flight_{0};
 };
@@ -209,11 +283,12 @@ Result<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const http::T
 class GrpcServer::Impl {
  public:
   Impl(const GrpcServerOptions& options, std::shared_ptr<grpc::ServerCredentials> credentials,
-       const InferenceService& inference, const ModelManager& models, Logger logger)
+       const InferenceService& inference, const ModelManager& models, Logger logger,
+       PeerDirectory* peers)
       : options_(options),
         logger_(std::move(logger)),
         credentials_(std::move(credentials)),
-        service_(options_, inference, models, logger_) {}
+        service_(options_, inference, models, logger_, peers) {}
 
   Status Start() {
     grpc::ServerBuilder builder;
@@ -260,13 +335,14 @@ class GrpcServer::Impl {
 
 Result<std::unique_ptr<GrpcServer>> GrpcServer::Create(const GrpcServerOptions& options,
                                                        const InferenceService& inference,
-                                                       const ModelManager& models, Logger logger) {
+                                                       const ModelManager& models, Logger logger,
+                                                       PeerDirectory* peers) {
   if (options.max_message_bytes < 1024 || options.max_message_bytes > (size_t{1} << 31) - 1) {
     return InvalidArgument("the gRPC message limit must be from 1 KiB to 2 GiB");
   }
   PERCH_ASSIGN_OR_RETURN(auto credentials, ServerCredentials(options.tls));
   return std::unique_ptr<GrpcServer>(new GrpcServer(std::make_unique<Impl>(
-      options, std::move(credentials), inference, models, std::move(logger))));
+      options, std::move(credentials), inference, models, std::move(logger), peers)));
 }
 
 GrpcServer::GrpcServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -7,6 +7,11 @@
 // the `authorization` metadata (the forms http/credentials.h accepts), and
 // answer UNAUTHENTICATED otherwise; the server calls stay open.
 //
+// Forwarding (api/forwarding.h) when given a PeerDirectory: ModelInfer,
+// ModelMetadata and ModelReady for a model served by another agent of the
+// location go to it; all three name the device that answered in the
+// trailing metadata `perch-device`.
+//
 // Threading: RPCs are served by gRPC's own thread pool; Start and Stop are
 // called from one controlling thread.
 #pragma once
@@ -15,6 +20,7 @@
 #include <memory>
 #include <string>
 
+#include "api/forwarding.h"
 #include "core/log.h"
 #include "core/status.h"
 #include "http/server.h"
@@ -30,15 +36,18 @@ struct GrpcServerOptions {
   std::string server_version = "0.0.0";
   http::TlsOptions tls;   // cert_file set: TLS only; client_ca_file set: client certificates
   std::string api_token;  // set: needed by ModelInfer, ModelMetadata and ModelReady
+  ForwardingOptions forwarding;
 };
 
 class GrpcServer {
  public:
   // InvalidArgument for a message limit out of range; NotFound for TLS
-  // files that cannot be read.
+  // files that cannot be read. `peers` (may be null: no forwarding) must
+  // outlive the server.
   static Result<std::unique_ptr<GrpcServer>> Create(const GrpcServerOptions& options,
                                                     const InferenceService& inference,
-                                                    const ModelManager& models, Logger logger);
+                                                    const ModelManager& models, Logger logger,
+                                                    PeerDirectory* peers = nullptr);
   ~GrpcServer();
   GrpcServer(const GrpcServer&) = delete;
   GrpcServer& operator=(const GrpcServer&) = delete;

@@ -9,12 +9,16 @@
 
 namespace perch::api {
 
+class RestForwarder;
+
 struct Context {
   const HttpServerOptions& options;
   const InferenceService& inference;
   ModelManager& models;
   const MetricsRegistry& metrics;
   const Logger& logger;
+  PeerDirectory* peers;      // null: no forwarding
+  RestForwarder* forwarder;  // set when `peers` is
 };
 
 // `handler`, answering 401 first unless the request carries `token`; an

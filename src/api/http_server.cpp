@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "api/http_context.h"
+#include "api/rest_forwarder.h"
 #include "http/credentials.h"
 #include "http/errors.h"
 
@@ -30,11 +31,15 @@ class HttpServer::Impl {
  public:
   Impl(const HttpServerOptions& options, std::unique_ptr<http::Server> server,
        const InferenceService& inference, ModelManager& models, const MetricsRegistry& metrics,
-       Logger logger)
+       Logger logger, PeerDirectory* peers)
       : options_(options),
         logger_(std::move(logger)),
         server_(std::move(server)),
-        context_{options_, inference, models, metrics, logger_} {
+        forwarder_(peers == nullptr
+                       ? nullptr
+                       : std::make_unique<api::RestForwarder>(options_.forwarding, *peers,
+                                                              options_.max_body_bytes, logger_)),
+        context_{options_, inference, models, metrics, logger_, peers, forwarder_.get()} {
     api::RegisterHealthRoutes(*server_, context_);
     api::RegisterInferenceRoutes(*server_, context_);
     api::RegisterRepositoryRoutes(*server_, context_);
@@ -54,6 +59,7 @@ class HttpServer::Impl {
   const HttpServerOptions options_;
   const Logger logger_;
   const std::unique_ptr<http::Server> server_;
+  const std::unique_ptr<api::RestForwarder> forwarder_;
   const api::Context context_;
 };
 
@@ -61,7 +67,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Create(const HttpServerOptions& 
                                                        const InferenceService& inference,
                                                        ModelManager& models,
                                                        const MetricsRegistry& metrics,
-                                                       Logger logger) {
+                                                       Logger logger, PeerDirectory* peers) {
   if (options.threads < 1 || options.max_body_bytes == 0 || options.max_json_depth < 4) {
     return InvalidArgument(
         "HTTP server needs at least 1 thread, a body limit above 0 and a JSON depth of 4 or more");
@@ -75,7 +81,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Create(const HttpServerOptions& 
   server_options.server_header = fmt::format("perch/{}", options.server_version);
   PERCH_ASSIGN_OR_RETURN(auto server, http::Server::Create(std::move(server_options), logger));
   return std::unique_ptr<HttpServer>(new HttpServer(std::make_unique<Impl>(
-      options, std::move(server), inference, models, metrics, std::move(logger))));
+      options, std::move(server), inference, models, metrics, std::move(logger), peers)));
 }
 
 HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -9,6 +9,12 @@
 // `api_token`, each when set (401 otherwise); health, /v2 and /metrics are
 // always open.
 //
+// Forwarding (api/forwarding.h) when given a PeerDirectory: model metadata,
+// readiness and infer for a model served by another agent of the location
+// are answered by it; those routes name the device that answered in the
+// header `Perch-Device`. The repository index lists the location's models
+// when asked with {"location": true}.
+//
 // Threading: Start and Stop are called from one controlling thread.
 #pragma once
 
@@ -17,6 +23,7 @@
 #include <string>
 #include <string_view>
 
+#include "api/forwarding.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/status.h"
@@ -36,14 +43,17 @@ struct HttpServerOptions {
   http::TlsOptions tls;                  // cert_file set: HTTPS only
   std::string management_token;          // set: needed by index, load and unload
   std::string api_token;                 // set: needed by infer, model metadata and readiness
+  ForwardingOptions forwarding;
 };
 
 class HttpServer {
  public:
+  // `peers` (may be null: no forwarding) must outlive the server.
   static Result<std::unique_ptr<HttpServer>> Create(const HttpServerOptions& options,
                                                     const InferenceService& inference,
                                                     ModelManager& models,
-                                                    const MetricsRegistry& metrics, Logger logger);
+                                                    const MetricsRegistry& metrics, Logger logger,
+                                                    PeerDirectory* peers = nullptr);
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
