@@ -19,6 +19,7 @@
 #endif
 #include "cli/agent_credentials.h"
 #include "cli/commands.h"
+#include "cli/forwarding_flags.h"
 #include "cli/hub_agent.h"
 #include "cli/pulled_models.h"
 #include "cli/registry_flags.h"
@@ -45,6 +46,7 @@ struct ServeOptions {
   bool check_config = false;
   std::string state = "perch-state";
   std::string management_token;
+  ForwardingFlags forwarding;
   HttpServerOptions http;
 #ifdef PERCH_WITH_GRPC
   GrpcServerOptions grpc;
@@ -387,15 +389,20 @@ CommandRunner AddServeCommand(CLI::App& app) {
       ->envname("PERCH_LOG_LEVEL")
       ->check(CLI::IsMember({"debug", "info", "warn", "error"}))
       ->capture_default_str();
+  AddForwardingFlags(app, options->forwarding);
   app.add_flag("--check-config", options->check_config,
                "Check the options and exit without serving");
   return [options] {
     options->http.server_version = Version();
+    options->http.forwarding = MakeForwardingOptions(
+        options->forwarding, options->device.empty() ? DefaultDeviceName() : options->device,
+        std::string(), options->registry.ca_file);
 #ifdef PERCH_WITH_GRPC
     options->grpc.server_version = Version();
     options->grpc.host = options->http.host;
     options->grpc.tls = options->http.tls;
     options->grpc.api_token = options->http.api_token;
+    options->grpc.forwarding = options->http.forwarding;
 #endif
 #ifdef PERCH_WITH_MQTT
     options->mqtt.device = options->device.empty() ? DefaultDeviceName() : options->device;
