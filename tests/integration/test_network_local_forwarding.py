@@ -228,7 +228,7 @@ def test_grpc_any_agent_answers_every_model(clients, asked):
             timeout=REQUEST_TIMEOUT, metadata=[("authorization",
                                                 f"Bearer {API_TOKEN}")])
         assert trailer(call, "perch-device") == HOME[model], model
-        np.testing.assert_array_equal(response_arrays(response)["OUTPUT0"],
+        np.testing.assert_array_equal(response_arrays(response)[0]["OUTPUT0"],
                                       array)
 
 
@@ -289,7 +289,7 @@ def test_grpc_deadline_carries_over_to_the_peer(clients, location):
     response, call = client.stub.ModelInfer.with_call(
         request, timeout=REQUEST_TIMEOUT, metadata=auth)
     assert trailer(call, "perch-device") == "beta"
-    np.testing.assert_allclose(response_arrays(response)["OUTPUT0"], x * 2)
+    np.testing.assert_allclose(response_arrays(response)[0]["OUTPUT0"], x * 2)
 
 
 # A peer that goes away
