@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "api/grpc_codec.h"
+#include "api/peer_auth.h"
 #include "grpc_predict_v2.grpc.pb.h"
 #include "http/credentials.h"
 
@@ -140,7 +141,8 @@ class InferenceServiceImpl final : public GRPCInferenceService::Service {
     if (const auto found = metadata.find("authorization"); found != metadata.end()) {
       request.headers.Set("Authorization", std::string(found->second.data(), found->second.size()));
     }
-    return grpc_api::ToGrpcStatus(http::RequireToken(request, options_.api_token));
+    return grpc_api::ToGrpcStatus(api::RequireApiOrPeerToken(request, options_.api_token,
+                                                             options_.peer_token, options_.peers));
   }
 
   // Counts an inference in flight for as long as it lives.

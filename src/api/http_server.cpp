@@ -34,10 +34,11 @@ class HttpServer::Impl {
       : options_(options),
         logger_(std::move(logger)),
         server_(std::move(server)),
-        context_{options_, inference, models, metrics, logger_} {
+        context_{options_, inference, models, metrics, logger_, options_.peers, options_.blobs} {
     api::RegisterHealthRoutes(*server_, context_);
     api::RegisterInferenceRoutes(*server_, context_);
     api::RegisterRepositoryRoutes(*server_, context_);
+    api::RegisterPeerRoutes(*server_, context_);
   }
 
   Status Start() {

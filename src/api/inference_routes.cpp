@@ -130,17 +130,16 @@ void HandleInfer(const Context& context, const http::Request& request, http::Res
 
 void RegisterInferenceRoutes(http::Server& server, const Context& context) {
   const std::string model_path = kModelPath;
-  const std::string& token = context.options.api_token;
   server.Route("GET", model_path,
-               WithToken(token, [&context](http::Request& request, http::Response& response) {
+               WithApiToken(context, [&context](http::Request& request, http::Response& response) {
                  HandleMetadata(context, request, response);
                }));
   server.Route("GET", model_path + "/ready",
-               WithToken(token, [&context](http::Request& request, http::Response& response) {
+               WithApiToken(context, [&context](http::Request& request, http::Response& response) {
                  HandleReady(context, request, response);
                }));
   server.Route("POST", model_path + "/infer",
-               WithToken(token, [&context](http::Request& request, http::Response& response) {
+               WithApiToken(context, [&context](http::Request& request, http::Response& response) {
                  HandleInfer(context, request, response);
                }));
 }
