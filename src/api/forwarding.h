@@ -5,9 +5,9 @@
 // requests outstanding from here), at most one hop:
 //
 // - the forwarded request carries `Perch-Forwarded-By: <this device>` (gRPC
-//   metadata `perch-forwarded-by`) and the location's peer token as its
-//   bearer credential; a request that arrives with the hop header is always
-//   answered here, never forwarded again, whoever set it;
+//   metadata `perch-forwarded-by`) and the location's peer token (the
+//   PeerDirectory's) as its bearer credential, never the client's; a request that arrives with the
+//   hop header is always answered here, never forwarded again, whoever set it;
 // - every answer of those routes names the device that served it: header
 //   `Perch-Device`, gRPC trailing metadata `perch-device`;
 // - a peer that cannot be reached or goes silent is marked failed (skipped
@@ -35,7 +35,6 @@ struct ForwardingOptions {
   // This agent's device name: the value of Perch-Device on its own answers
   // and of Perch-Forwarded-By on the requests it forwards. Empty: neither.
   std::string device{};
-  std::string peer_token{};  // presented to peers as `Authorization: Bearer`; empty: none
   std::chrono::milliseconds connect_timeout{2'000};  // to a peer, TLS included
   // REST: a peer that sends nothing for this long fails (and the next one
   // is tried); gRPC: the deadline of a forwarded call whose client gave none.

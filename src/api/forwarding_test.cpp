@@ -47,7 +47,8 @@ int ClosedPort() {
 
 // One agent: a repository with `model` (its outputs add `add` to the input),
 // REST and gRPC on free loopback ports, forwarding through `peers`.
-// `api_token` guards its OIP routes; forwarded requests carry `peer_token`.
+// `api_token` guards its OIP routes, which also take the location's
+// `peer_token`, the one forwarded requests carry.
 class Agent {
  public:
   Agent(const fs::path& root, const std::string& device, const std::string& model, float add,
@@ -70,16 +71,19 @@ class Agent {
     http_options_.port = 0;
     http_options_.threads = 4;
     http_options_.api_token = api_token;
-    http_options_.forwarding = ForwardingOptions{.device = device, .peer_token = peer_token};
+    peers_.SetToken(peer_token);
+    http_options_.peers = &peers_;
+    http_options_.forwarding.device = device;
     http_ = HttpServer::Create(http_options_, inference_, models_, metrics_,
-                               Logger::ToStderr(LogLevel::kWarn, device), &peers_)
+                               Logger::ToStderr(LogLevel::kWarn, device))
                 .value();
     EXPECT_TRUE(http_->Start().ok());
     grpc_options_.port = 0;
     grpc_options_.api_token = api_token;
+    grpc_options_.peers = &peers_;
     grpc_options_.forwarding = http_options_.forwarding;
     grpc_ = GrpcServer::Create(grpc_options_, inference_, models_,
-                               Logger::ToStderr(LogLevel::kWarn, device), &peers_)
+                               Logger::ToStderr(LogLevel::kWarn, device))
                 .value();
     EXPECT_TRUE(grpc_->Start().ok());
     self_ = Peer{.device = device,
@@ -130,7 +134,7 @@ class ForwardingTest : public ::testing::Test {
     fs::remove_all(root_);
     // alpha serves "a" (adds 1), beta serves "b" (adds 2).
     alpha_ = std::make_unique<Agent>(root_, "alpha", "a", 1, kClientToken, kPeerToken);
-    beta_ = std::make_unique<Agent>(root_, "beta", "b", 2, kPeerToken, kPeerToken);
+    beta_ = std::make_unique<Agent>(root_, "beta", "b", 2, kClientToken, kPeerToken);
     alpha_->peers().Replace("static", {beta_->self()});
     beta_->peers().Replace("static", {alpha_->self()});
     client_ = http::Client::Create({}).value();
@@ -293,7 +297,7 @@ TEST_F(ForwardingTest, RestOnlyPeerUnreachableIs503) {
 }
 
 TEST_F(ForwardingTest, RestPeerRefusingThePeerTokenIs502) {
-  // beta guards its routes with the peer token; gamma presents another one.
+  // gamma presents a peer token that is not the location's.
   Agent gamma(root_, "gamma", "c", 3, kClientToken, "not-the-peer-token");
   gamma.peers().Replace("static", {beta_->self()});
   http::ClientRequest request;

@@ -96,8 +96,8 @@ grpc::Status GrpcForwarder::Forward(Deadline deadline, std::string_view model,
     if (!options_.device.empty()) {
       client.AddMetadata(kForwardedByMetadata, options_.device);
     }
-    if (!options_.peer_token.empty()) {
-      client.AddMetadata("authorization", "Bearer " + options_.peer_token);
+    if (const std::string token = peers_.Token(); !token.empty()) {
+      client.AddMetadata("authorization", "Bearer " + token);
     }
     const grpc::Status status = call(**stub, &client, request, response);
     // A perch agent names itself on every answer of these calls: without

@@ -12,6 +12,7 @@
 
 #include "api/grpc_codec.h"
 #include "api/grpc_forwarder.h"
+#include "api/peer_auth.h"
 #include "grpc_predict_v2.grpc.pb.h"
 #include "http/credentials.h"
 
@@ -37,8 +38,12 @@ void FillTensorMetadata(
 class InferenceServiceImpl final : public GRPCInferenceService::Service {
  public:
   InferenceServiceImpl(const GrpcServerOptions& options, const InferenceService& inference,
-                       const ModelManager& models, const Logger& logger, PeerDirectory* peers)
-      : options_(options), inference_(inference), models_(models), logger_(logger), peers_(peers) {
+                       const ModelManager& models, const Logger& logger)
+      : options_(options),
+        inference_(inference),
+        models_(models),
+        logger_(logger),
+        peers_(options.peers) {
     if (peers_ != nullptr) {
       forwarder_.emplace(options_.forwarding, *peers_, options_.max_message_bytes, logger_);
     }
@@ -194,7 +199,8 @@ class InferenceServiceImpl final : public GRPCInferenceService::Service {
     if (const auto found = metadata.find("authorization"); found != metadata.end()) {
       request.headers.Set("Authorization", std::string(found->second.data(), found->second.size()));
     }
-    return grpc_api::ToGrpcStatus(http::RequireToken(request, options_.api_token));
+    return grpc_api::ToGrpcStatus(api::RequireApiOrPeerToken(request, options_.api_token,
+                                                             options_.peer_token, options_.peers));
   }
 
   // Where a request for `model` goes: here unless a peer serves it and it
@@ -283,12 +289,11 @@ Result<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const http::T
 class GrpcServer::Impl {
  public:
   Impl(const GrpcServerOptions& options, std::shared_ptr<grpc::ServerCredentials> credentials,
-       const InferenceService& inference, const ModelManager& models, Logger logger,
-       PeerDirectory* peers)
+       const InferenceService& inference, const ModelManager& models, Logger logger)
       : options_(options),
         logger_(std::move(logger)),
         credentials_(std::move(credentials)),
-        service_(options_, inference, models, logger_, peers) {}
+        service_(options_, inference, models, logger_) {}
 
   Status Start() {
     grpc::ServerBuilder builder;
@@ -335,14 +340,13 @@ class GrpcServer::Impl {
 
 Result<std::unique_ptr<GrpcServer>> GrpcServer::Create(const GrpcServerOptions& options,
                                                        const InferenceService& inference,
-                                                       const ModelManager& models, Logger logger,
-                                                       PeerDirectory* peers) {
+                                                       const ModelManager& models, Logger logger) {
   if (options.max_message_bytes < 1024 || options.max_message_bytes > (size_t{1} << 31) - 1) {
     return InvalidArgument("the gRPC message limit must be from 1 KiB to 2 GiB");
   }
   PERCH_ASSIGN_OR_RETURN(auto credentials, ServerCredentials(options.tls));
   return std::unique_ptr<GrpcServer>(new GrpcServer(std::make_unique<Impl>(
-      options, std::move(credentials), inference, models, std::move(logger), peers)));
+      options, std::move(credentials), inference, models, std::move(logger))));
 }
 
 GrpcServer::GrpcServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -5,7 +5,9 @@
 // TLS (and mutual TLS) with the same certificate options as REST. When
 // `api_token` is set, ModelInfer, ModelMetadata and ModelReady need it in
 // the `authorization` metadata (the forms http/credentials.h accepts), and
-// answer UNAUTHENTICATED otherwise; the server calls stay open.
+// answer UNAUTHENTICATED otherwise; the server calls stay open. The
+// location's peer token (`peer_token`, or the one `peers` holds) is
+// accepted as well, so that requests a peer forwards pass.
 //
 // Forwarding (api/forwarding.h) when given a PeerDirectory: ModelInfer,
 // ModelMetadata and ModelReady for a model served by another agent of the
@@ -29,25 +31,27 @@
 
 namespace perch {
 
+class PeerDirectory;
+
 struct GrpcServerOptions {
   std::string host = "127.0.0.1";
   int port = 8001;                      // 0: any free port, see GrpcServer::port()
   size_t max_message_bytes = 64 << 20;  // larger requests get RESOURCE_EXHAUSTED
   std::string server_version = "0.0.0";
-  http::TlsOptions tls;   // cert_file set: TLS only; client_ca_file set: client certificates
-  std::string api_token;  // set: needed by ModelInfer, ModelMetadata and ModelReady
+  http::TlsOptions tls;    // cert_file set: TLS only; client_ca_file set: client certificates
+  std::string api_token;   // set: needed by ModelInfer, ModelMetadata and ModelReady
+  std::string peer_token;  // set: the location's peer credential (also accepted)
+  PeerDirectory* peers = nullptr;  // set: network local; not owned, outlives the server
   ForwardingOptions forwarding;
 };
 
 class GrpcServer {
  public:
   // InvalidArgument for a message limit out of range; NotFound for TLS
-  // files that cannot be read. `peers` (may be null: no forwarding) must
-  // outlive the server.
+  // files that cannot be read.
   static Result<std::unique_ptr<GrpcServer>> Create(const GrpcServerOptions& options,
                                                     const InferenceService& inference,
-                                                    const ModelManager& models, Logger logger,
-                                                    PeerDirectory* peers = nullptr);
+                                                    const ModelManager& models, Logger logger);
   ~GrpcServer();
   GrpcServer(const GrpcServer&) = delete;
   GrpcServer& operator=(const GrpcServer&) = delete;

@@ -31,18 +31,20 @@ class HttpServer::Impl {
  public:
   Impl(const HttpServerOptions& options, std::unique_ptr<http::Server> server,
        const InferenceService& inference, ModelManager& models, const MetricsRegistry& metrics,
-       Logger logger, PeerDirectory* peers)
+       Logger logger)
       : options_(options),
         logger_(std::move(logger)),
         server_(std::move(server)),
-        forwarder_(peers == nullptr
+        forwarder_(options_.peers == nullptr
                        ? nullptr
-                       : std::make_unique<api::RestForwarder>(options_.forwarding, *peers,
+                       : std::make_unique<api::RestForwarder>(options_.forwarding, *options_.peers,
                                                               options_.max_body_bytes, logger_)),
-        context_{options_, inference, models, metrics, logger_, peers, forwarder_.get()} {
+        context_{options_, inference,      models,         metrics,
+                 logger_,  options_.peers, options_.blobs, forwarder_.get()} {
     api::RegisterHealthRoutes(*server_, context_);
     api::RegisterInferenceRoutes(*server_, context_);
     api::RegisterRepositoryRoutes(*server_, context_);
+    api::RegisterPeerRoutes(*server_, context_);
   }
 
   Status Start() {
@@ -67,7 +69,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Create(const HttpServerOptions& 
                                                        const InferenceService& inference,
                                                        ModelManager& models,
                                                        const MetricsRegistry& metrics,
-                                                       Logger logger, PeerDirectory* peers) {
+                                                       Logger logger) {
   if (options.threads < 1 || options.max_body_bytes == 0 || options.max_json_depth < 4) {
     return InvalidArgument(
         "HTTP server needs at least 1 thread, a body limit above 0 and a JSON depth of 4 or more");
@@ -81,7 +83,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Create(const HttpServerOptions& 
   server_options.server_header = fmt::format("perch/{}", options.server_version);
   PERCH_ASSIGN_OR_RETURN(auto server, http::Server::Create(std::move(server_options), logger));
   return std::unique_ptr<HttpServer>(new HttpServer(std::make_unique<Impl>(
-      options, std::move(server), inference, models, metrics, std::move(logger), peers)));
+      options, std::move(server), inference, models, metrics, std::move(logger))));
 }
 
 HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

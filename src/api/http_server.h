@@ -7,7 +7,11 @@
 // handler threads run the routes. Tokens: the repository extension needs
 // `management_token` and inference, model metadata and readiness need
 // `api_token`, each when set (401 otherwise); health, /v2 and /metrics are
-// always open.
+// always open. Network local (docs/network-local.md): with `peers` set,
+// the location's peer token (`peer_token`, or the one the PeerDirectory
+// holds) is accepted wherever `api_token` is, and is the only credential
+// the peer routes take: `GET /perch/v1/peer` and the blobs of `blobs`,
+// read-only, at `HEAD`/`GET /v2/<repository>/blobs/<digest>`.
 //
 // Forwarding (api/forwarding.h) when given a PeerDirectory: model metadata,
 // readiness and infer for a model served by another agent of the location
@@ -33,6 +37,9 @@
 
 namespace perch {
 
+class BlobStore;
+class PeerDirectory;
+
 struct HttpServerOptions {
   std::string host = "127.0.0.1";
   int port = 8000;                   // 0: any free port, see HttpServer::port()
@@ -44,16 +51,17 @@ struct HttpServerOptions {
   std::string management_token;          // set: needed by index, load and unload
   std::string api_token;                 // set: needed by infer, model metadata and readiness
   ForwardingOptions forwarding;
+  std::string peer_token;            // set: the location's peer credential (also accepted)
+  PeerDirectory* peers = nullptr;    // set: network local; not owned, outlives the server
+  const BlobStore* blobs = nullptr;  // set: verified blobs served to peers; not owned
 };
 
 class HttpServer {
  public:
-  // `peers` (may be null: no forwarding) must outlive the server.
   static Result<std::unique_ptr<HttpServer>> Create(const HttpServerOptions& options,
                                                     const InferenceService& inference,
                                                     ModelManager& models,
-                                                    const MetricsRegistry& metrics, Logger logger,
-                                                    PeerDirectory* peers = nullptr);
+                                                    const MetricsRegistry& metrics, Logger logger);
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;

@@ -158,10 +158,9 @@ http::Handler Answer(const Context& context, LocalHandler local) {
 
 void RegisterInferenceRoutes(http::Server& server, const Context& context) {
   const std::string model_path = kModelPath;
-  const std::string& token = context.options.api_token;
-  server.Route("GET", model_path, WithToken(token, Answer(context, HandleMetadata)));
-  server.Route("GET", model_path + "/ready", WithToken(token, Answer(context, HandleReady)));
-  server.Route("POST", model_path + "/infer", WithToken(token, Answer(context, HandleInfer)));
+  server.Route("GET", model_path, WithApiToken(context, Answer(context, HandleMetadata)));
+  server.Route("GET", model_path + "/ready", WithApiToken(context, Answer(context, HandleReady)));
+  server.Route("POST", model_path + "/infer", WithApiToken(context, Answer(context, HandleInfer)));
 }
 
 }  // namespace perch::api

@@ -92,8 +92,8 @@ Result<http::ClientResponse> RestForwarder::Send(const Peer& peer, const http::R
   if (!options_.device.empty()) {
     forwarded.headers.Set(kForwardedByHeader, options_.device);
   }
-  if (!options_.peer_token.empty()) {
-    forwarded.headers.Set("Authorization", "Bearer " + options_.peer_token);
+  if (const std::string token = peers_.Token(); !token.empty()) {
+    forwarded.headers.Set("Authorization", "Bearer " + token);
   }
   // Moved there and back, so that a second attempt can send it again.
   forwarded.body = std::move(body);

@@ -16,10 +16,9 @@ void AddForwardingFlags(CLI::App& app, ForwardingFlags& flags) {
 }
 
 ForwardingOptions MakeForwardingOptions(const ForwardingFlags& flags, std::string device,
-                                        std::string peer_token, std::string ca_file) {
+                                        std::string ca_file) {
   ForwardingOptions options;
   options.device = std::move(device);
-  options.peer_token = std::move(peer_token);
   options.timeout = std::chrono::milliseconds(static_cast<int64_t>(flags.timeout_seconds * 1000));
   options.ca_file = std::move(ca_file);
   return options;

@@ -15,9 +15,9 @@ struct ForwardingFlags {
 
 void AddForwardingFlags(CLI::App& app, ForwardingFlags& flags);
 
-// The options of an agent named `device` that presents `peer_token` to its
-// peers and trusts the CAs of `ca_file` (empty: the system's) for https ones.
+// The options of an agent named `device` that trusts the CAs of `ca_file`
+// (empty: the system's) for https peers.
 ForwardingOptions MakeForwardingOptions(const ForwardingFlags& flags, std::string device,
-                                        std::string peer_token, std::string ca_file);
+                                        std::string ca_file);
 
 }  // namespace perch::cli

@@ -21,6 +21,7 @@
 #include "cli/commands.h"
 #include "cli/forwarding_flags.h"
 #include "cli/hub_agent.h"
+#include "cli/network_local.h"
 #include "cli/pulled_models.h"
 #include "cli/registry_flags.h"
 #include "core/log.h"
@@ -29,6 +30,8 @@
 #include "models/inference_service.h"
 #include "models/model_manager.h"
 #include "models/scheduler.h"
+#include "peers/peer_directory.h"
+#include "store/blob_store.h"
 
 namespace perch::cli {
 namespace {
@@ -48,6 +51,7 @@ struct ServeOptions {
   std::string management_token;
   ForwardingFlags forwarding;
   HttpServerOptions http;
+  PeerFlags peers;
 #ifdef PERCH_WITH_GRPC
   GrpcServerOptions grpc;
 #endif
@@ -92,6 +96,7 @@ Status CheckServeOptions(const ServeOptions& options) {
     return NotFound("--repo " + options.repository + " is not a directory");
   }
   PERCH_RETURN_IF_ERROR(CheckTls(options.http.tls));
+  PERCH_RETURN_IF_ERROR(CheckPeerFlags(options.peers, !options.hub.url.empty(), options.http.host));
 #ifdef PERCH_WITH_MQTT
   if (!options.mqtt.url.empty()) {
     PERCH_RETURN_IF_ERROR(MqttBridge::CheckOptions(options.mqtt));
@@ -118,9 +123,35 @@ int RunServe(const ServeOptions& options) {
   }
   HttpServerOptions http_options = options.http;
   http_options.management_token = management->token;
+  // Network local: the location's other agents, asked for blobs before the
+  // registry and for models this agent does not serve.
+  PeerDirectory peers(PeerDirectoryOptions{
+      .self_device = options.device.empty() ? DefaultDeviceName() : options.device});
+  peers.SetToken(options.peers.peer_token);
+  RegistryFlags registry = options.registry;
+  registry.blob_sources = BlobSourcesOf(peers);
+  auto static_peers =
+      OpenStaticPeers(options.peers, options.registry.ca_file, peers, logger.ForComponent("peers"));
+  if (!static_peers.ok()) {
+    return Fail(logger, static_peers.status());
+  }
+  if (*static_peers) {
+    (*static_peers)->PollOnce();  // before pulling: peers may hold the blobs
+  }
+  std::unique_ptr<BlobStore> blobs;
+  if (!options.hub.url.empty() || !options.model_references.empty()) {
+    auto opened = BlobStore::Open(std::filesystem::path(options.state) / "blobs");
+    if (!opened.ok()) {
+      return Fail(logger, opened.status());
+    }
+    blobs = std::move(opened).value();
+  }
+  http_options.peer_token = options.peers.peer_token;
+  http_options.peers = &peers;
+  http_options.blobs = blobs.get();
   std::unique_ptr<FleetAgent> fleet;
   if (!options.hub.url.empty()) {
-    auto agent = OpenHubAgent(options.hub, options.registry, options.device, options.state,
+    auto agent = OpenHubAgent(options.hub, registry, options.device, options.state,
                               logger.ForComponent("fleet"));
     if (!agent.ok()) {
       return Fail(logger, agent.status());
@@ -128,7 +159,7 @@ int RunServe(const ServeOptions& options) {
     fleet = std::move(agent).value();
     repository = fleet->ServingRepository();
   } else if (!options.model_references.empty()) {
-    auto prepared = PrepareModels(options.model_references, options.state, options.registry,
+    auto prepared = PrepareModels(options.model_references, options.state, registry,
                                   logger.ForComponent("store"));
     if (!prepared.ok()) {
       return Fail(logger, prepared.status());
@@ -159,7 +190,10 @@ int RunServe(const ServeOptions& options) {
     return Fail(logger, http.status());
   }
 #ifdef PERCH_WITH_GRPC
-  auto grpc = GrpcServer::Create(options.grpc, inference, models, logger.ForComponent("grpc"));
+  GrpcServerOptions grpc_options = options.grpc;
+  grpc_options.peer_token = options.peers.peer_token;
+  grpc_options.peers = &peers;
+  auto grpc = GrpcServer::Create(grpc_options, inference, models, logger.ForComponent("grpc"));
   if (!grpc.ok()) {
     return Fail(logger, grpc.status());
   }
@@ -175,6 +209,24 @@ int RunServe(const ServeOptions& options) {
     return Fail(logger, started);
   }
 #endif
+  {
+    int grpc_port = 0;
+#ifdef PERCH_WITH_GRPC
+    grpc_port = (*grpc)->port();
+#endif
+    peers.SetSelf(
+        AdvertisedUrl(options.peers, (*http)->scheme(), options.http.host, (*http)->port()),
+        AdvertisedGrpc(options.peers, options.http.host, grpc_port));
+    if (peers.Self().url.empty() && !options.hub.url.empty()) {
+      logger.Warn(
+          "--host {} listens on every address: give --advertise-url so that the other "
+          "agents of the location can reach this one",
+          options.http.host);
+    }
+  }
+  if (*static_peers) {
+    (*static_peers)->Start();
+  }
   if (const Status loaded = models.Start(); !loaded.ok()) {
     (*http)->Stop();
     return Fail(logger, loaded);
@@ -244,6 +296,9 @@ int RunServe(const ServeOptions& options) {
   if (fleet) {
     fleet->Stop();
   }
+  if (*static_peers) {
+    (*static_peers)->Stop();
+  }
 #ifdef PERCH_WITH_MQTT
   if (mqtt) {
     mqtt->Stop();
@@ -273,8 +328,10 @@ CommandRunner AddServeCommand(CLI::App& app) {
   AddRegistryFlags(app, options->registry);
   AddHubAgentFlags(app, options->hub);
   app.add_option("--device", options->device,
-                 "This device's name, for the hub and MQTT (default: the host name)")
+                 "This device's name, for the hub, MQTT and the location's peers (default: the "
+                 "host name)")
       ->envname("PERCH_DEVICE");
+  AddPeerFlags(app, options->peers);
   app.add_option("--host", options->http.host, "Address to listen on")
       ->envname("PERCH_HOST")
       ->capture_default_str();
@@ -396,7 +453,7 @@ CommandRunner AddServeCommand(CLI::App& app) {
     options->http.server_version = Version();
     options->http.forwarding = MakeForwardingOptions(
         options->forwarding, options->device.empty() ? DefaultDeviceName() : options->device,
-        std::string(), options->registry.ca_file);
+        options->registry.ca_file);
 #ifdef PERCH_WITH_GRPC
     options->grpc.server_version = Version();
     options->grpc.host = options->http.host;

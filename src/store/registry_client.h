@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "store/blob_sources.h"
 #include "store/blob_store.h"
 #include "store/digest.h"
 #include "store/model_artifact.h"
@@ -49,6 +50,10 @@ struct RegistryClientOptions {
   // Blobs up to this size are uploaded in one PUT, larger ones in PATCH
   // chunks of this size.
   uint64_t chunk_size = uint64_t{16} << 20;
+  // Other agents of the location to ask for a blob before the registry
+  // (FetchBlob): each is verified like the registry, and any failure falls
+  // back to the next source, resuming what was received.
+  BlobSources blob_sources{};
 };
 
 // Called as bytes move: (bytes done, bytes in total).
