@@ -98,7 +98,7 @@ def rest_request(model):
         return ({"inputs": [oip.json_input("INPUT0", x, "FP32")]},
                 {"OUTPUT0": np.maximum(x, 0)})
     if model == "add_sub":
-        a, b = fp32(1, 4, 1).reshape(4), fp32(1, 4, 2).reshape(4)
+        a, b = fp32(1, 4, 1), fp32(1, 4, 2)
         return ({"inputs": [oip.json_input("INPUT0", a, "FP32"),
                             oip.json_input("INPUT1", b, "FP32")]},
                 {"OUTPUT0": a + b, "OUTPUT1": a - b})
@@ -210,8 +210,8 @@ def test_location_index_lists_where_every_model_runs(location):
 # gRPC
 
 def grpc_identity(pb, model, datatype, array):
-    return infer_request(pb, model, [raw_input(pb, "INPUT0", array, datatype)],
-                         [oip.to_raw(array, datatype)])
+    tensor, raw = raw_input(pb, "INPUT0", array, datatype)
+    return infer_request(pb, model, [tensor], [raw])
 
 
 @pytest.mark.parametrize("asked", sorted(PLACEMENT))
@@ -276,9 +276,7 @@ def test_grpc_deadline_carries_over_to_the_peer(clients, location):
     # slow (beta) takes about 80 ms an inference; 20 ms cannot do.
     client = clients["alpha"]
     x = np.ones((1, 4), dtype=np.float32)
-    request = infer_request(client.pb, "slow",
-                            [raw_input(client.pb, "INPUT0", x, "FP32")],
-                            [oip.to_raw(x, "FP32")])
+    request = grpc_identity(client.pb, "slow", "FP32", x)
     auth = [("authorization", f"Bearer {API_TOKEN}")]
     started = time.monotonic()
     with pytest.raises(grpc.RpcError) as failure:
