@@ -26,7 +26,9 @@ the last summary go to build/bench-work/network_local_forwarding/.
 """
 import argparse
 import json
+import random
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,6 +40,7 @@ import run as bench  # noqa: E402  (bench/run.py: servers, perf, machine line, s
 PEER_TOKEN = "forwarding-bench-peer-token-0123456789"
 GOAL_MOBILENET_RATIO = 1.15
 GOAL_TINY_ADDED_MS = 0.3
+SHAPES = {"tiny": [1, 256], "mobilenet": [1, 3, 224, 224]}
 CASES = [
     # (label, model, protocol, binary)
     ("tiny, REST binary", "tiny", "rest", True),
@@ -51,14 +54,49 @@ def log(message):
     print(f"[forwarding-bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def start_location(ctx):
+def prepare_models(ctx, models):
+    """The models (exported once, or copied from bench/run.py's work folder),
+    far's repository and the request bodies (OIP JSON, fixed pseudo-random
+    data, as bench/run.py makes them)."""
+    folder = ctx.work / "models"
+    folder.mkdir(parents=True, exist_ok=True)
+    shared = ROOT / "build" / "bench-work" / "models"
+    exporter = ROOT / "bench" / "models" / "export_mobilenet.py"
+    repo = ctx.work / "repos" / "far"
+    if repo.exists():
+        shutil.rmtree(repo)
+    ctx.inputs = {}
+    for model in models:
+        onnx = folder / f"{model}.onnx"
+        if not onnx.exists() and (shared / onnx.name).exists():
+            shutil.copyfile(shared / onnx.name, onnx)
+        if not onnx.exists():
+            log(f"exporting {model}")
+            subprocess.run([bench.PYTHON, str(exporter), *(["--tiny"] if model == "tiny" else []),
+                            str(onnx)], check=True)
+        (repo / model / "1").mkdir(parents=True)
+        shutil.copyfile(onnx, repo / model / "1" / "model.onnx")
+        shape = SHAPES[model]
+        count = 1
+        for dim in shape:
+            count *= dim
+        rng = random.Random(42)
+        path = ctx.work / f"{model}_request.json"
+        path.write_text(json.dumps({"inputs": [{
+            "name": "input", "datatype": "FP32", "shape": shape,
+            "data": [round(rng.random(), 6) for _ in range(count)]}]}))
+        ctx.inputs[model] = path
+    ctx.repos = {"far": repo}
+
+
+def start_location(ctx, models):
     """(near, far): far serves tiny and MobileNetV2, near nothing; each has
     the other as its --peer. Returns once near lists far's models."""
     empty = ctx.work / "repos" / "empty"
     empty.mkdir(parents=True, exist_ok=True)
     ports = {name: (bench.free_port(), bench.free_port()) for name in ("near", "far")}
     servers = {}
-    for name, other, repo in (("far", "near", ctx.repos["all"]), ("near", "far", empty)):
+    for name, other, repo in (("far", "near", ctx.repos["far"]), ("near", "far", empty)):
         http_port, grpc_port = ports[name]
         argv = [str(ctx.perch), "serve", "--repo", str(repo), "--device", name,
                 "--http-port", str(http_port), "--grpc-port", str(grpc_port),
@@ -75,26 +113,26 @@ def start_location(ctx):
                                              {"Content-Type": "application/json"})
         listed = {row["name"]: row.get("device") for row in json.loads(body)} if status == 200 \
             else {}
-        if listed.get("tiny") == "far" and listed.get("mobilenet") == "far":
+        if all(listed.get(model) == "far" for model in models):
             break
         if time.monotonic() > deadline:
             raise RuntimeError(f"near does not list far's models after 60 s: {status} {body!r}")
         time.sleep(0.2)
     # Every answer through near must come from far.
-    status, headers, _ = bench.http_request(near.http_port, "GET", "/v2/models/tiny")
+    status, headers, _ = bench.http_request(near.http_port, "GET", f"/v2/models/{models[0]}")
     served_by = {k.lower(): v for k, v in headers.items()}.get("perch-device")
     if status != 200 or served_by != "far":
         raise RuntimeError(f"near did not forward: {status}, Perch-Device {served_by!r}")
     return near, servers["far"]
 
 
-def measure(ctx):
-    near, far = start_location(ctx)
+def measure(ctx, cases):
+    near, far = start_location(ctx, sorted({case[1] for case in cases}))
     ports = {("near", "rest"): near.http_port, ("near", "grpc"): near.grpc_port,
              ("far", "rest"): far.http_port, ("far", "grpc"): far.grpc_port}
-    pairs = {label: [] for label, *_ in CASES}
+    pairs = {label: [] for label, *_ in cases}
     for repeat in range(ctx.args.repeats):
-        for label, model, protocol, binary in CASES:
+        for label, model, protocol, binary in cases:
             p50 = {}
             for side in bench.alternate(repeat, "direct", "forwarded"):
                 agent = "far" if side == "direct" else "near"
@@ -108,9 +146,9 @@ def measure(ctx):
     return pairs
 
 
-def report(ctx, pairs):
+def report(pairs, cases):
     rows, summary = [], {}
-    for label, model, *_ in CASES:
+    for label, model, *_ in cases:
         runs = pairs[label]
         direct = bench.median([p["direct"] for p in runs])
         forwarded = bench.median([p["forwarded"] for p in runs])
@@ -155,27 +193,27 @@ def main():
     parser.add_argument("--wait-quiet", type=float, default=60.0)
     parser.add_argument("--max-other-load", type=float, default=0.15)
     parser.add_argument("--retries", type=int, default=2)
+    parser.add_argument("--models", default="tiny,mobilenet",
+                        help="which models to measure (MobileNetV2 needs python3-torchvision "
+                             "to export it: `scripts/bootstrap.sh bench`)")
     args = parser.parse_args()
-    args.batch_delay_us = 2000  # read by bench.prepare_models, unused here
+    models = args.models.split(",")
+    if not models or any(model not in SHAPES for model in models):
+        parser.error(f"--models takes a list of {', '.join(SHAPES)}")
+    cases = [case for case in CASES if case[1] in models]
     ctx = bench.Context(args)
     perch = Path(args.perch)
     if not perch.exists():
         parser.error(f"{perch} does not exist: run `make build` first")
-    # The models bench/run.py exported already, when it did: exporting takes a while.
-    shared = ROOT / "build" / "bench-work" / "models"
-    (ctx.work / "models").mkdir(parents=True, exist_ok=True)
-    for name in ("tiny.onnx", "mobilenet.onnx"):
-        if (shared / name).exists() and not (ctx.work / "models" / name).exists():
-            shutil.copyfile(shared / name, ctx.work / "models" / name)
     bench.PERCH_COMMIT = bench.current_commit()
     ctx.perch = ctx.work / "perch"
     shutil.copy2(perch, ctx.perch)
-    bench.prepare_models(ctx)
+    prepare_models(ctx, models)
     try:
-        pairs = measure(ctx)
+        pairs = measure(ctx, cases)
     finally:
         ctx.stop_all()
-    body, summary = report(ctx, pairs)
+    body, summary = report(pairs, cases)
     (ctx.work / "last_summary.json").write_text(json.dumps(summary, indent=2))
     print(body)
     bench.write_section(ctx, "forwarding", "Network local: forwarding", body)
