@@ -408,6 +408,20 @@ TEST_F(ForwardingTest, GrpcPeerThatCannotBeReachedIsSkippedForTheNextOne) {
   EXPECT_EQ(DeviceOf(context), "beta");
 }
 
+TEST_F(ForwardingTest, GrpcPeerRefusingThePeerTokenIsUnavailable) {
+  Agent gamma(root_, "gamma", "c", 3, kClientToken, "not-the-peer-token");
+  gamma.peers().Replace("static", {beta_->self()});
+  auto stub = StubTo(gamma);
+  grpc::ClientContext context;
+  Authorize(context);
+  inference::ModelInferResponse response;
+  const auto status = stub->ModelInfer(&context, InferRequest("b"), &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_NE(status.error_message().find("refused this agent's peer token"), std::string::npos)
+      << status.error_message();
+  EXPECT_EQ(beta_->runs().started(), 0);
+}
+
 TEST_F(ForwardingTest, GrpcClientDeadlineCarriesOverToThePeer) {
   beta_->runs().Hold();
   auto stub = StubTo(*alpha_);

@@ -83,7 +83,11 @@ Result<http::ClientResponse> RestForwarder::Send(const Peer& peer, const http::R
   PERCH_ASSIGN_OR_RETURN(auto client, TakeClient(peer.url));
   http::ClientRequest forwarded;
   forwarded.method = request.method;
-  forwarded.url = peer.url + request.target;
+  std::string_view base = peer.url;
+  if (base.ends_with('/')) {
+    base.remove_suffix(1);  // the target starts with its own '/'
+  }
+  forwarded.url = std::string(base) + request.target;
   for (const std::string_view name : kRequestHeaders) {
     if (auto value = request.headers.Get(name)) {
       forwarded.headers.Set(name, std::string(*value));
