@@ -99,7 +99,7 @@ grpc::Status GrpcForwarder::Forward(Deadline deadline, std::string_view model,
     if (const std::string token = peers_.Token(); !token.empty()) {
       client.AddMetadata("authorization", "Bearer " + token);
     }
-    const grpc::Status status = call(**stub, &client, request, response);
+    grpc::Status status = call(**stub, &client, request, response);
     // A perch agent names itself on every answer of these calls: without
     // that name (and without success) the call never reached its service.
     const auto& trailers = client.GetServerTrailingMetadata();

@@ -64,7 +64,7 @@ class InferenceServiceImpl final : public GRPCInferenceService::Service {
   grpc::Status ModelReady(ServerContext* context, const inference::ModelReadyRequest* request,
                           inference::ModelReadyResponse* response) override {
     std::string served_by = options_.forwarding.device;
-    const grpc::Status status = Ready(*context, *request, response, served_by);
+    grpc::Status status = Ready(*context, *request, response, served_by);
     NameDevice(*context, served_by);
     return status;
   }
@@ -102,7 +102,7 @@ class InferenceServiceImpl final : public GRPCInferenceService::Service {
   grpc::Status ModelMetadata(ServerContext* context, const inference::ModelMetadataRequest* request,
                              inference::ModelMetadataResponse* response) override {
     std::string served_by = options_.forwarding.device;
-    const grpc::Status status = Metadata(*context, *request, response, served_by);
+    grpc::Status status = Metadata(*context, *request, response, served_by);
     NameDevice(*context, served_by);
     return status;
   }
@@ -137,7 +137,7 @@ class InferenceServiceImpl final : public GRPCInferenceService::Service {
   grpc::Status ModelInfer(ServerContext* context, const inference::ModelInferRequest* request,
                           inference::ModelInferResponse* response) override {
     std::string served_by = options_.forwarding.device;
-    const grpc::Status status = Infer(*context, *request, response, served_by);
+    grpc::Status status = Infer(*context, *request, response, served_by);
     NameDevice(*context, served_by);
     return status;
   }
