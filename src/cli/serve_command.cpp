@@ -130,6 +130,7 @@ int RunServe(const ServeOptions& options) {
   peers.SetToken(options.peers.peer_token);
   RegistryFlags registry = options.registry;
   registry.blob_sources = BlobSourcesOf(peers);
+  registry.blob_sources.ca_file = registry.ca_file;
   auto static_peers =
       OpenStaticPeers(options.peers, options.registry.ca_file, peers, logger.ForComponent("peers"));
   if (!static_peers.ok()) {

@@ -47,8 +47,35 @@ struct BlobSources {
   // How long an agent waits, per agent ranked before it for this blob, for
   // that agent to start fetching it from the registry.
   std::chrono::milliseconds claim_wait{1500};
+  std::string ca_file;  // https peers: the CAs to trust; empty: the system's
 
   bool enabled() const { return static_cast<bool>(holders); }
 };
+
+class BlobStore;
+struct Descriptor;
+// Called as bytes move: (bytes done, bytes in total).
+using TransferProgress = std::function<void(uint64_t, uint64_t)>;
+
+// Fetches `blob` from the peers into `store`, verified, before anyone asks
+// the registry:
+// 1. from each peer said to hold it, in order;
+// 2. from any other peer that answers a HEAD for it; a peer still
+//    downloading it (kBlobPendingHeader) is waited for while its download
+//    makes progress;
+// 3. when several agents want it at once and none has it, the one ranked
+//    first for this digest (a hash of device name and digest) goes to the
+//    registry, the others wait up to `claim_wait` per agent ranked before
+//    them for it to start.
+// A peer that fails (unreachable, stalls, answers an error, sends more
+// bytes than the descriptor says or bytes that do not hash to the digest)
+// is reported to `failed` and the next is tried. Bytes received from a
+// peer that broke off stay under BlobWriterName(digest), so the next
+// source, registry included, resumes after them with Range; oversized or
+// corrupt content is discarded. Ok once the blob is committed; otherwise
+// the reason no peer could give it (the caller then asks the registry).
+Status FetchBlobFromPeers(const BlobSources& sources, const std::string& repository,
+                          const Descriptor& blob, BlobStore& store,
+                          const TransferProgress& progress);
 
 }  // namespace perch

@@ -56,9 +56,6 @@ struct RegistryClientOptions {
   BlobSources blob_sources{};
 };
 
-// Called as bytes move: (bytes done, bytes in total).
-using TransferProgress = std::function<void(uint64_t, uint64_t)>;
-
 struct FetchedManifest {
   std::string bytes;
   std::string media_type;
@@ -97,7 +94,9 @@ class RegistryClient {
 
   // Streams a blob into `store`, verifying size and digest. A download that
   // breaks keeps what it got under BlobWriterName(digest) (Unavailable);
-  // the next call resumes from there. More bytes than the descriptor says
+  // the next call resumes from there. With `blob_sources`, the location's
+  // peers are asked first (FetchBlobFromPeers) and the registry resumes
+  // after what they sent. More bytes than the descriptor says
   // aborts the transfer at size + 1 and a wrong digest discards the bytes
   // (both InvalidArgument). A blob already in the store is not fetched.
   Status FetchBlob(const std::string& repository, const Descriptor& blob, BlobStore& store,
@@ -127,6 +126,9 @@ class RegistryClient {
  private:
   class Impl;
   explicit RegistryClient(std::unique_ptr<Impl> impl);
+  // FetchBlob from the registry alone, resuming a partial download.
+  Status FetchBlobFromRegistry(const std::string& repository, const Descriptor& blob,
+                               BlobStore& store, const TransferProgress& progress);
   std::unique_ptr<Impl> impl_;
 };
 
