@@ -5,7 +5,14 @@
 // TLS (and mutual TLS) with the same certificate options as REST. When
 // `api_token` is set, ModelInfer, ModelMetadata and ModelReady need it in
 // the `authorization` metadata (the forms http/credentials.h accepts), and
-// answer UNAUTHENTICATED otherwise; the server calls stay open.
+// answer UNAUTHENTICATED otherwise; the server calls stay open. The
+// location's peer token (`peer_token`, or the one `peers` holds) is
+// accepted as well, so that requests a peer forwards pass.
+//
+// Forwarding (api/forwarding.h) when given a PeerDirectory: ModelInfer,
+// ModelMetadata and ModelReady for a model served by another agent of the
+// location go to it; all three name the device that answered in the
+// trailing metadata `perch-device`.
 //
 // Threading: RPCs are served by gRPC's own thread pool; Start and Stop are
 // called from one controlling thread.
@@ -15,6 +22,7 @@
 #include <memory>
 #include <string>
 
+#include "api/forwarding.h"
 #include "core/log.h"
 #include "core/status.h"
 #include "http/server.h"
@@ -23,13 +31,18 @@
 
 namespace perch {
 
+class PeerDirectory;
+
 struct GrpcServerOptions {
   std::string host = "127.0.0.1";
   int port = 8001;                      // 0: any free port, see GrpcServer::port()
   size_t max_message_bytes = 64 << 20;  // larger requests get RESOURCE_EXHAUSTED
   std::string server_version = "0.0.0";
-  http::TlsOptions tls;   // cert_file set: TLS only; client_ca_file set: client certificates
-  std::string api_token;  // set: needed by ModelInfer, ModelMetadata and ModelReady
+  http::TlsOptions tls;    // cert_file set: TLS only; client_ca_file set: client certificates
+  std::string api_token;   // set: needed by ModelInfer, ModelMetadata and ModelReady
+  std::string peer_token;  // set: the location's peer credential (also accepted)
+  PeerDirectory* peers = nullptr;  // set: network local; not owned, outlives the server
+  ForwardingOptions forwarding;
 };
 
 class GrpcServer {

@@ -40,6 +40,7 @@ Result<std::unique_ptr<RegistryClient>> MakeRegistryClient(const std::string& re
       .connect_timeout = std::chrono::seconds(std::min(flags.timeout_seconds, 30)),
       .read_timeout = std::chrono::seconds(flags.timeout_seconds),
       .chunk_size = flags.chunk_size,
+      .blob_sources = flags.blob_sources,
   });
 }
 

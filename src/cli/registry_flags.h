@@ -7,6 +7,7 @@
 #include <string>
 
 #include "core/status.h"
+#include "store/blob_sources.h"
 #include "store/registry_client.h"
 
 namespace perch::cli {
@@ -17,6 +18,7 @@ struct RegistryFlags {
   std::string ca_file;
   int timeout_seconds = 60;
   uint64_t chunk_size = uint64_t{16} << 20;
+  BlobSources blob_sources{};  // set by `perch serve` with peers: asked before the registry
 };
 
 void AddRegistryFlags(CLI::App& app, RegistryFlags& flags);

@@ -19,7 +19,9 @@
 #endif
 #include "cli/agent_credentials.h"
 #include "cli/commands.h"
+#include "cli/forwarding_flags.h"
 #include "cli/hub_agent.h"
+#include "cli/network_local.h"
 #include "cli/pulled_models.h"
 #include "cli/registry_flags.h"
 #include "core/log.h"
@@ -28,6 +30,8 @@
 #include "models/inference_service.h"
 #include "models/model_manager.h"
 #include "models/scheduler.h"
+#include "peers/peer_directory.h"
+#include "store/blob_store.h"
 
 namespace perch::cli {
 namespace {
@@ -45,7 +49,9 @@ struct ServeOptions {
   bool check_config = false;
   std::string state = "perch-state";
   std::string management_token;
+  ForwardingFlags forwarding;
   HttpServerOptions http;
+  PeerFlags peers;
 #ifdef PERCH_WITH_GRPC
   GrpcServerOptions grpc;
 #endif
@@ -90,6 +96,7 @@ Status CheckServeOptions(const ServeOptions& options) {
     return NotFound("--repo " + options.repository + " is not a directory");
   }
   PERCH_RETURN_IF_ERROR(CheckTls(options.http.tls));
+  PERCH_RETURN_IF_ERROR(CheckPeerFlags(options.peers, !options.hub.url.empty(), options.http.host));
 #ifdef PERCH_WITH_MQTT
   if (!options.mqtt.url.empty()) {
     PERCH_RETURN_IF_ERROR(MqttBridge::CheckOptions(options.mqtt));
@@ -116,9 +123,36 @@ int RunServe(const ServeOptions& options) {
   }
   HttpServerOptions http_options = options.http;
   http_options.management_token = management->token;
+  // Network local: the location's other agents, asked for blobs before the
+  // registry and for models this agent does not serve.
+  PeerDirectory peers(PeerDirectoryOptions{
+      .self_device = options.device.empty() ? DefaultDeviceName() : options.device});
+  peers.SetToken(options.peers.peer_token);
+  RegistryFlags registry = options.registry;
+  registry.blob_sources = BlobSourcesOf(peers);
+  registry.blob_sources.ca_file = registry.ca_file;
+  auto static_peers =
+      OpenStaticPeers(options.peers, options.registry.ca_file, peers, logger.ForComponent("peers"));
+  if (!static_peers.ok()) {
+    return Fail(logger, static_peers.status());
+  }
+  if (*static_peers) {
+    (*static_peers)->PollOnce();  // before pulling: peers may hold the blobs
+  }
+  std::unique_ptr<BlobStore> blobs;
+  if (!options.hub.url.empty() || !options.model_references.empty()) {
+    auto opened = BlobStore::Open(std::filesystem::path(options.state) / "blobs");
+    if (!opened.ok()) {
+      return Fail(logger, opened.status());
+    }
+    blobs = std::move(opened).value();
+  }
+  http_options.peer_token = options.peers.peer_token;
+  http_options.peers = &peers;
+  http_options.blobs = blobs.get();
   std::unique_ptr<FleetAgent> fleet;
   if (!options.hub.url.empty()) {
-    auto agent = OpenHubAgent(options.hub, options.registry, options.device, options.state,
+    auto agent = OpenHubAgent(options.hub, registry, options.device, options.state,
                               logger.ForComponent("fleet"));
     if (!agent.ok()) {
       return Fail(logger, agent.status());
@@ -126,7 +160,7 @@ int RunServe(const ServeOptions& options) {
     fleet = std::move(agent).value();
     repository = fleet->ServingRepository();
   } else if (!options.model_references.empty()) {
-    auto prepared = PrepareModels(options.model_references, options.state, options.registry,
+    auto prepared = PrepareModels(options.model_references, options.state, registry,
                                   logger.ForComponent("store"));
     if (!prepared.ok()) {
       return Fail(logger, prepared.status());
@@ -157,7 +191,10 @@ int RunServe(const ServeOptions& options) {
     return Fail(logger, http.status());
   }
 #ifdef PERCH_WITH_GRPC
-  auto grpc = GrpcServer::Create(options.grpc, inference, models, logger.ForComponent("grpc"));
+  GrpcServerOptions grpc_options = options.grpc;
+  grpc_options.peer_token = options.peers.peer_token;
+  grpc_options.peers = &peers;
+  auto grpc = GrpcServer::Create(grpc_options, inference, models, logger.ForComponent("grpc"));
   if (!grpc.ok()) {
     return Fail(logger, grpc.status());
   }
@@ -173,6 +210,24 @@ int RunServe(const ServeOptions& options) {
     return Fail(logger, started);
   }
 #endif
+  {
+    int grpc_port = 0;
+#ifdef PERCH_WITH_GRPC
+    grpc_port = (*grpc)->port();
+#endif
+    peers.SetSelf(
+        AdvertisedUrl(options.peers, (*http)->scheme(), options.http.host, (*http)->port()),
+        AdvertisedGrpc(options.peers, options.http.host, grpc_port));
+    if (peers.Self().url.empty() && !options.hub.url.empty()) {
+      logger.Warn(
+          "--host {} listens on every address: give --advertise-url so that the other "
+          "agents of the location can reach this one",
+          options.http.host);
+    }
+  }
+  if (*static_peers) {
+    (*static_peers)->Start();
+  }
   if (const Status loaded = models.Start(); !loaded.ok()) {
     (*http)->Stop();
     return Fail(logger, loaded);
@@ -242,6 +297,9 @@ int RunServe(const ServeOptions& options) {
   if (fleet) {
     fleet->Stop();
   }
+  if (*static_peers) {
+    (*static_peers)->Stop();
+  }
 #ifdef PERCH_WITH_MQTT
   if (mqtt) {
     mqtt->Stop();
@@ -271,8 +329,10 @@ CommandRunner AddServeCommand(CLI::App& app) {
   AddRegistryFlags(app, options->registry);
   AddHubAgentFlags(app, options->hub);
   app.add_option("--device", options->device,
-                 "This device's name, for the hub and MQTT (default: the host name)")
+                 "This device's name, for the hub, MQTT and the location's peers (default: the "
+                 "host name)")
       ->envname("PERCH_DEVICE");
+  AddPeerFlags(app, options->peers);
   app.add_option("--host", options->http.host, "Address to listen on")
       ->envname("PERCH_HOST")
       ->capture_default_str();
@@ -387,15 +447,20 @@ CommandRunner AddServeCommand(CLI::App& app) {
       ->envname("PERCH_LOG_LEVEL")
       ->check(CLI::IsMember({"debug", "info", "warn", "error"}))
       ->capture_default_str();
+  AddForwardingFlags(app, options->forwarding);
   app.add_flag("--check-config", options->check_config,
                "Check the options and exit without serving");
   return [options] {
     options->http.server_version = Version();
+    options->http.forwarding = MakeForwardingOptions(
+        options->forwarding, options->device.empty() ? DefaultDeviceName() : options->device,
+        options->registry.ca_file);
 #ifdef PERCH_WITH_GRPC
     options->grpc.server_version = Version();
     options->grpc.host = options->http.host;
     options->grpc.tls = options->http.tls;
     options->grpc.api_token = options->http.api_token;
+    options->grpc.forwarding = options->http.forwarding;
 #endif
 #ifdef PERCH_WITH_MQTT
     options->mqtt.device = options->device.empty() ? DefaultDeviceName() : options->device;

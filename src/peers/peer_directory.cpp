@@ -133,4 +133,40 @@ void PeerDirectory::MarkHealthy(std::string_view device) {
   health_[std::string(device)].avoid_until = {};
 }
 
+std::vector<Peer> PeerDirectory::Available() const {
+  MutexLock lock(mutex_);
+  std::vector<Peer> peers;
+  for (Peer& peer : MergedLocked()) {
+    if (!AvoidedLocked(peer.device)) {
+      peers.push_back(std::move(peer));
+    }
+  }
+  return peers;
+}
+
+void PeerDirectory::SetToken(std::string token) {
+  MutexLock lock(mutex_);
+  token_ = std::move(token);
+}
+
+std::string PeerDirectory::Token() const {
+  MutexLock lock(mutex_);
+  return token_;
+}
+
+void PeerDirectory::SetSelf(std::string url, std::string grpc_address) {
+  MutexLock lock(mutex_);
+  self_url_ = std::move(url);
+  self_grpc_address_ = std::move(grpc_address);
+}
+
+Peer PeerDirectory::Self() const {
+  MutexLock lock(mutex_);
+  return Peer{.device = options_.self_device,
+              .url = self_url_,
+              .grpc_address = self_grpc_address_,
+              .models = {},
+              .blobs = {}};
+}
+
 }  // namespace perch

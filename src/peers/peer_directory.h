@@ -77,6 +77,8 @@ class PeerDirectory {
 
   // Every known peer, merged over the sources, ordered by device name.
   std::vector<Peer> Peers() const;
+  // Every peer not being avoided, ordered by device name.
+  std::vector<Peer> Available() const;
   // Peers holding blob `digest` that are not being avoided, the ones that
   // never failed first.
   std::vector<Peer> HoldersOf(std::string_view digest) const;
@@ -90,6 +92,19 @@ class PeerDirectory {
   void MarkFailed(std::string_view device);
   // `device` answered: stop avoiding it.
   void MarkHealthy(std::string_view device);
+
+  // The location's peer credential: what this agent sends to its peers and
+  // accepts from them (set from --peer-token, or by the hub, which issues
+  // one per location and may change it). Empty: none yet.
+  void SetToken(std::string token);
+  std::string Token() const;
+
+  // Where this agent's peers reach it (its advertised REST base URL and
+  // gRPC HOST:PORT), known once its listeners are bound.
+  void SetSelf(std::string url, std::string grpc_address);
+  // This agent as its peers see it: device, url and grpc_address (models
+  // and blobs are filled by whoever answers for it).
+  Peer Self() const;
 
  private:
   friend class PeerLease;
@@ -112,6 +127,9 @@ class PeerDirectory {
   uint64_t reports_ GUARDED_BY(mutex_) = 0;
   std::map<std::string, Report, std::less<>> by_source_ GUARDED_BY(mutex_);
   std::map<std::string, Health, std::less<>> health_ GUARDED_BY(mutex_);
+  std::string token_ GUARDED_BY(mutex_);
+  std::string self_url_ GUARDED_BY(mutex_);
+  std::string self_grpc_address_ GUARDED_BY(mutex_);
 };
 
 }  // namespace perch

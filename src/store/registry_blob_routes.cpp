@@ -4,60 +4,17 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 #include <memory>
 
+#include "http/byte_range.h"
 #include "store/registry_http_internal.h"
 
 namespace perch::registry_http {
 namespace {
 
-struct ByteRange {
-  uint64_t offset = 0;
-  uint64_t length = 0;
-};
-
-bool ParseNumber(std::string_view text, uint64_t& value) {
-  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-  return !text.empty() && error == std::errc() && end == text.data() + text.size();
-}
-
-// One "bytes=a-b", "bytes=a-" or "bytes=-n" range of a `size`-byte blob.
-// nullopt: the header asks for no single satisfiable range.
-std::optional<ByteRange> ParseRange(std::string_view header, uint64_t size) {
-  constexpr std::string_view kPrefix = "bytes=";
-  if (header.substr(0, kPrefix.size()) != kPrefix || header.find(',') != std::string_view::npos) {
-    return std::nullopt;
-  }
-  header.remove_prefix(kPrefix.size());
-  const size_t dash = header.find('-');
-  if (dash == std::string_view::npos) {
-    return std::nullopt;
-  }
-  const std::string_view first = header.substr(0, dash);
-  const std::string_view last = header.substr(dash + 1);
-  uint64_t start = 0;
-  uint64_t end = 0;
-  if (first.empty()) {
-    if (!ParseNumber(last, end) || end == 0 || size == 0) {
-      return std::nullopt;
-    }
-    start = end >= size ? 0 : size - end;
-    return ByteRange{start, size - start};
-  }
-  if (!ParseNumber(first, start) || start >= size) {
-    return std::nullopt;
-  }
-  if (last.empty()) {
-    end = size - 1;
-  } else if (!ParseNumber(last, end) || end < start) {
-    return std::nullopt;
-  } else if (end >= size) {
-    end = size - 1;
-  }
-  return ByteRange{start, end - start + 1};
-}
+using http::ByteRange;
+using http::ParseRange;
 
 // Owns the descriptor an answer streams from; closed with the answer.
 class OpenBlob {

@@ -463,6 +463,26 @@ Status RegistryClient::FetchBlob(const std::string& repository, const Descriptor
     }
     return Status::Ok();
   }
+  const BlobSources& peers = impl_->options().blob_sources;
+  if (!peers.enabled()) {
+    return FetchBlobFromRegistry(repository, blob, store, progress);
+  }
+  if (FetchBlobFromPeers(peers, repository, blob, store, progress).ok()) {
+    return Status::Ok();
+  }
+  // The registry resumes after what peers sent. Should those bytes have
+  // been wrong (a peer that broke off while sending a corrupt blob), the
+  // digest check discards them all: start over from the registry alone.
+  const bool resumed = store.WrittenSize(BlobWriterName(blob.digest)) > 0;
+  const Status fetched = FetchBlobFromRegistry(repository, blob, store, progress);
+  if (fetched.code() == StatusCode::kInvalidArgument && resumed) {
+    return FetchBlobFromRegistry(repository, blob, store, progress);
+  }
+  return fetched;
+}
+
+Status RegistryClient::FetchBlobFromRegistry(const std::string& repository, const Descriptor& blob,
+                                             BlobStore& store, const TransferProgress& progress) {
   const std::string name = BlobWriterName(blob.digest);
   const std::string what = fmt::format("blob {}", blob.digest.str());
   // A partial larger than the blob cannot be a prefix of it.

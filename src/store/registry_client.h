@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "store/blob_sources.h"
 #include "store/blob_store.h"
 #include "store/digest.h"
 #include "store/model_artifact.h"
@@ -49,10 +50,11 @@ struct RegistryClientOptions {
   // Blobs up to this size are uploaded in one PUT, larger ones in PATCH
   // chunks of this size.
   uint64_t chunk_size = uint64_t{16} << 20;
+  // Other agents of the location to ask for a blob before the registry
+  // (FetchBlob): each is verified like the registry, and any failure falls
+  // back to the next source, resuming what was received.
+  BlobSources blob_sources{};
 };
-
-// Called as bytes move: (bytes done, bytes in total).
-using TransferProgress = std::function<void(uint64_t, uint64_t)>;
 
 struct FetchedManifest {
   std::string bytes;
@@ -92,7 +94,9 @@ class RegistryClient {
 
   // Streams a blob into `store`, verifying size and digest. A download that
   // breaks keeps what it got under BlobWriterName(digest) (Unavailable);
-  // the next call resumes from there. More bytes than the descriptor says
+  // the next call resumes from there. With `blob_sources`, the location's
+  // peers are asked first (FetchBlobFromPeers) and the registry resumes
+  // after what they sent. More bytes than the descriptor says
   // aborts the transfer at size + 1 and a wrong digest discards the bytes
   // (both InvalidArgument). A blob already in the store is not fetched.
   Status FetchBlob(const std::string& repository, const Descriptor& blob, BlobStore& store,
@@ -122,6 +126,9 @@ class RegistryClient {
  private:
   class Impl;
   explicit RegistryClient(std::unique_ptr<Impl> impl);
+  // FetchBlob from the registry alone, resuming a partial download.
+  Status FetchBlobFromRegistry(const std::string& repository, const Descriptor& blob,
+                               BlobStore& store, const TransferProgress& progress);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -1,0 +1,124 @@
+#include "cli/network_local.h"
+
+#include <fmt/format.h>
+
+namespace perch::cli {
+namespace {
+
+bool IsWildcard(const std::string& host) {
+  return host.empty() || host == "0.0.0.0" || host == "::" || host == "[::]" || host == "*";
+}
+
+std::string HostForUrl(const std::string& host) {
+  return host.find(':') != std::string::npos && !host.starts_with('[') ? "[" + host + "]" : host;
+}
+
+}  // namespace
+
+void AddPeerFlags(CLI::App& app, PeerFlags& flags) {
+  app.add_option("--peer", flags.peers,
+                 "Another agent of this location, http(s)://HOST:PORT of its REST port "
+                 "(repeatable; without a hub): blobs are shared with it and it is asked for "
+                 "models this agent does not serve")
+      ->envname("PERCH_PEERS")
+      ->delimiter(',');
+  app.add_option("--advertise-url", flags.advertise_url,
+                 "The REST base URL this agent's peers reach it at (default: the REST "
+                 "listener's, unless --host is a wildcard)")
+      ->envname("PERCH_ADVERTISE_URL");
+  app.add_option("--advertise-grpc", flags.advertise_grpc,
+                 "The HOST:PORT of the gRPC port this agent's peers reach it at (default: the "
+                 "gRPC listener's, unless --host is a wildcard)")
+      ->envname("PERCH_ADVERTISE_GRPC");
+  app.add_option("--peer-token", flags.peer_token,
+                 "The credential the agents of this location share, without a hub (with one, "
+                 "the hub issues it); prefer the environment variable: flags show in ps")
+      ->envname("PERCH_PEER_TOKEN");
+}
+
+Status CheckPeerFlags(const PeerFlags& flags, bool with_hub, const std::string& host) {
+  for (const std::string& url : flags.peers) {
+    PERCH_RETURN_IF_ERROR(CheckPeerUrl(url, "--peer").status());
+  }
+  if (!flags.advertise_url.empty()) {
+    PERCH_RETURN_IF_ERROR(CheckPeerUrl(flags.advertise_url, "--advertise-url").status());
+  }
+  if (!flags.advertise_grpc.empty() &&
+      (flags.advertise_grpc.find(':') == std::string::npos ||
+       flags.advertise_grpc.find_first_of("/ \t@") != std::string::npos)) {
+    return InvalidArgument("--advertise-grpc '" + flags.advertise_grpc.substr(0, 200) +
+                           "' must be HOST:PORT");
+  }
+  if (flags.peers.empty()) {
+    return Status::Ok();
+  }
+  if (!with_hub && flags.peer_token.empty()) {
+    return InvalidArgument(
+        "--peer needs --peer-token (PERCH_PEER_TOKEN): the agents of a location authenticate "
+        "each other with it; give every one of them the same value");
+  }
+  if (IsWildcard(host) && flags.advertise_url.empty()) {
+    return InvalidArgument("--host " + (host.empty() ? std::string("''") : host) +
+                           " listens on every address, so peers cannot be told which one "
+                           "reaches this agent: give --advertise-url http://ADDRESS:PORT");
+  }
+  return Status::Ok();
+}
+
+std::string AdvertisedUrl(const PeerFlags& flags, std::string_view scheme, const std::string& host,
+                          int port) {
+  if (!flags.advertise_url.empty()) {
+    auto checked = CheckPeerUrl(flags.advertise_url, "--advertise-url");
+    return checked.ok() ? *checked : flags.advertise_url;
+  }
+  if (IsWildcard(host)) {
+    return "";
+  }
+  return fmt::format("{}://{}:{}", scheme, HostForUrl(host), port);
+}
+
+std::string AdvertisedGrpc(const PeerFlags& flags, const std::string& host, int port) {
+  if (!flags.advertise_grpc.empty()) {
+    return flags.advertise_grpc;
+  }
+  if (IsWildcard(host) || port <= 0) {
+    return "";
+  }
+  return fmt::format("{}:{}", HostForUrl(host), port);
+}
+
+BlobSources BlobSourcesOf(PeerDirectory& directory) {
+  const auto to_sources = [&directory](const std::vector<Peer>& peers) {
+    std::vector<BlobSource> sources;
+    const std::string token = directory.Token();
+    for (const Peer& peer : peers) {
+      if (!peer.url.empty()) {
+        sources.push_back(BlobSource{.name = peer.device, .url = peer.url, .token = token});
+      }
+    }
+    return sources;
+  };
+  BlobSources sources;
+  sources.self = directory.Self().device;
+  sources.holders = [&directory, to_sources](const Digest& digest) {
+    return to_sources(directory.HoldersOf(digest.str()));
+  };
+  sources.peers = [&directory, to_sources] { return to_sources(directory.Available()); };
+  sources.failed = [&directory](const BlobSource& source, const Status&) {
+    directory.MarkFailed(source.name);
+  };
+  return sources;
+}
+
+Result<std::unique_ptr<StaticPeers>> OpenStaticPeers(const PeerFlags& flags,
+                                                     const std::string& ca_file,
+                                                     PeerDirectory& directory,
+                                                     const Logger& logger) {
+  if (flags.peers.empty()) {
+    return std::unique_ptr<StaticPeers>();
+  }
+  return StaticPeers::Create(StaticPeersOptions{.urls = flags.peers, .ca_file = ca_file}, directory,
+                             logger);
+}
+
+}  // namespace perch::cli
