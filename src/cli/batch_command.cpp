@@ -225,7 +225,7 @@ int RunDask(const BatchCommandOptions& options, const Logger& logger) {
   std::error_code error;
   const std::string self = fs::read_symlink("/proc/self/exe", error).string();
   const char* python_env = std::getenv("PERCH_PYTHON");
-  const std::string python = python_env ? python_env : "python3";
+  const std::string python = python_env ? python_env : "/usr/bin/python3";
   const char* path_env = std::getenv("PERCH_PYTHONPATH");
   std::string python_path = path_env ? path_env : PERCH_PYTHON_DIR;
   if (const char* existing = std::getenv("PYTHONPATH"); existing && *existing) {
