@@ -6,12 +6,12 @@
 #include <condition_variable>
 #include <istream>
 #include <map>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <ostream>
 #include <thread>
 
 #include "core/files.h"
+#include "core/thread_annotations.h"
 #include "models/batching.h"
 #include "tensor/json_codec.h"
 #include "tensor/npy.h"
@@ -90,17 +90,21 @@ class BatchRunner::Pipeline {
 
   Pipeline(const BatchRunner& runner, Source source, std::ostream& out,
            const BatchProgress& progress)
-      : runner_(runner), source_(std::move(source)), out_(out), progress_(progress) {}
+      : runner_(runner),
+        source_(std::move(source)),
+        out_(out),
+        progress_(progress),
+        threads_(std::max(1, runner.options_.concurrency)),
+        window_(4 * threads_) {}
 
   Result<BatchCounts> Run() {
-    const int threads = std::max(1, runner_.options_.concurrency);
-    window_ = 4 * threads;
     {
       std::vector<std::jthread> workers;
-      for (int i = 0; i < threads; ++i) {
+      for (int i = 0; i < threads_; ++i) {
         workers.emplace_back([this] { Work(); });
       }
     }
+    MutexLock lock(mutex_);
     if (!failure_.ok()) {
       return failure_;
     }
@@ -112,15 +116,17 @@ class BatchRunner::Pipeline {
   }
 
  private:
-  void Work() {
+  void Work() EXCLUDES(mutex_) {
     const size_t group_size =
         runner_.batchable_ ? static_cast<size_t>(std::max(1, runner_.options_.max_batch)) : 1;
     for (;;) {
       std::vector<Item> items;
       int64_t sequence = 0;
       {
-        std::unique_lock lock(mutex_);
-        ready_.wait(lock, [&] { return stop_ || next_take_ - next_write_ < window_; });
+        MutexLock lock(mutex_);
+        while (!stop_ && next_take_ - next_write_ >= window_) {
+          lock.Wait(ready_);
+        }
         if (stop_) {
           return;
         }
@@ -148,14 +154,14 @@ class BatchRunner::Pipeline {
       for (const auto& item : items) {
         bytes += item.bytes;
       }
-      std::unique_lock lock(mutex_);
+      MutexLock lock(mutex_);
       done_[sequence] = {std::move(records), bytes};
       WriteReady();
       ready_.notify_all();
     }
   }
 
-  void WriteReady() {
+  void WriteReady() REQUIRES(mutex_) {
     while (!done_.empty() && done_.begin()->first == next_write_) {
       auto& [records, bytes] = done_.begin()->second;
       for (const auto& record : records) {
@@ -180,7 +186,7 @@ class BatchRunner::Pipeline {
     }
   }
 
-  void Fail(Status status) {
+  void Fail(Status status) REQUIRES(mutex_) {
     if (failure_.ok()) {
       failure_ = std::move(status);
     }
@@ -192,17 +198,20 @@ class BatchRunner::Pipeline {
   const Source source_;
   std::ostream& out_;
   const BatchProgress& progress_;
-  int64_t window_ = 4;
+  const int threads_;
+  const int64_t window_;  // groups taken but not yet written, at most
 
-  std::mutex mutex_;
-  std::condition_variable ready_;
-  int64_t next_take_ = 0;   // sequence of the next group read
-  int64_t next_write_ = 0;  // sequence of the next group written
-  std::map<int64_t, std::pair<std::vector<std::string>, uint64_t>> done_;
-  bool stop_ = false;
-  Status failure_ = Status::Ok();
-  BatchCounts counts_;
-  uint64_t bytes_done_ = 0;
+  // Guards the source and the output too: reading and writing happen under it.
+  Mutex mutex_;
+  std::condition_variable ready_;              // a group was written, or the job stops
+  int64_t next_take_ GUARDED_BY(mutex_) = 0;   // sequence of the next group read
+  int64_t next_write_ GUARDED_BY(mutex_) = 0;  // sequence of the next group written
+  // Groups processed out of turn: their records and input bytes.
+  std::map<int64_t, std::pair<std::vector<std::string>, uint64_t>> done_ GUARDED_BY(mutex_);
+  bool stop_ GUARDED_BY(mutex_) = false;  // the input ended, or the job failed
+  Status failure_ GUARDED_BY(mutex_) = Status::Ok();
+  BatchCounts counts_ GUARDED_BY(mutex_);
+  uint64_t bytes_done_ GUARDED_BY(mutex_) = 0;
 };
 
 BatchRunner::BatchRunner(const InferenceService& inference, std::shared_ptr<LoadedModel> model,
