@@ -88,10 +88,9 @@ int main(int argc, char** argv) {
   const auto loaded = std::chrono::steady_clock::now();
   long scored = 0;
   while (scored < requests) {
-    Ort::Value value = Ort::Value::CreateTensor(memory, data.data(), data.size(), shape.data(),
-                                                shape.size());
-    auto outputs =
-        session.Run(Ort::RunOptions{nullptr}, input_names, &value, 1, output_names, 1);
+    Ort::Value value =
+        Ort::Value::CreateTensor(memory, data.data(), data.size(), shape.data(), shape.size());
+    auto outputs = session.Run(Ort::RunOptions{nullptr}, input_names, &value, 1, output_names, 1);
     scored += batch;
   }
   const auto end = std::chrono::steady_clock::now();

@@ -54,7 +54,7 @@ def _worker_state(worker):
     return os.path.join(worker.local_directory, "perch-state")
 
 
-def _prepare_on(worker, perch, model, extra_args):
+def _prepare_on(worker, perch, model, extra_args, token):
     """Pulls and loads `model` into this worker's state, once: the identity
     is kept in the state folder, so later tasks find it without a registry.
     A lock keeps two tasks of one worker from pulling at the same time."""
@@ -70,7 +70,8 @@ def _prepare_on(worker, perch, model, extra_args):
         result = subprocess.run(
             [perch, "batch", "--model", model, "--state", state, "--pull-only",
              "--log-level", "warn", *extra_args],
-            capture_output=True, text=True)
+            capture_output=True, text=True,
+            env={**os.environ, "PERCH_TOKEN": token} if token else None)
         if result.returncode != 0:
             raise RuntimeError(result.stderr.strip() or
                                f"perch batch --pull-only exited {result.returncode}")
@@ -82,17 +83,17 @@ def _prepare_on(worker, perch, model, extra_args):
         return identity
 
 
-def _prepare_worker(perch, model, extra_args, dask_worker=None):
+def _prepare_worker(perch, model, extra_args, token, dask_worker=None):
     """client.run's function: the model's identity on this worker."""
-    return _prepare_on(dask_worker, perch, model, extra_args)
+    return _prepare_on(dask_worker, perch, model, extra_args, token)
 
 
-def _score_partition(perch, model, extra_args, run_args, digest, lines, first_line):
+def _score_partition(perch, model, extra_args, token, run_args, digest, lines, first_line):
     """One task: the records of `lines` (whole lines, the first numbered
     `first_line`), all or nothing."""
     from distributed import get_worker
 
-    identity = _prepare_on(get_worker(), perch, model, extra_args)
+    identity = _prepare_on(get_worker(), perch, model, extra_args, token)
     if identity["model_digest"] != digest:
         raise RuntimeError(f"this worker has {identity['model_digest']} for {model}, "
                            f"the job runs {digest}")
@@ -292,7 +293,9 @@ def run_batch(client, model, inputs, output, perch="perch", partition_lines=256,
     workers = list(client.scheduler_info()["workers"])
     if not workers:
         raise PerchBatchError("the Dask cluster has no workers")
-    prepared = client.run(_prepare_worker, perch, model, extra_args, on_error="return")
+    # The registry token, if any, travels as data, never on a command line.
+    token = os.environ.get("PERCH_TOKEN", "")
+    prepared = client.run(_prepare_worker, perch, model, extra_args, token, on_error="return")
     identities = {}
     for worker, result in prepared.items():
         if isinstance(result, BaseException):
@@ -306,7 +309,7 @@ def run_batch(client, model, inputs, output, perch="perch", partition_lines=256,
     folder = _open_output(output, identity)
 
     def submit(first_line, lines, key):
-        return client.submit(_score_partition, perch, model, extra_args, run_args,
+        return client.submit(_score_partition, perch, model, extra_args, token, run_args,
                              identity["model_digest"], lines, first_line, key=key, pure=False)
     submit.partition_lines = partition_lines
     in_flight = 4 * max(1, len(workers))

@@ -232,6 +232,11 @@ int RunDask(const BatchCommandOptions& options, const Logger& logger) {
     python_path += std::string(":") + existing;
   }
   ::setenv("PYTHONPATH", python_path.c_str(), 1);
+  // The driver hands the token to the workers' perch through its
+  // environment, never on a command line.
+  if (!options.registry.token.empty()) {
+    ::setenv("PERCH_TOKEN", options.registry.token.c_str(), 1);
+  }
   std::vector<std::string> args = {python,
                                    "-m",
                                    "perch_dask",
