@@ -54,17 +54,19 @@ def _worker_state(worker):
     return os.path.join(worker.local_directory, "perch-state")
 
 
-def _prepare_on(worker, perch, model, extra_args, token):
-    """Pulls and loads `model` into this worker's state, once: the identity
-    is kept in the state folder, so later tasks find it without a registry.
-    A lock keeps two tasks of one worker from pulling at the same time."""
+def _prepare_on(worker, perch, model, extra_args, token, refresh=False):
+    """Pulls and loads `model` into this worker's state; the identity is
+    kept in the state folder, so the job's tasks find it without a registry
+    (`refresh` resolves the reference again: each job starts so, and a tag
+    that moved is seen). A lock keeps two tasks of one worker from pulling
+    at the same time."""
     state = _worker_state(worker)
     os.makedirs(state, exist_ok=True)
     key = hashlib.sha256(json.dumps([model, extra_args]).encode()).hexdigest()[:16]
     record = os.path.join(state, f"prepared-{key}.json")
     with open(os.path.join(state, ".perch-dask.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if os.path.exists(record):
+        if not refresh and os.path.exists(record):
             with open(record) as f:
                 return json.load(f)
         result = subprocess.run(
@@ -85,7 +87,7 @@ def _prepare_on(worker, perch, model, extra_args, token):
 
 def _prepare_worker(perch, model, extra_args, token, dask_worker=None):
     """client.run's function: the model's identity on this worker."""
-    return _prepare_on(dask_worker, perch, model, extra_args, token)
+    return _prepare_on(dask_worker, perch, model, extra_args, token, refresh=True)
 
 
 def _score_partition(perch, model, extra_args, token, run_args, digest, lines, first_line):
