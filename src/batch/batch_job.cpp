@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -73,7 +74,8 @@ std::optional<ModelIdentity> RecordedModel(const fs::path& dir) {
     ModelIdentity model;
     model.digest = json["model_digest"].get<std::string>();
     model.name = json.value("model_name", std::string());
-    model.version = std::stoll(json.value("model_version", std::string("0")));
+    const std::string version = json.value("model_version", std::string());
+    std::from_chars(version.data(), version.data() + version.size(), model.version);
     return model;
   }
   return std::nullopt;

@@ -221,12 +221,14 @@ def test_a_killed_run_leaves_nothing_looking_finished(tmp_path):
                                 "--input", source, "--output", out, "--threads", "1"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        # Some records written: a run stopped in the middle of a file.
         wait_for(lambda: (out / ".in.jsonl.partial").exists()
                  and (out / ".in.jsonl.partial").stat().st_size > 0, 60)
     finally:
         process.kill()
         process.wait()
     assert not (out / "in.jsonl").exists() and not (out / "_SUCCESS").exists()
+    assert (out / ".in.jsonl.partial").exists()
 
 
 def test_shows_a_progress_bar_on_a_terminal(tmp_path):

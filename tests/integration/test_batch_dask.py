@@ -112,6 +112,14 @@ def test_bad_inputs_to_the_cluster_are_refused(tmp_path, dask_cluster):
     assert unreachable.returncode == 1 and b"Dask scheduler" in unreachable.stderr
 
 
+def size_of(path):
+    """The size of a file that may not exist yet, or no longer."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 @pytest.fixture
 def own_cluster(tmp_path):
     cluster = DaskCluster(tmp_path / "dask").start()
@@ -131,8 +139,7 @@ def test_a_worker_killed_mid_job_loses_and_repeats_nothing(tmp_path, own_cluster
     try:
         partial = out / ".in.jsonl.partial"
         # Once records are being written, kill a worker that is running a task.
-        wait_for(lambda: partial.exists() and partial.stat().st_size > 0, JOB_TIMEOUT,
-                 what=own_cluster.logs)
+        wait_for(lambda: size_of(partial) > 0, JOB_TIMEOUT, what=own_cluster.logs)
         victim = own_cluster.worker_address("worker2")
         wait_for(lambda: own_cluster.client.processing().get(victim), JOB_TIMEOUT)
         own_cluster.kill_worker("worker2")
