@@ -17,6 +17,7 @@
 #include <iosfwd>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/status.h"
@@ -67,8 +68,8 @@ class BatchRunner {
   Result<BatchCounts> RunNpyFiles(const std::vector<std::filesystem::path>& files,
                                   std::ostream& out, const BatchProgress& progress = nullptr) const;
 
-  // The records' fixed part, for writers that only count them: true when
-  // `line` is an error record.
+  // True when `line` is an error record (they start with {"id":), for
+  // writers that count records without parsing them.
   static bool IsErrorRecord(std::string_view line);
 
  private:
