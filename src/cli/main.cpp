@@ -52,6 +52,9 @@ int main(int argc, char** argv) {
   runners[tag] = perch::cli::AddTagCommand(*tag);
   auto* rm = app.add_subcommand("rm", "Delete a model manifest from a registry");
   runners[rm] = perch::cli::AddRmCommand(*rm);
+  auto* batch = app.add_subcommand(
+      "batch", "Score files of requests (or stdin) with one model, locally or on a Dask cluster");
+  runners[batch] = perch::cli::AddBatchCommand(*batch);
   perch::cli::AddFleetCommands(app, runners);
 #ifdef PERCH_WITH_HUB
   auto* hub = app.add_subcommand("hub", "Serve the OCI model registry (the hub)");
