@@ -13,8 +13,13 @@ import pytest
 
 import grpc_oip
 import oip
+from fleet_harness import (admin, create_location, device_report, fleet_agent,
+                           make_scorer_repo, push_scorer, score)
 from grpc_oip import connect, infer_request, typed_input
 from harness import PERCH_BIN, ROOT, TEST_MODELS, wait_for
+from mqtt_harness import Broker, Client, start_agent, unique, wait_online
+from registry_harness import Registry, digest_of, model_server
+from test_mqtt import ask
 
 INTEROP = ROOT / "tests" / "data" / "oms"
 INTEROP_FOLDERS = ["v1.0.1-elliptic-key", "v1.1.0-elliptic-key"]
@@ -268,6 +273,46 @@ def test_trusted_signed_model_serves_and_names_its_digest(
         client.close()
 
 
+def test_pulled_answers_name_the_manifest_digest(tmp_path):
+    registry = Registry(tmp_path / "registry").start()
+    try:
+        repo = repo_with(tmp_path, [1])
+        ref = f"{registry.host}/models/m:1"
+        digest = digest_of(perch("push", repo / "m", ref).stdout)
+        server = model_server(tmp_path, [ref], tmp_path / "state").start()
+        try:
+            answer = server.infer("m", X_REQUEST)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["parameters"]["perch.digest"] == digest
+        finally:
+            assert server.stop() == 0
+    finally:
+        registry.stop()
+
+
+def test_mqtt_answers_name_the_artifact(servers, tmp_path, keys):
+    private, public = keys["site"]
+    repo = repo_with(tmp_path, [1])
+    assert perch("sign", repo / "m" / "1", "--key", private).returncode == 0
+    root = "sha256:" + payload_of(
+        repo / "m" / "1" / "model.sig")["subject"][0]["digest"]["sha256"]
+    broker = Broker(tmp_path / "broker").start()
+    try:
+        start_agent(servers, broker, "lab", "d1", repo=repo,
+                    state=tmp_path / "state", extra=["--trust-key", public])
+        client = Client(broker.port).connect()
+        try:
+            wait_online(client, "lab", "d1")
+            client.replies = unique("replies/")
+            client.subscribe(client.replies + "/#")
+            answer = ask(client, "perch/lab/d1/infer/m", X_REQUEST)
+            assert answer.json()["parameters"]["perch.digest"] == root
+        finally:
+            client.close()
+    finally:
+        broker.stop()
+
+
 def test_unsigned_and_tampered_versions_never_serve(servers, tmp_path, keys):
     private, public = keys["site"]
     repo = repo_with(tmp_path, [1])
@@ -333,3 +378,45 @@ def test_bad_trust_key_stops_the_agent(tmp_path, keys):
     result = perch("serve", "--repo", repo, "--trust-key",
                    tmp_path / "missing.pem", "--check-config")
     assert_refused(result, "missing.pem")
+
+
+# Fleet agents: a deployment that requires a signature, and trust keys
+
+def test_fleet_agents_refuse_unsigned_models(hubs, tmp_path, keys):
+    hub = hubs.start()
+    repo = make_scorer_repo(tmp_path / "models")
+    reference = push_scorer(hub, repo, hub.host, 1)
+    token = create_location(hub, "site")
+    url = f"http://127.0.0.1:{hub.port}"
+    plain = fleet_agent(tmp_path, url, token, "plain", tmp_path / "state-plain")
+    trusting = fleet_agent(tmp_path, url, token, "trusting",
+                           tmp_path / "state-trusting")
+    trusting.command += ["--trust-key", str(keys["site"][1])]
+    plain.start()
+    trusting.start()
+    try:
+        wait_for(lambda: len(hub.request("GET", "/api/v1/devices").json())
+                 == 2, 30)
+
+        def errors(name):
+            return " ".join(device_report(hub, name).get(
+                "heartbeat", {}).get("errors", []))
+
+        # Required by the deployment: refused even without trust keys.
+        admin(hub, "deploy", reference, "--name", "scorer",
+              "--require-signature")
+        wait_for(lambda: "requires a signature" in errors("plain"), 30,
+                 what=lambda: errors("plain"))
+        assert score(plain) is None
+        # Not required: the agent without keys serves it; the one with a
+        # trust key refuses it, and says why.
+        admin(hub, "deploy", reference, "--name", "scorer")
+        wait_for(lambda: score(plain) == 11.0, 30)
+        wait_for(lambda: "refused by the trust policy, unsigned"
+                 in errors("trusting"), 30, what=lambda: errors("trusting"))
+        assert score(trusting) is None
+        status = admin(hub, "status").stdout
+        assert "refused by the trust policy" in status, status
+    finally:
+        for agent in (plain, trusting):
+            assert agent.stop() == 0
