@@ -317,7 +317,9 @@ CommandRunner AddServeCommand(CLI::App& app) {
   app.add_option("--trust-key", options->trust_keys,
                  "Serve only models signed by this ECDSA public key (PEM, repeatable; also "
                  "every STATE/trust/*.pem): an unsigned or tampered version never becomes "
-                 "ready, see docs/signing.md");
+                 "ready, see docs/signing.md")
+      ->envname("PERCH_TRUST_KEYS")
+      ->delimiter(',');
   app.add_option("--state", options->state,
                  "Folder for what must survive a restart (pulled models and their blobs, the "
                  "outbox, the MQTT inbox)")
