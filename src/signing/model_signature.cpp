@@ -69,24 +69,24 @@ Status CheckResourceName(std::string_view name) {
   return Status::Ok();
 }
 
-// The relative '/'-name of an ignore path: a path inside the model (as
-// given, from the working folder) or a name relative to the model.
+bool LeavesTheFolder(const fs::path& relative) {
+  return relative.empty() || *relative.begin() == "..";
+}
+
+// The relative '/'-name of an ignore path. A path that names something
+// inside the model, as given from the working folder (what the reference
+// CLI takes: DIR/ignore-me), counts as that; any other relative path is a
+// name inside the model (ignore-me).
 Result<std::string> IgnoreName(const fs::path& model_root, const fs::path& path) {
   std::error_code error;
   const fs::path root = fs::absolute(model_root, error).lexically_normal();
-  const fs::path given = fs::absolute(path, error).lexically_normal();
-  fs::path relative = given.lexically_relative(root);
-  if (path.is_absolute() || (!relative.empty() && *relative.begin() != "..")) {
-    if (relative.empty() || *relative.begin() == "..") {
-      return InvalidArgument("ignore path " + path.string() + " is outside the model folder " +
-                             model_root.string());
-    }
-  } else {
+  fs::path relative = fs::absolute(path, error).lexically_normal().lexically_relative(root);
+  if (LeavesTheFolder(relative) && !path.is_absolute()) {
     relative = path.lexically_normal();
-    if (!relative.empty() && *relative.begin() == "..") {
-      return InvalidArgument("ignore path " + path.string() + " is outside the model folder " +
-                             model_root.string());
-    }
+  }
+  if (LeavesTheFolder(relative)) {
+    return InvalidArgument("ignore path " + path.string() + " is outside the model folder " +
+                           model_root.string());
   }
   std::string name = relative.generic_string();
   while (!name.empty() && name.back() == '/') {
