@@ -67,6 +67,7 @@ Result<PushOutcome> PushModel(RegistryClient& client, const std::string& reposit
   PERCH_ASSIGN_OR_RETURN(
       outcome.manifest_digest,
       client.PutManifest(repository, tag, manifest, std::string(media_type::kOciManifest)));
+  outcome.manifest_size = manifest.size();
   return outcome;
 }
 

@@ -25,6 +25,7 @@ struct LocalModelFile {
 
 struct PushOutcome {
   Digest manifest_digest = Sha256Of("");
+  uint64_t manifest_size = 0;   // the manifest's bytes (an OCI image manifest)
   uint64_t total_bytes = 0;     // of every layer
   uint64_t uploaded_bytes = 0;  // of the layers the registry did not have
   int layers_uploaded = 0;
