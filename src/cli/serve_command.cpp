@@ -18,6 +18,7 @@
 #include "outbox/durable_queue.h"
 #endif
 #include "cli/agent_credentials.h"
+#include "cli/bundle_agent.h"
 #include "cli/commands.h"
 #include "cli/hub_agent.h"
 #include "cli/pulled_models.h"
@@ -35,6 +36,7 @@ namespace {
 struct ServeOptions {
   std::string repository;
   std::vector<std::string> model_references;
+  bool bundles = false;  // serve the location bundles imported into --state
   RegistryFlags registry;
   HubAgentFlags hub;
   std::string device;
@@ -66,7 +68,15 @@ int Fail(const Logger& logger, const Status& status) {
 // Every check that needs no network, no model and no write, so that
 // --check-config reports what serving would refuse.
 Status CheckServeOptions(const ServeOptions& options) {
-  if (!options.hub.url.empty()) {
+  if (options.bundles) {
+    // Imported bundles say which models run; a second source would fight them.
+    if (!options.hub.url.empty() || !options.repository.empty() ||
+        !options.model_references.empty()) {
+      return InvalidArgument(
+          "--bundles serves what `perch bundle import` put into --state: drop --hub, --repo "
+          "and --model");
+    }
+  } else if (!options.hub.url.empty()) {
     // The hub says which models run; a second source would fight it.
     if (!options.repository.empty() || !options.model_references.empty()) {
       return InvalidArgument(
@@ -117,7 +127,16 @@ int RunServe(const ServeOptions& options) {
   HttpServerOptions http_options = options.http;
   http_options.management_token = management->token;
   std::unique_ptr<FleetAgent> fleet;
-  if (!options.hub.url.empty()) {
+  std::unique_ptr<BundleAgent> bundles;
+  if (options.bundles) {
+    auto agent = BundleAgent::Open(options.state, std::chrono::seconds(1), options.hub.warmup_runs,
+                                   logger.ForComponent("bundle"));
+    if (!agent.ok()) {
+      return Fail(logger, agent.status());
+    }
+    bundles = std::move(agent).value();
+    repository = bundles->ServingRepository();
+  } else if (!options.hub.url.empty()) {
     auto agent = OpenHubAgent(options.hub, options.registry, options.device, options.state,
                               logger.ForComponent("fleet"));
     if (!agent.ok()) {
@@ -219,6 +238,9 @@ int RunServe(const ServeOptions& options) {
     }
   }
 #endif
+  if (bundles) {
+    bundles->Start(models);
+  }
   if (fleet) {
     fleet->Start(models, [&]([[maybe_unused]] Heartbeat& heartbeat) {
 #ifdef PERCH_WITH_MQTT
@@ -242,6 +264,9 @@ int RunServe(const ServeOptions& options) {
   if (fleet) {
     fleet->Stop();
   }
+  if (bundles) {
+    bundles->Stop();
+  }
 #ifdef PERCH_WITH_MQTT
   if (mqtt) {
     mqtt->Stop();
@@ -263,6 +288,10 @@ CommandRunner AddServeCommand(CLI::App& app) {
   app.add_option("--repo", options->repository,
                  "Model repository: REPO/<model>/<version>/model.onnx")
       ->envname("PERCH_REPO");
+  app.add_flag("--bundles", options->bundles,
+               "Serve the location bundles `perch bundle import` puts into --state (a site with "
+               "no hub), switching to each newer generation as it arrives")
+      ->envname("PERCH_BUNDLES");
   app.add_option("--model", options->model_references,
                  "A model in an OCI registry, HOST[:PORT]/REPO[:TAG][@sha256:...] (repeatable): "
                  "pulled into --state and served from there, instead of --repo")
