@@ -331,7 +331,16 @@ Result<SiteState> ImportBundle(const fs::path& bundle, const ImportOptions& opti
     return Internal(
         fmt::format("cannot move {} into place: {}", release.string(), error.message()));
   }
-  SiteState site{state.generation, state.location, release, state.models, NowRfc3339()};
+  SiteState site{state.generation, state.location, release, state.models, NowRfc3339(), {}};
+  for (const FetchedModel& model : models) {
+    site.signatures[model.metadata.name] = model.signatures;
+  }
+  if (options.before_commit) {
+    if (Status done = options.before_commit(site, *blobs); !done.ok()) {
+      fs::remove_all(release, error);
+      return done;
+    }
+  }
   const json record = {{"generation", site.generation},
                        {"location", site.location},
                        {"release", release_name},

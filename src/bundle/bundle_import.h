@@ -27,6 +27,8 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -35,6 +37,7 @@
 #include "bundle/bundle_reader.h"
 #include "core/status.h"
 #include "signing/signing.h"
+#include "store/blob_store.h"
 
 namespace perch::bundle {
 
@@ -45,6 +48,9 @@ struct SiteState {
   std::filesystem::path release;  // the repository to serve
   std::vector<StateModel> models;
   std::string imported_at;
+  // At import only (not kept in current.json): each model's signature
+  // bundles, blobs in STATE/blobs, by model name.
+  std::map<std::string, std::vector<Digest>> signatures;
 };
 
 // nullopt when no bundle was ever imported; InvalidArgument for a
@@ -55,6 +61,10 @@ struct ImportOptions {
   std::filesystem::path state;              // the agent's --state
   std::vector<signing::PublicKey> trusted;  // must not be empty
   ReaderLimits limits;
+  // Runs once every check has passed, before current.json is replaced
+  // (`perch bundle import --hub` pushes to the site's hub here); an error
+  // refuses the bundle and nothing is recorded.
+  std::function<Status(const SiteState&, const BlobStore&)> before_commit;
 };
 
 // The new site state; the error that refused the bundle otherwise (nothing

@@ -41,4 +41,12 @@ Result<PushOutcome> PushModel(RegistryClient& client, const std::string& reposit
                               std::vector<LocalModelFile> files, const std::string& mount_from = "",
                               const TransferProgress& progress = nullptr);
 
+// Pushes a model whose manifest, config, layers and signature bundles are in
+// `blobs` (FetchModel's, or a bundle's import) to `repository` under `tag`,
+// byte for byte (same manifest digest), with its signatures attached as
+// referrers (signature_referrers.h). Returns the manifest's digest.
+Result<Digest> PushStoredModel(RegistryClient& client, const std::string& repository,
+                               const std::string& tag, const BlobStore& blobs,
+                               const Digest& manifest, const std::vector<Digest>& signatures);
+
 }  // namespace perch

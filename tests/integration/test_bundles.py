@@ -334,3 +334,42 @@ def test_a_replayed_bundle_is_refused(site, serving, tmp_path):
     root, state, agent, good = serving
     replay = site.export(tmp_path / "g1-again.tar", [site.v1[0]], 1)
     assert_refused(site, serving, replay, "replayed or older")
+
+
+# --- with hubs: export a location's state, hand a bundle to a site's hub -----
+
+def test_a_hub_location_exported_and_handed_to_a_sites_own_hub(hubs, tmp_path):
+    from fleet_harness import admin, create_location, fleet_agent
+
+    key, public = make_key(tmp_path, "site")
+    central = hubs.start()
+    folder = model_folder(tmp_path / "src", 1)
+    perch("sign", folder, "--key", key)
+    ref = f"{central.host}/wakeword/hey_jarvis:1"
+    perch("push", folder, ref, "--token", central.admin_token)
+    create_location(central, "plant-1")
+    admin(central, "deploy", ref, "--name", "jarvis", "--location", "plant-1")
+    bundle = tmp_path / "plant-1.tar"
+    out = perch("bundle", "export", "--hub", central.url, "--location", "plant-1", "--token",
+                central.admin_token, "--key", key, "--out", bundle, "--generation", 5)
+    assert "exported 1 models for location plant-1, generation 5" in out.stdout
+
+    # The site's own hub, an agent of it, and the bundle handed over.
+    site_hub = hubs.start()
+    enrolment = create_location(site_hub, "plant-1")
+    agent = fleet_agent(tmp_path, site_hub.url, enrolment, "edge-1", tmp_path / "agent").start()
+    try:
+        handed = perch("bundle", "import", bundle, "--hub", site_hub.url, "--token",
+                       site_hub.admin_token, "--state", tmp_path / "importer",
+                       "--trust-key", public)
+        assert "deployed hey_jarvis version 1 to location plant-1" in handed.stdout
+        wait_for(lambda: served_versions(agent) == [("hey_jarvis", "1")], SWITCH_TIMEOUT,
+                 what="the site hub's agent to serve the bundle's model")
+        # The signature came along: the agent installed it beside the model.
+        assert list((tmp_path / "agent").rglob("model.sig"))
+        replay = perch("bundle", "import", bundle, "--hub", site_hub.url, "--token",
+                       site_hub.admin_token, "--state", tmp_path / "importer",
+                       "--trust-key", public, check=False)
+        assert replay.returncode == 1 and "replayed or older" in replay.stderr
+    finally:
+        assert agent.stop() == 0
