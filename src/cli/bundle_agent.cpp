@@ -17,6 +17,11 @@ Result<std::vector<signing::PublicKey>> LoadTrustKeys(const std::vector<std::str
   return signing::LoadPublicKeysInFolder(state / "trust");
 }
 
+int64_t ImportedBundleGeneration(const fs::path& state) {
+  auto site = bundle::ReadSiteState(state);
+  return site.ok() && *site ? (*site)->generation : 0;
+}
+
 BundleAgent::BundleAgent(fs::path state, std::chrono::milliseconds interval, int warmup_runs,
                          Logger logger, fs::path serving, int64_t generation)
     : state_(std::move(state)),

@@ -29,6 +29,10 @@ namespace perch::cli {
 Result<std::vector<signing::PublicKey>> LoadTrustKeys(const std::vector<std::string>& flags,
                                                       const std::filesystem::path& state);
 
+// The generation of the last bundle imported into `state`, 0 when none (or
+// unreadable): what an agent reports in its heartbeats.
+int64_t ImportedBundleGeneration(const std::filesystem::path& state);
+
 class BundleAgent {
  public:
   // InvalidArgument for a current.json that is not perch's; Internal when

@@ -242,7 +242,8 @@ int RunServe(const ServeOptions& options) {
     bundles->Start(models);
   }
   if (fleet) {
-    fleet->Start(models, [&]([[maybe_unused]] Heartbeat& heartbeat) {
+    fleet->Start(models, [&](Heartbeat& heartbeat) {
+      heartbeat.bundle_generation = ImportedBundleGeneration(options.state);
 #ifdef PERCH_WITH_MQTT
       if (outbox) {
         heartbeat.outbox_depth = outbox->Size();

@@ -226,7 +226,8 @@ json HeartbeatJson(const Heartbeat& heartbeat) {
           {"load", heartbeat.load},
           {"outbox_depth", heartbeat.outbox_depth},
           {"last_inference_at", heartbeat.last_inference_at},
-          {"applied_etag", heartbeat.applied_etag}};
+          {"applied_etag", heartbeat.applied_etag},
+          {"bundle_generation", heartbeat.bundle_generation}};
 }
 
 json DeviceJson(const Device& device) {
@@ -336,6 +337,7 @@ Heartbeat ReadHeartbeat(Fields& fields, Status&) {
   heartbeat.outbox_depth = fields.Int("outbox_depth");
   heartbeat.last_inference_at = fields.Int("last_inference_at");
   heartbeat.applied_etag = fields.String("applied_etag");
+  heartbeat.bundle_generation = fields.Int("bundle_generation");
   return heartbeat;
 }
 

@@ -373,3 +373,33 @@ def test_a_hub_location_exported_and_handed_to_a_sites_own_hub(hubs, tmp_path):
         assert replay.returncode == 1 and "replayed or older" in replay.stderr
     finally:
         assert agent.stop() == 0
+
+
+def test_a_site_back_in_touch_reports_its_bundle_generation(hubs, tmp_path):
+    from fleet_harness import admin, create_location, device_report, fleet_agent
+
+    key, public = make_key(tmp_path, "site")
+    central = hubs.start()
+    folder = model_folder(tmp_path / "src", 1)
+    perch("sign", folder, "--key", key)
+    ref = f"{central.host}/wakeword/hey_jarvis:1"
+    perch("push", folder, ref, "--token", central.admin_token)
+    enrolment = create_location(central, "plant-1")
+    admin(central, "deploy", ref, "--name", "jarvis", "--location", "plant-1")
+    bundle = tmp_path / "plant-1.tar"
+    perch("bundle", "export", "--hub", central.url, "--location", "plant-1", "--token",
+          central.admin_token, "--key", key, "--out", bundle, "--generation", 9)
+    # The site ran on bundles; now its agent reaches the central hub again.
+    state = tmp_path / "agent"
+    imported(state, bundle, public)
+    agent = fleet_agent(tmp_path, central.url, enrolment, "edge-1", state).start()
+    try:
+        wait_for(lambda: (device_report(central, "edge-1").get("heartbeat") or {})
+                 .get("bundle_generation") == 9, SWITCH_TIMEOUT,
+                 what="the agent to report bundle generation 9")
+        assert "g9" in admin(central, "status").stdout
+        # The hub's desired state is what it serves now.
+        wait_for(lambda: served_versions(agent) == [("hey_jarvis", "1")], SWITCH_TIMEOUT,
+                 what="the agent to serve the hub's state")
+    finally:
+        assert agent.stop() == 0
