@@ -347,6 +347,7 @@ struct DeployFlags {
   std::string canary;
   std::string canary_after = "5m";
   bool create_only = false;
+  bool require_signature = false;
 };
 
 CommandRunner AddDeployCommand(CLI::App& app) {
@@ -367,6 +368,9 @@ CommandRunner AddDeployCommand(CLI::App& app) {
   app.add_option("--canary-after", flags->canary_after,
                  "Then to all once the canaries were healthy this long (90s, 5m, 1h)")
       ->capture_default_str();
+  app.add_flag("--require-signature", flags->require_signature,
+               "Devices refuse the model unless it is signed (model.sig), even without trust "
+               "keys of their own; see docs/signing.md");
   app.add_flag("--create-only", flags->create_only,
                "Fail if the deployment exists instead of adding a revision");
   return [flags]() -> int {
@@ -393,6 +397,7 @@ CommandRunner AddDeployCommand(CLI::App& app) {
                              .canary_percent = std::stoi(percent),
                              .canary_healthy_seconds = *after};
     }
+    spec.rollout.require_signature = flags->require_signature;
     if (spec.name.empty()) {
       std::string repository =
           spec.reference.substr(0, spec.reference.find_first_of(":@", spec.reference.find('/')));

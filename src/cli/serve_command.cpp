@@ -23,6 +23,7 @@
 #include "cli/hub_agent.h"
 #include "cli/pulled_models.h"
 #include "cli/registry_flags.h"
+#include "cli/trust_policy.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "engine/engine.h"
@@ -47,6 +48,7 @@ struct ServeOptions {
   bool check_config = false;
   std::string state = "perch-state";
   std::string management_token;
+  std::vector<std::string> trust_keys;
   HttpServerOptions http;
 #ifdef PERCH_WITH_GRPC
   GrpcServerOptions grpc;
@@ -115,6 +117,10 @@ int RunServe(const ServeOptions& options) {
   if (const Status checked = CheckServeOptions(options); !checked.ok()) {
     return Fail(logger, checked);
   }
+  auto trust = MakeTrustCheck(options.trust_keys, options.state, logger.ForComponent("trust"));
+  if (!trust.ok()) {
+    return Fail(logger, trust.status());
+  }
   if (options.check_config) {
     std::printf("configuration is valid\n");
     return 0;
@@ -165,6 +171,7 @@ int RunServe(const ServeOptions& options) {
           .repository = repository,
           .poll_interval =
               std::chrono::milliseconds(static_cast<int64_t>(options.poll_seconds * 1000)),
+          .check_version = std::move(trust).value(),
       },
       **engine, metrics, logger.ForComponent("models"));
   Scheduler scheduler(SchedulerOptions{.workers = options.workers});
@@ -337,6 +344,10 @@ CommandRunner AddServeCommand(CLI::App& app) {
       ->check(CLI::Range(size_t{1024}, (size_t{1} << 31) - 1))
       ->capture_default_str();
 #endif
+  app.add_option("--trust-key", options->trust_keys,
+                 "Serve only models signed by this ECDSA public key (PEM, repeatable; also "
+                 "every STATE/trust/*.pem): an unsigned or tampered version never becomes "
+                 "ready, see docs/signing.md");
   app.add_option("--state", options->state,
                  "Folder for what must survive a restart (pulled models and their blobs, the "
                  "outbox, the MQTT inbox)")

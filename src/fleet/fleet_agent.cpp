@@ -252,6 +252,27 @@ Status FleetAgent::Apply(ModelManager& manager, const DesiredState& state) {
       seen_etag_ = state.etag;
       return InvalidArgument(last_error_);
     }
+    // The deployment's own demand, kept even on a device without trust keys
+    // (which then cannot tell who signed, only that someone did).
+    const fs::path signature = pulled->model_folder / std::to_string(pulled->version) / "model.sig";
+    std::error_code missing;
+    if (desired.require_signature && !fs::is_regular_file(signature, missing)) {
+      last_error_ = "desired state " + state.etag + " was refused: deployment " +
+                    desired.deployment + " requires a signature and model '" + pulled->name +
+                    "' version " + std::to_string(pulled->version) +
+                    " is unsigned; still serving " +
+                    (applied_etag_.empty() ? "no models" : applied_etag_);
+      failed_models_.push_back(ModelReport{
+          .name = pulled->name,
+          .version = pulled->version,
+          .reference = desired.reference,
+          .digest = pulled->digest,
+          .state = "FAILED",
+          .error = "unsigned, and deployment " + desired.deployment + " requires a signature"});
+      seen_etag_ = state.etag;
+      logger_.Error("{}", last_error_);
+      return Status::Ok();  // handled: reported in the heartbeat, not retried
+    }
     models.push_back(AppliedModel{.desired = desired, .pulled = std::move(pulled).value()});
   }
   auto release = BuildRelease(state.etag, models);

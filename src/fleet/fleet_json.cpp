@@ -205,6 +205,9 @@ json RolloutJson(const Rollout& rollout) {
     out["canary_percent"] = rollout.canary_percent;
     out["canary_healthy_seconds"] = rollout.canary_healthy_seconds;
   }
+  if (rollout.require_signature) {
+    out["require_signature"] = true;
+  }
   return out;
 }
 
@@ -310,6 +313,7 @@ Rollout ReadRollout(Fields& fields) {
   }
   rollout.canary_percent = static_cast<int>(fields.Int("canary_percent", 0));
   rollout.canary_healthy_seconds = fields.Int("canary_healthy_seconds", 0);
+  rollout.require_signature = fields.Bool("require_signature");
   if (rollout.strategy == RolloutStrategy::kCanary &&
       (rollout.canary_percent < 1 || rollout.canary_percent > 99)) {
     fields.Fail(fields.Path("canary_percent"), "must be between 1 and 99 for a canary");
@@ -448,9 +452,14 @@ std::string ToJson(const FleetStatus& status) {
 std::string ToJson(const DesiredState& state) {
   json models = json::array();
   for (const DesiredModel& model : state.models) {
-    models.push_back({{"deployment", model.deployment},
-                      {"revision", model.revision},
-                      {"reference", model.reference}});
+    json item = {{"deployment", model.deployment},
+                 {"revision", model.revision},
+                 {"reference", model.reference}};
+    // Only when set, so that the etags of states without it stay as they were.
+    if (model.require_signature) {
+      item["require_signature"] = true;
+    }
+    models.push_back(std::move(item));
   }
   return json{{"etag", state.etag}, {"models", models}}.dump();
 }
@@ -574,6 +583,7 @@ Result<DesiredState> ParseDesiredState(std::string_view text) {
           .deployment = model.String("deployment", true),
           .revision = model.Int("revision"),
           .reference = model.String("reference", true),
+          .require_signature = model.Bool("require_signature"),
       });
     });
     return state;

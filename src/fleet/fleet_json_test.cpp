@@ -15,11 +15,25 @@ TEST(FleetJsonTest, DeploymentSpecsRoundTrip) {
                    .device = ""},
       .rollout = {.strategy = RolloutStrategy::kCanary,
                   .canary_percent = 20,
-                  .canary_healthy_seconds = 300},
+                  .canary_healthy_seconds = 300,
+                  .require_signature = true},
   };
   auto parsed = ParseDeploymentSpec(ToJson(spec));
   ASSERT_TRUE(parsed.ok()) << parsed.status().message();
   EXPECT_EQ(ToJson(*parsed), ToJson(spec));
+  EXPECT_TRUE(parsed->rollout.require_signature);
+
+  DesiredState state{.models = {{.deployment = "d",
+                                 .revision = 2,
+                                 .reference = "hub/m:1",
+                                 .require_signature = true}},
+                     .etag = "e"};
+  auto desired = ParseDesiredState(ToJson(state));
+  ASSERT_TRUE(desired.ok()) << desired.status().message();
+  EXPECT_TRUE(desired->models[0].require_signature);
+  // Unset, it stays out of the document, so that existing etags do not change.
+  state.models[0].require_signature = false;
+  EXPECT_EQ(ToJson(state).find("require_signature"), std::string::npos);
 }
 
 TEST(FleetJsonTest, DevicesAndHeartbeatsRoundTrip) {

@@ -593,8 +593,10 @@ DesiredState FleetStore::ComputeDesiredState(const Device& device) const {
       }
     }
     if (chosen != nullptr) {
-      state.models.push_back(DesiredModel{
-          .deployment = name, .revision = chosen->number, .reference = chosen->reference});
+      state.models.push_back(DesiredModel{.deployment = name,
+                                          .revision = chosen->number,
+                                          .reference = chosen->reference,
+                                          .require_signature = chosen->rollout.require_signature});
     }
   }
   DesiredState without_etag = state;

@@ -98,6 +98,9 @@ struct Rollout {
   RolloutStrategy strategy = RolloutStrategy::kAllAtOnce;
   int canary_percent = 0;              // canary: share of the matching devices first
   int64_t canary_healthy_seconds = 0;  // canary: healthy this long, then everyone
+  // Devices refuse the model unless it carries a signature (model.sig),
+  // even with no trust key of their own (docs/signing.md).
+  bool require_signature = false;
 };
 
 struct DeploymentSpec {
@@ -132,6 +135,7 @@ struct DesiredModel {
   std::string deployment{};
   int64_t revision = 0;
   std::string reference{};
+  bool require_signature = false;  // the revision's rollout.require_signature
 };
 
 // What one device should serve. The etag changes exactly when the models do.

@@ -152,22 +152,31 @@ Status CollectFiles(const fs::path& folder, const std::string& prefix,
   return Status::Ok();
 }
 
-struct FdCloser {
-  void operator()(const int* fd) const {
-    ::close(*fd);
-    delete fd;
+// Closes the file it holds.
+class FileDescriptor {
+ public:
+  explicit FileDescriptor(int fd) : fd_(fd) {}
+  ~FileDescriptor() {
+    if (fd_ >= 0) {
+      ::close(fd_);
+    }
   }
+  FileDescriptor(const FileDescriptor&) = delete;
+  FileDescriptor& operator=(const FileDescriptor&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  const int fd_;
 };
 
 // The sha256 of a file (hex), read in large blocks: hashing, not system
 // calls, should bound the time.
 Result<std::string> HashFile(const fs::path& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
+  const FileDescriptor file(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (file.get() < 0) {
     return Internal("cannot read " + path.string() + ": " + std::strerror(errno));
   }
-  const std::unique_ptr<const int, FdCloser> closer(new int(fd));
-  ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+  ::posix_fadvise(file.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
   if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) {
     return Internal("cannot start sha256");
@@ -175,7 +184,7 @@ Result<std::string> HashFile(const fs::path& path) {
   constexpr size_t kBlock = 1u << 20;
   const std::unique_ptr<char[]> buffer(new char[kBlock]);
   for (;;) {
-    const ssize_t n = ::read(fd, buffer.get(), kBlock);
+    const ssize_t n = ::read(file.get(), buffer.get(), kBlock);
     if (n == 0) {
       break;
     }

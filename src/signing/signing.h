@@ -95,11 +95,11 @@ std::filesystem::path DefaultSignaturePath(const std::filesystem::path& model_pa
 
 struct SignOptions {
   // Where to write the signature; empty: DefaultSignaturePath.
-  std::filesystem::path signature_path;
+  std::filesystem::path signature_path{};
   // Files or folders left out of the signature: relative to the model
   // folder, or paths inside it. .git, .gitattributes, .github, .gitignore
   // and the signature file are always left out.
-  std::vector<std::filesystem::path> ignore_paths;
+  std::vector<std::filesystem::path> ignore_paths{};
 };
 
 // Hashes every file under `model_path` and writes the signature, atomically.
@@ -110,9 +110,9 @@ Status SignModel(const std::filesystem::path& model_path, const PrivateKey& key,
 
 struct VerifyOptions {
   // Where the signature is; empty: DefaultSignaturePath.
-  std::filesystem::path signature_path;
+  std::filesystem::path signature_path{};
   // As in SignOptions; the ignore paths recorded in the signature count too.
-  std::vector<std::filesystem::path> ignore_paths;
+  std::vector<std::filesystem::path> ignore_paths{};
 };
 
 struct SignedFile {
