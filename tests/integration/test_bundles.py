@@ -101,7 +101,8 @@ def test_a_signed_bundle_serves_on_an_agent_that_never_saw_a_hub(site, tmp_path)
     state = tmp_path / "state"
     out = imported(state, bundle, site.public)
     assert "imported generation 1 for location plant-1 (1 models)" in out.stdout
-    agent = bundle_server(tmp_path, state).start()
+    # The agent trusts the same key: nothing unsigned would become READY.
+    agent = bundle_server(tmp_path, state, ("--trust-key", site.public)).start()
     try:
         reference = PerchServer(model_folder(tmp_path / "local", 1).parent.parent, tmp_path)
         reference.start()
