@@ -13,7 +13,7 @@ debian_packages=(
   libsimdjson-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libmosquitto-dev libsqlite3-dev mosquitto mosquitto-clients skopeo docker-registry
-  libgtest-dev libgmock-dev
+  libgtest-dev libgmock-dev libarchive-dev
   python3 python3-onnx python3-numpy python3-pytest python3-requests
   python3-grpcio python3-protobuf python3-paho-mqtt python3-distributed
   curl

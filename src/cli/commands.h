@@ -23,6 +23,8 @@ CommandRunner AddRmCommand(CLI::App& app);
 CommandRunner AddBatchCommand(CLI::App& app);
 CommandRunner AddSignCommand(CLI::App& app);
 CommandRunner AddVerifyCommand(CLI::App& app);
+// bundle export, bundle import.
+void AddBundleCommands(CLI::App& app, std::map<const CLI::App*, CommandRunner>& runners);
 // locations, devices, deployments, deploy, rollback, status.
 void AddFleetCommands(CLI::App& app, std::map<const CLI::App*, CommandRunner>& runners);
 #ifdef PERCH_WITH_HUB

@@ -511,9 +511,11 @@ CommandRunner AddStatusCommand(CLI::App& app) {
             if (device.heartbeat) {
               health = device.heartbeat->errors.empty() ? "ok" : device.heartbeat->errors.front();
             }
-            rows.push_back({device.name, device.location, seen, ModelsText(device), health});
+            const int64_t bundle = device.heartbeat ? device.heartbeat->bundle_generation : 0;
+            rows.push_back({device.name, device.location, seen, ModelsText(device), health,
+                            bundle > 0 ? "g" + std::to_string(bundle) : "-"});
           }
-          PrintTable({"DEVICE", "LOCATION", "STATE", "MODELS", "HEALTH"}, rows);
+          PrintTable({"DEVICE", "LOCATION", "STATE", "MODELS", "HEALTH", "BUNDLE"}, rows);
         });
   };
 }

@@ -153,6 +153,9 @@ Result<std::unique_ptr<FleetAgent>> OpenHubAgent(const HubAgentFlags& flags,
       PERCH_ASSIGN_OR_RETURN(client, MakeRegistryClient(reference.registry, with_token));
     }
     PERCH_ASSIGN_OR_RETURN(const SyncOutcome synced, puller->Sync(*client, reference));
+    for (const std::string& note : synced.signature_notes) {
+      logger.Warn("{}: {}", text, note);
+    }
     if (synced.from_cache) {
       logger.Warn("{}: {}; using the cached {}", text, synced.registry_status.message(),
                   synced.record.digest.str());

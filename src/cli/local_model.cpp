@@ -47,8 +47,8 @@ Result<std::vector<LocalModelFile>> FilesOfFolder(const fs::path& folder) {
       return InvalidArgument(fmt::format(
           "{} is not a regular file; links and special files are not pushed", it->path().string()));
     }
-    if (path == kArtifactRecordFile) {
-      continue;  // where this copy came from, not part of the model
+    if (path == kArtifactRecordFile || IsSignatureFileName(path)) {
+      continue;  // where this copy came from, and its signatures: not part of the model
     }
     files.push_back({path, it->path()});
   }
@@ -128,6 +128,9 @@ Result<LocalModel> ReadLocalModel(const fs::path& path, const LocalModelOptions&
     PERCH_ASSIGN_OR_RETURN(model.files, FilesOfFolder(version_folder));
   } else {
     return NotFound(fmt::format("{} does not exist", path.string()));
+  }
+  if (fs::is_regular_file(fs::symlink_status(version_folder / kSignatureFile, error))) {
+    model.signature = version_folder / kSignatureFile;
   }
   if (!IsValidModelName(model.metadata.name)) {
     return InvalidArgument(

@@ -21,6 +21,9 @@ namespace perch::cli {
 struct LocalModel {
   ModelMetadata metadata;
   std::vector<LocalModelFile> files;
+  // The version folder's model.sig (a Sigstore bundle), when it has one:
+  // pushed as a referrer of the model's manifest, not as one of its files.
+  std::optional<std::filesystem::path> signature;
 };
 
 struct LocalModelOptions {

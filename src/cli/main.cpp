@@ -60,6 +60,7 @@ int main(int argc, char** argv) {
   auto* verify = app.add_subcommand("verify", "Verify a model's signature with a public key");
   runners[verify] = perch::cli::AddVerifyCommand(*verify);
   perch::cli::AddFleetCommands(app, runners);
+  perch::cli::AddBundleCommands(app, runners);
 #ifdef PERCH_WITH_HUB
   auto* hub = app.add_subcommand("hub", "Serve the OCI model registry (the hub)");
   runners[hub] = perch::cli::AddHubCommand(*hub);

@@ -39,6 +39,9 @@ Result<std::filesystem::path> PrepareModels(const std::vector<std::string>& refe
                     fmt::format("cannot serve --model {}: {}", text, synced.status().message()));
     }
     const PulledRecord& record = synced->record;
+    for (const std::string& note : synced->signature_notes) {
+      logger.Warn("--model {}: {}", text, note);
+    }
     if (synced->from_cache) {
       logger.Warn(
           "--model {}: {}; serving the cached {} (model '{}' version {}, pulled {}) instead", text,

@@ -18,6 +18,7 @@
 #include "outbox/durable_queue.h"
 #endif
 #include "cli/agent_credentials.h"
+#include "cli/bundle_agent.h"
 #include "cli/commands.h"
 #include "cli/forwarding_flags.h"
 #include "cli/hub_agent.h"
@@ -40,6 +41,7 @@ namespace {
 struct ServeOptions {
   std::string repository;
   std::vector<std::string> model_references;
+  bool bundles = false;  // serve the location bundles imported into --state
   RegistryFlags registry;
   HubAgentFlags hub;
   std::string device;
@@ -74,7 +76,15 @@ int Fail(const Logger& logger, const Status& status) {
 // Every check that needs no network, no model and no write, so that
 // --check-config reports what serving would refuse.
 Status CheckServeOptions(const ServeOptions& options) {
-  if (!options.hub.url.empty()) {
+  if (options.bundles) {
+    // Imported bundles say which models run; a second source would fight them.
+    if (!options.hub.url.empty() || !options.repository.empty() ||
+        !options.model_references.empty()) {
+      return InvalidArgument(
+          "--bundles serves what `perch bundle import` put into --state: drop --hub, --repo "
+          "and --model");
+    }
+  } else if (!options.hub.url.empty()) {
     // The hub says which models run; a second source would fight it.
     if (!options.repository.empty() || !options.model_references.empty()) {
       return InvalidArgument(
@@ -157,7 +167,16 @@ int RunServe(const ServeOptions& options) {
   http_options.peers = &peers;
   http_options.blobs = blobs.get();
   std::unique_ptr<FleetAgent> fleet;
-  if (!options.hub.url.empty()) {
+  std::unique_ptr<BundleAgent> bundles;
+  if (options.bundles) {
+    auto agent = BundleAgent::Open(options.state, std::chrono::seconds(1), options.hub.warmup_runs,
+                                   logger.ForComponent("bundle"));
+    if (!agent.ok()) {
+      return Fail(logger, agent.status());
+    }
+    bundles = std::move(agent).value();
+    repository = bundles->ServingRepository();
+  } else if (!options.hub.url.empty()) {
     auto agent = OpenHubAgent(options.hub, registry, options.device, options.state,
                               logger.ForComponent("fleet"));
     if (!agent.ok()) {
@@ -281,8 +300,12 @@ int RunServe(const ServeOptions& options) {
     }
   }
 #endif
+  if (bundles) {
+    bundles->Start(models);
+  }
   if (fleet) {
-    fleet->Start(models, [&]([[maybe_unused]] Heartbeat& heartbeat) {
+    fleet->Start(models, [&](Heartbeat& heartbeat) {
+      heartbeat.bundle_generation = ImportedBundleGeneration(options.state);
 #ifdef PERCH_WITH_MQTT
       if (outbox) {
         heartbeat.outbox_depth = outbox->Size();
@@ -307,6 +330,9 @@ int RunServe(const ServeOptions& options) {
   if (*static_peers) {
     (*static_peers)->Stop();
   }
+  if (bundles) {
+    bundles->Stop();
+  }
 #ifdef PERCH_WITH_MQTT
   if (mqtt) {
     mqtt->Stop();
@@ -328,6 +354,10 @@ CommandRunner AddServeCommand(CLI::App& app) {
   app.add_option("--repo", options->repository,
                  "Model repository: REPO/<model>/<version>/model.onnx")
       ->envname("PERCH_REPO");
+  app.add_flag("--bundles", options->bundles,
+               "Serve the location bundles `perch bundle import` puts into --state (a site with "
+               "no hub), switching to each newer generation as it arrives")
+      ->envname("PERCH_BUNDLES");
   app.add_option("--model", options->model_references,
                  "A model in an OCI registry, HOST[:PORT]/REPO[:TAG][@sha256:...] (repeatable): "
                  "pulled into --state and served from there, instead of --repo")

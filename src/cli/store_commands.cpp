@@ -14,6 +14,7 @@
 #include "cli/local_model.h"
 #include "cli/progress.h"
 #include "cli/registry_flags.h"
+#include "core/files.h"
 #include "core/log.h"
 #include "engine/engine.h"
 #include "store/blob_store.h"
@@ -23,6 +24,7 @@
 #include "store/model_puller.h"
 #include "store/model_pusher.h"
 #include "store/reference.h"
+#include "store/signature_referrers.h"
 
 namespace perch::cli {
 namespace {
@@ -115,6 +117,27 @@ int RunPush(const PushOptions& options) {
               reference->ToString().c_str(), model->files.size(),
               HumanBytes(pushed->total_bytes).c_str(), HumanBytes(pushed->uploaded_bytes).c_str(),
               pushed->manifest_digest.str().c_str());
+  if (model->signature) {
+    std::error_code error;
+    if (fs::file_size(*model->signature, error) > kMaxSignatureBundleBytes) {
+      return Fail(
+          InvalidArgument(fmt::format("{} is larger than the {} bytes a signature may be",
+                                      model->signature->string(), kMaxSignatureBundleBytes)));
+    }
+    auto bundle = ReadFile(*model->signature);
+    if (!bundle.ok()) {
+      return Fail(bundle.status());
+    }
+    const Descriptor subject{std::string(media_type::kOciManifest), pushed->manifest_digest,
+                             pushed->manifest_size};
+    auto attached = AttachSignature(**client, reference->repository, subject, *bundle);
+    if (!attached.ok()) {
+      return Fail(Status(attached.status().code(),
+                         fmt::format("the model is pushed, but its signature {} is not: {}",
+                                     model->signature->string(), attached.status().message())));
+    }
+    std::printf("signature: %s\n", attached->str().c_str());
+  }
   return 0;
 }
 
@@ -165,6 +188,12 @@ int RunPull(const PullOptions& options) {
               static_cast<long long>(fetched->metadata.version), folder.string().c_str(),
               fetched->artifact.files.size(), HumanBytes(bytes).c_str(),
               fetched->digest.str().c_str());
+  for (const Digest& signature : fetched->signatures) {
+    std::printf("signature: %s\n", signature.str().c_str());
+  }
+  for (const std::string& note : fetched->signature_notes) {
+    std::fprintf(stderr, "warning: %s\n", note.c_str());
+  }
   return 0;
 }
 

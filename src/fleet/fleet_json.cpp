@@ -230,7 +230,8 @@ json HeartbeatJson(const Heartbeat& heartbeat) {
           {"memory_available_bytes", heartbeat.memory_available_bytes},
           {"outbox_depth", heartbeat.outbox_depth},
           {"last_inference_at", heartbeat.last_inference_at},
-          {"applied_etag", heartbeat.applied_etag}};
+          {"applied_etag", heartbeat.applied_etag},
+          {"bundle_generation", heartbeat.bundle_generation}};
 }
 
 json DeviceJson(const Device& device) {
@@ -355,6 +356,7 @@ Heartbeat ReadHeartbeat(Fields& fields, Status&) {
   heartbeat.outbox_depth = fields.Int("outbox_depth");
   heartbeat.last_inference_at = fields.Int("last_inference_at");
   heartbeat.applied_etag = fields.String("applied_etag");
+  heartbeat.bundle_generation = fields.Int("bundle_generation");
   return heartbeat;
 }
 

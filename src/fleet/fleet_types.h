@@ -63,6 +63,10 @@ struct Heartbeat {
   int64_t outbox_depth = 0;
   int64_t last_inference_at = 0;  // unix seconds, 0: never
   std::string applied_etag{};     // desired state the device serves
+  // The generation of the last location bundle imported into the device's
+  // state (docs/edge-cloud.md), 0 when none: what a site that ran on
+  // bundles last ran, until the hub's desired state supersedes it.
+  int64_t bundle_generation = 0;
 };
 
 struct Device {

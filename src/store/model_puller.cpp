@@ -15,6 +15,7 @@
 #include <random>
 
 #include "core/files.h"
+#include "store/signature_referrers.h"
 
 namespace perch {
 namespace {
@@ -95,7 +96,55 @@ std::string NowRfc3339() {
       fmt::gmtime(std::chrono::system_clock::to_time_t(std::chrono::system_clock::now())));
 }
 
+std::vector<Digest> DigestsOf(const json& list) {
+  std::vector<Digest> digests;
+  if (!list.is_array()) {
+    return digests;
+  }
+  for (const json& entry : list) {
+    if (auto digest = Digest::Parse(entry.is_string() ? entry.get<std::string>() : "");
+        digest.ok()) {
+      digests.push_back(*digest);
+    }
+  }
+  return digests;
+}
+
+// The signature digests a version folder's record names.
+std::vector<Digest> InstalledSignatures(const fs::path& version_folder) {
+  auto text = ReadSmallFile(version_folder / kArtifactRecordFile, 64 << 10);
+  if (!text.ok()) {
+    return {};
+  }
+  const json record = json::parse(*text, nullptr, false);
+  return record.is_object() ? DigestsOf(record.value("signatures", json())) : std::vector<Digest>{};
+}
+
+json DigestList(const std::vector<Digest>& digests) {
+  json list = json::array();
+  for (const Digest& digest : digests) {
+    list.push_back(digest.str());
+  }
+  return list;
+}
+
 }  // namespace
+
+std::string SignatureFileName(size_t i) {
+  return i == 0 ? std::string(kSignatureFile) : fmt::format("{}.{}", kSignatureFile, i + 1);
+}
+
+bool IsSignatureFileName(std::string_view name) {
+  if (name == kSignatureFile) {
+    return true;
+  }
+  if (!name.starts_with(kSignatureFile) || name.size() < kSignatureFile.size() + 2 ||
+      name[kSignatureFile.size()] != '.') {
+    return false;
+  }
+  const std::string_view number = name.substr(kSignatureFile.size() + 1);
+  return number[0] != '0' && number.find_first_not_of("0123456789") == std::string_view::npos;
+}
 
 Result<FetchedModel> FetchModel(RegistryClient& client, const Reference& reference,
                                 BlobStore& blobs, const TransferProgress& progress) {
@@ -137,13 +186,25 @@ Result<FetchedModel> FetchModel(RegistryClient& client, const Reference& referen
     }
     done += file.layer.size;
   }
+  FetchedModel model{
+      fetched.digest, std::move(artifact).value(), std::move(metadata).value(), {}, {}};
+  auto signatures =
+      FetchSignatures(client, reference.repository, fetched.digest, &model.signature_notes);
+  if (!signatures.ok()) {
+    return in_context(signatures.status());
+  }
+  for (const FetchedSignature& signature : *signatures) {
+    PERCH_ASSIGN_OR_RETURN(const Digest stored, blobs.Put(signature.bundle));
+    model.signatures.push_back(stored);
+  }
   // Config and manifest last: a manifest in the store means a complete model.
   PERCH_RETURN_IF_ERROR(blobs.Put(config).status());
   PERCH_RETURN_IF_ERROR(blobs.Put(fetched.bytes).status());
-  return FetchedModel{fetched.digest, std::move(artifact).value(), std::move(metadata).value()};
+  return model;
 }
 
-Result<FetchedModel> LoadCachedModel(const BlobStore& blobs, const Digest& digest) {
+Result<FetchedModel> LoadCachedModel(const BlobStore& blobs, const Digest& digest,
+                                     const std::vector<Digest>& signatures) {
   PERCH_ASSIGN_OR_RETURN(const std::string bytes, blobs.Read(digest, kMaxManifestBytes));
   // Cached only once read with the registry's Content-Type, so it says
   // its own media type or has the shape of one.
@@ -158,7 +219,13 @@ Result<FetchedModel> LoadCachedModel(const BlobStore& blobs, const Digest& diges
                                   file.layer.digest.str(), file.path, digest.str()));
     }
   }
-  return FetchedModel{digest, std::move(artifact), std::move(metadata)};
+  for (const Digest& signature : signatures) {
+    if (!blobs.Has(signature)) {
+      return NotFound(fmt::format("the cache lacks signature {} of manifest {}", signature.str(),
+                                  digest.str()));
+    }
+  }
+  return FetchedModel{digest, std::move(artifact), std::move(metadata), signatures, {}};
 }
 
 std::optional<Digest> InstalledDigest(const fs::path& version_folder) {
@@ -178,7 +245,7 @@ Result<bool> InstallModel(const BlobStore& blobs, const FetchedModel& model, con
                           const std::string& reference) {
   const fs::path model_folder = root / model.metadata.name;
   const fs::path target = model_folder / std::to_string(model.metadata.version);
-  if (InstalledDigest(target) == model.digest) {
+  if (InstalledDigest(target) == model.digest && InstalledSignatures(target) == model.signatures) {
     return false;
   }
   std::error_code error;
@@ -214,7 +281,17 @@ Result<bool> InstallModel(const BlobStore& blobs, const FetchedModel& model, con
       return fail(copied);
     }
   }
-  const json record = {{"reference", reference}, {"digest", model.digest.str()}};
+  for (size_t i = 0; i < model.signatures.size(); ++i) {
+    if (Status copied =
+            InstallFile(blobs.PathOf(model.signatures[i]), staging / SignatureFileName(i));
+        !copied.ok()) {
+      return fail(copied);
+    }
+  }
+  json record = {{"reference", reference}, {"digest", model.digest.str()}};
+  if (!model.signatures.empty()) {
+    record["signatures"] = DigestList(model.signatures);
+  }
   if (Status written = WriteFileAtomically(staging / kArtifactRecordFile, record.dump(2) + "\n");
       !written.ok()) {
     return fail(written);
@@ -277,9 +354,10 @@ Result<std::unique_ptr<ModelPuller>> ModelPuller::Open(const fs::path& state) {
       if (!digest.ok()) {
         continue;
       }
-      records.emplace(reference, PulledRecord{reference, *digest, entry.value("model", ""),
-                                              entry.value("version", int64_t{0}),
-                                              entry.value("pulled_at", "")});
+      records.emplace(reference,
+                      PulledRecord{reference, *digest, entry.value("model", ""),
+                                   entry.value("version", int64_t{0}), entry.value("pulled_at", ""),
+                                   DigestsOf(entry.value("signatures", json()))});
     }
   }
   return std::unique_ptr<ModelPuller>(new ModelPuller(state, std::move(blobs), std::move(records)));
@@ -292,6 +370,9 @@ Status ModelPuller::SaveRecords() const {
                              {"model", record.model},
                              {"version", record.version},
                              {"pulled_at", record.pulled_at}};
+    if (!record.signatures.empty()) {
+      references[reference]["signatures"] = DigestList(record.signatures);
+    }
   }
   const json value = {{"references", references}};
   return WriteFileAtomically(state_ / kRecordsFile, value.dump(2) + "\n");
@@ -303,24 +384,26 @@ Result<SyncOutcome> ModelPuller::Sync(RegistryClient& client, const Reference& r
   auto fetched = FetchModel(client, reference, *blobs_, progress);
   if (fetched.ok()) {
     PERCH_ASSIGN_OR_RETURN(const bool installed, InstallModel(*blobs_, *fetched, models_, key));
-    PulledRecord record{key, fetched->digest, fetched->metadata.name, fetched->metadata.version,
-                        NowRfc3339()};
+    PulledRecord record{
+        key,          fetched->digest,    fetched->metadata.name, fetched->metadata.version,
+        NowRfc3339(), fetched->signatures};
     records_[key] = record;
     PERCH_RETURN_IF_ERROR(SaveRecords());
-    return SyncOutcome{std::move(record), false, installed, Status::Ok()};
+    return SyncOutcome{std::move(record), false, installed, Status::Ok(),
+                       std::move(fetched->signature_notes)};
   }
   const auto recorded = records_.find(key);
   if (recorded == records_.end()) {
     return fetched.status();
   }
-  auto cached = LoadCachedModel(*blobs_, recorded->second.digest);
+  auto cached = LoadCachedModel(*blobs_, recorded->second.digest, recorded->second.signatures);
   if (!cached.ok()) {
     return Status(fetched.status().code(),
                   fmt::format("{}; and the cache cannot stand in: {}", fetched.status().message(),
                               cached.status().message()));
   }
   PERCH_ASSIGN_OR_RETURN(const bool installed, InstallModel(*blobs_, *cached, models_, key));
-  return SyncOutcome{recorded->second, true, installed, fetched.status()};
+  return SyncOutcome{recorded->second, true, installed, fetched.status(), {}};
 }
 
 Status ModelPuller::Prune(const std::map<std::string, int64_t>& keep) {

@@ -31,28 +31,48 @@ namespace perch {
 // The name of the file recording what a version folder was installed from.
 inline constexpr std::string_view kArtifactRecordFile = ".perch-artifact.json";
 
+// The name an installed version folder gives the first signature bundle
+// attached to its manifest (what `perch sign` writes and `perch verify`
+// reads); further ones are model.sig.2, model.sig.3, ... (see
+// SignatureFileName). None of them is a file of the model.
+inline constexpr std::string_view kSignatureFile = "model.sig";
+
+// "model.sig" for i = 0, "model.sig.<i+1>" after.
+std::string SignatureFileName(size_t i);
+// True for the names SignatureFileName gives.
+bool IsSignatureFileName(std::string_view name);
+
 // A model version whose manifest, config and layers are in a BlobStore.
 struct FetchedModel {
   Digest digest = Sha256Of("");  // of the manifest
   ModelArtifact artifact;
   ModelMetadata metadata;
+  // The Sigstore bundles attached to the manifest (signature_referrers.h),
+  // stored as blobs in the same BlobStore, oldest first.
+  std::vector<Digest> signatures;
+  // Referrers that were skipped, and why (not in cosign's layout, too large).
+  std::vector<std::string> signature_notes;
 };
 
 // Resolves `reference` (tag or digest) on `client`'s registry and fetches
 // everything into `blobs`, verified; the manifest is stored there too, so
-// LoadCachedModel can find it offline. `progress` sees the bytes of all
-// layers together. Errors: the registry's (Unavailable, NotFound, ...), or
-// InvalidArgument for content that fails verification or is not a model.
+// LoadCachedModel can find it offline. The signatures attached to the
+// manifest are fetched by the digest of the manifest that was read, so a
+// tag moved in between cannot pair one model with another's signature. `progress` sees the bytes of
+// all layers together. Errors: the registry's (Unavailable, NotFound, ...), or InvalidArgument for
+// content that fails verification or is not a model.
 Result<FetchedModel> FetchModel(RegistryClient& client, const Reference& reference,
                                 BlobStore& blobs, const TransferProgress& progress = nullptr);
 
-// The model whose manifest `digest` is in `blobs`, with all its blobs.
-// NotFound when any of them is missing.
-Result<FetchedModel> LoadCachedModel(const BlobStore& blobs, const Digest& digest);
+// The model whose manifest `digest` is in `blobs`, with all its blobs and
+// the signature bundles `signatures`. NotFound when any of them is missing.
+Result<FetchedModel> LoadCachedModel(const BlobStore& blobs, const Digest& digest,
+                                     const std::vector<Digest>& signatures = {});
 
 // Installs `model` into `root`/<name>/<version>/ (and <name>/model.json, or
-// removes a model.json when the model has none). A version folder that
-// already records the same manifest digest is left as is (returns false);
+// removes a model.json when the model has none), its signatures as
+// model.sig, model.sig.2, ... A version folder that already records the
+// same manifest digest and signatures is left as is (returns false);
 // otherwise the new folder replaces it in one rename (returns true).
 Result<bool> InstallModel(const BlobStore& blobs, const FetchedModel& model,
                           const std::filesystem::path& root, const std::string& reference);
@@ -66,15 +86,17 @@ struct PulledRecord {
   Digest digest = Sha256Of("");
   std::string model;
   int64_t version = 0;
-  std::string pulled_at;  // RFC 3339, UTC
+  std::string pulled_at;           // RFC 3339, UTC
+  std::vector<Digest> signatures;  // the signature bundles attached to `digest`
 };
 
 // How ModelPuller::Sync got a model.
 struct SyncOutcome {
   PulledRecord record;
-  bool from_cache = false;  // the registry could not give it; the cache did
-  bool installed = false;   // a version folder was (re)written
-  Status registry_status;   // why the registry could not give it, when from_cache
+  bool from_cache = false;                   // the registry could not give it; the cache did
+  bool installed = false;                    // a version folder was (re)written
+  Status registry_status;                    // why the registry could not give it, when from_cache
+  std::vector<std::string> signature_notes;  // signature referrers skipped, and why
 };
 
 // The agent's model cache in STATE:

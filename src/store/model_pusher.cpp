@@ -6,6 +6,7 @@
 
 #include "store/manifest.h"
 #include "store/media_types.h"
+#include "store/signature_referrers.h"
 
 namespace perch {
 
@@ -95,7 +96,38 @@ Result<PushOutcome> PushModel(RegistryClient& client, const std::string& reposit
   PERCH_ASSIGN_OR_RETURN(
       outcome.manifest_digest,
       client.PutManifest(repository, tag, manifest, std::string(media_type::kOciManifest)));
+  outcome.manifest_size = manifest.size();
   return outcome;
+}
+
+Result<Digest> PushStoredModel(RegistryClient& client, const std::string& repository,
+                               const std::string& tag, const BlobStore& blobs,
+                               const Digest& manifest, const std::vector<Digest>& signatures) {
+  PERCH_ASSIGN_OR_RETURN(const std::string bytes, blobs.Read(manifest, kMaxManifestBytes));
+  PERCH_ASSIGN_OR_RETURN(const Manifest parsed, ParseManifest(media_type::kOciManifest, bytes));
+  PERCH_ASSIGN_OR_RETURN(const ModelArtifact artifact, ModelArtifactOf(parsed));
+  for (const ModelFile& file : artifact.files) {
+    PERCH_RETURN_IF_ERROR(client
+                              .PushBlob(repository, file.layer.digest, file.layer.size,
+                                        blobs.PathOf(file.layer.digest))
+                              .status());
+  }
+  PERCH_ASSIGN_OR_RETURN(const std::string config,
+                         blobs.Read(parsed.config.digest, kMaxManifestBytes));
+  PERCH_RETURN_IF_ERROR(client.PushSmallBlob(repository, config).status());
+  PERCH_ASSIGN_OR_RETURN(
+      const Digest pushed,
+      client.PutManifest(repository, tag, bytes, std::string(media_type::kOciManifest)));
+  for (const Digest& signature : signatures) {
+    PERCH_ASSIGN_OR_RETURN(const std::string bundle,
+                           blobs.Read(signature, kMaxSignatureBundleBytes));
+    PERCH_RETURN_IF_ERROR(
+        AttachSignature(client, repository,
+                        Descriptor{std::string(media_type::kOciManifest), pushed, bytes.size()},
+                        bundle)
+            .status());
+  }
+  return pushed;
 }
 
 }  // namespace perch

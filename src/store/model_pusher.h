@@ -25,6 +25,7 @@ struct LocalModelFile {
 
 struct PushOutcome {
   Digest manifest_digest = Sha256Of("");
+  uint64_t manifest_size = 0;   // the manifest's bytes (an OCI image manifest)
   uint64_t total_bytes = 0;     // of every layer
   uint64_t uploaded_bytes = 0;  // of the layers the registry did not have
   int layers_uploaded = 0;
@@ -45,5 +46,13 @@ Result<PushOutcome> PushModel(RegistryClient& client, const std::string& reposit
 // InvalidArgument as PushModel validates the files.
 Result<Digest> ModelManifestDigest(const ModelMetadata& metadata,
                                    std::vector<LocalModelFile> files);
+
+// Pushes a model whose manifest, config, layers and signature bundles are in
+// `blobs` (FetchModel's, or a bundle's import) to `repository` under `tag`,
+// byte for byte (same manifest digest), with its signatures attached as
+// referrers (signature_referrers.h). Returns the manifest's digest.
+Result<Digest> PushStoredModel(RegistryClient& client, const std::string& repository,
+                               const std::string& tag, const BlobStore& blobs,
+                               const Digest& manifest, const std::vector<Digest>& signatures);
 
 }  // namespace perch

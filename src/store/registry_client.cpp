@@ -870,6 +870,34 @@ Result<std::vector<std::string>> RegistryClient::Impl::ListPages(std::string pat
   return items;
 }
 
+Result<std::optional<std::string>> RegistryClient::GetReferrers(const std::string& repository,
+                                                                const Digest& subject,
+                                                                const std::string& artifact_type) {
+  std::string path = fmt::format("/v2/{}/referrers/{}", repository, subject.str());
+  if (!artifact_type.empty()) {
+    path = AppendQuery(path, "artifactType=" + UrlEncode(artifact_type));
+  }
+  http::ClientRequest request;
+  request.url = path;
+  request.headers.Set("Accept", std::string(media_type::kOciIndex));
+  request.max_body_bytes = kMaxManifestBytes;
+  auto result = impl_->Call(std::move(request));
+  if (!result.ok() && result.status().code() == StatusCode::kResourceExhausted) {
+    return InvalidArgument(fmt::format("the referrers of {}/{}@{} are more than {} bytes",
+                                       registry(), repository, subject.str(), kMaxManifestBytes));
+  }
+  PERCH_RETURN_IF_ERROR(result.status());
+  if (result->status == 404) {
+    return std::optional<std::string>();
+  }
+  if (result->status != 200) {
+    return impl_->HttpError("GET " + path, *result);
+  }
+  return std::optional<std::string>(std::move(result->body));
+}
+
+std::string ReferrersTagOf(const Digest& subject) { return "sha256-" + std::string(subject.hex()); }
+
 Result<std::vector<std::string>> RegistryClient::ListTags(const std::string& repository) {
   return impl_->ListPages(fmt::format("/v2/{}/tags/list?n=1000", repository), "tags",
                           "repository " + repository);

@@ -118,6 +118,15 @@ class RegistryClient {
   // Uploads small content (a config) held in memory.
   Result<BlobPush> PushSmallBlob(const std::string& repository, const std::string& bytes);
 
+  // The referrers index of manifest `subject` (GET /v2/<repo>/referrers/<digest>,
+  // filtered by `artifact_type` when the registry can), at most
+  // kMaxManifestBytes. nullopt when the registry has no referrers API (it
+  // answers 404): the caller then reads the tag-schema index
+  // (ReferrersTagOf) instead.
+  Result<std::optional<std::string>> GetReferrers(const std::string& repository,
+                                                  const Digest& subject,
+                                                  const std::string& artifact_type);
+
   // Every tag of `repository`, following the Link header page by page.
   Result<std::vector<std::string>> ListTags(const std::string& repository);
   // Every repository of the registry (GET /v2/_catalog), page by page.
@@ -135,6 +144,10 @@ class RegistryClient {
 // The BlobStore writer name a download of `digest` keeps its partial bytes
 // under: stable across restarts, so a later pull resumes it.
 std::string BlobWriterName(const Digest& digest);
+
+// The tag the OCI referrers tag schema keeps `subject`'s referrers index
+// under, for registries without the referrers API: "sha256-<hex>".
+std::string ReferrersTagOf(const Digest& subject);
 
 // True for 127.0.0.1 (any 127.x), localhost and [::1], with or without a port.
 bool IsLoopbackRegistry(const std::string& registry);
