@@ -319,7 +319,7 @@ std::vector<std::string> BatchRunner::Process(std::vector<Item>& items) const {
 
   auto run_one = [&](Decoded& one) {
     auto response = inference_.Infer(one.request);
-    records[one.index] = response.ok() ? SuccessRecord(*response)
+    records[one.index] = response.ok() ? SuccessRecord(std::move(*response))
                                        : ErrorRecord(one.request.id, response.status().message());
   };
   const bool merge = batchable_ && options_.max_batch > 1;
@@ -371,9 +371,9 @@ std::vector<std::string> BatchRunner::Process(std::vector<Item>& items) const {
       }
     } else {
       for (size_t i = start; i < end; ++i) {
-        const InferResponse one{response->model_name, response->model_version,
-                                decoded[i].request.id, std::move((*split)[i - start])};
-        records[decoded[i].index] = SuccessRecord(one);
+        records[decoded[i].index] =
+            SuccessRecord(InferResponse{response->model_name, response->model_version,
+                                        decoded[i].request.id, std::move((*split)[i - start])});
       }
     }
     start = end;
@@ -383,22 +383,21 @@ std::vector<std::string> BatchRunner::Process(std::vector<Item>& items) const {
 
 std::string BatchRunner::ErrorRecord(const std::string& id, std::string_view message) const {
   return fmt::format(
-      R"({{"id":{},"error":{},"model_name":{},"model_version":"{}","parameters":{{"model_digest":{}}}}})",
+      R"({{"id":{},"error":{},"model_name":{},"model_version":"{}","parameters":{{{}:{}}}}})",
       JsonQuote(id), JsonQuote(message), JsonQuote(identity_.name), identity_.version,
-      JsonQuote(identity_.digest));
+      JsonQuote(kArtifactDigestParameter), JsonQuote(identity_.digest));
 }
 
-std::string BatchRunner::SuccessRecord(const InferResponse& response) const {
+std::string BatchRunner::SuccessRecord(InferResponse response) const {
+  // The job's digest, whatever the service knew: a local folder served
+  // without trust keys has none of its own, and batch records always name
+  // their artifact.
+  response.artifact_digest = identity_.digest;
   auto encoded = EncodeJsonInferResponse(response, JsonInferRequest{});
   if (!encoded.ok()) {
     return ErrorRecord(response.id, encoded.status().message());
   }
-  std::string& body = encoded->body;
-  body.pop_back();  // the closing brace: the digest joins the response's parameters
-  body += R"(,"parameters":{"model_digest":)";
-  body += JsonQuote(identity_.digest);
-  body += "}}";
-  return std::move(body);
+  return std::move(encoded->body);
 }
 
 }  // namespace perch

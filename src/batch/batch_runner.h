@@ -79,7 +79,7 @@ class BatchRunner {
   // Decodes and runs `items`, one record per item, in order.
   std::vector<std::string> Process(std::vector<Item>& items) const;
   std::string ErrorRecord(const std::string& id, std::string_view message) const;
-  std::string SuccessRecord(const InferResponse& response) const;
+  std::string SuccessRecord(InferResponse response) const;
 
   const InferenceService& inference_;
   const std::shared_ptr<LoadedModel> model_;

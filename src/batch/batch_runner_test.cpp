@@ -115,7 +115,7 @@ TEST_F(BatchRunnerTest, MaxBatchMergesLinesAndSplitsTheAnswers) {
   ASSERT_EQ(lines.size(), 5u);
   EXPECT_NE(
       lines[1].find(
-          R"("id":"two","outputs":[{"name":"y","datatype":"FP32","shape":[2,2],"data":[3,3,3,3]})"),
+          R"("id":"two","parameters":{"perch.digest":"sha256:ab"},"outputs":[{"name":"y","datatype":"FP32","shape":[2,2],"data":[3,3,3,3]})"),
       std::string::npos)
       << lines[1];
   EXPECT_NE(lines[4].find(R"("data":[6,6])"), std::string::npos) << lines[4];
@@ -136,7 +136,7 @@ TEST_F(BatchRunnerTest, ARefusedLineInAMergedGroupFailsAlone) {
   EXPECT_TRUE(lines[3].starts_with(R"({"id":"4","error":)")) << lines[3];
   EXPECT_TRUE(BatchRunner::IsErrorRecord(lines[3]));
   EXPECT_FALSE(BatchRunner::IsErrorRecord(lines[2]));
-  EXPECT_NE(lines[2].find(R"("parameters":{"model_digest":"sha256:ab"})"), std::string::npos);
+  EXPECT_NE(lines[2].find(R"("parameters":{"perch.digest":"sha256:ab"})"), std::string::npos);
 }
 
 TEST_F(BatchRunnerTest, AnOutputThatCannotBeWrittenStopsTheJob) {

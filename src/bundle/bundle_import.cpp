@@ -188,33 +188,14 @@ Result<FetchedModel> ReadModel(const BlobStore& blobs, const BundleContents& con
 // trusted key; none is malformed or made over other files.
 Status VerifySignatures(const fs::path& folder, size_t count, const std::string& what,
                         const std::vector<signing::PublicKey>& trusted) {
-  bool held = false;
-  std::string unknown;
+  std::vector<fs::path> signatures;
   for (size_t i = 0; i < count; ++i) {
-    signing::VerifyOptions options;
-    options.signature_path = folder / SignatureFileName(i);
-    options.ignore_paths.push_back(folder / kArtifactRecordFile);
-    for (size_t j = 0; j < count; ++j) {
-      if (j != i) {
-        options.ignore_paths.push_back(folder / SignatureFileName(j));
-      }
-    }
-    auto verified = signing::VerifyModel(folder, trusted, options);
-    if (verified.ok()) {
-      held = true;
-      continue;
-    }
-    if (verified.status().code() == StatusCode::kUnauthenticated) {
-      unknown = verified.status().message();
-      continue;  // another party's signature: not ours to judge
-    }
-    return Status(verified.status().code(),
-                  fmt::format("{}: signature {} is refused: {}", what, SignatureFileName(i),
-                              verified.status().message()));
+    signatures.push_back(folder / SignatureFileName(i));
   }
-  if (!held) {
-    return Status(StatusCode::kUnauthenticated,
-                  fmt::format("{}: no signature holds with a trusted key ({})", what, unknown));
+  auto verified =
+      signing::VerifyModelSignatures(folder, signatures, trusted, {folder / kArtifactRecordFile});
+  if (!verified.ok()) {
+    return Status(verified.status().code(), what + ": " + verified.status().message());
   }
   return Status::Ok();
 }

@@ -1,6 +1,8 @@
 #include "cli/trust_policy.h"
 
+#include <algorithm>
 #include <memory>
+#include <system_error>
 #include <utility>
 
 #include "signing/signing.h"
@@ -28,10 +30,19 @@ Result<VersionCheck> MakeTrustCheck(const std::vector<std::string>& trust_keys,
   auto trusted = std::make_shared<const std::vector<signing::PublicKey>>(std::move(keys));
   return VersionCheck([trusted](const std::string&, const std::filesystem::path& folder,
                                 const std::string& artifact_digest) -> Result<std::string> {
-    // The record a pull writes beside the model is perch's, not the model's.
-    const signing::VerifyOptions options{.signature_path = {},
-                                         .ignore_paths = {std::string(kArtifactRecordFile)}};
-    auto verified = signing::VerifyModel(folder, *trusted, options);
+    // A pulled model carries every signature its manifest had (model.sig,
+    // model.sig.2, ...); the record a pull writes beside it is perch's, not
+    // the model's.
+    std::vector<std::filesystem::path> signatures;
+    std::error_code error;
+    for (const auto& entry : std::filesystem::directory_iterator(folder, error)) {
+      if (IsSignatureFileName(entry.path().filename().string())) {
+        signatures.push_back(entry.path());
+      }
+    }
+    std::sort(signatures.begin(), signatures.end());
+    auto verified = signing::VerifyModelSignatures(folder, signatures, *trusted,
+                                                   {folder / kArtifactRecordFile});
     if (!verified.ok()) {
       const bool unsigned_model = verified.status().code() == StatusCode::kNotFound;
       return Status(StatusCode::kPermissionDenied,

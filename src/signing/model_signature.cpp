@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <system_error>
 
@@ -548,6 +549,41 @@ Status VerifyManifestSignature(std::string_view bundle_json, const std::vector<P
                    "), not " + std::string(manifest_digest));
   }
   return Status::Ok();
+}
+
+Result<VerifiedModel> VerifyModelSignatures(const fs::path& folder,
+                                            const std::vector<fs::path>& signatures,
+                                            const std::vector<PublicKey>& trusted,
+                                            const std::vector<fs::path>& ignore_paths) {
+  if (signatures.empty()) {
+    return NotFound(folder.string() + " is not signed: no signature file in it");
+  }
+  std::optional<VerifiedModel> held;
+  std::string unknown;
+  for (const fs::path& signature : signatures) {
+    VerifyOptions options{.signature_path = signature, .ignore_paths = ignore_paths};
+    for (const fs::path& other : signatures) {
+      if (other != signature) {
+        options.ignore_paths.push_back(other);
+      }
+    }
+    auto verified = VerifyModel(folder, trusted, options);
+    if (verified.ok()) {
+      if (!held) {
+        held = std::move(verified).value();
+      }
+    } else if (verified.status().code() == StatusCode::kUnauthenticated) {
+      unknown = verified.status().message();
+    } else {
+      return Status(verified.status().code(), "signature " + signature.filename().string() +
+                                                  " is refused: " + verified.status().message());
+    }
+  }
+  if (!held) {
+    return Status(StatusCode::kUnauthenticated,
+                  "no signature holds with a trusted key (" + unknown + ")");
+  }
+  return std::move(*held);
 }
 
 }  // namespace perch::signing

@@ -140,6 +140,17 @@ Result<VerifiedModel> VerifyModel(const std::filesystem::path& model_path,
                                   const std::vector<PublicKey>& trusted,
                                   const VerifyOptions& options = {});
 
+// A model folder carrying several signatures (`signatures`: files inside it,
+// such as a pulled model's model.sig, model.sig.2, ...): each is verified
+// with the others ignored. One by a key not in `trusted` is another party's
+// and passes over; one that is malformed or made over other files is
+// refused, named. Returns the first that holds; NotFound when `signatures`
+// is empty, Unauthenticated when none is by a trusted key.
+Result<VerifiedModel> VerifyModelSignatures(const std::filesystem::path& folder,
+                                            const std::vector<std::filesystem::path>& signatures,
+                                            const std::vector<PublicKey>& trusted,
+                                            const std::vector<std::filesystem::path>& ignore_paths);
+
 // A Sigstore bundle v0.3 holding one DSSE envelope over `payload`.
 Result<std::string> SignDsse(std::string_view payload_type, std::string_view payload,
                              const PrivateKey& key);

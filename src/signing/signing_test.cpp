@@ -326,6 +326,28 @@ TEST_F(SigningTest, SignatureElsewhere) {
   EXPECT_TRUE(Verify({.signature_path = signature}).ok());
 }
 
+TEST_F(SigningTest, AFolderWithSeveralSignaturesHoldsWhenATrustedOneDoes) {
+  const auto other = MakeKey("P-384", "other.pem");
+  const fs::path first = model_ / "model.sig";
+  const fs::path second = model_ / "model.sig.2";
+  ASSERT_TRUE(SignModel(model_, other.first, {.signature_path = first}).ok());
+  ASSERT_TRUE(SignModel(model_, key_.first, {.signature_path = second}).ok());
+  // Each signature was made while the other was or was not there: the one
+  // being checked never covers the other.
+  auto verified = VerifyModelSignatures(model_, {first, second}, {key_.second}, {});
+  ASSERT_TRUE(verified.ok()) << verified.status().ToString();
+  ExpectRefused(
+      VerifyModelSignatures(model_, {first, second}, {MakeKey("P-256", "x.pem").second}, {})
+          .status(),
+      StatusCode::kUnauthenticated, "no signature holds with a trusted key");
+  ExpectRefused(VerifyModelSignatures(model_, {}, {key_.second}, {}).status(),
+                StatusCode::kNotFound, "not signed");
+  // Garbage next to a good signature is refused, named, not passed over.
+  Write(first, "{not a bundle");
+  ExpectRefused(VerifyModelSignatures(model_, {first, second}, {key_.second}, {}).status(),
+                StatusCode::kInvalidArgument, "model.sig is refused");
+}
+
 TEST_F(SigningTest, DsseRoundTripAndRefusals) {
   auto bundle =
       SignDsse("application/vnd.perch.location-state.v1+json", "{\"generation\":3}", key_.first);

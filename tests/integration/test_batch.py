@@ -48,7 +48,7 @@ def test_scores_a_folder_in_input_order_with_ids_and_the_model(tmp_path):
     assert digest.startswith("sha256:")
     for record in first + second:
         assert record["model_name"] == "row_wise" and record["model_version"] == "1"
-        assert record["parameters"]["model_digest"] == digest
+        assert record["parameters"]["perch.digest"] == digest
     assert success["records"] == 33 and success["errors"] == 0
     assert [(f["output"], f["records"]) for f in success["files"]] == \
         [("a.jsonl", 3), ("b.jsonl", 30)]
