@@ -110,6 +110,37 @@ BlobSources BlobSourcesOf(PeerDirectory& directory) {
   return sources;
 }
 
+std::function<void(const LocationPeers&)> HubPeersInto(PeerDirectory& directory) {
+  return [&directory](const LocationPeers& answer) {
+    std::vector<Peer> peers;
+    for (const LocationPeer& peer : answer.peers) {
+      peers.push_back(Peer{.device = peer.device,
+                           .url = peer.url,
+                           .grpc_address = peer.grpc_address,
+                           .models = peer.models,
+                           .blobs = peer.blobs});
+    }
+    directory.Replace("hub", std::move(peers));
+    if (!answer.peer_token.empty()) {
+      directory.SetToken(answer.peer_token);
+    }
+  };
+}
+
+void FillPeerHeartbeat(const PeerDirectory& directory, const BlobStore* blobs,
+                       Heartbeat& heartbeat) {
+  const Peer self = directory.Self();
+  heartbeat.advertise_url = self.url;
+  heartbeat.grpc_address = self.grpc_address;
+  if (blobs != nullptr) {
+    if (auto held = blobs->List(); held.ok()) {
+      for (const BlobInfo& blob : *held) {
+        heartbeat.blobs.push_back(blob.digest.str());
+      }
+    }
+  }
+}
+
 Result<std::unique_ptr<StaticPeers>> OpenStaticPeers(const PeerFlags& flags,
                                                      const std::string& ca_file,
                                                      PeerDirectory& directory,

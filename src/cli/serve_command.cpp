@@ -151,7 +151,7 @@ int RunServe(const ServeOptions& options) {
   std::unique_ptr<FleetAgent> fleet;
   if (!options.hub.url.empty()) {
     auto agent = OpenHubAgent(options.hub, registry, options.device, options.state,
-                              logger.ForComponent("fleet"));
+                              logger.ForComponent("fleet"), HubPeersInto(peers));
     if (!agent.ok()) {
       return Fail(logger, agent.status());
     }
@@ -273,7 +273,8 @@ int RunServe(const ServeOptions& options) {
   }
 #endif
   if (fleet) {
-    fleet->Start(models, [&]([[maybe_unused]] Heartbeat& heartbeat) {
+    fleet->Start(models, [&](Heartbeat& heartbeat) {
+      FillPeerHeartbeat(peers, blobs.get(), heartbeat);
 #ifdef PERCH_WITH_MQTT
       if (outbox) {
         heartbeat.outbox_depth = outbox->Size();

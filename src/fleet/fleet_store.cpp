@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS revisions(
   selector TEXT NOT NULL, rollout TEXT NOT NULL, created_at INTEGER NOT NULL,
   rolled_back INTEGER NOT NULL, healthy_since INTEGER, promoted INTEGER NOT NULL,
   PRIMARY KEY(deployment, number));
+CREATE TABLE IF NOT EXISTS location_peer_tokens(
+  location TEXT PRIMARY KEY, token TEXT NOT NULL);
 )sql";
 
 std::string TokenHash(std::string_view token) { return Sha256Of(token).str(); }

@@ -51,6 +51,9 @@ struct FleetStoreOptions {
   // Stamps enrolments, heartbeats and revisions and times canaries; tests
   // pass a ManualClock's.
   WallClock clock{};
+  // Network local: a device heard from within this long is online, and so
+  // listed to the other devices of its location as a peer.
+  std::chrono::seconds peer_online_for{30};
 };
 
 class FleetStore {
@@ -101,6 +104,12 @@ class FleetStore {
   Result<DesiredState> WaitForDesiredState(std::string_view device, std::string_view etag,
                                            std::chrono::milliseconds timeout) const;
 
+  // Network local: the other enrolled, non-revoked, online devices of
+  // `device`'s location, with the location's peer token (generated on
+  // first use and kept in the database; the devices need it in the clear).
+  // NotFound for an unknown device; PermissionDenied for a revoked one.
+  Result<LocationPeers> PeersOf(std::string_view device);
+
  private:
   struct DeviceRecord {
     Device device;
@@ -147,6 +156,7 @@ class FleetStore {
   std::map<std::string, DeviceRecord, std::less<>> devices_;         // guarded by mutex_
   std::map<std::string, std::string, std::less<>> device_by_token_;  // guarded by mutex_
   std::map<std::string, Deployment, std::less<>> deployments_;       // guarded by mutex_
+  std::map<std::string, std::string, std::less<>> peer_tokens_;      // guarded by mutex_
   // Keyed by deployment and revision number; cleared by Changed(). Device
   // pointers point into devices_, whose nodes never move.
   mutable std::map<std::pair<std::string, int64_t>, Canaries> canaries_;  // guarded by mutex_

@@ -15,6 +15,7 @@ import requests
 from grpc_oip import grpc_stubs  # noqa: F401 (fixture)
 from harness import (PERCH_BIN, WAKEWORD_MODELS, PerchServer, copy_models,
                      wait_for)
+from fleet_harness import admin, create_location, fleet_agent
 from registry_harness import Registry, infer, model_server, perch
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
@@ -340,3 +341,87 @@ def test_a_peer_with_a_forged_token_gets_nothing(wan, agents):
     path = f"/v2/wakeword/hey_jarvis/blobs/{wan.layer}"
     assert_peer_refused(a.get(path, headers=bearer("forged-token")))
     assert_peer_refused(a.get(path))
+
+
+# --- Peers from the hub ------------------------------------------------------
+
+
+def hub_peers(hub, device, token="admin"):
+    return hub.request("GET", f"/api/v1/devices/{device}/peers", token=token)
+
+
+def test_hub_tells_each_agent_its_peers_and_the_registry_sends_each_blob_once(
+        hubs, tools, tmp_path):
+    hub = hubs.start()
+    repo = tmp_path / "src"
+    (repo / "hey_jarvis" / "1").mkdir(parents=True)
+    shutil.copyfile(HEY_JARVIS, repo / "hey_jarvis" / "1" / "model.onnx")
+    perch("push", repo / "hey_jarvis", f"{hub.host}/wakeword/hey_jarvis:1",
+          "--token", hub.admin_token)
+    proxy = tools("counting_proxy.py", hub.url)
+    proxy.layer = "sha256:" + hashlib.sha256(HEY_JARVIS.read_bytes()).hexdigest()
+    site = create_location(hub, "site")
+    other = create_location(hub, "elsewhere")
+    agents = {}
+    try:
+        for name, token in (("agent-a", site), ("agent-b", site), ("agent-c", site),
+                            ("far", other)):
+            agents[name] = fleet_agent(tmp_path, hub.url, token, name,
+                                       tmp_path / f"state-{name}").start()
+
+        def peers_of(name):
+            return {p["device"]: p for p in hub_peers(hub, name).json()["peers"]}
+
+        wait_for(lambda: set(peers_of("agent-a")) == {"agent-b", "agent-c"}, 20,
+                 what="agent-a's peers listed by the hub")
+        answer = hub_peers(hub, "agent-a").json()
+        assert answer["location"] == "site"
+        peer_token = answer["peer_token"]
+        assert len(peer_token) >= 32
+        b = answer["peers"][0]
+        assert b["device"] == "agent-b"
+        assert b["url"] == agents["agent-b"].url
+        assert b["grpc_address"] == agents["agent-b"].grpc_target
+        assert b["models"] == [] and b["last_seen"] > 0
+        # One token per location, the same for all its devices; none of
+        # another location's devices is a peer.
+        assert hub_peers(hub, "agent-b").json()["peer_token"] == peer_token
+        far = hub_peers(hub, "far").json()
+        assert far["peers"] == [] and far["peer_token"] != peer_token
+        # A device reads its own peers only.
+        device_token = json_of(tmp_path / "state-agent-a" / "fleet" / "device.json")["token"]
+        assert hub_peers(hub, "agent-a", token=device_token).status_code == 200
+        assert hub_peers(hub, "agent-b", token=device_token).status_code == 403
+        assert hub_peers(hub, "agent-a", token=None).status_code == 401
+        assert hub_peers(hub, "nobody").status_code == 404
+        # The agents take the hub's token as the location's peer token.
+        a = agents["agent-a"]
+        wait_for(lambda: a.get("/perch/v1/peer", headers=bearer(peer_token)).status_code
+                 == 200, 10, what="agent-a to accept the hub's peer token")
+        assert_peer_refused(a.get("/perch/v1/peer", headers=bearer(far["peer_token"])))
+
+        # All three are told at once to serve the model, through the WAN.
+        admin(hub, "deploy", f"{proxy.host}/wakeword/hey_jarvis:1", "--name", "jarvis",
+              "--location", "site")
+        site_agents = [agents[n] for n in ("agent-a", "agent-b", "agent-c")]
+        wait_for(lambda: all(agent.get("/v2/models/hey_jarvis/ready").status_code == 200
+                             for agent in site_agents), 60,
+                 what=lambda: "every agent of site to serve hey_jarvis\n"
+                 + "\n".join(agent.logs()[-2000:] for agent in site_agents))
+        assert layer_requests(proxy) == [(None, HEY_JARVIS.stat().st_size)]
+        expected = infer(site_agents[0], "hey_jarvis")
+        for agent in site_agents[1:]:
+            assert infer(agent, "hey_jarvis") == expected
+        # Their heartbeats tell the hub which blobs and models each holds.
+        wait_for(lambda: all(proxy.layer in p["blobs"] and p["models"] == ["hey_jarvis"]
+                             for p in peers_of("agent-a").values()), 10,
+                 what="the hub to list the peers' blobs and models")
+    finally:
+        for agent in agents.values():
+            if agent.process.poll() is None:
+                assert agent.stop() == 0, agent.logs()
+
+
+def json_of(path):
+    import json
+    return json.loads(Path(path).read_text())
