@@ -34,7 +34,7 @@ struct GrpcServerOptions {
   std::string server_version = "0.0.0";
   http::TlsOptions tls;    // cert_file set: TLS only; client_ca_file set: client certificates
   std::string api_token;   // set: needed by ModelInfer, ModelMetadata and ModelReady
-  std::string peer_token;  // set: the location's peer credential (also accepted)
+  std::string peer_token{};  // set: the location's peer credential (also accepted)
   PeerDirectory* peers = nullptr;  // set: network local; not owned, outlives the server
 };
 
