@@ -5,12 +5,19 @@ before the registry, verified, falling back to the registry on any fault."""
 
 import hashlib
 import shutil
+import signal
+import socket
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import grpc
+import numpy as np
+import onnx
 import pytest
 import requests
+from onnx import TensorProto, helper, numpy_helper
 
 from grpc_oip import grpc_stubs  # noqa: F401 (fixture)
 from harness import (PERCH_BIN, WAKEWORD_MODELS, PerchServer, copy_models,
@@ -213,6 +220,7 @@ def wan(tmp_path, tools):
     proxy = tools("counting_proxy.py", registry.url)
     proxy.reference = f"{proxy.host}/wakeword/hey_jarvis:1"
     proxy.layer = "sha256:" + hashlib.sha256(HEY_JARVIS.read_bytes()).hexdigest()
+    proxy.registry = registry
     yield proxy
     registry.stop()
 
@@ -342,6 +350,103 @@ def test_a_peer_with_a_forged_token_gets_nothing(wan, agents):
     assert_peer_refused(a.get(path, headers=bearer("forged-token")))
     assert_peer_refused(a.get(path))
 
+
+
+class SlowLink:
+    """A TCP relay to 127.0.0.1:target that sends the answers at `rate`
+    bytes/s and counts them: a LAN slow enough to kill a peer mid-transfer."""
+
+    def __init__(self, target, rate):
+        self.target, self.rate = target, rate
+        self.sent = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                client.close()
+                continue
+            threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
+
+    def _pipe(self, source, sink, slow):
+        try:
+            while data := source.recv(8192 if slow else 65536):
+                if slow:
+                    time.sleep(len(data) / self.rate)
+                    self.sent += len(data)
+                sink.sendall(data)
+        except OSError:
+            pass
+        for end in (source, sink):
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.listener.close()
+
+
+def make_big_model(path, mib):
+    """OUTPUT0 = INPUT0 + WEIGHTS, WEIGHTS `mib` MiB: larger than what the
+    kernel's socket buffers hold, so that a killed sender really stops."""
+    count = mib * (1 << 20) // 4
+    weights = np.random.default_rng(5).standard_normal(count).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["INPUT0", "WEIGHTS"], ["OUTPUT0"])], "big",
+        [helper.make_tensor_value_info("INPUT0", TensorProto.FLOAT, [count])],
+        [helper.make_tensor_value_info("OUTPUT0", TensorProto.FLOAT, [count])],
+        [numpy_helper.from_array(weights, "WEIGHTS")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, path)
+
+
+def test_a_peer_killed_mid_transfer_is_resumed_from_the_registry(wan, agents, tmp_path):
+    model_file = tmp_path / "big-src" / "big" / "1" / "model.onnx"
+    make_big_model(model_file, 32)
+    perch("push", model_file.parent.parent, f"{wan.registry.host}/bench/big:1")
+    reference = f"{wan.host}/bench/big:1"
+    wan.layer = "sha256:" + hashlib.sha256(model_file.read_bytes()).hexdigest()
+    size = model_file.stat().st_size
+    a = agents.make("agent-a", reference)
+    link = SlowLink(a.port, rate=size // 4)  # about 4 s for the model file
+    try:
+        a.command += ["--advertise-url", link.url]
+        a.start()
+        b = agents.make("agent-b", reference)
+        b.command += ["--peer", link.url]
+        b.process = subprocess.Popen(b.command, stdout=subprocess.DEVNULL,
+                                     stderr=open(b._stderr_path, "wb"))
+        PerchServer.running.add(b)
+        wait_for(lambda: link.sent > size // 4, 20, what="agent-b to be a quarter through")
+        a.process.send_signal(signal.SIGKILL)
+        a.process.wait()
+        PerchServer.running.discard(a)
+        wait_for(lambda: b._ready_or_exited(), 30, what="agent-b to serve")
+        assert b.process.poll() is None, b.logs()
+        assert (b.state / "models" / "big" / "1" / "model.onnx").read_bytes() \
+            == model_file.read_bytes()
+        # The registry sent a's copy and, to b, only what a had not.
+        requests_ = layer_requests(wan)
+        assert requests_[0] == (None, size)
+        assert len(requests_) == 2, requests_
+        resumed_at = int(requests_[1][0].removeprefix("bytes=").rstrip("-"))
+        assert size // 4 <= resumed_at < size
+        assert requests_[1][1] == size - resumed_at
+    finally:
+        link.close()
 
 # --- Peers from the hub ------------------------------------------------------
 
