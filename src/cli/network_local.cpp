@@ -81,10 +81,23 @@ std::string AdvertisedGrpc(const PeerFlags& flags, const std::string& host, int 
   if (!flags.advertise_grpc.empty()) {
     return flags.advertise_grpc;
   }
-  if (IsWildcard(host) || port <= 0) {
+  if (port <= 0) {
     return "";
   }
-  return fmt::format("{}:{}", HostForUrl(host), port);
+  if (!IsWildcard(host)) {
+    return fmt::format("{}:{}", HostForUrl(host), port);
+  }
+  // A wildcard listener: the host peers reach REST at reaches gRPC too.
+  const size_t scheme = flags.advertise_url.find("://");
+  if (scheme == std::string::npos) {
+    return "";
+  }
+  const std::string authority = flags.advertise_url.substr(scheme + 3);
+  const size_t colon = authority.rfind(':');
+  const std::string advertised_host = colon == std::string::npos || authority.ends_with(']')
+                                          ? authority
+                                          : authority.substr(0, colon);
+  return fmt::format("{}:{}", advertised_host, port);
 }
 
 BlobSources BlobSourcesOf(PeerDirectory& directory) {

@@ -38,7 +38,9 @@ Status CheckPeerFlags(const PeerFlags& flags, bool with_hub, const std::string& 
 // listener when HOST is not a wildcard (empty then).
 std::string AdvertisedUrl(const PeerFlags& flags, std::string_view scheme, const std::string& host,
                           int port);
-// The gRPC HOST:PORT peers use, by the same rule; empty without gRPC.
+// The gRPC HOST:PORT peers use: --advertise-grpc, or HOST:PORT of the gRPC
+// listener, HOST being --advertise-url's when --host is a wildcard; empty
+// without gRPC.
 std::string AdvertisedGrpc(const PeerFlags& flags, const std::string& host, int port);
 
 // Blob sources for pulls: the directory's peers (with its token), failures

@@ -161,6 +161,19 @@ def test_wildcard_host_with_advertise_url_is_valid(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
+def test_a_wildcard_listener_advertises_what_it_is_told(location, tmp_path):
+    workdir = tmp_path / "w"
+    server = PerchServer(copy_models(workdir / "repo", ["identity_fp32"]), tmp_path)
+    server.command += ["--host", "0.0.0.0", "--device", "wild", "--state", str(workdir / "s"),
+                       "--peer-token", PEER_TOKEN, "--peer", "http://127.0.0.1:9",
+                       "--advertise-url", f"http://localhost:{server.port}/"]
+    server.start()
+    location.agents.append(server)
+    body = server.get("/perch/v1/peer", headers=bearer(PEER_TOKEN)).json()
+    assert body["url"] == f"http://localhost:{server.port}"
+    assert body["grpc_address"] == f"localhost:{server.grpc_port}"
+
+
 def test_static_peers_are_polled_and_a_missing_one_is_survived(location, tmp_path):
     # A peer that never answers: the agent starts, serves, and logs it once.
     gone = "http://127.0.0.1:9"
