@@ -118,7 +118,7 @@ asan: asan-build test-models
 	exit $$status
 
 # ThreadSanitizer over the unit tests of the concurrent core: every *_test
-# of models/, outbox/ and mqtt/ that CMake declares.
+# of models/, outbox/, mqtt/ and batch/ that CMake declares.
 TSAN_BUILD := build-tsan
 TSAN_LOGS := $(abspath $(TSAN_BUILD))/sanitizer-logs
 TSAN_ENV := TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(SANITIZERS)/tsan.supp:log_path=$(TSAN_LOGS)/report
@@ -126,7 +126,7 @@ TSAN_ENV := TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(
 tsan: bootstrap-ci
 	@cmake -S . -B $(TSAN_BUILD) $(CLANG_CMAKE) -DPERCH_SANITIZE=thread >/dev/null
 	@tests=$$(cmake --build $(TSAN_BUILD) --target help \
-	  | sed -n -E 's/^\.\.\. ((models|outbox|mqtt)_[a-z0-9_]+_test)$$/\1/p'); \
+	  | sed -n -E 's/^\.\.\. ((models|outbox|mqtt|batch)_[a-z0-9_]+_test)$$/\1/p'); \
 	cmake --build $(TSAN_BUILD) -j $(JOBS) --target $$tests || exit 1; \
 	rm -rf $(TSAN_LOGS) && mkdir -p $(TSAN_LOGS); \
 	status=0; for test in $$tests; do \

@@ -15,7 +15,7 @@ debian_packages=(
   libmosquitto-dev libsqlite3-dev mosquitto mosquitto-clients skopeo docker-registry
   libgtest-dev libgmock-dev
   python3 python3-onnx python3-numpy python3-pytest python3-requests
-  python3-grpcio python3-protobuf python3-paho-mqtt
+  python3-grpcio python3-protobuf python3-paho-mqtt python3-distributed
   curl
 )
 

@@ -254,6 +254,10 @@ void EncodeInferResponse(const InferResponse& response, bool raw_outputs,
   message.set_model_name(response.model_name);
   message.set_model_version(response.model_version);
   message.set_id(response.id);
+  if (!response.artifact_digest.empty()) {
+    (*message.mutable_parameters())[std::string(kArtifactDigestParameter)].set_string_param(
+        response.artifact_digest);
+  }
   bool raw = raw_outputs;
   for (const Tensor& tensor : response.outputs) {
     raw = raw || tensor.datatype == DataType::kFp16 || tensor.datatype == DataType::kBf16;

@@ -101,6 +101,11 @@ TEST(GrpcCodecTest, EncodesTypedOrRaw) {
   inference::ModelInferResponse typed;
   EncodeInferResponse(response, /*raw_outputs=*/false, typed);
   EXPECT_EQ(typed.id(), "r");
+  EXPECT_EQ(typed.parameters_size(), 0);
+  response.artifact_digest = "sha256:abc";
+  inference::ModelInferResponse named;
+  EncodeInferResponse(response, /*raw_outputs=*/false, named);
+  EXPECT_EQ(named.parameters().at("perch.digest").string_param(), "sha256:abc");
   ASSERT_EQ(typed.outputs(0).contents().int64_contents_size(), 1);
   EXPECT_EQ(typed.outputs(0).contents().int64_contents(0), 7);
   EXPECT_EQ(typed.raw_output_contents_size(), 0);

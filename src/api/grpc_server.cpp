@@ -6,10 +6,12 @@
 #include <atomic>
 #include <chrono>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <thread>
 
 #include "api/grpc_codec.h"
+#include "api/grpc_forwarder.h"
 #include "api/peer_auth.h"
 #include "grpc_predict_v2.grpc.pb.h"
 #include "http/credentials.h"
@@ -37,7 +39,15 @@ class InferenceServiceImpl final : public GRPCInferenceService::Service {
  public:
   InferenceServiceImpl(const GrpcServerOptions& options, const InferenceService& inference,
                        const ModelManager& models, const Logger& logger)
-      : options_(options), inference_(inference), models_(models), logger_(logger) {}
+      : options_(options),
+        inference_(inference),
+        models_(models),
+        logger_(logger),
+        peers_(options.peers) {
+    if (peers_ != nullptr) {
+      forwarder_.emplace(options_.forwarding, *peers_, options_.max_message_bytes, logger_);
+    }
+  }
 
   grpc::Status ServerLive(ServerContext*, const inference::ServerLiveRequest*,
                           inference::ServerLiveResponse* response) override {
@@ -53,10 +63,26 @@ class InferenceServiceImpl final : public GRPCInferenceService::Service {
 
   grpc::Status ModelReady(ServerContext* context, const inference::ModelReadyRequest* request,
                           inference::ModelReadyResponse* response) override {
-    if (grpc::Status allowed = Authorize(*context); !allowed.ok()) {
+    std::string served_by = options_.forwarding.device;
+    grpc::Status status = Ready(*context, *request, response, served_by);
+    NameDevice(*context, served_by);
+    return status;
+  }
+
+  grpc::Status Ready(ServerContext& context, const inference::ModelReadyRequest& request,
+                     inference::ModelReadyResponse* response, std::string& served_by) {
+    if (grpc::Status allowed = Authorize(context); !allowed.ok()) {
       return allowed;
     }
-    const auto model = models_.Acquire(request->name(), request->version());
+    switch (Route(context, request.name(), request.version())) {
+      case api::Destination::kPeer:
+        return forwarder_->Ready(context.deadline(), request, response, served_by);
+      case api::Destination::kNowhere:
+        return Nowhere(request.name());
+      case api::Destination::kHere:
+        break;
+    }
+    const auto model = models_.Acquire(request.name(), request.version());
     if (!model.ok() && model.status().code() != StatusCode::kUnavailable) {
       return grpc_api::ToGrpcStatus(model.status());
     }
@@ -75,15 +101,31 @@ class InferenceServiceImpl final : public GRPCInferenceService::Service {
 
   grpc::Status ModelMetadata(ServerContext* context, const inference::ModelMetadataRequest* request,
                              inference::ModelMetadataResponse* response) override {
-    if (grpc::Status allowed = Authorize(*context); !allowed.ok()) {
+    std::string served_by = options_.forwarding.device;
+    grpc::Status status = Metadata(*context, *request, response, served_by);
+    NameDevice(*context, served_by);
+    return status;
+  }
+
+  grpc::Status Metadata(ServerContext& context, const inference::ModelMetadataRequest& request,
+                        inference::ModelMetadataResponse* response, std::string& served_by) {
+    if (grpc::Status allowed = Authorize(context); !allowed.ok()) {
       return allowed;
     }
-    const auto model = models_.Acquire(request->name(), request->version());
+    switch (Route(context, request.name(), request.version())) {
+      case api::Destination::kPeer:
+        return forwarder_->Metadata(context.deadline(), request, response, served_by);
+      case api::Destination::kNowhere:
+        return Nowhere(request.name());
+      case api::Destination::kHere:
+        break;
+    }
+    const auto model = models_.Acquire(request.name(), request.version());
     if (!model.ok()) {
       return grpc_api::ToGrpcStatus(model.status());
     }
-    response->set_name(request->name());
-    for (const int64_t version : models_.ReadyVersions(request->name())) {
+    response->set_name(request.name());
+    for (const int64_t version : models_.ReadyVersions(request.name())) {
       response->add_versions(std::to_string(version));
     }
     response->set_platform("onnxruntime_onnx");
@@ -94,20 +136,36 @@ class InferenceServiceImpl final : public GRPCInferenceService::Service {
 
   grpc::Status ModelInfer(ServerContext* context, const inference::ModelInferRequest* request,
                           inference::ModelInferResponse* response) override {
+    std::string served_by = options_.forwarding.device;
+    grpc::Status status = Infer(*context, *request, response, served_by);
+    NameDevice(*context, served_by);
+    return status;
+  }
+
+  grpc::Status Infer(ServerContext& context, const inference::ModelInferRequest& request,
+                     inference::ModelInferResponse* response, std::string& served_by) {
     const InFlight in_flight(*this);
     if (stopping_.load()) {
       return {grpc::StatusCode::UNAVAILABLE, "the agent is shutting down"};
     }
-    if (grpc::Status allowed = Authorize(*context); !allowed.ok()) {
+    if (grpc::Status allowed = Authorize(context); !allowed.ok()) {
       return allowed;
     }
     try {
-      auto decoded = grpc_api::DecodeInferRequest(*request);
+      switch (Route(context, request.model_name(), request.model_version())) {
+        case api::Destination::kPeer:
+          return forwarder_->Infer(context.deadline(), request, response, served_by);
+        case api::Destination::kNowhere:
+          return Nowhere(request.model_name());
+        case api::Destination::kHere:
+          break;
+      }
+      auto decoded = grpc_api::DecodeInferRequest(request);
       if (!decoded.ok()) {
-        inference_.RecordUndecodable(request->model_name(), request->model_version());
+        inference_.RecordUndecodable(request.model_name(), request.model_version());
         return grpc_api::ToGrpcStatus(decoded.status());
       }
-      LimitToClientDeadline(*context, decoded->request);
+      LimitToClientDeadline(context, decoded->request);
       const auto result = inference_.Infer(std::move(decoded->request));
       if (!result.ok()) {
         return grpc_api::ToGrpcStatus(result.status());
@@ -145,6 +203,24 @@ class InferenceServiceImpl final : public GRPCInferenceService::Service {
                                                              options_.peer_token, options_.peers));
   }
 
+  // Where a request for `model` goes: here unless a peer serves it and it
+  // has not hopped already.
+  api::Destination Route(const ServerContext& context, const std::string& model,
+                         const std::string& version) const {
+    const bool forwarded = context.client_metadata().contains(api::kForwardedByMetadata);
+    return api::RouteRequest(models_, peers_, forwarded, model, version);
+  }
+
+  grpc::Status Nowhere(const std::string& model) const {
+    return grpc_api::ToGrpcStatus(api::NowhereServed(model, options_.forwarding.device));
+  }
+
+  static void NameDevice(ServerContext& context, const std::string& device) {
+    if (!device.empty()) {
+      context.AddTrailingMetadata(api::kDeviceMetadata, device);
+    }
+  }
+
   // Counts an inference in flight for as long as it lives.
   class InFlight {
    public:
@@ -175,6 +251,8 @@ class InferenceServiceImpl final : public GRPCInferenceService::Service {
   const InferenceService& inference_;
   const ModelManager& models_;
   const Logger& logger_;
+  PeerDirectory* const peers_;
+  std::optional<api::GrpcForwarder> forwarder_;
   std::atomic<bool> stopping_{false};
   std::atomic<int> in_flight_{0};
 };

@@ -9,6 +9,11 @@
 // location's peer token (`peer_token`, or the one `peers` holds) is
 // accepted as well, so that requests a peer forwards pass.
 //
+// Forwarding (api/forwarding.h) when given a PeerDirectory: ModelInfer,
+// ModelMetadata and ModelReady for a model served by another agent of the
+// location go to it; all three name the device that answered in the
+// trailing metadata `perch-device`.
+//
 // Threading: RPCs are served by gRPC's own thread pool; Start and Stop are
 // called from one controlling thread.
 #pragma once
@@ -17,6 +22,7 @@
 #include <memory>
 #include <string>
 
+#include "api/forwarding.h"
 #include "core/log.h"
 #include "core/status.h"
 #include "http/server.h"
@@ -36,6 +42,7 @@ struct GrpcServerOptions {
   std::string api_token;     // set: needed by ModelInfer, ModelMetadata and ModelReady
   std::string peer_token{};  // set: the location's peer credential (also accepted)
   PeerDirectory* peers = nullptr;  // set: network local; not owned, outlives the server
+  ForwardingOptions forwarding;
 };
 
 class GrpcServer {

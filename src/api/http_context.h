@@ -9,14 +9,17 @@
 
 namespace perch::api {
 
+class RestForwarder;
+
 struct Context {
   const HttpServerOptions& options;
   const InferenceService& inference;
   ModelManager& models;
   const MetricsRegistry& metrics;
   const Logger& logger;
-  PeerDirectory* peers;    // null: no network local
-  const BlobStore* blobs;  // null: no blobs to share
+  PeerDirectory* peers;      // null: no network local
+  const BlobStore* blobs;    // null: no blobs to share
+  RestForwarder* forwarder;  // set when `peers` is
 };
 
 // `handler`, answering 401 first unless the request carries `token`; an

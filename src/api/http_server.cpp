@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "api/http_context.h"
+#include "api/rest_forwarder.h"
 #include "http/credentials.h"
 #include "http/errors.h"
 
@@ -34,7 +35,12 @@ class HttpServer::Impl {
       : options_(options),
         logger_(std::move(logger)),
         server_(std::move(server)),
-        context_{options_, inference, models, metrics, logger_, options_.peers, options_.blobs} {
+        forwarder_(options_.peers == nullptr
+                       ? nullptr
+                       : std::make_unique<api::RestForwarder>(options_.forwarding, *options_.peers,
+                                                              options_.max_body_bytes, logger_)),
+        context_{options_, inference,      models,         metrics,
+                 logger_,  options_.peers, options_.blobs, forwarder_.get()} {
     api::RegisterHealthRoutes(*server_, context_);
     api::RegisterInferenceRoutes(*server_, context_);
     api::RegisterRepositoryRoutes(*server_, context_);
@@ -55,6 +61,7 @@ class HttpServer::Impl {
   const HttpServerOptions options_;
   const Logger logger_;
   const std::unique_ptr<http::Server> server_;
+  const std::unique_ptr<api::RestForwarder> forwarder_;
   const api::Context context_;
 };
 

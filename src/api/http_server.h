@@ -13,6 +13,12 @@
 // the peer routes take: `GET /perch/v1/peer` and the blobs of `blobs`,
 // read-only, at `HEAD`/`GET /v2/<repository>/blobs/<digest>`.
 //
+// Forwarding (api/forwarding.h) when given a PeerDirectory: model metadata,
+// readiness and infer for a model served by another agent of the location
+// are answered by it; those routes name the device that answered in the
+// header `Perch-Device`. The repository index lists the location's models
+// when asked with {"location": true}.
+//
 // Threading: Start and Stop are called from one controlling thread.
 #pragma once
 
@@ -21,6 +27,7 @@
 #include <string>
 #include <string_view>
 
+#include "api/forwarding.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/status.h"
@@ -43,9 +50,10 @@ struct HttpServerOptions {
   http::TlsOptions tls;                  // cert_file set: HTTPS only
   std::string management_token;          // set: needed by index, load and unload
   std::string api_token;                 // set: needed by infer, model metadata and readiness
-  std::string peer_token{};              // set: the location's peer credential (also accepted)
-  PeerDirectory* peers = nullptr;        // set: network local; not owned, outlives the server
-  const BlobStore* blobs = nullptr;      // set: verified blobs served to peers; not owned
+  ForwardingOptions forwarding;
+  std::string peer_token{};          // set: the location's peer credential (also accepted)
+  PeerDirectory* peers = nullptr;    // set: network local; not owned, outlives the server
+  const BlobStore* blobs = nullptr;  // set: verified blobs served to peers; not owned
 };
 
 class HttpServer {

@@ -4,7 +4,9 @@
 #include <charconv>
 #include <nlohmann/json.hpp>
 
+#include "api/forwarding.h"
 #include "api/http_context.h"
+#include "api/rest_forwarder.h"
 #include "http/errors.h"
 #include "tensor/json_codec.h"
 
@@ -126,22 +128,39 @@ void HandleInfer(const Context& context, const http::Request& request, http::Res
   }
 }
 
+using LocalHandler = void (*)(const Context&, const http::Request&, http::Response&);
+
+// Answers here with `local`, or has a peer answer (forwarding.h); either way
+// the answer names the device that gave it.
+http::Handler Answer(const Context& context, LocalHandler local) {
+  return [&context, local](http::Request& request, http::Response& response) {
+    const std::string_view model = request.match(1);
+    const bool forwarded = request.headers.Has(kForwardedByHeader);
+    switch (RouteRequest(context.models, context.peers, forwarded, model, request.match(2))) {
+      case Destination::kPeer:
+        context.forwarder->Forward(request, model, response);
+        break;
+      case Destination::kNowhere:
+        http::SetError(response, NowhereServed(model, context.options.forwarding.device));
+        break;
+      case Destination::kHere:
+        local(context, request, response);
+        break;
+    }
+    const std::string& device = context.options.forwarding.device;
+    if (!device.empty() && !response.headers.Has(kDeviceHeader)) {
+      response.headers.Set(kDeviceHeader, device);
+    }
+  };
+}
+
 }  // namespace
 
 void RegisterInferenceRoutes(http::Server& server, const Context& context) {
   const std::string model_path = kModelPath;
-  server.Route("GET", model_path,
-               WithApiToken(context, [&context](http::Request& request, http::Response& response) {
-                 HandleMetadata(context, request, response);
-               }));
-  server.Route("GET", model_path + "/ready",
-               WithApiToken(context, [&context](http::Request& request, http::Response& response) {
-                 HandleReady(context, request, response);
-               }));
-  server.Route("POST", model_path + "/infer",
-               WithApiToken(context, [&context](http::Request& request, http::Response& response) {
-                 HandleInfer(context, request, response);
-               }));
+  server.Route("GET", model_path, WithApiToken(context, Answer(context, HandleMetadata)));
+  server.Route("GET", model_path + "/ready", WithApiToken(context, Answer(context, HandleReady)));
+  server.Route("POST", model_path + "/infer", WithApiToken(context, Answer(context, HandleInfer)));
 }
 
 }  // namespace perch::api

@@ -20,6 +20,9 @@ CommandRunner AddLsCommand(CLI::App& app);
 CommandRunner AddInspectCommand(CLI::App& app);
 CommandRunner AddTagCommand(CLI::App& app);
 CommandRunner AddRmCommand(CLI::App& app);
+CommandRunner AddBatchCommand(CLI::App& app);
+CommandRunner AddSignCommand(CLI::App& app);
+CommandRunner AddVerifyCommand(CLI::App& app);
 // locations, devices, deployments, deploy, rollback, status.
 void AddFleetCommands(CLI::App& app, std::map<const CLI::App*, CommandRunner>& runners);
 #ifdef PERCH_WITH_HUB

@@ -154,6 +154,30 @@ std::string ModelsText(const Device& device) {
   return text;
 }
 
+// "plant-a: a1,a2  plant-b: b1 (1 of 2)", or "every matching device".
+std::string PlacementText(const Deployment& deployment) {
+  const Revision* current = deployment.Current();
+  if (current == nullptr || current->replicas == 0) {
+    return "every matching device";
+  }
+  if (deployment.placements.empty()) {
+    return "no matching device";
+  }
+  std::string text;
+  for (const Placement& placement : deployment.placements) {
+    std::string devices;
+    for (const std::string& device : placement.devices) {
+      devices += (devices.empty() ? "" : ",") + device;
+    }
+    text += fmt::format("{}{}: {}", text.empty() ? "" : "  ", placement.location,
+                        devices.empty() ? "-" : devices);
+    if (static_cast<int64_t>(placement.devices.size()) < placement.replicas) {
+      text += fmt::format(" ({} of {})", placement.devices.size(), placement.replicas);
+    }
+  }
+  return text;
+}
+
 void PrintDeployment(const Deployment& deployment) {
   std::printf("deployment %s\n", deployment.name.c_str());
   std::vector<std::vector<std::string>> rows;
@@ -182,9 +206,15 @@ void PrintDeployment(const Deployment& deployment) {
                           revision.rollout.canary_healthy_seconds)
             : "all at once";
     rows.push_back({std::to_string(revision.number), revision.reference,
-                    target.empty() ? "all devices" : target, rollout, state});
+                    target.empty() ? "all devices" : target,
+                    revision.replicas == 0 ? "all" : std::to_string(revision.replicas), rollout,
+                    state});
   }
-  PrintTable({"REVISION", "REFERENCE", "TARGET", "ROLLOUT", "STATE"}, rows);
+  PrintTable({"REVISION", "REFERENCE", "TARGET", "REPLICAS", "ROLLOUT", "STATE"}, rows);
+  std::printf("placed on: %s\n", PlacementText(deployment).c_str());
+  for (const std::string& warning : PlacementWarnings(deployment)) {
+    std::printf("warning: %s\n", warning.c_str());
+  }
 }
 
 CommandRunner AddLocationsCommand(CLI::App& app) {
@@ -333,9 +363,10 @@ CommandRunner AddDeploymentsCommand(CLI::App& app) {
             const Revision* current = deployment.Current();
             rows.push_back({deployment.name, current ? std::to_string(current->number) : "-",
                             current ? current->reference : "(all rolled back)",
-                            std::to_string(deployment.revisions.size())});
+                            std::to_string(deployment.revisions.size()),
+                            PlacementText(deployment)});
           }
-          PrintTable({"DEPLOYMENT", "REVISION", "REFERENCE", "REVISIONS"}, rows);
+          PrintTable({"DEPLOYMENT", "REVISION", "REFERENCE", "REVISIONS", "PLACED ON"}, rows);
         });
   };
 }
@@ -347,6 +378,7 @@ struct DeployFlags {
   std::string canary;
   std::string canary_after = "5m";
   bool create_only = false;
+  bool require_signature = false;
 };
 
 CommandRunner AddDeployCommand(CLI::App& app) {
@@ -362,11 +394,19 @@ CommandRunner AddDeployCommand(CLI::App& app) {
   app.add_option("--architecture", flags->spec.selector.architecture,
                  "Only devices of this architecture (amd64, arm64)");
   app.add_option("--device", flags->spec.selector.device, "Only this device");
+  app.add_option("--replicas", flags->spec.replicas,
+                 "Serve the model on this many devices of each matching location, chosen by "
+                 "the hub (0: every matching device)")
+      ->check(CLI::Range(int64_t{0}, kMaxReplicas))
+      ->capture_default_str();
   app.add_option("--canary", flags->canary,
                  "Roll out to this share of the devices first, e.g. 20%");
   app.add_option("--canary-after", flags->canary_after,
                  "Then to all once the canaries were healthy this long (90s, 5m, 1h)")
       ->capture_default_str();
+  app.add_flag("--require-signature", flags->require_signature,
+               "Devices refuse the model unless it is signed (model.sig), even without trust "
+               "keys of their own; see docs/signing.md");
   app.add_flag("--create-only", flags->create_only,
                "Fail if the deployment exists instead of adding a revision");
   return [flags]() -> int {
@@ -393,6 +433,7 @@ CommandRunner AddDeployCommand(CLI::App& app) {
                              .canary_percent = std::stoi(percent),
                              .canary_healthy_seconds = *after};
     }
+    spec.rollout.require_signature = flags->require_signature;
     if (spec.name.empty()) {
       std::string repository =
           spec.reference.substr(0, spec.reference.find_first_of(":@", spec.reference.find('/')));
@@ -415,6 +456,9 @@ CommandRunner AddDeployCommand(CLI::App& app) {
           std::printf("deployment %s is at revision %lld: %s\n", outcome.deployment.name.c_str(),
                       static_cast<long long>(current ? current->number : 0),
                       current ? current->reference.c_str() : "-");
+          if (current != nullptr && current->replicas > 0) {
+            std::printf("placed on: %s\n", PlacementText(outcome.deployment).c_str());
+          }
         });
   };
 }

@@ -42,6 +42,12 @@ struct HubOptions {
   std::string admin_token_file;
   std::string device_token_file;
   bool anonymous_pull = true;
+  // Five minutes: longer than an edge server takes to reboot or an agent to
+  // be upgraded, and 30 missed heartbeats at the agents' default 10 s, so
+  // neither a restart nor a flaky link moves models (and pulls them again
+  // elsewhere); short enough that a dead server's models run elsewhere
+  // within minutes, while its other replicas answer meanwhile.
+  int64_t placement_grace = 300;
 };
 
 struct HubGcOptions {
@@ -155,7 +161,9 @@ int RunHub(const HubOptions& options) {
     return Fail(logger, tokens.status());
   }
   auto fleet = FleetStore::Open(
-      FleetStoreOptions{.database = fs::path(options.data) / "fleet.db", .clock = {}});
+      FleetStoreOptions{.database = fs::path(options.data) / "fleet.db",
+                        .clock = {},
+                        .placement_grace = std::chrono::seconds(options.placement_grace)});
   if (!fleet.ok()) {
     return Fail(logger, fleet.status());
   }
@@ -277,6 +285,12 @@ CommandRunner AddHubCommand(CLI::App& app) {
   app.add_flag("--anonymous-pull,!--no-anonymous-pull", options->anonymous_pull,
                "Allow pulls without a token")
       ->envname("PERCH_HUB_ANONYMOUS_PULL")
+      ->capture_default_str();
+  app.add_option("--placement-grace", options->placement_grace,
+                 "Seconds a device may stay silent before the models placed on it (deployments "
+                 "with --replicas) are placed on other devices")
+      ->envname("PERCH_HUB_PLACEMENT_GRACE")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 31))
       ->capture_default_str();
   app.add_option("--log-level", options->log_level, "debug, info, warn or error")
       ->envname("PERCH_LOG_LEVEL")

@@ -52,6 +52,13 @@ int main(int argc, char** argv) {
   runners[tag] = perch::cli::AddTagCommand(*tag);
   auto* rm = app.add_subcommand("rm", "Delete a model manifest from a registry");
   runners[rm] = perch::cli::AddRmCommand(*rm);
+  auto* batch = app.add_subcommand(
+      "batch", "Score files of requests (or stdin) with one model, locally or on a Dask cluster");
+  runners[batch] = perch::cli::AddBatchCommand(*batch);
+  auto* sign = app.add_subcommand("sign", "Sign a model (OpenSSF Model Signing v1.0, key method)");
+  runners[sign] = perch::cli::AddSignCommand(*sign);
+  auto* verify = app.add_subcommand("verify", "Verify a model's signature with a public key");
+  runners[verify] = perch::cli::AddVerifyCommand(*verify);
   perch::cli::AddFleetCommands(app, runners);
 #ifdef PERCH_WITH_HUB
   auto* hub = app.add_subcommand("hub", "Serve the OCI model registry (the hub)");

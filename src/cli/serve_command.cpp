@@ -19,10 +19,12 @@
 #endif
 #include "cli/agent_credentials.h"
 #include "cli/commands.h"
+#include "cli/forwarding_flags.h"
 #include "cli/hub_agent.h"
 #include "cli/network_local.h"
 #include "cli/pulled_models.h"
 #include "cli/registry_flags.h"
+#include "cli/trust_policy.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "engine/engine.h"
@@ -48,6 +50,8 @@ struct ServeOptions {
   bool check_config = false;
   std::string state = "perch-state";
   std::string management_token;
+  ForwardingFlags forwarding;
+  std::vector<std::string> trust_keys;
   HttpServerOptions http;
   PeerFlags peers;
 #ifdef PERCH_WITH_GRPC
@@ -109,6 +113,10 @@ int RunServe(const ServeOptions& options) {
   std::filesystem::path repository = options.repository;
   if (const Status checked = CheckServeOptions(options); !checked.ok()) {
     return Fail(logger, checked);
+  }
+  auto trust = MakeTrustCheck(options.trust_keys, options.state, logger.ForComponent("trust"));
+  if (!trust.ok()) {
+    return Fail(logger, trust.status());
   }
   if (options.check_config) {
     std::printf("configuration is valid\n");
@@ -178,6 +186,7 @@ int RunServe(const ServeOptions& options) {
           .repository = repository,
           .poll_interval =
               std::chrono::milliseconds(static_cast<int64_t>(options.poll_seconds * 1000)),
+          .check_version = std::move(trust).value(),
       },
       **engine, metrics, logger.ForComponent("models"));
   Scheduler scheduler(SchedulerOptions{.workers = options.workers});
@@ -366,6 +375,12 @@ CommandRunner AddServeCommand(CLI::App& app) {
       ->check(CLI::Range(size_t{1024}, (size_t{1} << 31) - 1))
       ->capture_default_str();
 #endif
+  app.add_option("--trust-key", options->trust_keys,
+                 "Serve only models signed by this ECDSA public key (PEM, repeatable; also "
+                 "every STATE/trust/*.pem): an unsigned or tampered version never becomes "
+                 "ready, see docs/signing.md")
+      ->envname("PERCH_TRUST_KEYS")
+      ->delimiter(',');
   app.add_option("--state", options->state,
                  "Folder for what must survive a restart (pulled models and their blobs, the "
                  "outbox, the MQTT inbox)")
@@ -446,15 +461,20 @@ CommandRunner AddServeCommand(CLI::App& app) {
       ->envname("PERCH_LOG_LEVEL")
       ->check(CLI::IsMember({"debug", "info", "warn", "error"}))
       ->capture_default_str();
+  AddForwardingFlags(app, options->forwarding);
   app.add_flag("--check-config", options->check_config,
                "Check the options and exit without serving");
   return [options] {
     options->http.server_version = Version();
+    options->http.forwarding = MakeForwardingOptions(
+        options->forwarding, options->device.empty() ? DefaultDeviceName() : options->device,
+        options->registry.ca_file);
 #ifdef PERCH_WITH_GRPC
     options->grpc.server_version = Version();
     options->grpc.host = options->http.host;
     options->grpc.tls = options->http.tls;
     options->grpc.api_token = options->http.api_token;
+    options->grpc.forwarding = options->http.forwarding;
 #endif
 #ifdef PERCH_WITH_MQTT
     options->mqtt.device = options->device.empty() ? DefaultDeviceName() : options->device;

@@ -5,8 +5,10 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <string_view>
 
 #include "core/files.h"
 
@@ -29,6 +31,21 @@ Status LinkTree(const fs::path& from, const fs::path& to) {
                     error.message());
   }
   return Status::Ok();
+}
+
+// MemAvailable of /proc/meminfo in bytes ("MemAvailable:  8041232 kB"):
+// the kernel's estimate of what can be allocated without swapping. 0 where
+// there is no such file (not Linux) or line (kernels before 3.14).
+int64_t MemoryAvailableBytes() {
+  std::ifstream meminfo("/proc/meminfo");
+  constexpr std::string_view kKey = "MemAvailable:";
+  for (std::string line; std::getline(meminfo, line);) {
+    if (line.starts_with(kKey)) {
+      const int64_t kib = std::strtoll(line.c_str() + kKey.size(), nullptr, 10);
+      return kib > 0 ? kib * 1024 : 0;
+    }
+  }
+  return 0;
 }
 
 }  // namespace
@@ -264,6 +281,27 @@ Status FleetAgent::Apply(ModelManager& manager, const DesiredState& state) {
       seen_etag_ = state.etag;
       return InvalidArgument(last_error_);
     }
+    // The deployment's own demand, kept even on a device without trust keys
+    // (which then cannot tell who signed, only that someone did).
+    const fs::path signature = pulled->model_folder / std::to_string(pulled->version) / "model.sig";
+    std::error_code missing;
+    if (desired.require_signature && !fs::is_regular_file(signature, missing)) {
+      last_error_ = "desired state " + state.etag + " was refused: deployment " +
+                    desired.deployment + " requires a signature and model '" + pulled->name +
+                    "' version " + std::to_string(pulled->version) +
+                    " is unsigned; still serving " +
+                    (applied_etag_.empty() ? "no models" : applied_etag_);
+      failed_models_.push_back(ModelReport{
+          .name = pulled->name,
+          .version = pulled->version,
+          .reference = desired.reference,
+          .digest = pulled->digest,
+          .state = "FAILED",
+          .error = "unsigned, and deployment " + desired.deployment + " requires a signature"});
+      seen_etag_ = state.etag;
+      logger_.Error("{}", last_error_);
+      return Status::Ok();  // handled: reported in the heartbeat, not retried
+    }
     models.push_back(AppliedModel{.desired = desired, .pulled = std::move(pulled).value()});
   }
   auto release = BuildRelease(state.etag, models);
@@ -392,6 +430,7 @@ Heartbeat FleetAgent::MakeHeartbeat(const ModelManager& manager) {
   if (getloadavg(load, 1) == 1) {
     heartbeat.load = load[0];
   }
+  heartbeat.memory_available_bytes = MemoryAvailableBytes();
   if (fill_heartbeat_) {
     fill_heartbeat_(heartbeat);
   }

@@ -160,6 +160,36 @@ TEST_F(FleetAgentTest, OneModelFailingToLoadSwitchesNothingAndIsReported) {
   EXPECT_EQ(restarted->ServingRepository(), good_release);
 }
 
+TEST_F(FleetAgentTest, ADeploymentRequiringASignatureRefusesAnUnsignedModel) {
+  Publish("hub.local/m:1", "m", 1, "v1");
+  Publish("hub.local/m:2", "m", 2, "v2");
+  Start();
+  ASSERT_TRUE(agent_->Apply(*manager_, State("a1", {"hub.local/m:1"})).ok());
+  const fs::path good_release = agent_->ServingRepository();
+
+  DesiredState required = State("b2", {"hub.local/m:2"});
+  required.models[0].require_signature = true;
+  ASSERT_TRUE(agent_->Apply(*manager_, required).ok());  // handled: reported, not retried
+  EXPECT_EQ(manager_->repository(), good_release);
+  EXPECT_EQ((*manager_->Acquire("m", ""))->version(), 1);
+  const Heartbeat heartbeat = agent_->MakeHeartbeat(*manager_);
+  ASSERT_EQ(heartbeat.errors.size(), 1U);
+  EXPECT_NE(heartbeat.errors[0].find("requires a signature"), std::string::npos)
+      << heartbeat.errors[0];
+  const auto failed =
+      std::find_if(heartbeat.models.begin(), heartbeat.models.end(),
+                   [](const ModelReport& report) { return report.state == "FAILED"; });
+  ASSERT_NE(failed, heartbeat.models.end());
+  EXPECT_EQ(failed->name, "m");
+  EXPECT_NE(failed->error.find("unsigned"), std::string::npos) << failed->error;
+
+  // Signed (the trust keys, if any, are the model manager's to check).
+  ASSERT_TRUE(WriteFileAtomically(root_ / "pulled" / "m" / "2" / "model.sig", "{}").ok());
+  required.etag = "c3";
+  ASSERT_TRUE(agent_->Apply(*manager_, required).ok());
+  EXPECT_EQ((*manager_->Acquire("m", ""))->version(), 2);
+}
+
 TEST_F(FleetAgentTest, FailedPullSwitchesNothingAndIsReported) {
   Publish("hub.local/m:1", "m", 1, "v1");
   Start();

@@ -302,6 +302,9 @@ void FleetRoutes::Mount(http::Server& server) {
           "the selector matches no device yet: the deployment applies to "
           "devices that enrol or change to match it");
     }
+    for (std::string& warning : PlacementWarnings(outcome.deployment)) {
+      outcome.warnings.push_back(std::move(warning));
+    }
     logger_.Info("deployment '{}' is at revision {}: {}", spec->name,
                  outcome.deployment.revisions.back().number, spec->reference);
     SendJson(response, create_only ? 201 : 200, ToJson(outcome));

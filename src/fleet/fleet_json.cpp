@@ -205,6 +205,9 @@ json RolloutJson(const Rollout& rollout) {
     out["canary_percent"] = rollout.canary_percent;
     out["canary_healthy_seconds"] = rollout.canary_healthy_seconds;
   }
+  if (rollout.require_signature) {
+    out["require_signature"] = true;
+  }
   return out;
 }
 
@@ -224,6 +227,7 @@ json HeartbeatJson(const Heartbeat& heartbeat) {
   return {{"models", models},
           {"errors", heartbeat.errors},
           {"load", heartbeat.load},
+          {"memory_available_bytes", heartbeat.memory_available_bytes},
           {"outbox_depth", heartbeat.outbox_depth},
           {"last_inference_at", heartbeat.last_inference_at},
           {"applied_etag", heartbeat.applied_etag},
@@ -255,7 +259,8 @@ json RevisionJson(const Revision& revision) {
               {"rollout", RolloutJson(revision.rollout)},
               {"created_at", revision.created_at},
               {"rolled_back", revision.rolled_back},
-              {"promoted", revision.promoted}};
+              {"promoted", revision.promoted},
+              {"replicas", revision.replicas}};
   if (revision.healthy_since) {
     out["healthy_since"] = *revision.healthy_since;
   }
@@ -277,6 +282,18 @@ json DeploymentJson(const Deployment& deployment) {
   json out = {{"name", deployment.name}, {"revisions", revisions}};
   if (const Revision* current = deployment.Current()) {
     out["current"] = current->number;
+  }
+  if (!deployment.placements.empty()) {
+    json placements = json::array();
+    for (const Placement& placement : deployment.placements) {
+      placements.push_back({{"location", placement.location},
+                            {"devices", placement.devices},
+                            {"replicas", placement.replicas}});
+    }
+    out["placements"] = std::move(placements);
+  }
+  if (const auto warnings = PlacementWarnings(deployment); !warnings.empty()) {
+    out["warnings"] = warnings;
   }
   return out;
 }
@@ -312,6 +329,7 @@ Rollout ReadRollout(Fields& fields) {
   }
   rollout.canary_percent = static_cast<int>(fields.Int("canary_percent", 0));
   rollout.canary_healthy_seconds = fields.Int("canary_healthy_seconds", 0);
+  rollout.require_signature = fields.Bool("require_signature");
   if (rollout.strategy == RolloutStrategy::kCanary &&
       (rollout.canary_percent < 1 || rollout.canary_percent > 99)) {
     fields.Fail(fields.Path("canary_percent"), "must be between 1 and 99 for a canary");
@@ -336,6 +354,7 @@ Heartbeat ReadHeartbeat(Fields& fields, Status&) {
   });
   heartbeat.errors = fields.Strings("errors");
   heartbeat.load = fields.Number("load");
+  heartbeat.memory_available_bytes = fields.Int("memory_available_bytes");
   heartbeat.outbox_depth = fields.Int("outbox_depth");
   heartbeat.last_inference_at = fields.Int("last_inference_at");
   heartbeat.applied_etag = fields.String("applied_etag");
@@ -363,6 +382,15 @@ Device ReadDevice(Fields& fields, Status& error) {
   return device;
 }
 
+int64_t ReadReplicas(Fields& fields) {
+  const int64_t replicas = fields.Int("replicas", 0);
+  if (replicas < 0 || replicas > kMaxReplicas) {
+    fields.Fail(fields.Path("replicas"),
+                "must be between 0 (every matching device) and " + std::to_string(kMaxReplicas));
+  }
+  return replicas;
+}
+
 Deployment ReadDeployment(Fields& fields, Status& error) {
   Deployment deployment;
   deployment.name = fields.String("name", true);
@@ -380,7 +408,13 @@ Deployment ReadDeployment(Fields& fields, Status& error) {
     if (revision.Find("healthy_since") != nullptr) {
       parsed.healthy_since = revision.Int("healthy_since");
     }
+    parsed.replicas = ReadReplicas(revision);
     deployment.revisions.push_back(std::move(parsed));
+  });
+  fields.ForEach("placements", false, [&](Fields& placement) {
+    deployment.placements.push_back(Placement{.location = placement.String("location", true),
+                                              .devices = placement.Strings("devices"),
+                                              .replicas = placement.Int("replicas")});
   });
   return deployment;
 }
@@ -466,9 +500,14 @@ std::string ToJson(const LocationPeers& peers) {
 std::string ToJson(const DesiredState& state) {
   json models = json::array();
   for (const DesiredModel& model : state.models) {
-    models.push_back({{"deployment", model.deployment},
-                      {"revision", model.revision},
-                      {"reference", model.reference}});
+    json item = {{"deployment", model.deployment},
+                 {"revision", model.revision},
+                 {"reference", model.reference}};
+    // Only when set, so that the etags of states without it stay as they were.
+    if (model.require_signature) {
+      item["require_signature"] = true;
+    }
+    models.push_back(std::move(item));
   }
   return json{{"etag", state.etag}, {"models", models}}.dump();
 }
@@ -492,7 +531,8 @@ std::string ToJson(const DeploymentSpec& spec) {
   return json{{"name", spec.name},
               {"reference", spec.reference},
               {"selector", SelectorJson(spec.selector)},
-              {"rollout", RolloutJson(spec.rollout)}}
+              {"rollout", RolloutJson(spec.rollout)},
+              {"replicas", spec.replicas}}
       .dump();
 }
 
@@ -556,6 +596,7 @@ Result<DeploymentSpec> ParseDeploymentSpec(std::string_view text) {
     spec.selector = ReadSelector(selector);
     Fields rollout(fields.Object("rollout"), "rollout", error);
     spec.rollout = ReadRollout(rollout);
+    spec.replicas = ReadReplicas(fields);
     return spec;
   });
 }
@@ -592,6 +633,7 @@ Result<DesiredState> ParseDesiredState(std::string_view text) {
           .deployment = model.String("deployment", true),
           .revision = model.Int("revision"),
           .reference = model.String("reference", true),
+          .require_signature = model.Bool("require_signature"),
       });
     });
     return state;

@@ -15,11 +15,26 @@ TEST(FleetJsonTest, DeploymentSpecsRoundTrip) {
                    .device = ""},
       .rollout = {.strategy = RolloutStrategy::kCanary,
                   .canary_percent = 20,
-                  .canary_healthy_seconds = 300},
+                  .canary_healthy_seconds = 300,
+                  .require_signature = true},
+      .replicas = 2,
   };
   auto parsed = ParseDeploymentSpec(ToJson(spec));
   ASSERT_TRUE(parsed.ok()) << parsed.status().message();
   EXPECT_EQ(ToJson(*parsed), ToJson(spec));
+  EXPECT_TRUE(parsed->rollout.require_signature);
+
+  DesiredState state{.models = {{.deployment = "d",
+                                 .revision = 2,
+                                 .reference = "hub/m:1",
+                                 .require_signature = true}},
+                     .etag = "e"};
+  auto desired = ParseDesiredState(ToJson(state));
+  ASSERT_TRUE(desired.ok()) << desired.status().message();
+  EXPECT_TRUE(desired->models[0].require_signature);
+  // Unset, it stays out of the document, so that existing etags do not change.
+  state.models[0].require_signature = false;
+  EXPECT_EQ(ToJson(state).find("require_signature"), std::string::npos);
 }
 
 TEST(FleetJsonTest, DevicesAndHeartbeatsRoundTrip) {
@@ -40,6 +55,7 @@ TEST(FleetJsonTest, DevicesAndHeartbeatsRoundTrip) {
                                       .state = "READY",
                                       .error = ""});
   device.heartbeat->outbox_depth = 3;
+  device.heartbeat->memory_available_bytes = int64_t{3} << 30;
   auto parsed = ParseDevice(ToJson(device));
   ASSERT_TRUE(parsed.ok()) << parsed.status().message();
   EXPECT_EQ(ToJson(*parsed), ToJson(device));
@@ -67,6 +83,10 @@ TEST(FleetJsonTest, BadDocumentsNameTheField) {
        "rollout.canary_percent"},
       {R"({"name":"d","reference":"h/m:1","rollout":{"canary_percent":"x"}})",
        "rollout.canary_percent: must be an integer"},
+      {R"({"name":"d","reference":"h/m:1","replicas":-1})", "replicas: must be between 0"},
+      {R"({"name":"d","reference":"h/m:1","replicas":1001})", "replicas: must be between 0"},
+      {R"({"name":"d","reference":"h/m:1","replicas":"two"})", "replicas: must be an integer"},
+      {R"({"name":"d","reference":"h/m:1","replicas":1.5})", "replicas: must be an integer"},
   };
   for (const auto& test : cases) {
     const auto parsed = ParseDeploymentSpec(test.body);
@@ -80,6 +100,30 @@ TEST(FleetJsonTest, BadDocumentsNameTheField) {
   EXPECT_NE(heartbeat.status().message().find("models[0].version: must be an integer"),
             std::string::npos)
       << heartbeat.status().message();
+  const auto memory = ParseHeartbeat(R"({"memory_available_bytes":"lots"})");
+  ASSERT_FALSE(memory.ok());
+  EXPECT_NE(memory.status().message().find("memory_available_bytes: must be an integer"),
+            std::string::npos)
+      << memory.status().message();
+}
+
+TEST(FleetJsonTest, DeploymentsCarryWhereTheyArePlaced) {
+  Deployment deployment{
+      .name = "d",
+      .revisions = {Revision{.number = 1, .reference = "h/m:1", .replicas = 2}},
+      .placements = {Placement{.location = "a", .devices = {"a1", "a2"}, .replicas = 2},
+                     Placement{.location = "b", .devices = {"b1"}, .replicas = 2}}};
+  auto parsed = ParseDeployment(ToJson(deployment));
+  ASSERT_TRUE(parsed.ok()) << parsed.status().message();
+  EXPECT_EQ(ToJson(*parsed), ToJson(deployment));
+  ASSERT_EQ(parsed->placements.size(), 2u);
+  EXPECT_EQ(parsed->placements[0].devices, (std::vector<std::string>{"a1", "a2"}));
+  EXPECT_EQ(parsed->revisions[0].replicas, 2);
+  // Location b has one device for two replicas: the JSON says so.
+  const auto warnings = PlacementWarnings(*parsed);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("location 'b' has 1 device"), std::string::npos) << warnings[0];
+  EXPECT_NE(ToJson(deployment).find(R"("warnings":["location 'b')"), std::string::npos);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <array>
 
 #include "fleet/fleet_json.h"
+#include "fleet/placement.h"
 #include "store/access.h"
 #include "store/digest.h"
 
@@ -40,15 +41,32 @@ CREATE TABLE IF NOT EXISTS revisions(
   deployment TEXT NOT NULL, number INTEGER NOT NULL, reference TEXT NOT NULL,
   selector TEXT NOT NULL, rollout TEXT NOT NULL, created_at INTEGER NOT NULL,
   rolled_back INTEGER NOT NULL, healthy_since INTEGER, promoted INTEGER NOT NULL,
-  PRIMARY KEY(deployment, number));
+  replicas INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(deployment, number));
+CREATE TABLE IF NOT EXISTS placements(
+  deployment TEXT NOT NULL, device TEXT NOT NULL, PRIMARY KEY(deployment, device));
 CREATE TABLE IF NOT EXISTS location_peer_tokens(
   location TEXT PRIMARY KEY, token TEXT NOT NULL);
 )sql";
 
+// A database made before replicas existed gets the column (every revision
+// of it: 0, every matching device).
+Status AddReplicasColumn(SqliteDb& db) {
+  PERCH_ASSIGN_OR_RETURN(
+      SqliteStatement columns,
+      db.Prepare("SELECT 1 FROM pragma_table_info('revisions') WHERE name = 'replicas'"));
+  const bool present = columns.Step();
+  PERCH_RETURN_IF_ERROR(columns.Finish("read the columns of the revisions"));
+  if (present) {
+    return Status::Ok();
+  }
+  return db.Exec("ALTER TABLE revisions ADD COLUMN replicas INTEGER NOT NULL DEFAULT 0",
+                 "add replicas to the revisions");
+}
+
 std::string TokenHash(std::string_view token) { return Sha256Of(token).str(); }
 
 bool SameRevisionContent(const Revision& revision, const DeploymentSpec& spec) {
-  return revision.reference == spec.reference &&
+  return revision.reference == spec.reference && revision.replicas == spec.replicas &&
          ToJson(revision.selector) == ToJson(spec.selector) &&
          ToJson(revision.rollout) == ToJson(spec.rollout);
 }
@@ -66,6 +84,10 @@ Status ValidateSpec(const DeploymentSpec& spec) {
       (spec.rollout.canary_percent < 1 || spec.rollout.canary_percent > 99)) {
     return InvalidArgument("rollout.canary_percent: must be between 1 and 99 for a canary");
   }
+  if (spec.replicas < 0 || spec.replicas > kMaxReplicas) {
+    return InvalidArgument("replicas: must be between 0 (every matching device) and " +
+                           std::to_string(kMaxReplicas));
+  }
   return Status::Ok();
 }
 
@@ -75,8 +97,10 @@ FleetStore::FleetStore(FleetStoreOptions options, std::unique_ptr<SqliteDb> db,
                        std::unique_ptr<SqliteDb> checkpoint_db)
     : options_(std::move(options)),
       db_(std::move(db)),
+      opened_at_(options_.clock.UnixSeconds()),
       checkpoint_db_(std::move(checkpoint_db)),
-      checkpointer_([this](std::stop_token stop) { CheckpointLoop(std::move(stop)); }) {}
+      checkpointer_([this](std::stop_token stop) { CheckpointLoop(std::move(stop)); }),
+      placer_([this](std::stop_token stop) { PlacementLoop(std::move(stop)); }) {}
 
 void FleetStore::CheckpointLoop(std::stop_token stop) {
   std::unique_lock lock(checkpoint_mutex_);
@@ -92,12 +116,25 @@ void FleetStore::CheckpointLoop(std::stop_token stop) {
   }
 }
 
+void FleetStore::PlacementLoop(std::stop_token stop) {
+  std::unique_lock lock(placer_mutex_);
+  while (true) {
+    placer_wake_.wait_for(lock, stop, options_.placement_review_interval, [] { return false; });
+    if (stop.stop_requested()) {
+      return;
+    }
+    // A failure to store is retried at the next review; nothing else to do.
+    (void)ReviewPlacements();
+  }
+}
+
 FleetStore::~FleetStore() = default;
 
 Result<std::unique_ptr<FleetStore>> FleetStore::Open(FleetStoreOptions options) {
   PERCH_ASSIGN_OR_RETURN(auto db, SqliteDb::Open({.path = options.database, .schema = kSchema}));
   PERCH_RETURN_IF_ERROR(
       db->Exec("PRAGMA wal_autocheckpoint=0", "leave checkpoints to the background thread"));
+  PERCH_RETURN_IF_ERROR(AddReplicasColumn(*db));
   PERCH_ASSIGN_OR_RETURN(auto checkpoint_db, SqliteDb::Open({.path = options.database}));
   std::unique_ptr<FleetStore> store(
       new FleetStore(std::move(options), std::move(db), std::move(checkpoint_db)));
@@ -167,7 +204,7 @@ Status FleetStore::Load() {
   PERCH_ASSIGN_OR_RETURN(
       SqliteStatement revisions,
       db_->Prepare("SELECT deployment, number, reference, selector, rollout, "
-                   "created_at, rolled_back, healthy_since, promoted FROM revisions "
+                   "created_at, rolled_back, healthy_since, promoted, replicas FROM revisions "
                    "ORDER BY deployment, number"));
   while (revisions.Step()) {
     const std::string name = revisions.Text(0);
@@ -183,11 +220,19 @@ Status FleetStore::Load() {
       revision.healthy_since = revisions.Int(7);
     }
     revision.promoted = revisions.Int(8) != 0;
+    revision.replicas = revisions.Int(9);
     Deployment& deployment = deployments_[name];
     deployment.name = name;
     deployment.revisions.push_back(std::move(revision));
   }
-  return revisions.Finish("read the deployments");
+  PERCH_RETURN_IF_ERROR(revisions.Finish("read the deployments"));
+
+  PERCH_ASSIGN_OR_RETURN(SqliteStatement placements,
+                         db_->Prepare("SELECT deployment, device FROM placements"));
+  while (placements.Step()) {
+    placements_[placements.Text(0)].insert(placements.Text(1));
+  }
+  return placements.Finish("read the placements");
 }
 
 Status FleetStore::SaveDevice(const DeviceRecord& record) {
@@ -219,8 +264,8 @@ Status FleetStore::SaveRevision(const std::string& deployment, const Revision& r
   PERCH_ASSIGN_OR_RETURN(
       SqliteStatement save,
       db_->Prepare("INSERT OR REPLACE INTO revisions(deployment, number, reference, selector, "
-                   "rollout, created_at, rolled_back, healthy_since, promoted) "
-                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+                   "rollout, created_at, rolled_back, healthy_since, promoted, replicas) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
   save.Bind(1, deployment)
       .Bind(2, revision.number)
       .Bind(3, revision.reference)
@@ -233,7 +278,7 @@ Status FleetStore::SaveRevision(const std::string& deployment, const Revision& r
   } else {
     save.BindNull(8);
   }
-  save.Bind(9, int64_t{revision.promoted ? 1 : 0});
+  save.Bind(9, int64_t{revision.promoted ? 1 : 0}).Bind(10, revision.replicas);
   return save.Run("save deployment " + deployment);
 }
 
@@ -348,6 +393,7 @@ Result<WithToken<Device>> FleetStore::Enrol(std::string_view enrolment_token,
   device_by_token_[record.token_hash] = spec.name;
   devices_[spec.name] = record;
   Changed();
+  PlaceWhereShort(devices_.at(spec.name).device, record.device.enrolled_at);
   return WithToken<Device>{record.device, std::move(token)};
 }
 
@@ -376,6 +422,17 @@ Status FleetStore::RevokeDevice(std::string_view name) {
   PERCH_RETURN_IF_ERROR(SaveDevice(record));
   it->second = std::move(record);
   Changed();
+  const int64_t now = options_.clock.UnixSeconds();
+  std::vector<std::string> holding;
+  for (const auto& [deployment, devices] : placements_) {
+    if (devices.contains(it->first)) {
+      holding.push_back(deployment);
+    }
+  }
+  for (const std::string& deployment : holding) {
+    // A placement not stored is retried by the review; the revocation stands.
+    (void)Place(deployment, now);
+  }
   return Status::Ok();
 }
 
@@ -411,8 +468,12 @@ Status FleetStore::RecordHeartbeat(std::string_view name, Heartbeat heartbeat) {
       db_->Prepare("UPDATE devices SET last_seen = ?, heartbeat = ? WHERE name = ?"));
   save.Bind(1, now).Bind(2, ToJson(heartbeat)).Bind(3, device.name);
   PERCH_RETURN_IF_ERROR(save.Run("save the heartbeat of " + device.name));
+  const bool was_live = Live(device, now, false);
   device.last_seen = now;
   device.heartbeat = std::move(heartbeat);
+  if (!was_live && !device.revoked) {
+    PlaceWhereShort(device, now);
+  }
   return AdvanceCanaries(now, device);
 }
 
@@ -424,7 +485,8 @@ FleetStore::Canaries& FleetStore::CanaryDevices(const std::string& deployment,
   }
   std::vector<std::pair<std::string, const Device*>> ranked;
   for (const auto& [name, record] : devices_) {
-    if (!record.device.revoked && revision.selector.Matches(record.device)) {
+    if (!record.device.revoked && revision.selector.Matches(record.device) &&
+        (revision.replicas == 0 || Placed(deployment, name))) {
       ranked.emplace_back(Sha256Of(deployment + "/" + name).str(), &record.device);
     }
   }
@@ -510,7 +572,7 @@ Result<Deployment> FleetStore::Deploy(const DeploymentSpec& spec, bool create_on
       it != deployments_.end() ? it->second : Deployment{.name = spec.name, .revisions = {}};
   const Revision* current = deployment.Current();
   if (current != nullptr && SameRevisionContent(*current, spec)) {
-    return deployment;
+    return Describe(deployment, options_.clock.UnixSeconds());
   }
   Revision revision{
       .number = deployment.revisions.empty() ? 1 : deployment.revisions.back().number + 1,
@@ -522,11 +584,16 @@ Result<Deployment> FleetStore::Deploy(const DeploymentSpec& spec, bool create_on
   // A canary with no earlier revision has nothing to hold the rest back
   // with: everyone gets it at once.
   revision.promoted = spec.rollout.strategy != RolloutStrategy::kCanary || current == nullptr;
+  revision.replicas = spec.replicas;
   PERCH_RETURN_IF_ERROR(SaveRevision(spec.name, revision));
   deployment.revisions.push_back(std::move(revision));
   deployments_[spec.name] = deployment;
   Changed();
-  return deployment;
+  const int64_t now = options_.clock.UnixSeconds();
+  // A placement not stored is retried by the review within a second; the
+  // revision stands either way.
+  (void)Place(spec.name, now);
+  return Describe(deployments_.at(spec.name), now);
 }
 
 Result<Deployment> FleetStore::Rollback(std::string_view name) {
@@ -549,7 +616,9 @@ Result<Deployment> FleetStore::Rollback(std::string_view name) {
     }
   }
   Changed();
-  return deployment;
+  const int64_t now = options_.clock.UnixSeconds();
+  (void)Place(deployment.name, now);  // as in Deploy
+  return Describe(deployment, now);
 }
 
 std::vector<Deployment> FleetStore::Deployments() const {
@@ -557,7 +626,7 @@ std::vector<Deployment> FleetStore::Deployments() const {
   const int64_t now = options_.clock.UnixSeconds();
   std::vector<Deployment> deployments;
   for (const auto& [name, deployment] : deployments_) {
-    deployments.push_back(AsOf(deployment, now));
+    deployments.push_back(Describe(deployment, now));
   }
   return deployments;
 }
@@ -568,7 +637,7 @@ Result<Deployment> FleetStore::GetDeployment(std::string_view name) const {
   if (it == deployments_.end()) {
     return NotFound("no deployment '" + std::string(name.substr(0, 80)) + "'");
   }
-  return AsOf(it->second, options_.clock.UnixSeconds());
+  return Describe(it->second, options_.clock.UnixSeconds());
 }
 
 size_t FleetStore::CountMatching(const Selector& selector) const {
@@ -584,7 +653,8 @@ DesiredState FleetStore::ComputeDesiredState(const Device& device) const {
   const int64_t now = options_.clock.UnixSeconds();
   for (const auto& [name, deployment] : deployments_) {
     const Revision* current = deployment.Current();
-    if (current == nullptr || !current->selector.Matches(device)) {
+    if (current == nullptr || !current->selector.Matches(device) ||
+        (current->replicas > 0 && !Placed(name, device.name))) {
       continue;
     }
     const Revision* chosen = current;
@@ -595,8 +665,10 @@ DesiredState FleetStore::ComputeDesiredState(const Device& device) const {
       }
     }
     if (chosen != nullptr) {
-      state.models.push_back(DesiredModel{
-          .deployment = name, .revision = chosen->number, .reference = chosen->reference});
+      state.models.push_back(DesiredModel{.deployment = name,
+                                          .revision = chosen->number,
+                                          .reference = chosen->reference,
+                                          .require_signature = chosen->rollout.require_signature});
     }
   }
   DesiredState without_etag = state;
@@ -631,6 +703,166 @@ Result<DesiredState> FleetStore::WaitForDesiredState(std::string_view name, std:
       return state;
     }
   }
+}
+
+bool FleetStore::Live(const Device& device, int64_t now, bool holds_placement) const {
+  int64_t heard = std::max(device.last_seen, device.enrolled_at);
+  if (holds_placement) {
+    heard = std::max(heard, opened_at_);
+  }
+  return now - heard <= options_.placement_grace.count();
+}
+
+bool FleetStore::Placed(const std::string& deployment, const std::string& device) const {
+  const auto it = placements_.find(deployment);
+  return it != placements_.end() && it->second.contains(device);
+}
+
+std::set<std::string> FleetStore::ComputePlacement(const std::string& name, int64_t now) const {
+  const auto found = deployments_.find(name);
+  const Revision* current = found == deployments_.end() ? nullptr : found->second.Current();
+  if (current == nullptr || current->replicas == 0) {
+    return {};
+  }
+  std::map<std::string, size_t, std::less<>> counts;
+  for (const auto& [deployment, devices] : placements_) {
+    if (deployment != name) {
+      for (const std::string& device : devices) {
+        ++counts[device];
+      }
+    }
+  }
+  std::vector<PlacementCandidate> candidates;
+  for (const auto& [device_name, record] : devices_) {
+    const Device& device = record.device;
+    if (device.revoked || !current->selector.Matches(device)) {
+      continue;
+    }
+    const bool placed = Placed(name, device_name);
+    const auto count = counts.find(device_name);
+    candidates.push_back(PlacementCandidate{
+        .name = device_name,
+        .location = device.location,
+        .live = Live(device, now, placed),
+        .placed = placed,
+        .placements = count == counts.end() ? 0 : count->second,
+        .memory_available_bytes = device.heartbeat ? device.heartbeat->memory_available_bytes : 0,
+        .load = device.heartbeat ? device.heartbeat->load : 0,
+    });
+  }
+  const std::vector<std::string> placed = PlaceReplicas(candidates, current->replicas);
+  return {placed.begin(), placed.end()};
+}
+
+Status FleetStore::Place(const std::string& name, int64_t now) {
+  std::set<std::string> wanted = ComputePlacement(name, now);
+  const auto held = placements_.find(name);
+  if (held == placements_.end() ? wanted.empty() : held->second == wanted) {
+    unsettled_.erase(name);
+    return Status::Ok();
+  }
+  Status saved = [&]() -> Status {
+    PERCH_ASSIGN_OR_RETURN(SqliteTransaction transaction, db_->Begin());
+    PERCH_ASSIGN_OR_RETURN(SqliteStatement clear,
+                           db_->Prepare("DELETE FROM placements WHERE deployment = ?"));
+    clear.Bind(1, name);
+    PERCH_RETURN_IF_ERROR(clear.Run("clear the placement of " + name));
+    for (const std::string& device : wanted) {
+      PERCH_ASSIGN_OR_RETURN(
+          SqliteStatement save,
+          db_->Prepare("INSERT INTO placements(deployment, device) VALUES (?, ?)"));
+      save.Bind(1, name).Bind(2, device);
+      PERCH_RETURN_IF_ERROR(save.Run("save the placement of " + name));
+    }
+    return transaction.Commit();
+  }();
+  if (!saved.ok()) {
+    unsettled_.insert(name);
+    return saved;
+  }
+  unsettled_.erase(name);
+  if (wanted.empty()) {
+    placements_.erase(name);
+  } else {
+    placements_[name] = std::move(wanted);
+  }
+  Changed();
+  return Status::Ok();
+}
+
+void FleetStore::PlaceWhereShort(const Device& device, int64_t now) {
+  for (const auto& [name, deployment] : deployments_) {
+    const Revision* current = deployment.Current();
+    if (current == nullptr || current->replicas == 0 || !current->selector.Matches(device) ||
+        Placed(name, device.name)) {
+      continue;
+    }
+    int64_t here = 0;
+    if (const auto held = placements_.find(name); held != placements_.end()) {
+      for (const std::string& placed : held->second) {
+        const auto record = devices_.find(placed);
+        if (record != devices_.end() && record->second.device.location == device.location) {
+          ++here;
+        }
+      }
+    }
+    if (here < current->replicas) {
+      // A placement not stored is retried by the review.
+      (void)Place(name, now);
+    }
+  }
+}
+
+Status FleetStore::ReviewPlacements() {
+  std::lock_guard lock(mutex_);
+  const int64_t now = options_.clock.UnixSeconds();
+  std::set<std::string> stale = unsettled_;
+  for (const auto& [name, devices] : placements_) {
+    const auto deployment = deployments_.find(name);
+    const Revision* current =
+        deployment == deployments_.end() ? nullptr : deployment->second.Current();
+    for (const std::string& device_name : devices) {
+      const auto record = devices_.find(device_name);
+      if (current == nullptr || record == devices_.end() || record->second.device.revoked ||
+          !current->selector.Matches(record->second.device) ||
+          !Live(record->second.device, now, true)) {
+        stale.insert(name);
+        break;
+      }
+    }
+  }
+  Status outcome;
+  for (const std::string& name : stale) {
+    if (Status placed = Place(name, now); !placed.ok() && outcome.ok()) {
+      outcome = std::move(placed);
+    }
+  }
+  return outcome;
+}
+
+Deployment FleetStore::Describe(const Deployment& deployment, int64_t now) const {
+  Deployment described = AsOf(deployment, now);
+  const Revision* current = described.Current();
+  if (current == nullptr || current->replicas == 0) {
+    return described;
+  }
+  std::map<std::string, Placement> by_location;
+  for (const auto& [name, record] : devices_) {
+    const Device& device = record.device;
+    if (device.revoked || !current->selector.Matches(device)) {
+      continue;
+    }
+    Placement& placement = by_location[device.location];
+    placement.location = device.location;
+    placement.replicas = current->replicas;
+    if (Placed(deployment.name, name)) {
+      placement.devices.push_back(name);  // devices_ is ordered: ascending
+    }
+  }
+  for (auto& [location, placement] : by_location) {
+    described.placements.push_back(std::move(placement));
+  }
+  return described;
 }
 
 }  // namespace perch

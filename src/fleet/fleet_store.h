@@ -13,13 +13,27 @@
 // every canary device has reported the new reference READY for
 // canary_healthy_seconds, after which the revision is promoted to all.
 //
+// Placement (placement.h): a deployment whose current revision asks for
+// replicas runs on that many devices per location, not on every matching
+// one. Placements belong to the deployment, not to a revision, so a new
+// revision, a rollback or a canary keeps the devices that still match; a
+// canary's share is taken among the placed devices. A device holds its
+// placements until it has been silent for `placement_grace` (a reboot does
+// not move models); then its deployments are placed anew. The grace counts
+// from the store's opening at the earliest, so a restarted hub does not
+// shuffle models either. New placements go to devices heard from within
+// the grace, including just enrolled ones. Placements are stored in the
+// database like everything else; one that cannot be written is retried by
+// the review, every `placement_review_interval`.
+//
 // SQLite's WAL checkpoints (which fsync) run on a background thread with a
 // connection of their own, not inside a write under the mutex: at 1,000
 // heartbeats/s an automatic checkpoint every ~0.5 s held every request up
 // for the length of two fsyncs.
 //
 // Threading: every public method is thread-safe (one mutex); one background
-// thread checkpoints the database every second until destruction.
+// thread checkpoints the database every second, and another reviews the
+// placements, until destruction.
 #pragma once
 
 #include <chrono>
@@ -31,6 +45,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <stop_token>
 #include <string>
 #include <string_view>
@@ -51,6 +66,10 @@ struct FleetStoreOptions {
   // Stamps enrolments, heartbeats and revisions and times canaries; tests
   // pass a ManualClock's.
   WallClock clock{};
+  // How long a device may stay silent before its placements move to others.
+  std::chrono::seconds placement_grace{300};
+  // How often placements on devices gone past the grace are looked for.
+  std::chrono::milliseconds placement_review_interval{1000};
   // Network local: a device heard from within this long is online, and so
   // listed to the other devices of its location as a peer.
   std::chrono::seconds peer_online_for{30};
@@ -97,6 +116,13 @@ class FleetStore {
   // is accepted, and the API warns.
   size_t CountMatching(const Selector& selector) const;
 
+  // Places anew the deployments that have a device gone past the grace (or
+  // revoked, or no longer matching), and retries placements that could not
+  // be stored. The store's own thread calls it every
+  // placement_review_interval; tests call it after moving their clock.
+  // Unavailable when a placement cannot be stored.
+  Status ReviewPlacements();
+
   // What `device` should serve now. NotFound for an unknown device.
   Result<DesiredState> DesiredStateFor(std::string_view device) const;
   // Returns as soon as the device's desired state has an etag other than
@@ -126,7 +152,25 @@ class FleetStore {
   Status Load();
   Status SaveDevice(const DeviceRecord& record);
   Status SaveRevision(const std::string& deployment, const Revision& revision);
+  void PlacementLoop(std::stop_token stop);
   DesiredState ComputeDesiredState(const Device& device) const;  // requires mutex_
+  // Placement, all requiring mutex_. A device is live when heard from (or
+  // enrolled) within the grace; one that holds a placement counts the
+  // store's opening as heard from too.
+  bool Live(const Device& device, int64_t now, bool holds_placement) const;
+  bool Placed(const std::string& deployment, const std::string& device) const;
+  // Where the deployment should run now: empty unless its current revision
+  // asks for replicas.
+  std::set<std::string> ComputePlacement(const std::string& deployment, int64_t now) const;
+  // Stores and applies ComputePlacement when it differs from the placement
+  // held; on a failure to store, remembers the deployment for the review.
+  Status Place(const std::string& deployment, int64_t now);
+  // Places the deployments that `device` matches and that have fewer
+  // devices than replicas in its location (the device just enrolled or
+  // came back).
+  void PlaceWhereShort(const Device& device, int64_t now);
+  // `deployment` as the API shows it at `now`: promotions, placements.
+  Deployment Describe(const Deployment& deployment, int64_t now) const;
   bool InCanary(const std::string& deployment, const Revision& revision,
                 const Device& device) const;  // requires mutex_
   // The canary devices of a revision, computed once and kept until the
@@ -160,12 +204,22 @@ class FleetStore {
   // Keyed by deployment and revision number; cleared by Changed(). Device
   // pointers point into devices_, whose nodes never move.
   mutable std::map<std::pair<std::string, int64_t>, Canaries> canaries_;  // guarded by mutex_
+  // Deployment -> the devices it is placed on (deployments with replicas).
+  std::map<std::string, std::set<std::string>, std::less<>> placements_;  // guarded by mutex_
+  std::set<std::string> unsettled_;  // placements not stored yet; guarded by mutex_
+  int64_t opened_at_ = 0;            // unix seconds
 
-  // Used by checkpointer_ only; declared last, so the thread stops first.
+  // Used by checkpointer_ only; the thread is declared after them, so it
+  // stops first.
   std::unique_ptr<SqliteDb> checkpoint_db_;
   std::mutex checkpoint_mutex_;
   std::condition_variable_any checkpoint_wake_;
   std::jthread checkpointer_;
+
+  // Used by placer_ only; declared last, so the thread stops first.
+  std::mutex placer_mutex_;
+  std::condition_variable_any placer_wake_;
+  std::jthread placer_;
 };
 
 }  // namespace perch

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <map>
 #include <thread>
 
 #include "core/clock.h"
@@ -25,7 +27,11 @@ class FleetStoreTest : public testing::Test {
 
   void Reopen() {
     store_.reset();
-    auto store = FleetStore::Open({.database = path_, .clock = clock_.AsWallClock()});
+    // The review runs when a test calls it, not on the store's own timer.
+    auto store = FleetStore::Open({.database = path_,
+                                   .clock = clock_.AsWallClock(),
+                                   .placement_grace = std::chrono::seconds(kGrace),
+                                   .placement_review_interval = std::chrono::hours(1)});
     ASSERT_TRUE(store.ok()) << store.status().message();
     store_ = std::move(store).value();
   }
@@ -68,6 +74,36 @@ class FleetStoreTest : public testing::Test {
     ASSERT_TRUE(store_->RecordHeartbeat(device, heartbeat).ok());
   }
 
+  // A heartbeat reporting free memory (MiB) and load, serving nothing.
+  void Beat(const std::string& device, int64_t memory_mib = 1024, double load = 0) {
+    Heartbeat heartbeat;
+    heartbeat.memory_available_bytes = memory_mib << 20;
+    heartbeat.load = load;
+    ASSERT_TRUE(store_->RecordHeartbeat(device, heartbeat).ok());
+  }
+
+  // The devices a deployment is placed on, over every location.
+  std::vector<std::string> PlacedOn(const std::string& deployment) {
+    auto found = store_->GetDeployment(deployment);
+    EXPECT_TRUE(found.ok());
+    std::vector<std::string> devices;
+    for (const Placement& placement : found->placements) {
+      devices.insert(devices.end(), placement.devices.begin(), placement.devices.end());
+    }
+    return devices;
+  }
+
+  Result<Deployment> DeployReplicas(const std::string& name, const std::string& reference,
+                                    int64_t replicas, const std::string& location = "") {
+    return store_->Deploy({.name = name,
+                           .reference = reference,
+                           .selector = {.location = location},
+                           .rollout = {},
+                           .replicas = replicas},
+                          false);
+  }
+
+  static constexpr int64_t kGrace = 60;
   fs::path path_;
   ManualClock clock_{WallClock::TimePoint(std::chrono::seconds(1000))};
   std::unique_ptr<FleetStore> store_;
@@ -237,6 +273,300 @@ TEST_F(FleetStoreTest, RefusesADamagedDatabase) {
   ASSERT_FALSE(reopened.ok());
   EXPECT_NE(reopened.status().message().find("damaged location x"), std::string::npos)
       << reopened.status().message();
+}
+
+// K models over M devices: each device ends with K * replicas / M of them,
+// and each device's desired state is exactly what is placed on it.
+TEST_F(FleetStoreTest, SpreadsSixModelsEvenlyOverThreeDevices) {
+  const std::vector<std::pair<std::string, std::vector<int64_t>>> scenarios = {
+      {"ones", {1, 1, 1, 1, 1, 1}},   // 6 placements: 2 each
+      {"twos", {2, 2, 2, 2, 2, 2}},   // 12: 4 each
+      {"mixed", {1, 2, 1, 2, 1, 2}},  // 9: 3 each
+  };
+  for (const auto& [location, replicas] : scenarios) {
+    SCOPED_TRACE(location);
+    const std::string enrolment = MakeLocation(location);
+    std::vector<std::string> devices;
+    for (int i = 0; i < 3; ++i) {
+      devices.push_back(location + "-" + std::to_string(i));
+      MakeDevice(enrolment, devices.back());
+      // Different memory: without the count first, the roomiest would take all.
+      Beat(devices.back(), 1024 * (i + 1));
+    }
+    std::map<std::string, std::vector<std::string>> models_of;
+    int64_t total = 0;
+    for (size_t m = 0; m < replicas.size(); ++m) {
+      const std::string name = location + "-m" + std::to_string(m);
+      const std::string reference = "hub/" + name + ":1";
+      auto deployed = DeployReplicas(name, reference, replicas[m], location);
+      ASSERT_TRUE(deployed.ok()) << deployed.status().message();
+      ASSERT_EQ(deployed->placements.size(), 1u);
+      EXPECT_EQ(deployed->placements[0].devices.size(), static_cast<size_t>(replicas[m]));
+      EXPECT_TRUE(PlacementWarnings(*deployed).empty());
+      for (const std::string& device : PlacedOn(name)) {
+        models_of[device].push_back(reference);
+      }
+      total += replicas[m];
+    }
+    for (const std::string& device : devices) {
+      EXPECT_EQ(static_cast<int64_t>(models_of[device].size()), total / 3) << device;
+      std::vector<std::string> desired = References(device);
+      std::sort(desired.begin(), desired.end());
+      EXPECT_EQ(desired, models_of[device]) << device;
+    }
+  }
+}
+
+TEST_F(FleetStoreTest, PrefersTheDeviceWithMoreMemoryThenLessLoad) {
+  const std::string enrolment = MakeLocation("plant-a");
+  for (const char* name : {"a1", "a2", "a3"}) {
+    MakeDevice(enrolment, name);
+  }
+  Beat("a1", 1000, 0.1);
+  Beat("a2", 4000, 3.0);
+  Beat("a3", 4000, 0.5);
+  ASSERT_TRUE(DeployReplicas("big", "hub/big:1", 1).ok());
+  EXPECT_EQ(PlacedOn("big"), std::vector<std::string>{"a3"});
+  // a3 holds one now: the next goes to the next best of those holding none.
+  ASSERT_TRUE(DeployReplicas("next", "hub/next:1", 1).ok());
+  EXPECT_EQ(PlacedOn("next"), std::vector<std::string>{"a2"});
+}
+
+TEST_F(FleetStoreTest, PlacementsStayAcrossRevisionsAndRollbacks) {
+  const std::string enrolment = MakeLocation("plant-a");
+  for (const char* name : {"a1", "a2", "a3"}) {
+    MakeDevice(enrolment, name);
+    Beat(name);
+  }
+  ASSERT_TRUE(DeployReplicas("d", "hub/m:1", 1).ok());
+  const std::vector<std::string> first = PlacedOn("d");
+  ASSERT_EQ(first.size(), 1u);
+
+  // The placed device now has the least memory of all: a new revision
+  // stays on it all the same, and so does a rollback.
+  Beat(first[0], 1);
+  ASSERT_TRUE(DeployReplicas("d", "hub/m:2", 1).ok());
+  EXPECT_EQ(PlacedOn("d"), first);
+  EXPECT_EQ(References(first[0]), std::vector<std::string>{"hub/m:2"});
+  ASSERT_TRUE(store_->Rollback("d").ok());
+  EXPECT_EQ(PlacedOn("d"), first);
+  EXPECT_EQ(References(first[0]), std::vector<std::string>{"hub/m:1"});
+
+  // More replicas keep the one there is and add one; fewer keep one of them.
+  ASSERT_TRUE(DeployReplicas("d", "hub/m:3", 2).ok());
+  const std::vector<std::string> two = PlacedOn("d");
+  ASSERT_EQ(two.size(), 2u);
+  EXPECT_NE(std::find(two.begin(), two.end(), first[0]), two.end());
+  ASSERT_TRUE(DeployReplicas("d", "hub/m:4", 1).ok());
+  const std::vector<std::string> one = PlacedOn("d");
+  ASSERT_EQ(one.size(), 1u);
+  EXPECT_NE(std::find(two.begin(), two.end(), one[0]), two.end());
+  for (const char* name : {"a1", "a2", "a3"}) {
+    EXPECT_EQ(References(name).size(), name == one[0] ? 1u : 0u) << name;
+  }
+
+  // Back to every device, and placed afresh after that.
+  ASSERT_TRUE(DeployReplicas("d", "hub/m:5", 0).ok());
+  EXPECT_TRUE(store_->GetDeployment("d")->placements.empty());
+  for (const char* name : {"a1", "a2", "a3"}) {
+    EXPECT_EQ(References(name), std::vector<std::string>{"hub/m:5"});
+  }
+}
+
+TEST_F(FleetStoreTest, ADeviceSilentPastTheGraceLosesItsPlacements) {
+  const std::string enrolment = MakeLocation("plant-a");
+  for (const char* name : {"a1", "a2", "a3"}) {
+    MakeDevice(enrolment, name);
+    Beat(name);
+  }
+  ASSERT_TRUE(DeployReplicas("one", "hub/one:1", 1).ok());
+  ASSERT_TRUE(DeployReplicas("two", "hub/two:1", 2).ok());
+  const std::string gone = PlacedOn("one")[0];
+  std::vector<std::string> others;
+  for (const char* name : {"a1", "a2", "a3"}) {
+    if (name != gone) {
+      others.push_back(name);
+    }
+  }
+  const auto beat_others = [&] {
+    for (const std::string& name : others) {
+      Beat(name);
+    }
+  };
+
+  // Silent for the whole grace (a reboot): nothing moves.
+  clock_.Advance(std::chrono::seconds(kGrace));
+  beat_others();
+  ASSERT_TRUE(store_->ReviewPlacements().ok());
+  EXPECT_EQ(PlacedOn("one"), std::vector<std::string>{gone});
+  EXPECT_EQ(References(gone), std::vector<std::string>{"hub/one:1"});
+  EXPECT_EQ(PlacedOn("two"), others) << "each device holds one first";
+
+  // One second more: its models go to the others, on the next review.
+  clock_.Advance(std::chrono::seconds(1));
+  beat_others();
+  EXPECT_NE(References(others[0]).size() + References(others[1]).size(), 3u)
+      << "moved before the review";
+  ASSERT_TRUE(store_->ReviewPlacements().ok());
+  const std::vector<std::string> one = PlacedOn("one");
+  ASSERT_EQ(one.size(), 1u);
+  EXPECT_NE(one[0], gone);
+  EXPECT_EQ(PlacedOn("two"), others);
+  EXPECT_TRUE(References(gone).empty());
+  EXPECT_EQ(References(others[0]).size() + References(others[1]).size(), 3u);
+
+  // Back again: it takes nothing back (the placements are stable), and it
+  // is the first choice for the next deployment.
+  Beat(gone);
+  EXPECT_TRUE(References(gone).empty());
+  ASSERT_TRUE(DeployReplicas("three", "hub/three:1", 1).ok());
+  EXPECT_EQ(PlacedOn("three"), std::vector<std::string>{gone});
+}
+
+TEST_F(FleetStoreTest, FewerDevicesThanReplicasTakeItAllAndWarn) {
+  const std::string enrolment = MakeLocation("plant-a");
+  MakeDevice(enrolment, "a1");
+  auto deployed = DeployReplicas("d", "hub/m:1", 3);
+  ASSERT_TRUE(deployed.ok());
+  ASSERT_EQ(deployed->placements.size(), 1u);
+  EXPECT_EQ(deployed->placements[0].devices, std::vector<std::string>{"a1"});
+  ASSERT_EQ(PlacementWarnings(*deployed).size(), 1u);
+
+  // Devices that enrol fill the location up to the replicas, no further.
+  MakeDevice(enrolment, "a2");
+  MakeDevice(enrolment, "a3");
+  MakeDevice(enrolment, "a4");
+  EXPECT_EQ(PlacedOn("d"), (std::vector<std::string>{"a1", "a2", "a3"}));
+  EXPECT_TRUE(References("a4").empty());
+  EXPECT_TRUE(PlacementWarnings(*store_->GetDeployment("d")).empty());
+
+  // A revoked device's place goes to another at once.
+  ASSERT_TRUE(store_->RevokeDevice("a2").ok());
+  EXPECT_EQ(PlacedOn("d"), (std::vector<std::string>{"a1", "a3", "a4"}));
+
+  EXPECT_EQ(DeployReplicas("d", "hub/m:1", -1).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(DeployReplicas("d", "hub/m:1", kMaxReplicas + 1).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+TEST_F(FleetStoreTest, ReplicasPlaceInEveryMatchingLocation) {
+  const std::string a = MakeLocation("plant-a");
+  const std::string b = MakeLocation("plant-b");
+  for (const char* name : {"a1", "a2", "a3"}) {
+    MakeDevice(a, name);
+  }
+  MakeDevice(b, "b1");
+  auto deployed = DeployReplicas("d", "hub/m:1", 2);
+  ASSERT_TRUE(deployed.ok());
+  ASSERT_EQ(deployed->placements.size(), 2u);
+  EXPECT_EQ(deployed->placements[0].location, "plant-a");
+  EXPECT_EQ(deployed->placements[0].devices.size(), 2u);
+  EXPECT_EQ(deployed->placements[1].devices, std::vector<std::string>{"b1"});
+  const auto warnings = PlacementWarnings(*deployed);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("plant-b"), std::string::npos) << warnings[0];
+}
+
+TEST_F(FleetStoreTest, ACanaryIsTakenAmongThePlacedDevices) {
+  const std::string enrolment = MakeLocation("plant-a");
+  for (int i = 0; i < 6; ++i) {
+    MakeDevice(enrolment, "d" + std::to_string(i));
+  }
+  ASSERT_TRUE(DeployReplicas("m", "hub/m:1", 4).ok());
+  const std::vector<std::string> placed = PlacedOn("m");
+  ASSERT_EQ(placed.size(), 4u);
+  ASSERT_TRUE(store_
+                  ->Deploy({.name = "m",
+                            .reference = "hub/m:2",
+                            .selector = {},
+                            .rollout = {.strategy = RolloutStrategy::kCanary,
+                                        .canary_percent = 25,
+                                        .canary_healthy_seconds = 10},
+                            .replicas = 4},
+                           false)
+                  .ok());
+  EXPECT_EQ(PlacedOn("m"), placed);
+  std::vector<std::string> canaries;
+  for (int i = 0; i < 6; ++i) {
+    const std::string name = "d" + std::to_string(i);
+    const auto references = References(name);
+    if (std::find(placed.begin(), placed.end(), name) == placed.end()) {
+      EXPECT_TRUE(references.empty()) << name;
+    } else if (references == std::vector<std::string>{"hub/m:2"}) {
+      canaries.push_back(name);
+    } else {
+      EXPECT_EQ(references, std::vector<std::string>{"hub/m:1"}) << name;
+    }
+  }
+  ASSERT_EQ(canaries.size(), 1u) << "25% of the 4 placed devices, not of all 6";
+  ReportReady(canaries[0], "hub/m:2");
+  clock_.Advance(std::chrono::seconds(11));
+  for (const std::string& name : placed) {
+    EXPECT_EQ(References(name), std::vector<std::string>{"hub/m:2"}) << name;
+  }
+}
+
+TEST_F(FleetStoreTest, PlacementsSurviveAReopenAndARestartDoesNotMoveThem) {
+  const std::string enrolment = MakeLocation("plant-a");
+  for (const char* name : {"a1", "a2", "a3"}) {
+    MakeDevice(enrolment, name);
+    Beat(name);
+  }
+  ASSERT_TRUE(DeployReplicas("d", "hub/m:1", 2).ok());
+  const std::vector<std::string> placed = PlacedOn("d");
+  const std::string etag = store_->DesiredStateFor(placed[0])->etag;
+
+  // The hub was down for ten graces: on restart every device looks silent,
+  // but the grace counts from the restart.
+  clock_.Advance(std::chrono::seconds(10 * kGrace));
+  Reopen();
+  ASSERT_TRUE(store_->ReviewPlacements().ok());
+  EXPECT_EQ(PlacedOn("d"), placed);
+  EXPECT_EQ(store_->DesiredStateFor(placed[0])->etag, etag);
+  EXPECT_EQ(store_->GetDeployment("d")->Current()->replicas, 2);
+
+  // Only the devices that stay silent a grace after the restart lose them.
+  clock_.Advance(std::chrono::seconds(kGrace + 1));
+  Beat("a1");
+  Beat("a2");
+  Beat("a3");
+  ASSERT_TRUE(store_->ReviewPlacements().ok());
+  EXPECT_EQ(PlacedOn("d"), placed);
+  clock_.Advance(std::chrono::seconds(kGrace + 1));
+  Beat(placed[0]);
+  ASSERT_TRUE(store_->ReviewPlacements().ok());
+  const std::vector<std::string> moved = PlacedOn("d");
+  ASSERT_EQ(moved.size(), 1u) << "only one device was heard from within the grace";
+  EXPECT_EQ(moved[0], placed[0]);
+}
+
+TEST_F(FleetStoreTest, OpensADatabaseFromBeforeReplicas) {
+  store_.reset();
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    fs::remove(path_.string() + suffix);
+  }
+  {
+    auto db = SqliteDb::Open({.path = path_});
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE((*db)
+                    ->Exec("CREATE TABLE revisions(deployment TEXT NOT NULL, number INTEGER NOT "
+                           "NULL, reference TEXT NOT NULL, selector TEXT NOT NULL, rollout TEXT "
+                           "NOT NULL, created_at INTEGER NOT NULL, rolled_back INTEGER NOT NULL, "
+                           "healthy_since INTEGER, promoted INTEGER NOT NULL, "
+                           "PRIMARY KEY(deployment, number));"
+                           "INSERT INTO revisions VALUES ('d', 1, 'hub/m:1', '{}', "
+                           "'{\"strategy\":\"all-at-once\"}', 5, 0, NULL, 1)",
+                           "an old database")
+                    .ok());
+  }
+  Reopen();
+  ASSERT_TRUE(store_);
+  auto deployment = store_->GetDeployment("d");
+  ASSERT_TRUE(deployment.ok()) << deployment.status().message();
+  EXPECT_EQ(deployment->Current()->replicas, 0);
+  ASSERT_TRUE(DeployReplicas("d", "hub/m:2", 2).ok());
+  Reopen();
+  EXPECT_EQ(store_->GetDeployment("d")->Current()->replicas, 2);
 }
 
 }  // namespace

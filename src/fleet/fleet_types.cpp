@@ -87,4 +87,17 @@ const Revision* Deployment::Previous() const {
   return nullptr;
 }
 
+std::vector<std::string> PlacementWarnings(const Deployment& deployment) {
+  std::vector<std::string> warnings;
+  for (const Placement& placement : deployment.placements) {
+    if (static_cast<int64_t>(placement.devices.size()) < placement.replicas) {
+      warnings.push_back("location '" + placement.location + "' has " +
+                         std::to_string(placement.devices.size()) +
+                         " device(s) that can take it for " + std::to_string(placement.replicas) +
+                         " replicas: it runs on all of them");
+    }
+  }
+  return warnings;
+}
+
 }  // namespace perch

@@ -57,6 +57,9 @@ struct Heartbeat {
   std::vector<ModelReport> models{};
   std::vector<std::string> errors{};
   double load = 0;  // 1-minute load average of the device
+  // MemAvailable of /proc/meminfo: what the device can still load; 0 when
+  // unknown. Placement prefers devices with more.
+  int64_t memory_available_bytes = 0;
   int64_t outbox_depth = 0;
   int64_t last_inference_at = 0;  // unix seconds, 0: never
   std::string applied_etag{};     // desired state the device serves
@@ -99,13 +102,22 @@ struct Rollout {
   RolloutStrategy strategy = RolloutStrategy::kAllAtOnce;
   int canary_percent = 0;              // canary: share of the matching devices first
   int64_t canary_healthy_seconds = 0;  // canary: healthy this long, then everyone
+  // Devices refuse the model unless it carries a signature (model.sig),
+  // even with no trust key of their own (docs/signing.md).
+  bool require_signature = false;
 };
+
+// Most replicas a deployment may ask for per location.
+inline constexpr int64_t kMaxReplicas = 1000;
 
 struct DeploymentSpec {
   std::string name{};
   std::string reference{};  // HOST/REPO:TAG or HOST/REPO@sha256:...
   Selector selector{};
   Rollout rollout{};
+  // Devices per matching location that serve the model; 0: every matching
+  // device. The hub chooses which (FleetStore, docs/fleet.md "Placement").
+  int64_t replicas = 0;
 };
 
 struct Revision {
@@ -117,11 +129,24 @@ struct Revision {
   bool rolled_back = false;
   std::optional<int64_t> healthy_since{};  // canary: every canary device READY since
   bool promoted = false;                   // canary: the rest of the devices have it too
+  int64_t replicas = 0;                    // as in DeploymentSpec
+};
+
+// Where a deployment with replicas runs in one location: the devices the
+// hub placed it on, fewer than `replicas` when the location has fewer
+// devices that can take it.
+struct Placement {
+  std::string location{};
+  std::vector<std::string> devices{};  // ascending by name
+  int64_t replicas = 0;
 };
 
 struct Deployment {
   std::string name{};
   std::vector<Revision> revisions{};  // ascending by number
+  // For a current revision with replicas: one entry per location with a
+  // device the selector matches, ascending by location. Empty otherwise.
+  std::vector<Placement> placements{};
 
   // The newest revision not rolled back; null when every one was.
   const Revision* Current() const;
@@ -133,7 +158,12 @@ struct DesiredModel {
   std::string deployment{};
   int64_t revision = 0;
   std::string reference{};
+  bool require_signature = false;  // the revision's rollout.require_signature
 };
+
+// A warning for each location where the deployment runs on fewer devices
+// than its replicas.
+std::vector<std::string> PlacementWarnings(const Deployment& deployment);
 
 // What one device should serve. The etag changes exactly when the models do.
 struct DesiredState {

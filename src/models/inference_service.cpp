@@ -132,6 +132,7 @@ Result<InferResponse> InferenceService::Infer(InferRequest request) const {
         .model_version = std::to_string(model->version()),
         .id = std::move(request.id),
         .outputs = std::move(outputs),
+        .artifact_digest = model->artifact_digest(),
     };
   };
   auto response = run();

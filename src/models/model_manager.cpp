@@ -55,7 +55,7 @@ std::optional<ModelState> ModelStateFromString(std::string_view name) {
 
 LoadedModel::LoadedModel(std::string name, int64_t version, ModelConfig config,
                          ModelSignature signature, std::unique_ptr<Session> session,
-                         MetricsRegistry& metrics)
+                         MetricsRegistry& metrics, std::string artifact_digest)
     : requests(metrics.GetCounter("perch_inference_requests_total",
                                   "Inference requests received, successful or not",
                                   {{"model", name}, {"version", std::to_string(version)}})),
@@ -75,7 +75,8 @@ LoadedModel::LoadedModel(std::string name, int64_t version, ModelConfig config,
       version_(version),
       config_(std::move(config)),
       signature_(std::move(signature)),
-      session_(std::move(session)) {}
+      session_(std::move(session)),
+      artifact_digest_(std::move(artifact_digest)) {}
 
 ModelManager::ModelManager(ModelManagerOptions options, Engine& engine, MetricsRegistry& metrics,
                            Logger logger)
@@ -196,6 +197,7 @@ Status ModelManager::ReconcileModel(const ModelOnDisk& disk, bool force) {
                       : "the version policy of model.json selects none of the versions on disk";
   }
   Status result = Status::Ok();
+  bool attempted_load = false;
   for (const int64_t version : desired) {
     const VersionOnDisk& on_disk = disk.versions.at(version);
     const auto old = current.versions.find(version);
@@ -205,6 +207,7 @@ Status ModelManager::ReconcileModel(const ModelOnDisk& disk, bool force) {
       next.versions[version] = old->second;
       continue;
     }
+    attempted_load = true;
     auto loaded = LoadVersion(disk, version, repository_);
     VersionSlot slot;
     slot.fingerprint = on_disk.fingerprint;
@@ -212,7 +215,7 @@ Status ModelManager::ReconcileModel(const ModelOnDisk& disk, bool force) {
       slot.model = std::move(loaded).value();
       slot.state = ModelState::kReady;
       slot.artifact_reference = on_disk.artifact_reference;
-      slot.artifact_digest = on_disk.artifact_digest;
+      slot.artifact_digest = slot.model->artifact_digest();
       logger_.Info("model '{}' version {} is ready", disk.name, version);
     } else if (old != current.versions.end() && old->second.model) {
       slot = old->second;
@@ -228,6 +231,23 @@ Status ModelManager::ReconcileModel(const ModelOnDisk& disk, bool force) {
       result = loaded.status();
     }
     next.versions[version] = std::move(slot);
+  }
+  // A selected version that may not serve (it failed to load, or the trust
+  // policy refused it) does not push out the one serving: the newest version
+  // that was ready keeps serving until a selected one is.
+  const bool none_ready = std::none_of(next.versions.begin(), next.versions.end(),
+                                       [](const auto& v) { return v.second.model != nullptr; });
+  if (none_ready && !desired.empty()) {
+    for (auto it = current.versions.rbegin(); it != current.versions.rend(); ++it) {
+      if (it->second.model && !next.versions.contains(it->first)) {
+        if (attempted_load) {
+          logger_.Warn("model '{}' version {} keeps serving: no selected version is ready",
+                       disk.name, it->first);
+        }
+        next.versions[it->first] = it->second;
+        break;
+      }
+    }
   }
   for (const auto& [version, slot] : current.versions) {
     if (!next.versions.contains(version) && slot.model) {
@@ -245,6 +265,13 @@ Result<std::shared_ptr<LoadedModel>> ModelManager::LoadVersion(
     const ModelOnDisk& disk, int64_t version, const std::filesystem::path& repository,
     int min_warmup_runs) {
   const VersionOnDisk& on_disk = disk.versions.at(version);
+  std::string artifact_digest = on_disk.artifact_digest;
+  if (options_.check_version) {
+    PERCH_ASSIGN_OR_RETURN(
+        artifact_digest,
+        options_.check_version(disk.name, repository / disk.name / std::to_string(version),
+                               on_disk.artifact_digest));
+  }
   PERCH_ASSIGN_OR_RETURN(auto session,
                          engine_.Load(on_disk.model_file, repository,
                                       SessionOptions{.intra_op_threads = disk.config.threads}));
@@ -261,7 +288,7 @@ Result<std::shared_ptr<LoadedModel>> ModelManager::LoadVersion(
     }
   }
   return std::make_shared<LoadedModel>(disk.name, version, disk.config, std::move(signature),
-                                       std::move(session), metrics_);
+                                       std::move(session), metrics_, std::move(artifact_digest));
 }
 
 Result<std::shared_ptr<LoadedModel>> ModelManager::Acquire(std::string_view name,
@@ -441,12 +468,14 @@ Status ModelManager::SwitchRepository(const std::filesystem::path& repository,
                       fmt::format("model '{}' version {} failed to load: {}", disk.name, version,
                                   loaded.status().message()));
       }
+      std::shared_ptr<LoadedModel> model = std::move(loaded).value();
+      std::string digest = model->artifact_digest();
       entry.versions[version] = VersionSlot{.fingerprint = on_disk.fingerprint,
-                                            .model = std::move(loaded).value(),
+                                            .model = std::move(model),
                                             .state = ModelState::kReady,
                                             .reason = {},
                                             .artifact_reference = on_disk.artifact_reference,
-                                            .artifact_digest = on_disk.artifact_digest};
+                                            .artifact_digest = std::move(digest)};
     }
   }
   MutexLock lock(mutex_);

@@ -14,6 +14,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -45,13 +46,17 @@ std::optional<ModelState> ModelStateFromString(std::string_view name);
 class LoadedModel {
  public:
   LoadedModel(std::string name, int64_t version, ModelConfig config, ModelSignature signature,
-              std::unique_ptr<Session> session, MetricsRegistry& metrics);
+              std::unique_ptr<Session> session, MetricsRegistry& metrics,
+              std::string artifact_digest = {});
 
   const std::string& name() const { return name_; }
   int64_t version() const { return version_; }
   const ModelConfig& config() const { return config_; }
   const ModelSignature& signature() const { return signature_; }
   Session& session() const { return *session_; }
+  // What every answer names as the artifact that produced it: the manifest
+  // digest it was pulled as, or its signature's root digest; may be empty.
+  const std::string& artifact_digest() const { return artifact_digest_; }
 
   Counter& requests;
   Counter& failures;
@@ -65,6 +70,7 @@ class LoadedModel {
   const ModelConfig config_;
   const ModelSignature signature_;
   const std::unique_ptr<Session> session_;
+  const std::string artifact_digest_;
 };
 
 struct VersionStatus {
@@ -77,9 +83,20 @@ struct VersionStatus {
   std::string artifact_digest;
 };
 
+// Checks a version before it loads: the agent's trust policy (its
+// signature) lives behind this, so models/ does not depend on signing/.
+// Given the model name, its version folder and the digest it was pulled as
+// ("" for a local folder), returns the digest that names the version in
+// answers, or the reason it must not serve. Called from the reconciling
+// thread, one call at a time.
+using VersionCheck = std::function<Result<std::string>(const std::string& model,
+                                                       const std::filesystem::path& version_folder,
+                                                       const std::string& artifact_digest)>;
+
 struct ModelManagerOptions {
   std::filesystem::path repository;
   std::chrono::milliseconds poll_interval{0};  // 0: no polling
+  VersionCheck check_version{};                // unset: every version may load
 };
 
 class ModelManager {

@@ -71,10 +71,10 @@ class ModelManagerTest : public ::testing::Test {
     ASSERT_TRUE(WriteFileAtomically(folder / "model.onnx", content).ok());
   }
 
-  void StartManager(const fs::path& repository) {
-    manager_ =
-        std::make_unique<ModelManager>(ModelManagerOptions{.repository = repository}, engine_,
-                                       metrics_, Logger::ToStderr(LogLevel::kWarn, "models"));
+  void StartManager(const fs::path& repository, VersionCheck check = {}) {
+    manager_ = std::make_unique<ModelManager>(
+        ModelManagerOptions{.repository = repository, .check_version = std::move(check)}, engine_,
+        metrics_, Logger::ToStderr(LogLevel::kWarn, "models"));
     ASSERT_TRUE(manager_->Start().ok());
   }
 
@@ -157,6 +157,52 @@ TEST_F(ModelManagerTest, FailedLoadOfAChangedCopyKeepsTheOldOneServing) {
   EXPECT_EQ(index[0].state, ModelState::kReady);
   EXPECT_NE(index[0].reason.find("a newer copy failed to load"), std::string::npos)
       << index[0].reason;
+}
+
+// The trust policy's hook: a version the check refuses never serves, and
+// the version it would replace keeps serving although the policy selects
+// only the newest.
+TEST_F(ModelManagerTest, RefusedVersionNeverServesAndTheOldOneStays) {
+  WriteModel(root_, "m", 1, "v1");
+  StartManager(root_,
+               [](const std::string& model, const fs::path& folder,
+                  const std::string& digest) -> Result<std::string> {
+                 EXPECT_EQ(model, "m");
+                 EXPECT_TRUE(digest.empty());
+                 if (fs::exists(folder / "model.sig")) {
+                   return "sha256:" + folder.filename().string();
+                 }
+                 return Status(StatusCode::kPermissionDenied, "unsigned");
+               });
+  EXPECT_EQ(manager_->Acquire("m", "").status().code(), StatusCode::kUnavailable);
+  ASSERT_TRUE(WriteFileAtomically(root_ / "m" / "1" / "model.sig", "{}").ok());
+  ASSERT_TRUE(manager_->LoadModel("m").ok());
+  const auto v1 = Acquire("m");
+  ASSERT_NE(v1, nullptr);
+  EXPECT_EQ(v1->artifact_digest(), "sha256:1");
+
+  WriteModel(root_, "m", 2, "v2");
+  EXPECT_EQ(manager_->LoadModel("m").code(), StatusCode::kPermissionDenied);
+  const auto served = Acquire("m");
+  ASSERT_NE(served, nullptr);
+  EXPECT_EQ(served->version(), 1);
+  const auto refused = manager_->Acquire("m", "2");
+  EXPECT_EQ(refused.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(refused.status().message().find("unsigned"), std::string::npos);
+  for (const VersionStatus& status : manager_->Index()) {
+    if (status.version == 1) {
+      EXPECT_EQ(status.state, ModelState::kReady);
+      EXPECT_EQ(status.artifact_digest, "sha256:1");
+    } else {
+      EXPECT_EQ(status.state, ModelState::kUnavailable);
+      EXPECT_EQ(status.reason, "unsigned");
+    }
+  }
+
+  ASSERT_TRUE(WriteFileAtomically(root_ / "m" / "2" / "model.sig", "{}").ok());
+  ASSERT_TRUE(manager_->LoadModel("m").ok());
+  EXPECT_EQ(Acquire("m")->version(), 2);
+  EXPECT_EQ(manager_->ReadyVersions("m"), (std::vector<int64_t>{2}));
 }
 
 TEST_F(ModelManagerTest, FailedWarmupIsAFailedLoad) {

@@ -4,9 +4,11 @@
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <random>
 
 namespace perch::mqtt {
 namespace {
@@ -16,6 +18,9 @@ constexpr int kSessionExpirySeconds = 7 * 24 * 3600;
 // (MQTT 5 Receive Maximum).
 constexpr int kReceiveMaximum = 20;
 constexpr int kLoopTimeoutMs = 100;
+// How long a clean Stop waits for what the broker had routed to a filter it
+// leaves: a round trip, and what was queued behind the Receive Maximum.
+constexpr auto kLeaveTimeout = std::chrono::seconds(5);
 
 }  // namespace
 
@@ -43,8 +48,27 @@ struct Connection::Callbacks {
     static_cast<Connection*>(self)->listener_.OnPublished(
         mid, reason >= 0x80 ? Unavailable(mosquitto_reason_string(reason)) : Status::Ok());
   }
+  static void OnSubscribe(mosquitto*, void* self, int mid, int granted_count, const int* granted,
+                          const mosquitto_property*) {
+    // A refused filter comes back as a reason code of 0x80 or above.
+    const bool all_granted = granted_count > 0 && std::all_of(granted, granted + granted_count,
+                                                              [](int qos) { return qos < 0x80; });
+    static_cast<Connection*>(self)->listener_.OnSubscribed(mid, all_granted);
+  }
   static void OnMessage(mosquitto*, void* self, const mosquitto_message* message,
                         const mosquitto_property* properties) {
+    auto& connection = *static_cast<Connection*>(self);
+    if (!connection.options_.leaving_topic.empty() &&
+        connection.options_.leaving_topic == message->topic) {
+      // Leave's marker: everything the broker routed here before it came.
+      if (!connection.leaving_marker_.empty() &&
+          std::string_view(static_cast<const char*>(message->payload),
+                           static_cast<size_t>(message->payloadlen)) ==
+              connection.leaving_marker_) {
+        connection.left_ = true;
+      }
+      return;
+    }
     IncomingMessage incoming{.topic = message->topic,
                              .payload = std::string_view(static_cast<const char*>(message->payload),
                                                          static_cast<size_t>(message->payloadlen)),
@@ -65,7 +89,7 @@ struct Connection::Callbacks {
       incoming.correlation.assign(static_cast<const char*>(correlation), correlation_length);
       free(correlation);
     }
-    static_cast<Connection*>(self)->listener_.OnMessage(incoming);
+    connection.listener_.OnMessage(incoming);
   }
 };
 
@@ -74,10 +98,10 @@ Connection::Connection(ConnectionOptions options, ConnectionListener& listener,
     : options_(std::move(options)),
       listener_(listener),
       logger_(std::move(logger)),
-      connected_gauge_(
-          metrics.GetGauge("perch_mqtt_connected", "1 while connected to the broker", {})),
-      connects_(
-          metrics.GetCounter("perch_mqtt_connects_total", "Connections made to the broker", {})),
+      connected_gauge_(metrics.GetGauge(options_.metrics_prefix + "_connected",
+                                        "1 while connected to the broker", {})),
+      connects_(metrics.GetCounter(options_.metrics_prefix + "_connects_total",
+                                   "Connections made to the broker", {})),
       backoff_(options_.reconnect_min, options_.reconnect_max, options_.seed) {}
 
 Connection::~Connection() { Stop(); }
@@ -114,7 +138,8 @@ void Connection::Stop() {
 }
 
 Status Connection::ReplaceClient() {
-  mosquitto* handle = mosquitto_new(options_.client_id.c_str(), /*clean_session=*/false, this);
+  mosquitto* handle = mosquitto_new(options_.client_id.c_str(),
+                                    /*clean_session=*/!options_.persistent_session, this);
   if (!handle) {
     return Internal("cannot create the MQTT client");
   }
@@ -130,6 +155,7 @@ Status Connection::ReplaceClient() {
   mosquitto_disconnect_v5_callback_set(handle, &Callbacks::OnDisconnect);
   mosquitto_message_v5_callback_set(handle, &Callbacks::OnMessage);
   mosquitto_publish_v5_callback_set(handle, &Callbacks::OnPublish);
+  mosquitto_subscribe_v5_callback_set(handle, &Callbacks::OnSubscribe);
   if (!options_.username.empty()) {
     mosquitto_username_pw_set(handle, options_.username.c_str(),
                               options_.password.empty() ? nullptr : options_.password.c_str());
@@ -143,9 +169,11 @@ Status Connection::ReplaceClient() {
           fmt::format("cannot use the MQTT TLS settings: {}", mosquitto_strerror(rc)));
     }
   }
-  const std::string offline = listener_.OfflineStatus();
-  mosquitto_will_set_v5(handle, options_.will_topic.c_str(), static_cast<int>(offline.size()),
-                        offline.data(), 1, true, nullptr);
+  if (!options_.will_topic.empty()) {
+    const std::string offline = listener_.OfflineStatus();
+    mosquitto_will_set_v5(handle, options_.will_topic.c_str(), static_cast<int>(offline.size()),
+                          offline.data(), 1, true, nullptr);
+  }
   std::lock_guard lock(client_mutex_);
   client_.swap(client);
   return Status::Ok();  // the old client, if any, is destroyed after the lock
@@ -160,23 +188,25 @@ void Connection::NetworkLoop() {
       listener_.OnTick();
       if (!fresh_client) {
         if (const Status replaced = ReplaceClient(); !replaced.ok()) {
-          logger_.Error("MQTT: {}", replaced.message());
+          logger_.Error("{}: {}", options_.name, replaced.message());
           WaitBeforeRetry(attempt++);
           continue;
         }
       }
       fresh_client = false;
       mosquitto_property* properties = nullptr;
-      mosquitto_property_add_int32(&properties, MQTT_PROP_SESSION_EXPIRY_INTERVAL,
-                                   kSessionExpirySeconds);
+      if (options_.persistent_session) {
+        mosquitto_property_add_int32(&properties, MQTT_PROP_SESSION_EXPIRY_INTERVAL,
+                                     kSessionExpirySeconds);
+      }
       const int rc = mosquitto_connect_bind_v5(client_->get(), options_.address.host.c_str(),
                                                options_.address.port, options_.keepalive_seconds,
                                                nullptr, properties);
       mosquitto_property_free_all(&properties);
       if (rc != MOSQ_ERR_SUCCESS) {
         if (attempt == 0 || attempt % 10 == 0) {
-          logger_.Warn("MQTT: cannot reach {}:{} ({}); retrying", options_.address.host,
-                       options_.address.port,
+          logger_.Warn("{}: cannot reach {}:{} ({}); retrying", options_.name,
+                       options_.address.host, options_.address.port,
                        rc == MOSQ_ERR_ERRNO ? std::strerror(errno) : mosquitto_strerror(rc));
         }
         WaitBeforeRetry(attempt++);
@@ -201,13 +231,44 @@ void Connection::NetworkLoop() {
   }
 }
 
-// A clean goodbye: the status says offline, then the session pauses.
+// A clean goodbye: the shared subscription left, the status says offline,
+// then the session pauses (or ends).
 void Connection::Goodbye() {
-  const std::string offline = listener_.OfflineStatus();
-  mosquitto_publish_v5(client_->get(), nullptr, options_.will_topic.c_str(),
-                       static_cast<int>(offline.size()), offline.data(), 1, true, nullptr);
+  if (!options_.leave_filter.empty()) {
+    Leave();
+  }
+  if (!options_.will_topic.empty()) {
+    const std::string offline = listener_.OfflineStatus();
+    mosquitto_publish_v5(client_->get(), nullptr, options_.will_topic.c_str(),
+                         static_cast<int>(offline.size()), offline.data(), 1, true, nullptr);
+  }
   mosquitto_disconnect_v5(client_->get(), MQTT_RC_NORMAL_DISCONNECTION, nullptr);
   for (int i = 0; i < 10 && mosquitto_loop(client_->get(), 50, 1) == MOSQ_ERR_SUCCESS; ++i) {
+  }
+}
+
+// The broker handles a client's packets in order: once it has handled the
+// UNSUBSCRIBE it routes nothing more here, and the marker published right
+// after it queues behind everything it routed before. So when the marker
+// comes back, every request routed here has been taken in (the listener got
+// it, and the broker its acknowledgement).
+void Connection::Leave() {
+  mosquitto* client = client_->get();
+  leaving_marker_ = fmt::format("{:016x}", std::random_device{}() ^ options_.seed);
+  left_ = false;
+  mosquitto_unsubscribe_v5(client, nullptr, options_.leave_filter.c_str(), nullptr);
+  mosquitto_publish_v5(client, nullptr, options_.leaving_topic.c_str(),
+                       static_cast<int>(leaving_marker_.size()), leaving_marker_.data(), 1, false,
+                       nullptr);
+  const auto deadline = std::chrono::steady_clock::now() + kLeaveTimeout;
+  while (!left_ && std::chrono::steady_clock::now() < deadline &&
+         mosquitto_loop(client, kLoopTimeoutMs, 1) == MOSQ_ERR_SUCCESS) {
+  }
+  if (!left_) {
+    logger_.Warn(
+        "{}: left {} without the broker confirming it sent everything routed here; "
+        "requests it still held for this agent are lost",
+        options_.name, options_.leave_filter);
   }
 }
 
@@ -232,7 +293,7 @@ void Connection::SetConnected(bool connected) {
 
 void Connection::OnConnect(int rc, int flags) {
   if (rc != 0) {
-    logger_.Error("MQTT: {}:{} refused the connection: {}", options_.address.host,
+    logger_.Error("{}: {}:{} refused the connection: {}", options_.name, options_.address.host,
                   options_.address.port, mosquitto_reason_string(rc));
     mosquitto_disconnect(client_->get());
     return;
@@ -240,16 +301,20 @@ void Connection::OnConnect(int rc, int flags) {
   connects_.Increment();
   // Without a session the broker redelivers nothing from before.
   const bool session_present = (flags & 1) != 0;
-  logger_.Info("MQTT: connected to {}:{}{}", options_.address.host, options_.address.port,
-               session_present ? "" : " (new session)");
+  logger_.Info("{}: connected to {}:{}{}", options_.name, options_.address.host,
+               options_.address.port,
+               session_present || !options_.persistent_session ? "" : " (new session)");
+  if (!options_.leaving_topic.empty()) {
+    mosquitto_subscribe_v5(client_->get(), nullptr, options_.leaving_topic.c_str(), 1, 0, nullptr);
+  }
   listener_.OnConnected(session_present);
   SetConnected(true);
 }
 
 void Connection::OnDisconnect(int rc) {
   if (rc != 0 && !Stopping()) {
-    logger_.Warn("MQTT: connection to {}:{} lost ({}); reconnecting", options_.address.host,
-                 options_.address.port, mosquitto_strerror(rc));
+    logger_.Warn("{}: connection to {}:{} lost ({}); reconnecting", options_.name,
+                 options_.address.host, options_.address.port, mosquitto_strerror(rc));
   }
   SetConnected(false);
 }
@@ -290,11 +355,14 @@ Result<int> Connection::Publish(const OutgoingMessage& message) {
   return InvalidArgument(mosquitto_strerror(rc));
 }
 
-void Connection::Subscribe(const std::string& filter) {
+int Connection::Subscribe(const std::string& filter) {
   std::lock_guard lock(client_mutex_);
-  if (client_) {
-    mosquitto_subscribe_v5(client_->get(), nullptr, filter.c_str(), 1, 0, nullptr);
+  int mid = 0;
+  if (client_ && mosquitto_subscribe_v5(client_->get(), &mid, filter.c_str(), 1, 0, nullptr) !=
+                     MOSQ_ERR_SUCCESS) {
+    mid = 0;
   }
+  return mid;
 }
 
 void Connection::Unsubscribe(const std::string& filter) {

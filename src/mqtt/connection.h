@@ -1,6 +1,7 @@
-// Internal to mqtt/: the link to the broker. Owns libmosquitto's client:
-// connecting with MQTT 5 and a persistent session, reconnecting with backoff
-// and jitter, the last will, and publishing and subscribing for the other
+// Internal to mqtt/: a link to the broker. Owns libmosquitto's client:
+// connecting with MQTT 5 and a persistent session (or one that ends with the
+// connection), reconnecting with backoff and jitter, the last will, leaving a
+// shared subscription cleanly, and publishing and subscribing for the other
 // parts. What the link brings in goes to a ConnectionListener.
 //
 // A new libmosquitto client is made for every connection: the library's own
@@ -39,8 +40,20 @@ struct ConnectionOptions {
   std::string username;
   std::string password;
   std::string ca_file;     // mqtts: the CA to trust (empty: the system's)
-  std::string will_topic;  // where the broker publishes the last will (retained)
+  std::string will_topic;  // where the broker publishes the last will (retained); empty: none
   int keepalive_seconds = 30;
+  // false: the session ends with the connection (Session Expiry 0), so the
+  // broker keeps no subscription and queues nothing for this client while it
+  // is away.
+  bool persistent_session = true;
+  // A clean Stop first leaves this filter (empty: none): it unsubscribes, then
+  // takes in what the broker had already routed to this client, up to a
+  // marker it publishes to `leaving_topic` (which it subscribes to), so that
+  // nothing routed here is left behind in a session that ends.
+  std::string leave_filter;
+  std::string leaving_topic;
+  std::string metrics_prefix = "perch_mqtt";  // <prefix>_connected, <prefix>_connects_total
+  std::string name = "MQTT";                  // in log lines
   std::chrono::milliseconds reconnect_min{250};
   std::chrono::milliseconds reconnect_max{15000};
   uint64_t seed = 0;  // of the reconnect jitter
@@ -82,6 +95,9 @@ class ConnectionListener {
   // The broker's answer to Publish's `message_id`: Ok, or Unavailable with
   // the reason it refused the message.
   virtual void OnPublished(int message_id, const Status& outcome) = 0;
+  // The broker's answer to Subscribe's `message_id`: whether it granted the
+  // subscription.
+  virtual void OnSubscribed(int /*message_id*/, bool /*granted*/) {}
   // Between network operations: every 100 ms or so while connected, and
   // before every connection attempt.
   virtual void OnTick() = 0;
@@ -102,8 +118,8 @@ class Connection {
   // Starts connecting in the background. InvalidArgument for TLS settings
   // libmosquitto refuses; Internal when it cannot make a client.
   Status Start();
-  // Publishes the offline status, disconnects cleanly and joins the network
-  // thread.
+  // Leaves `leave_filter`, publishes the offline status, disconnects cleanly
+  // and joins the network thread.
   void Stop();
 
   bool connected() const { return connected_; }
@@ -113,14 +129,16 @@ class Connection {
   // connected); InvalidArgument when no broker will ever take the message (a
   // bad topic, too large).
   Result<int> Publish(const OutgoingMessage& message);
-  // QoS 1. Ignored without a connection: OnConnected is where to subscribe.
-  void Subscribe(const std::string& filter);
+  // QoS 1. The message id the SUBACK will carry (OnSubscribed); 0 without a
+  // connection, when nothing is sent: OnConnected is where to subscribe.
+  int Subscribe(const std::string& filter);
   void Unsubscribe(const std::string& filter);
 
  private:
   Status ReplaceClient();
   void NetworkLoop();
   void Goodbye();
+  void Leave();
   void WaitBeforeRetry(int attempt);
   bool Stopping();
   void SetConnected(bool connected);
@@ -153,6 +171,9 @@ class Connection {
   bool stopping_ = false;  // guarded by stop_mutex_
 
   std::atomic<bool> connected_{false};  // written by the network thread only
+  // Leave's marker, and whether it came back; network thread only.
+  std::string leaving_marker_;
+  bool left_ = false;
 
   Backoff backoff_;  // network thread only
 

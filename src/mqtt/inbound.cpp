@@ -39,10 +39,11 @@ class Fingerprint {
 }  // namespace
 
 Inbound::Inbound(TopicLayout layout, const StreamBindings& bindings, DurableQueue& inbox,
-                 uint64_t seed, MetricsRegistry& metrics, Logger logger)
+                 Session session, uint64_t seed, MetricsRegistry& metrics, Logger logger)
     : layout_(std::move(layout)),
       bindings_(bindings),
       inbox_(inbox),
+      session_(session),
       logger_(std::move(logger)),
       received_(
           metrics.GetCounter("perch_mqtt_received_total", "Messages accepted from the broker", {})),
@@ -101,8 +102,9 @@ std::optional<QueuedRecord> Inbound::Accept(const IncomingMessage& message) {
 Result<AppendedRecord> Inbound::Append(const IncomingMessage& message,
                                        const InboundRequest& request,
                                        const std::string& attributes) {
-  if (message.qos == 0) {
-    // Sent at most once: never redelivered, and without a packet id.
+  if (message.qos == 0 || session_ == Session::kEndsWithConnection) {
+    // Sent at most once, without a packet id; or on a session no later
+    // connection resumes: never redelivered.
     std::string key = NewKey();
     PERCH_ASSIGN_OR_RETURN(const int64_t sequence,
                            inbox_.Append(request.topic, key, request.payload, attributes));

@@ -1,7 +1,11 @@
 // Internal to mqtt/: taking requests in. Every request the broker delivers is
 // written to the inbox before the broker gets its acknowledgement, under a
 // new random idempotency key, unless it is a redelivery of a request
-// accepted before (docs/mqtt.md, "What counts as a redelivery").
+// accepted before (docs/mqtt.md, "What counts as a redelivery"). Only a
+// persistent session redelivers: the Inbound of a session that ends with its
+// connection never looks for repeats, and never records packet ids, which
+// would overwrite those the persistent session's redeliveries are
+// recognised by (both write one inbox).
 //
 // Threading: not thread-safe; one owner. The bridge calls it on the
 // connection's network thread only, so its state (the packet ids seen, the
@@ -26,9 +30,11 @@ namespace perch::mqtt {
 
 class Inbound {
  public:
+  enum class Session { kPersistent, kEndsWithConnection };
+
   // `bindings` and `inbox` must outlive the Inbound; `seed` is of the keys.
-  Inbound(TopicLayout layout, const StreamBindings& bindings, DurableQueue& inbox, uint64_t seed,
-          MetricsRegistry& metrics, Logger logger);
+  Inbound(TopicLayout layout, const StreamBindings& bindings, DurableQueue& inbox, Session session,
+          uint64_t seed, MetricsRegistry& metrics, Logger logger);
 
   // A new connection began; `session_present`: the broker resumed the
   // session, so it may redeliver requests accepted on an earlier one.
@@ -49,6 +55,7 @@ class Inbound {
   const TopicLayout layout_;
   const StreamBindings& bindings_;
   DurableQueue& inbox_;
+  const Session session_;
   const Logger logger_;
   Counter& received_;
   Counter& redelivered_;

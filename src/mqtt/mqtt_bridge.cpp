@@ -1,5 +1,7 @@
 // The bridge wires the parts of mqtt/ together, each a role of its own:
 //   Connection      the link to the broker (libmosquitto, reconnects, will)
+//   LocationLink    the location's shared subscription, on a session that
+//                   ends with its connection
 //   Inbound         requests into the inbox, redeliveries recognised
 //   RequestLanes    inbox -> AnswerRequest (the pure step) -> outbox
 //   Delivery        outbox -> broker, acknowledgements
@@ -15,6 +17,7 @@
 #include "mqtt/delivery.h"
 #include "mqtt/device_status.h"
 #include "mqtt/inbound.h"
+#include "mqtt/location_link.h"
 #include "mqtt/mqtt_topics.h"
 #include "mqtt/request_lanes.h"
 #include "mqtt/stream_bindings.h"
@@ -27,8 +30,9 @@ constexpr auto kBindingRefresh = std::chrono::seconds(2);
 }  // namespace
 
 // Threading: the ConnectionListener methods run on the connection's network
-// thread, which alone touches bindings_, inbound_ and next_refresh_ once
-// Start has started it.
+// thread, which alone touches bindings_, inbound_, next_refresh_ and
+// announced_ once Start has started it. The location link has a network
+// thread of its own (location_link.h).
 class MqttBridge::Impl final : public mqtt::ConnectionListener {
  public:
   Impl(const MqttOptions& options, mqtt::BrokerAddress address, const InferenceService& inference,
@@ -40,23 +44,30 @@ class MqttBridge::Impl final : public mqtt::ConnectionListener {
         identity_{options.location, options.device, options.server_version},
         models_(models),
         logger_(logger),
-        connection_(
-            mqtt::ConnectionOptions{
-                .address = address_,
-                .client_id = client_id_,
-                .username = options.username,
-                .password = options.password,
-                .ca_file = options.ca_file,
-                .will_topic = layout_.Status(),
-                .keepalive_seconds = options.keepalive_seconds,
-                .reconnect_min = options.reconnect_min,
-                .reconnect_max = options.reconnect_max,
-                .seed = std::random_device{}(),
-            },
-            *this, metrics, logger),
-        inbound_(layout_, bindings_, inbox, std::random_device{}(), metrics, logger),
+        connection_options_{
+            .address = address_,
+            .client_id = client_id_,
+            .username = options.username,
+            .password = options.password,
+            .ca_file = options.ca_file,
+            .will_topic = layout_.Status(),
+            .keepalive_seconds = options.keepalive_seconds,
+            .persistent_session = true,
+            .leave_filter = {},
+            .leaving_topic = {},
+            .metrics_prefix = "perch_mqtt",
+            .name = "MQTT",
+            .reconnect_min = options.reconnect_min,
+            .reconnect_max = options.reconnect_max,
+            .seed = std::random_device{}(),
+        },
+        connection_(connection_options_, *this, metrics, logger),
+        inbound_(layout_, bindings_, inbox, mqtt::Inbound::Session::kPersistent,
+                 std::random_device{}(), metrics, logger),
         delivery_(outbox, connection_, options.max_inflight, metrics, logger),
-        lanes_(options.lanes, inference, layout_, client_id_, inbox, outbox, delivery_, logger) {}
+        lanes_(options.lanes, inference, layout_, client_id_, inbox, outbox, delivery_, logger),
+        location_(connection_options_, layout_, inbox, lanes_, std::random_device{}(), metrics,
+                  logger) {}
 
   ~Impl() override { Stop(); }
 
@@ -75,13 +86,22 @@ class MqttBridge::Impl final : public mqtt::ConnectionListener {
       lanes_.Stop();
       return started;
     }
+    if (Status started = location_.Start(); !started.ok()) {
+      connection_.Stop();
+      delivery_.Stop();
+      lanes_.Stop();
+      return started;
+    }
     logger_.Info("MQTT: connecting to {}:{} as {} (location {}, device {})", address_.host,
                  address_.port, client_id_, identity_.location, identity_.device);
     return Status::Ok();
   }
 
-  // Answers being worked on still go out: the connection closes last.
+  // The location first, so that its later requests go to the other agents
+  // while what it had taken in is still answered. Answers being worked on
+  // still go out: the connection closes last.
   void Stop() {
+    location_.Stop();
     lanes_.Stop();
     delivery_.Stop();
     connection_.Stop();
@@ -92,12 +112,17 @@ class MqttBridge::Impl final : public mqtt::ConnectionListener {
 
   void OnConnected(bool session_present) override {
     inbound_.NewConnection(session_present);
+    if (session_present) {
+      // Earlier versions held the location's subscription on this session,
+      // where it outlives the agent: the location link holds it now.
+      connection_.Unsubscribe(layout_.LocationRequests());
+    }
     connection_.Subscribe(layout_.DeviceRequests());
-    connection_.Subscribe(layout_.LocationRequests());
     for (const auto& filter : bindings_.Filters()) {
       connection_.Subscribe(filter);
     }
-    PublishStatus();
+    announced_ = false;
+    AnnounceWhenReady();
     // Whatever was in flight before is sent again from the oldest record:
     // the broker may not have it, and receivers drop repeats by key.
     delivery_.Restart();
@@ -116,6 +141,9 @@ class MqttBridge::Impl final : public mqtt::ConnectionListener {
   }
 
   void OnTick() override {
+    if (connection_.connected()) {
+      AnnounceWhenReady();
+    }
     const auto now = std::chrono::steady_clock::now();
     if (now < next_refresh_) {
       return;
@@ -131,14 +159,24 @@ class MqttBridge::Impl final : public mqtt::ConnectionListener {
     for (const auto& filter : changes->subscribe) {
       connection_.Subscribe(filter);
     }
-    PublishStatus();
+    if (announced_) {
+      PublishStatus();
+    }
+  }
+
+  // The status says online once the agent takes the location's requests too
+  // (clients wait for it before they publish), then on every change.
+  void AnnounceWhenReady() {
+    if (!announced_ && location_.answered()) {
+      announced_ = PublishStatus();
+    }
   }
 
   std::string OfflineStatus() override {
     return mqtt::StatusDocument("offline", identity_, bindings_.model_names());
   }
 
-  void PublishStatus() {
+  bool PublishStatus() {
     const std::string online = mqtt::StatusDocument("online", identity_, bindings_.model_names());
     const std::string topic = layout_.Status();
     const auto published = connection_.Publish(mqtt::OutgoingMessage{.topic = topic,
@@ -150,6 +188,7 @@ class MqttBridge::Impl final : public mqtt::ConnectionListener {
     if (!published.ok()) {
       logger_.Warn("MQTT: the status could not be published: {}", published.status().message());
     }
+    return published.ok();
   }
 
   const mqtt::BrokerAddress address_;
@@ -162,13 +201,16 @@ class MqttBridge::Impl final : public mqtt::ConnectionListener {
   // Network thread only (and Start, before it runs).
   mqtt::StreamBindings bindings_;
   std::chrono::steady_clock::time_point next_refresh_;
+  bool announced_ = false;  // the online status went out on this connection
 
   // Declared in the order they depend on each other; each has its own
   // threading model (see their headers).
+  const mqtt::ConnectionOptions connection_options_;
   mqtt::Connection connection_;
   mqtt::Inbound inbound_;
   mqtt::Delivery delivery_;
   mqtt::RequestLanes lanes_;
+  mqtt::LocationLink location_;
 };
 
 Status MqttBridge::CheckOptions(const MqttOptions& options) {

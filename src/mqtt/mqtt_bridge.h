@@ -9,6 +9,7 @@
 //   <prefix>/<location>/<device>/status          retained status, with a last will
 //   <prefix>/<location>/<device>/results/<model> answers nobody asked a topic for
 //   <prefix>/<location>/<device>/errors          errors nobody asked a topic for
+//   <prefix>/<location>/<device>/leaving         the location link's own marker
 //   model.json "mqtt": {"input_topic", "output_topic"}: an event stream
 // A payload is the JSON body of a REST infer request. Answers go to the MQTT 5
 // Response Topic with the Correlation Data, or (MQTT 3.1.1 clients) to
@@ -26,11 +27,12 @@
 // gets a fresh MQTT client, so the library's session replays nothing.
 //
 // Threading: a network thread (the broker link, taking requests in, event
-// stream bindings, the status), a delivery thread (acknowledgements, resends)
-// and `lanes` processing threads, which publish their own answers; messages
-// of one topic always go through one lane, in order. Start and Stop are
-// called from one controlling thread. The parts are internal headers of
-// mqtt/, each stating its own threading model.
+// stream bindings, the status), one for the location's shared subscription
+// (a link of its own, so that its membership ends with the agent), a delivery thread
+// (acknowledgements, resends) and `lanes` processing threads, which publish their own answers;
+// messages of one topic always go through one lane, in order. Start and Stop are called from one
+// controlling thread. The parts are internal headers of mqtt/, each stating its own threading
+// model.
 #pragma once
 
 #include <chrono>

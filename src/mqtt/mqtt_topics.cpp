@@ -69,6 +69,10 @@ std::string TopicLayout::Errors() const {
   return fmt::format("{}/{}/{}/errors", prefix_, location_, device_);
 }
 
+std::string TopicLayout::Leaving() const {
+  return fmt::format("{}/{}/{}/leaving", prefix_, location_, device_);
+}
+
 std::optional<std::string> TopicLayout::ModelOfRequest(std::string_view topic) const {
   for (const std::string& head : {fmt::format("{}/{}/{}/infer/", prefix_, location_, device_),
                                   fmt::format("{}/{}/infer/", prefix_, location_)}) {

@@ -31,6 +31,9 @@ class TopicLayout {
   std::string Status() const;                         // <p>/<l>/<d>/status
   std::string Results(std::string_view model) const;  // <p>/<l>/<d>/results/<model>
   std::string Errors() const;                         // <p>/<l>/<d>/errors
+  // Where the location link marks the end of what the broker routed to it
+  // before it left the shared subscription (LocationLink).
+  std::string Leaving() const;  // <p>/<l>/<d>/leaving
 
   // The model a request topic (device or location) names; nullopt for any
   // other topic.

@@ -33,6 +33,8 @@ TEST(TopicLayoutTest, NamesAndParsesTopics) {
   EXPECT_EQ(layout.LocationRequests(), "$share/perch/perch/plant-a/infer/+");
   EXPECT_EQ(layout.Status(), "perch/plant-a/pi-7/status");
   EXPECT_EQ(layout.Results("m"), "perch/plant-a/pi-7/results/m");
+  EXPECT_EQ(layout.Leaving(), "perch/plant-a/pi-7/leaving");
+  EXPECT_FALSE(layout.ModelOfRequest(layout.Leaving()).has_value());
   EXPECT_EQ(layout.ModelOfRequest("perch/plant-a/pi-7/infer/hey_jarvis"), "hey_jarvis");
   EXPECT_EQ(layout.ModelOfRequest("perch/plant-a/infer/vad"), "vad");
   EXPECT_FALSE(layout.ModelOfRequest("perch/plant-b/infer/vad").has_value());

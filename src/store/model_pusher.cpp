@@ -11,14 +11,23 @@ namespace perch {
 
 namespace fs = std::filesystem;
 
-Result<PushOutcome> PushModel(RegistryClient& client, const std::string& repository,
-                              const std::string& tag, const ModelMetadata& metadata,
-                              std::vector<LocalModelFile> files, const std::string& mount_from,
-                              const TransferProgress& progress) {
+namespace {
+
+// The layers and manifest of `files` with `metadata`, checked with the parser
+// the pull side and the registry use, so an artifact no perch could install
+// is caught before anything is sent.
+struct BuiltManifest {
+  std::vector<ModelFile> layers;
+  std::string config;
+  std::string manifest;
+  uint64_t total_bytes = 0;
+};
+
+Result<BuiltManifest> BuildManifest(const ModelMetadata& metadata,
+                                    std::vector<LocalModelFile>& files) {
   std::sort(files.begin(), files.end(),
             [](const LocalModelFile& a, const LocalModelFile& b) { return a.path < b.path; });
-  PushOutcome outcome;
-  std::vector<ModelFile> layers;
+  BuiltManifest built;
   for (const auto& file : files) {
     PERCH_RETURN_IF_ERROR(ValidateModelFilePath(file.path));
     std::error_code error;
@@ -30,19 +39,38 @@ Result<PushOutcome> PushModel(RegistryClient& client, const std::string& reposit
     }
     const uint64_t size = fs::file_size(file.source, error);
     PERCH_ASSIGN_OR_RETURN(const Digest digest, Sha256OfFile(file.source));
-    layers.push_back(ModelFile{
+    built.layers.push_back(ModelFile{
         file.path, Descriptor{std::string(LayerMediaTypeFor(file.path)), digest, size, {}}});
-    outcome.total_bytes += size;
+    built.total_bytes += size;
   }
-  const std::string config = EncodeModelConfig(metadata);
+  built.config = EncodeModelConfig(metadata);
   const Descriptor config_descriptor{
-      std::string(media_type::kPerchModelConfig), Sha256Of(config), config.size(), {}};
-  const std::string manifest = EncodeModelManifest(metadata, config_descriptor, layers);
-  // Checking the manifest we are about to push with the parser the pull side
-  // and the registry use catches an artifact no perch could install, before
-  // it is sent.
-  PERCH_ASSIGN_OR_RETURN(const Manifest decoded, ParseManifest(media_type::kOciManifest, manifest));
+      std::string(media_type::kPerchModelConfig), Sha256Of(built.config), built.config.size(), {}};
+  built.manifest = EncodeModelManifest(metadata, config_descriptor, built.layers);
+  PERCH_ASSIGN_OR_RETURN(const Manifest decoded,
+                         ParseManifest(media_type::kOciManifest, built.manifest));
   PERCH_RETURN_IF_ERROR(ModelArtifactOf(decoded).status());
+  return built;
+}
+
+}  // namespace
+
+Result<Digest> ModelManifestDigest(const ModelMetadata& metadata,
+                                   std::vector<LocalModelFile> files) {
+  PERCH_ASSIGN_OR_RETURN(const BuiltManifest built, BuildManifest(metadata, files));
+  return Sha256Of(built.manifest);
+}
+
+Result<PushOutcome> PushModel(RegistryClient& client, const std::string& repository,
+                              const std::string& tag, const ModelMetadata& metadata,
+                              std::vector<LocalModelFile> files, const std::string& mount_from,
+                              const TransferProgress& progress) {
+  PERCH_ASSIGN_OR_RETURN(const BuiltManifest built, BuildManifest(metadata, files));
+  const std::vector<ModelFile>& layers = built.layers;
+  const std::string& config = built.config;
+  const std::string& manifest = built.manifest;
+  PushOutcome outcome;
+  outcome.total_bytes = built.total_bytes;
 
   uint64_t done = 0;
   for (size_t i = 0; i < layers.size(); ++i) {

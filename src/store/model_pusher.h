@@ -40,4 +40,10 @@ Result<PushOutcome> PushModel(RegistryClient& client, const std::string& reposit
                               std::vector<LocalModelFile> files, const std::string& mount_from = "",
                               const TransferProgress& progress = nullptr);
 
+// The manifest digest PushModel would give `files` with `metadata`, without
+// a registry: what a model folder is known by before it is pushed.
+// InvalidArgument as PushModel validates the files.
+Result<Digest> ModelManifestDigest(const ModelMetadata& metadata,
+                                   std::vector<LocalModelFile> files);
+
 }  // namespace perch

@@ -565,6 +565,13 @@ Result<EncodedInferResponse> EncodeJsonInferResponse(const InferResponse& respon
     out += ",\"id\":";
     out += JsonQuote(response.id);
   }
+  if (!response.artifact_digest.empty()) {
+    out += ",\"parameters\":{";
+    out += JsonQuote(kArtifactDigestParameter);
+    out += ':';
+    out += JsonQuote(response.artifact_digest);
+    out += '}';
+  }
   out += ",\"outputs\":[";
   std::vector<const Tensor*> binary_tensors;
   for (size_t i = 0; i < response.outputs.size(); ++i) {

@@ -163,6 +163,16 @@ TEST(JsonEncodeTest, JsonAndBinaryOutputs) {
             std::string::npos);
 }
 
+TEST(JsonEncodeTest, NamesTheArtifactThatAnswered) {
+  InferResponse response{.model_name = "m", .model_version = "1", .id = {}, .outputs = {}};
+  response.artifact_digest = "sha256:abc";
+  const auto encoded = EncodeJsonInferResponse(response, JsonInferRequest{});
+  ASSERT_TRUE(encoded.ok());
+  EXPECT_EQ(encoded->body,
+            R"({"model_name":"m","model_version":"1","parameters":{"perch.digest":"sha256:abc"},)"
+            R"("outputs":[]})");
+}
+
 TEST(JsonEncodeTest, NonUtf8BytesNeedBinary) {
   InferResponse response;
   Tensor raw{.name = "raw", .datatype = DataType::kBytes, .shape = {1}, .data = {}};

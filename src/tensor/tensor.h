@@ -99,6 +99,11 @@ struct InferResponse {
   std::string model_version;
   std::string id;
   std::vector<Tensor> outputs;
+  // The artifact that answered (a manifest digest or a signature's root
+  // digest), sent as the response parameter kArtifactDigestParameter; may be empty.
+  std::string artifact_digest{};
 };
+
+inline constexpr std::string_view kArtifactDigestParameter = "perch.digest";
 
 }  // namespace perch

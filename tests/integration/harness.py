@@ -236,10 +236,15 @@ class ServerPool:
     def start(self, models=(), args=(), repo=None):
         """A server for a fresh copy of the named test models, or for repo,
         with extra command line arguments args."""
+        return self.prepare(models, args, repo).start()
+
+    def prepare(self, models=(), args=(), repo=None):
+        """As start, but not started yet: its ports are known, so that
+        servers that name each other (peers) can be set up first."""
         workdir = self._tmp.mktemp("perch")
         if repo is None:
             repo = copy_models(workdir / "repo", models)
-        server = PerchServer(repo, workdir, args).start()
+        server = PerchServer(repo, workdir, args)
         self._servers.append(server)
         return server
 
@@ -247,7 +252,7 @@ class ServerPool:
         """Stops the servers still running; fails unless each exits 0."""
         failures = []
         for server in self._servers:
-            if server.process.returncode is None:
+            if server.process is not None and server.process.returncode is None:
                 status = server.stop()
                 if status == -signal.SIGKILL:
                     failures.append(f"perch ignored SIGTERM for {STOP_TIMEOUT}"
