@@ -38,9 +38,9 @@ struct GrpcServerOptions {
   int port = 8001;                      // 0: any free port, see GrpcServer::port()
   size_t max_message_bytes = 64 << 20;  // larger requests get RESOURCE_EXHAUSTED
   std::string server_version = "0.0.0";
-  http::TlsOptions tls;    // cert_file set: TLS only; client_ca_file set: client certificates
-  std::string api_token;   // set: needed by ModelInfer, ModelMetadata and ModelReady
-  std::string peer_token;  // set: the location's peer credential (also accepted)
+  http::TlsOptions tls;      // cert_file set: TLS only; client_ca_file set: client certificates
+  std::string api_token;     // set: needed by ModelInfer, ModelMetadata and ModelReady
+  std::string peer_token{};  // set: the location's peer credential (also accepted)
   PeerDirectory* peers = nullptr;  // set: network local; not owned, outlives the server
   ForwardingOptions forwarding;
 };

@@ -51,7 +51,7 @@ struct HttpServerOptions {
   std::string management_token;          // set: needed by index, load and unload
   std::string api_token;                 // set: needed by infer, model metadata and readiness
   ForwardingOptions forwarding;
-  std::string peer_token;            // set: the location's peer credential (also accepted)
+  std::string peer_token{};          // set: the location's peer credential (also accepted)
   PeerDirectory* peers = nullptr;    // set: network local; not owned, outlives the server
   const BlobStore* blobs = nullptr;  // set: verified blobs served to peers; not owned
 };

@@ -127,11 +127,10 @@ Status CheckHubAgentFlags(const HubAgentFlags& flags, const std::string& device)
   return HubClient::Create(std::move(hub)).status();
 }
 
-Result<std::unique_ptr<FleetAgent>> OpenHubAgent(const HubAgentFlags& flags,
-                                                 const RegistryFlags& registry,
-                                                 const std::string& device,
-                                                 const std::filesystem::path& state,
-                                                 const Logger& logger) {
+Result<std::unique_ptr<FleetAgent>> OpenHubAgent(
+    const HubAgentFlags& flags, const RegistryFlags& registry, const std::string& device,
+    const std::filesystem::path& state, const Logger& logger,
+    std::function<void(const LocationPeers&)> on_peers) {
   PERCH_RETURN_IF_ERROR(CheckHubAgentFlags(flags, device));
   PERCH_ASSIGN_OR_RETURN(const Labels labels, ParseLabelFlags(flags.labels));
   const std::string name = device.empty() ? DefaultDeviceName() : device;
@@ -182,6 +181,7 @@ Result<std::unique_ptr<FleetAgent>> OpenHubAgent(const HubAgentFlags& flags,
       .heartbeat_interval =
           std::chrono::milliseconds(static_cast<int64_t>(flags.heartbeat_seconds * 1000)),
       .warmup_runs = flags.warmup_runs,
+      .on_peers = std::move(on_peers),
   };
   return FleetAgent::Open(std::move(options), std::move(fetch), std::move(prune), logger);
 }

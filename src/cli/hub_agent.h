@@ -34,11 +34,10 @@ Status CheckHubAgentFlags(const HubAgentFlags& flags, const std::string& device)
 // `device` names the device (the host name when empty). The enrolment
 // token is `registry.token` (--token): on the first start it enrols the
 // device, which then uses its own token for the hub and its registry.
-Result<std::unique_ptr<FleetAgent>> OpenHubAgent(const HubAgentFlags& flags,
-                                                 const RegistryFlags& registry,
-                                                 const std::string& device,
-                                                 const std::filesystem::path& state,
-                                                 const Logger& logger);
+Result<std::unique_ptr<FleetAgent>> OpenHubAgent(
+    const HubAgentFlags& flags, const RegistryFlags& registry, const std::string& device,
+    const std::filesystem::path& state, const Logger& logger,
+    std::function<void(const LocationPeers&)> on_peers = {});
 
 // --label KEY=VALUE flags (of serve and of the fleet commands) into labels.
 // InvalidArgument naming the flag that is malformed.

@@ -81,10 +81,23 @@ std::string AdvertisedGrpc(const PeerFlags& flags, const std::string& host, int 
   if (!flags.advertise_grpc.empty()) {
     return flags.advertise_grpc;
   }
-  if (IsWildcard(host) || port <= 0) {
+  if (port <= 0) {
     return "";
   }
-  return fmt::format("{}:{}", HostForUrl(host), port);
+  if (!IsWildcard(host)) {
+    return fmt::format("{}:{}", HostForUrl(host), port);
+  }
+  // A wildcard listener: the host peers reach REST at reaches gRPC too.
+  const size_t scheme = flags.advertise_url.find("://");
+  if (scheme == std::string::npos) {
+    return "";
+  }
+  const std::string authority = flags.advertise_url.substr(scheme + 3);
+  const size_t colon = authority.rfind(':');
+  const std::string advertised_host = colon == std::string::npos || authority.ends_with(']')
+                                          ? authority
+                                          : authority.substr(0, colon);
+  return fmt::format("{}:{}", advertised_host, port);
 }
 
 BlobSources BlobSourcesOf(PeerDirectory& directory) {
@@ -108,6 +121,37 @@ BlobSources BlobSourcesOf(PeerDirectory& directory) {
     directory.MarkFailed(source.name);
   };
   return sources;
+}
+
+std::function<void(const LocationPeers&)> HubPeersInto(PeerDirectory& directory) {
+  return [&directory](const LocationPeers& answer) {
+    std::vector<Peer> peers;
+    for (const LocationPeer& peer : answer.peers) {
+      peers.push_back(Peer{.device = peer.device,
+                           .url = peer.url,
+                           .grpc_address = peer.grpc_address,
+                           .models = peer.models,
+                           .blobs = peer.blobs});
+    }
+    directory.Replace("hub", std::move(peers));
+    if (!answer.peer_token.empty()) {
+      directory.SetToken(answer.peer_token);
+    }
+  };
+}
+
+void FillPeerHeartbeat(const PeerDirectory& directory, const BlobStore* blobs,
+                       Heartbeat& heartbeat) {
+  const Peer self = directory.Self();
+  heartbeat.advertise_url = self.url;
+  heartbeat.grpc_address = self.grpc_address;
+  if (blobs != nullptr) {
+    if (auto held = blobs->List(); held.ok()) {
+      for (const BlobInfo& blob : *held) {
+        heartbeat.blobs.push_back(blob.digest.str());
+      }
+    }
+  }
 }
 
 Result<std::unique_ptr<StaticPeers>> OpenStaticPeers(const PeerFlags& flags,

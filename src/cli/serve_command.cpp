@@ -178,7 +178,7 @@ int RunServe(const ServeOptions& options) {
     repository = bundles->ServingRepository();
   } else if (!options.hub.url.empty()) {
     auto agent = OpenHubAgent(options.hub, registry, options.device, options.state,
-                              logger.ForComponent("fleet"));
+                              logger.ForComponent("fleet"), HubPeersInto(peers));
     if (!agent.ok()) {
       return Fail(logger, agent.status());
     }
@@ -306,6 +306,7 @@ int RunServe(const ServeOptions& options) {
   if (fleet) {
     fleet->Start(models, [&](Heartbeat& heartbeat) {
       heartbeat.bundle_generation = ImportedBundleGeneration(options.state);
+      FillPeerHeartbeat(peers, blobs.get(), heartbeat);
 #ifdef PERCH_WITH_MQTT
       if (outbox) {
         heartbeat.outbox_depth = outbox->Size();

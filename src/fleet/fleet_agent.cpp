@@ -211,6 +211,18 @@ void FleetAgent::Run(const std::stop_token& stop) {
     const auto now = Clock::now();
     if (now >= next_poll) {
       next_poll = now + options_.poll_interval;
+      if (options_.on_peers) {
+        // First, so that a pull the new state starts asks fresh peers.
+        if (auto peers = hub_->GetPeers(device_name_); peers.ok()) {
+          last_peers_problem_.clear();
+          options_.on_peers(*peers);
+        } else {
+          if (peers.status().message() != last_peers_problem_) {
+            last_peers_problem_ = peers.status().message();
+            logger_.Warn("cannot get this location's peers: {}", last_peers_problem_);
+          }
+        }
+      }
       auto state = hub_->GetDesiredState(device_name_, seen_etag_);
       if (!state.ok()) {
         report(state.status(), "cannot get the desired state (still serving " +

@@ -70,6 +70,9 @@ struct FleetAgentOptions {
   std::chrono::milliseconds poll_interval{5000};
   std::chrono::milliseconds heartbeat_interval{10000};
   int warmup_runs = 1;  // each model runs at least this often before it serves
+  // Network local: called with the location's peers and peer token, fetched
+  // from the hub before each desired-state poll; on the agent's thread.
+  std::function<void(const LocationPeers&)> on_peers{};
 };
 
 class FleetAgent {
@@ -139,6 +142,7 @@ class FleetAgent {
   std::string last_error_;
   std::filesystem::path serving_;
   std::string last_logged_problem_;
+  std::string last_peers_problem_;
   // The last inference time, read off the models' request counters at each
   // heartbeat (so to within one interval) rather than stamped per request.
   uint64_t requests_seen_ = 0;

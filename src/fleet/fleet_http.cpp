@@ -262,6 +262,15 @@ void FleetRoutes::Mount(http::Server& server) {
         }
         SendJson(response, 200, ToJson(*state));
       });
+  Add(server, "GET", Pattern(api + "/devices/", "/peers"),
+      [this](const auto& request, auto& response) {
+        const std::string& name = request.matches[1];
+        if (const Status allowed = RequireDeviceOrAdmin(request, name); !allowed.ok()) {
+          return SendError(response, allowed);
+        }
+        Answer(response, store_.PeersOf(name), 200,
+               [](const auto& value) { return ToJson(value); });
+      });
 
   // Deployments (admin).
   Add(server, "GET", api + "/deployments", [this](const auto& request, auto& response) {

@@ -231,7 +231,10 @@ json HeartbeatJson(const Heartbeat& heartbeat) {
           {"outbox_depth", heartbeat.outbox_depth},
           {"last_inference_at", heartbeat.last_inference_at},
           {"applied_etag", heartbeat.applied_etag},
-          {"bundle_generation", heartbeat.bundle_generation}};
+          {"bundle_generation", heartbeat.bundle_generation},
+          {"advertise_url", heartbeat.advertise_url},
+          {"grpc_address", heartbeat.grpc_address},
+          {"blobs", heartbeat.blobs}};
 }
 
 json DeviceJson(const Device& device) {
@@ -357,6 +360,9 @@ Heartbeat ReadHeartbeat(Fields& fields, Status&) {
   heartbeat.last_inference_at = fields.Int("last_inference_at");
   heartbeat.applied_etag = fields.String("applied_etag");
   heartbeat.bundle_generation = fields.Int("bundle_generation");
+  heartbeat.advertise_url = fields.String("advertise_url");
+  heartbeat.grpc_address = fields.String("grpc_address");
+  heartbeat.blobs = fields.Strings("blobs");
   return heartbeat;
 }
 
@@ -477,6 +483,20 @@ std::string ToJson(const FleetStatus& status) {
     devices.push_back(DeviceJson(device));
   }
   return json{{"now", status.now}, {"devices", devices}}.dump();
+}
+
+std::string ToJson(const LocationPeers& peers) {
+  json list = json::array();
+  for (const LocationPeer& peer : peers.peers) {
+    list.push_back({{"device", peer.device},
+                    {"url", peer.url},
+                    {"grpc_address", peer.grpc_address},
+                    {"models", peer.models},
+                    {"blobs", peer.blobs},
+                    {"last_seen", peer.last_seen}});
+  }
+  return json{{"location", peers.location}, {"peer_token", peers.peer_token}, {"peers", list}}
+      .dump();
 }
 
 std::string ToJson(const DesiredState& state) {
@@ -661,6 +681,23 @@ Result<DeployOutcome> ParseDeployOutcome(std::string_view text) {
     Fields deployment(fields.Object("deployment"), "deployment", error);
     outcome.deployment = ReadDeployment(deployment, error);
     return outcome;
+  });
+}
+
+Result<LocationPeers> ParseLocationPeers(std::string_view text) {
+  return ParseObject(text, "", [](Fields& fields, Status&) {
+    LocationPeers peers;
+    peers.location = fields.String("location");
+    peers.peer_token = fields.String("peer_token");
+    fields.ForEach("peers", true, [&](Fields& peer) {
+      peers.peers.push_back(LocationPeer{.device = peer.String("device", true),
+                                         .url = peer.String("url"),
+                                         .grpc_address = peer.String("grpc_address"),
+                                         .models = peer.Strings("models"),
+                                         .blobs = peer.Strings("blobs"),
+                                         .last_seen = peer.Int("last_seen")});
+    });
+    return peers;
   });
 }
 

@@ -30,6 +30,7 @@ std::string ToJson(const WithToken<Location>& created);  // {"location":…,"enr
 std::string ToJson(const WithToken<Device>& enrolled);   // {"device":…,"token":…}
 std::string ToJson(const DeployOutcome& outcome);        // {"deployment":…,"warnings":[…]}
 std::string ToJson(const FleetStatus& status);           // {"now":…,"devices":[…]}
+std::string ToJson(const LocationPeers& peers);  // {"location":…,"peer_token":…,"peers":[…]}
 // A JSON array of already encoded JSON values.
 std::string JsonArray(const std::vector<std::string>& encoded);
 
@@ -49,6 +50,7 @@ Result<WithToken<Location>> ParseCreatedLocation(std::string_view json);
 Result<WithToken<Device>> ParseEnrolment(std::string_view json);
 Result<DeployOutcome> ParseDeployOutcome(std::string_view json);
 Result<FleetStatus> ParseFleetStatus(std::string_view json);
+Result<LocationPeers> ParseLocationPeers(std::string_view json);
 // An array of locations, devices or deployments (list answers).
 Result<std::vector<Location>> ParseLocations(std::string_view json);
 Result<std::vector<Device>> ParseDevices(std::string_view json);

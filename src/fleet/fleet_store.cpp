@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS revisions(
   replicas INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(deployment, number));
 CREATE TABLE IF NOT EXISTS placements(
   deployment TEXT NOT NULL, device TEXT NOT NULL, PRIMARY KEY(deployment, device));
+CREATE TABLE IF NOT EXISTS location_peer_tokens(
+  location TEXT PRIMARY KEY, token TEXT NOT NULL);
 )sql";
 
 // A database made before replicas existed gets the column (every revision

@@ -70,6 +70,9 @@ struct FleetStoreOptions {
   std::chrono::seconds placement_grace{300};
   // How often placements on devices gone past the grace are looked for.
   std::chrono::milliseconds placement_review_interval{1000};
+  // Network local: a device heard from within this long is online, and so
+  // listed to the other devices of its location as a peer.
+  std::chrono::seconds peer_online_for{30};
 };
 
 class FleetStore {
@@ -126,6 +129,12 @@ class FleetStore {
   // `etag`, or after `timeout` with the current one (long poll).
   Result<DesiredState> WaitForDesiredState(std::string_view device, std::string_view etag,
                                            std::chrono::milliseconds timeout) const;
+
+  // Network local: the other enrolled, non-revoked, online devices of
+  // `device`'s location, with the location's peer token (generated on
+  // first use and kept in the database; the devices need it in the clear).
+  // NotFound for an unknown device; PermissionDenied for a revoked one.
+  Result<LocationPeers> PeersOf(std::string_view device);
 
  private:
   struct DeviceRecord {
@@ -191,6 +200,7 @@ class FleetStore {
   std::map<std::string, DeviceRecord, std::less<>> devices_;         // guarded by mutex_
   std::map<std::string, std::string, std::less<>> device_by_token_;  // guarded by mutex_
   std::map<std::string, Deployment, std::less<>> deployments_;       // guarded by mutex_
+  std::map<std::string, std::string, std::less<>> peer_tokens_;      // guarded by mutex_
   // Keyed by deployment and revision number; cleared by Changed(). Device
   // pointers point into devices_, whose nodes never move.
   mutable std::map<std::pair<std::string, int64_t>, Canaries> canaries_;  // guarded by mutex_

@@ -67,6 +67,11 @@ struct Heartbeat {
   // state (docs/edge-cloud.md), 0 when none: what a site that ran on
   // bundles last ran, until the hub's desired state supersedes it.
   int64_t bundle_generation = 0;
+  // Network local: where the location's other agents reach this one, and
+  // the digests of the blobs it holds verified (shared with them).
+  std::string advertise_url{};  // REST base URL; empty: not reachable by peers
+  std::string grpc_address{};   // HOST:PORT; empty: none
+  std::vector<std::string> blobs{};
 };
 
 struct Device {
@@ -184,6 +189,25 @@ struct WithToken {
 struct DeployOutcome {
   Deployment deployment{};
   std::vector<std::string> warnings{};
+};
+
+// Network local: another device of a location, as the hub tells a device
+// of the same location (GET /api/v1/devices/{name}/peers).
+struct LocationPeer {
+  std::string device{};
+  std::string url{};                  // its advertised REST base URL
+  std::string grpc_address{};         // its advertised gRPC HOST:PORT
+  std::vector<std::string> models{};  // READY in its last heartbeat
+  std::vector<std::string> blobs{};   // verified blob digests it holds
+  int64_t last_seen = 0;
+};
+
+// A device's peers and the location's peer token, which the hub generates
+// once per location and keeps.
+struct LocationPeers {
+  std::string location{};
+  std::string peer_token{};
+  std::vector<LocationPeer> peers{};
 };
 
 // Every device with the hub's clock, so that "last seen 40 s ago" is

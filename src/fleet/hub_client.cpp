@@ -156,6 +156,12 @@ Result<std::optional<DesiredState>> HubClient::GetDesiredState(const std::string
   return std::optional<DesiredState>(std::move(state).value());
 }
 
+Result<LocationPeers> HubClient::GetPeers(const std::string& device) {
+  PERCH_RETURN_IF_ERROR(CheckName("device", device));
+  return impl_->CallAndParse<LocationPeers>(ParseLocationPeers, "GET",
+                                            std::string(kApi) + "/devices/" + device + "/peers");
+}
+
 Status HubClient::SendHeartbeat(const std::string& device, const Heartbeat& heartbeat) {
   PERCH_RETURN_IF_ERROR(CheckName("device", device));
   return impl_

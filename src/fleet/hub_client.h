@@ -47,6 +47,8 @@ class HubClient {
   Result<std::optional<DesiredState>> GetDesiredState(const std::string& device,
                                                       const std::string& etag);
   Status SendHeartbeat(const std::string& device, const Heartbeat& heartbeat);
+  // Network local: the device's peers and its location's peer token.
+  Result<LocationPeers> GetPeers(const std::string& device);
 
   // The admin's calls.
   Result<WithToken<Location>> CreateLocation(const LocationSpec& spec);

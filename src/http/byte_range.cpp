@@ -1,5 +1,6 @@
 #include "http/byte_range.h"
 
+#include <algorithm>
 #include <charconv>
 
 namespace perch::http {
@@ -40,9 +41,8 @@ std::optional<ByteRange> ParseRange(std::string_view header, uint64_t size) {
     end = size - 1;
   } else if (!ParseNumber(last, end) || end < start) {
     return std::nullopt;
-  } else if (end >= size) {
-    end = size - 1;
   }
+  end = std::min(end, size - 1);
   return ByteRange{start, end - start + 1};
 }
 

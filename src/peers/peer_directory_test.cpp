@@ -76,5 +76,28 @@ TEST_F(PeerDirectoryTest, ADeviceNamedByTwoSourcesIsTakenFromTheNewerReport) {
   EXPECT_EQ(directory_.Peers()[0].models, std::vector<std::string>{"newest"});
 }
 
+TEST_F(PeerDirectoryTest, AvailableLeavesOutAvoidedPeers) {
+  directory_.Replace("static", {MakePeer("a", {}), MakePeer("b", {})});
+  directory_.MarkFailed("a");
+  auto available = directory_.Available();
+  ASSERT_EQ(available.size(), 1u);
+  EXPECT_EQ(available[0].device, "b");
+  clock_.Advance(std::chrono::seconds(31));
+  EXPECT_EQ(directory_.Available().size(), 2u);
+}
+
+TEST_F(PeerDirectoryTest, HoldsTheTokenAndWhereThisAgentIsReached) {
+  EXPECT_EQ(directory_.Token(), "");
+  directory_.SetToken("t1");
+  EXPECT_EQ(directory_.Token(), "t1");
+  directory_.SetToken("t2");  // the hub issued another
+  EXPECT_EQ(directory_.Token(), "t2");
+  directory_.SetSelf("http://10.0.0.1:8000", "10.0.0.1:8001");
+  const Peer self = directory_.Self();
+  EXPECT_EQ(self.device, "self");
+  EXPECT_EQ(self.url, "http://10.0.0.1:8000");
+  EXPECT_EQ(self.grpc_address, "10.0.0.1:8001");
+}
+
 }  // namespace
 }  // namespace perch

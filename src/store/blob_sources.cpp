@@ -18,7 +18,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr std::chrono::milliseconds kPollEvery{200};
+constexpr std::chrono::milliseconds kPollEvery{100};
 
 std::optional<uint64_t> ParseNumber(std::string_view text) {
   uint64_t value = 0;

@@ -5,16 +5,24 @@ before the registry, verified, falling back to the registry on any fault."""
 
 import hashlib
 import shutil
+import signal
+import socket
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import grpc
+import numpy as np
+import onnx
 import pytest
 import requests
+from onnx import TensorProto, helper, numpy_helper
 
 from grpc_oip import grpc_stubs  # noqa: F401 (fixture)
 from harness import (PERCH_BIN, WAKEWORD_MODELS, PerchServer, copy_models,
                      wait_for)
+from fleet_harness import admin, create_location, fleet_agent
 from registry_harness import Registry, infer, model_server, perch
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
@@ -153,6 +161,19 @@ def test_wildcard_host_with_advertise_url_is_valid(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
+def test_a_wildcard_listener_advertises_what_it_is_told(location, tmp_path):
+    workdir = tmp_path / "w"
+    server = PerchServer(copy_models(workdir / "repo", ["identity_fp32"]), tmp_path)
+    server.command += ["--host", "0.0.0.0", "--device", "wild", "--state", str(workdir / "s"),
+                       "--peer-token", PEER_TOKEN, "--peer", "http://127.0.0.1:9",
+                       "--advertise-url", f"http://localhost:{server.port}/"]
+    server.start()
+    location.agents.append(server)
+    body = server.get("/perch/v1/peer", headers=bearer(PEER_TOKEN)).json()
+    assert body["url"] == f"http://localhost:{server.port}"
+    assert body["grpc_address"] == f"localhost:{server.grpc_port}"
+
+
 def test_static_peers_are_polled_and_a_missing_one_is_survived(location, tmp_path):
     # A peer that never answers: the agent starts, serves, and logs it once.
     gone = "http://127.0.0.1:9"
@@ -212,6 +233,7 @@ def wan(tmp_path, tools):
     proxy = tools("counting_proxy.py", registry.url)
     proxy.reference = f"{proxy.host}/wakeword/hey_jarvis:1"
     proxy.layer = "sha256:" + hashlib.sha256(HEY_JARVIS.read_bytes()).hexdigest()
+    proxy.registry = registry
     yield proxy
     registry.stop()
 
@@ -340,3 +362,184 @@ def test_a_peer_with_a_forged_token_gets_nothing(wan, agents):
     path = f"/v2/wakeword/hey_jarvis/blobs/{wan.layer}"
     assert_peer_refused(a.get(path, headers=bearer("forged-token")))
     assert_peer_refused(a.get(path))
+
+
+
+class SlowLink:
+    """A TCP relay to 127.0.0.1:target that sends the answers at `rate`
+    bytes/s and counts them: a LAN slow enough to kill a peer mid-transfer."""
+
+    def __init__(self, target, rate):
+        self.target, self.rate = target, rate
+        self.sent = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                client.close()
+                continue
+            threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
+
+    def _pipe(self, source, sink, slow):
+        try:
+            while data := source.recv(8192 if slow else 65536):
+                if slow:
+                    time.sleep(len(data) / self.rate)
+                    self.sent += len(data)
+                sink.sendall(data)
+        except OSError:
+            pass
+        for end in (source, sink):
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.listener.close()
+
+
+def make_big_model(path, mib):
+    """OUTPUT0 = INPUT0 + WEIGHTS, WEIGHTS `mib` MiB: larger than what the
+    kernel's socket buffers hold, so that a killed sender really stops."""
+    count = mib * (1 << 20) // 4
+    weights = np.random.default_rng(5).standard_normal(count).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["INPUT0", "WEIGHTS"], ["OUTPUT0"])], "big",
+        [helper.make_tensor_value_info("INPUT0", TensorProto.FLOAT, [count])],
+        [helper.make_tensor_value_info("OUTPUT0", TensorProto.FLOAT, [count])],
+        [numpy_helper.from_array(weights, "WEIGHTS")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, path)
+
+
+def test_a_peer_killed_mid_transfer_is_resumed_from_the_registry(wan, agents, tmp_path):
+    model_file = tmp_path / "big-src" / "big" / "1" / "model.onnx"
+    make_big_model(model_file, 32)
+    perch("push", model_file.parent.parent, f"{wan.registry.host}/bench/big:1")
+    reference = f"{wan.host}/bench/big:1"
+    wan.layer = "sha256:" + hashlib.sha256(model_file.read_bytes()).hexdigest()
+    size = model_file.stat().st_size
+    a = agents.make("agent-a", reference)
+    link = SlowLink(a.port, rate=size // 4)  # about 4 s for the model file
+    try:
+        a.command += ["--advertise-url", link.url]
+        a.start()
+        b = agents.make("agent-b", reference)
+        b.command += ["--peer", link.url]
+        b.process = subprocess.Popen(b.command, stdout=subprocess.DEVNULL,
+                                     stderr=open(b._stderr_path, "wb"))
+        PerchServer.running.add(b)
+        wait_for(lambda: link.sent > size // 4, 20, what="agent-b to be a quarter through")
+        a.process.send_signal(signal.SIGKILL)
+        a.process.wait()
+        PerchServer.running.discard(a)
+        wait_for(lambda: b._ready_or_exited(), 30, what="agent-b to serve")
+        assert b.process.poll() is None, b.logs()
+        assert (b.state / "models" / "big" / "1" / "model.onnx").read_bytes() \
+            == model_file.read_bytes()
+        # The registry sent a's copy and, to b, only what a had not.
+        requests_ = layer_requests(wan)
+        assert requests_[0] == (None, size)
+        assert len(requests_) == 2, requests_
+        resumed_at = int(requests_[1][0].removeprefix("bytes=").rstrip("-"))
+        assert size // 4 <= resumed_at < size
+        assert requests_[1][1] == size - resumed_at
+    finally:
+        link.close()
+
+# --- Peers from the hub ------------------------------------------------------
+
+
+def hub_peers(hub, device, token="admin"):
+    return hub.request("GET", f"/api/v1/devices/{device}/peers", token=token)
+
+
+def test_hub_tells_each_agent_its_peers_and_the_registry_sends_each_blob_once(
+        hubs, tools, tmp_path):
+    hub = hubs.start()
+    repo = tmp_path / "src"
+    (repo / "hey_jarvis" / "1").mkdir(parents=True)
+    shutil.copyfile(HEY_JARVIS, repo / "hey_jarvis" / "1" / "model.onnx")
+    perch("push", repo / "hey_jarvis", f"{hub.host}/wakeword/hey_jarvis:1",
+          "--token", hub.admin_token)
+    proxy = tools("counting_proxy.py", hub.url)
+    proxy.layer = "sha256:" + hashlib.sha256(HEY_JARVIS.read_bytes()).hexdigest()
+    site = create_location(hub, "site")
+    other = create_location(hub, "elsewhere")
+    agents = {}
+    try:
+        for name, token in (("agent-a", site), ("agent-b", site), ("agent-c", site),
+                            ("far", other)):
+            agents[name] = fleet_agent(tmp_path, hub.url, token, name,
+                                       tmp_path / f"state-{name}").start()
+
+        def peers_of(name):
+            return {p["device"]: p for p in hub_peers(hub, name).json()["peers"]}
+
+        wait_for(lambda: set(peers_of("agent-a")) == {"agent-b", "agent-c"}, 20,
+                 what="agent-a's peers listed by the hub")
+        answer = hub_peers(hub, "agent-a").json()
+        assert answer["location"] == "site"
+        peer_token = answer["peer_token"]
+        assert len(peer_token) >= 32
+        b = answer["peers"][0]
+        assert b["device"] == "agent-b"
+        assert b["url"] == agents["agent-b"].url
+        assert b["grpc_address"] == agents["agent-b"].grpc_target
+        assert b["models"] == [] and b["last_seen"] > 0
+        # One token per location, the same for all its devices; none of
+        # another location's devices is a peer.
+        assert hub_peers(hub, "agent-b").json()["peer_token"] == peer_token
+        far = hub_peers(hub, "far").json()
+        assert far["peers"] == [] and far["peer_token"] != peer_token
+        # A device reads its own peers only.
+        device_token = json_of(tmp_path / "state-agent-a" / "fleet" / "device.json")["token"]
+        assert hub_peers(hub, "agent-a", token=device_token).status_code == 200
+        assert hub_peers(hub, "agent-b", token=device_token).status_code == 403
+        assert hub_peers(hub, "agent-a", token=None).status_code == 401
+        assert hub_peers(hub, "nobody").status_code == 404
+        # The agents take the hub's token as the location's peer token.
+        a = agents["agent-a"]
+        wait_for(lambda: a.get("/perch/v1/peer", headers=bearer(peer_token)).status_code
+                 == 200, 10, what="agent-a to accept the hub's peer token")
+        assert_peer_refused(a.get("/perch/v1/peer", headers=bearer(far["peer_token"])))
+
+        # All three are told at once to serve the model, through the WAN.
+        admin(hub, "deploy", f"{proxy.host}/wakeword/hey_jarvis:1", "--name", "jarvis",
+              "--location", "site")
+        site_agents = [agents[n] for n in ("agent-a", "agent-b", "agent-c")]
+        wait_for(lambda: all(agent.get("/v2/models/hey_jarvis/ready").status_code == 200
+                             for agent in site_agents), 60,
+                 what=lambda: "every agent of site to serve hey_jarvis\n"
+                 + "\n".join(agent.logs()[-2000:] for agent in site_agents))
+        assert layer_requests(proxy) == [(None, HEY_JARVIS.stat().st_size)]
+        expected = infer(site_agents[0], "hey_jarvis")
+        for agent in site_agents[1:]:
+            assert infer(agent, "hey_jarvis") == expected
+        # Their heartbeats tell the hub which blobs and models each holds.
+        wait_for(lambda: all(proxy.layer in p["blobs"] and p["models"] == ["hey_jarvis"]
+                             for p in peers_of("agent-a").values()), 10,
+                 what="the hub to list the peers' blobs and models")
+    finally:
+        for agent in agents.values():
+            if agent.process.poll() is None:
+                assert agent.stop() == 0, agent.logs()
+
+
+def json_of(path):
+    import json
+    return json.loads(Path(path).read_text())
