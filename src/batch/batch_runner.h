@@ -34,7 +34,10 @@ struct ModelIdentity {
 };
 
 struct BatchOptions {
-  int concurrency = 1;     // groups of requests in flight at once
+  // Groups of requests in flight at once. Two by default: one is decoded or
+  // written while the other runs, so the engine never waits on the files
+  // (a model's engine runs at once stay bounded by its `instances`).
+  int concurrency = 2;
   int max_batch = 1;       // requests merged into one engine run (batch-dim models only)
   int64_t first_line = 1;  // number of the stream's first line: the id of a line without one
   size_t max_json_depth = 64;

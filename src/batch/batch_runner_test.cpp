@@ -109,7 +109,7 @@ TEST_F(BatchRunnerTest, MaxBatchMergesLinesAndSplitsTheAnswers) {
   const std::string input =
       Line(1) + "\n" + Line(2, 2, "two") + "\n" + Line(3) + "\n" + Line(4) + "\n" + Line(5) + "\n";
   std::ostringstream out;
-  ASSERT_TRUE(Run(input, out, {.max_batch = 4}).ok());
+  ASSERT_TRUE(Run(input, out, {.concurrency = 1, .max_batch = 4}).ok());
   EXPECT_EQ(engine_.runs().batch_rows(), (std::vector<int64_t>{5, 1}));
   const auto lines = LinesOf(out.str());
   ASSERT_EQ(lines.size(), 5u);

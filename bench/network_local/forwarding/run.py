@@ -25,6 +25,7 @@ reused from build/bench-work/models when bench/run.py made them); logs and
 the last summary go to build/bench-work/network_local_forwarding/.
 """
 import argparse
+import os
 import json
 import random
 import shutil
@@ -98,10 +99,20 @@ def start_location(ctx, models):
     servers = {}
     for name, other, repo in (("far", "near", ctx.repos["far"]), ("near", "far", empty)):
         http_port, grpc_port = ports[name]
-        argv = [str(ctx.perch), "serve", "--repo", str(repo), "--device", name,
+        argv = []
+        if ctx.args.hosts == "split":
+            # Two hosts on one 2-core machine: far (the agent that runs the
+            # model) alone on CPU 1 with one engine thread; near, and the
+            # client (this script's children, see main), on CPU 0. Otherwise
+            # near's forwarding competes with far's inference for the same
+            # cores, which two machines on a LAN do not.
+            argv = ["taskset", "-c", "1" if name == "far" else "0"]
+        argv += [str(ctx.perch), "serve", "--repo", str(repo), "--device", name,
                 "--http-port", str(http_port), "--grpc-port", str(grpc_port),
                 "--peer", f"http://127.0.0.1:{ports[other][0]}", "--peer-token", PEER_TOKEN,
                 "--log-level", "warn"]
+        if ctx.args.hosts == "split" and name == "far":
+            argv += ["--threads", "1"]
         servers[name] = bench.Server(ctx, name, argv, http_port=http_port, grpc_port=grpc_port)
     for server in servers.values():
         server.wait_ready()
@@ -146,7 +157,7 @@ def measure(ctx, cases):
     return pairs
 
 
-def report(pairs, cases):
+def report(pairs, cases, args_hosts):
     rows, summary = [], {}
     for label, model, *_ in cases:
         runs = pairs[label]
@@ -168,7 +179,11 @@ def report(pairs, cases):
                      f"{extra:+.3f} ({min(added):+.3f} – {max(added):+.3f})", goal])
         log(f"  {label}: direct {direct:.4f} ms, forwarded {forwarded:.4f} ms, "
             f"ratio {ratio:.3f}, added {extra:+.4f} ms")
+    hosts = ("`--hosts split`: far alone on CPU 1 with `--threads 1`, near and the "
+             "client on CPU 0 (`taskset`), as two machines would be. " if args_hosts == "split"
+             else "`--hosts shared`: every process on both cores. ")
     body = (
+        hosts +
         "Two agents of one location on loopback (`--peer` to each other, `--peer-token`): "
         "`far` serves the models, `near` none and forwards. Client: `perch perf`, "
         "concurrency 1, the same request sent to `far` (direct) and to `near` (forwarded), "
@@ -193,6 +208,9 @@ def main():
     parser.add_argument("--wait-quiet", type=float, default=60.0)
     parser.add_argument("--max-other-load", type=float, default=0.15)
     parser.add_argument("--retries", type=int, default=2)
+    parser.add_argument("--hosts", choices=("split", "shared"), default="split",
+                        help="split: near and far on a core each, as on two machines "
+                             "(default); shared: every process on both cores")
     parser.add_argument("--models", default="tiny,mobilenet",
                         help="which models to measure (MobileNetV2 needs python3-torchvision "
                              "to export it: `scripts/bootstrap.sh bench`)")
@@ -209,14 +227,18 @@ def main():
     ctx.perch = ctx.work / "perch"
     shutil.copy2(perch, ctx.perch)
     prepare_models(ctx, models)
+    if args.hosts == "split":
+        os.sched_setaffinity(0, {0})  # near and perf inherit it; far is placed by taskset
     try:
         pairs = measure(ctx, cases)
     finally:
         ctx.stop_all()
-    body, summary = report(pairs, cases)
+    body, summary = report(pairs, cases, args.hosts)
     (ctx.work / "last_summary.json").write_text(json.dumps(summary, indent=2))
     print(body)
-    bench.write_section(ctx, "forwarding", "Network local: forwarding", body)
+    section = "forwarding" if args.hosts == "split" else "forwarding-shared-cores"
+    title = "Network local: forwarding" + ("" if args.hosts == "split" else " (shared cores)")
+    bench.write_section(ctx, section, title, body)
 
 
 if __name__ == "__main__":
