@@ -62,6 +62,50 @@ def wait_tcp(port, timeout=60.0):
     return False
 
 
+class Hub:
+    """A `perch hub` on loopback for the store, bundle and network-local
+    benchmarks: its data folder, registry host, admin token."""
+
+    def __init__(self, perch, data, extra_args=()):
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.log = open(data.parent / "hub.log", "wb")
+        self.process = subprocess.Popen(
+            [str(perch), "hub", "--data", str(data), "--port", str(self.port),
+             *[str(arg) for arg in extra_args]],
+            stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if http_request(self.port, "GET", "/healthz", timeout=1)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the hub did not answer within 30 s; see {self.log.name}")
+            time.sleep(0.05)
+        self.token = (data / "admin-token").read_text().strip()
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(30)
+        self.log.close()
+
+
+def replace_results_section(path, key, title, body):
+    """Writes `body` as section `key` of RESULTS.md at `path` (between its
+    <!-- section:KEY --> markers), replacing the one there or appending it."""
+    path = Path(path)
+    text = path.read_text()
+    start, end = f"<!-- section:{key} -->", f"<!-- /section:{key} -->"
+    section = f"{start}\n## {title}\n\n{body.rstrip()}\n{end}"
+    if start in text:
+        text = text[:text.index(start)] + section + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
 def http_request(port, method, path, body=None, headers=None, timeout=30.0):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:

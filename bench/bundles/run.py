@@ -25,14 +25,11 @@ import argparse
 import importlib.util
 import os
 import shutil
-import signal
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import requests
 from onnx import TensorProto, helper, save
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,30 +86,6 @@ def make_model(folder, size_mib):
                 left -= piece
 
 
-class Hub:
-    def __init__(self, perch, data):
-        self.port = perch_bench.free_port()
-        self.host = f"127.0.0.1:{self.port}"
-        self.log = open(data.parent / "hub.log", "wb")
-        self.process = subprocess.Popen(
-            [perch, "hub", "--data", str(data), "--port", str(self.port),
-             "--max-blob-bytes", str(8 << 30)],
-            stdout=self.log, stderr=self.log)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"http://{self.host}/healthz", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.05)
-        self.token = (data / "admin-token").read_text().strip()
-
-    def stop(self):
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(30)
-        self.log.close()
-
-
 def fresh(path):
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
@@ -142,7 +115,7 @@ def main():
     model = fresh(WORK / "src") / "big" / "1"
     make_model(model, args.size_mib)
     run([perch, "sign", model, "--key", key])
-    hub = Hub(perch, fresh(WORK / "hub-data"))
+    hub = perch_bench.Hub(perch, fresh(WORK / "hub-data"), ["--max-blob-bytes", 8 << 30])
     try:
         ref = f"{hub.host}/bench/big:1"
         run([perch, "push", model, ref, "--token", hub.token])

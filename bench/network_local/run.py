@@ -194,7 +194,7 @@ def main():
     model = WORK / "src" / "big"
     log(f"making a {args.size_mib} MiB model")
     store_bench.make_model(model / "1" / "model.onnx", args.size_mib)
-    hub = store_bench.Hub(perch, fresh(WORK / "hub-data"))
+    hub = perch_bench.Hub(perch, fresh(WORK / "hub-data"))
     proxy = Proxy(f"http://{hub.host}")
     runs = {"peers": [], "registry": []}
     try:
@@ -247,16 +247,9 @@ def main():
         "times the bytes over the slow link.\n")
     log(body)
     if not args.no_results:
-        path = Path(args.results)
-        text = path.read_text()
-        start, end = "<!-- section:network-local-blobs -->", "<!-- /section:network-local-blobs -->"
-        section = f"{start}\n## Network local: shared blobs\n\n{body.rstrip()}\n{end}"
-        if start in text:
-            text = text[:text.index(start)] + section + text[text.index(end) + len(end):]
-        else:
-            text = text.rstrip() + "\n\n" + section + "\n"
-        path.write_text(text)
-        log(f"wrote the network-local-blobs section of {path}")
+        perch_bench.replace_results_section(args.results, "network-local-blobs",
+                                            "Network local: shared blobs", body)
+        log(f"wrote the network-local-blobs section of {args.results}")
 
 
 if __name__ == "__main__":

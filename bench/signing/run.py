@@ -128,16 +128,8 @@ def main():
         "signature and the ECDSA verification.\n")
     log(body)
     if not args.no_results:
-        path = Path(args.results)
-        text = path.read_text()
-        start, end = "<!-- section:signing -->", "<!-- /section:signing -->"
-        section = f"{start}\n## Model signatures\n\n{body.rstrip()}\n{end}"
-        if start in text:
-            text = text[:text.index(start)] + section + text[text.index(end) + len(end):]
-        else:
-            text = text.rstrip() + "\n\n" + section + "\n"
-        path.write_text(text)
-        log(f"wrote the signing section of {path}")
+        perch_bench.replace_results_section(args.results, "signing", "Model signatures", body)
+        log(f"wrote the signing section of {args.results}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ import importlib.util
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -73,29 +72,6 @@ def make_model(path, size_mib):
     onnx.save(model, path)
 
 
-class Hub:
-    def __init__(self, perch, data):
-        self.port = perch_bench.free_port()
-        self.host = f"127.0.0.1:{self.port}"
-        self.log = open(data.parent / "hub.log", "wb")
-        self.process = subprocess.Popen(
-            [perch, "hub", "--data", str(data), "--port", str(self.port)],
-            stdout=self.log, stderr=self.log)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"http://{self.host}/healthz", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.05)
-        self.token = (data / "admin-token").read_text().strip()
-
-    def stop(self):
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(30)
-        self.log.close()
-
-
 def timed(command):
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True)
@@ -129,7 +105,7 @@ def main():
     model_dir = WORK / "src" / "big" / "1"
     log(f"making a {args.size_mib} MiB model")
     make_model(model_dir / "model.onnx", args.size_mib)
-    hub = Hub(perch, fresh(WORK / "hub-data"))
+    hub = perch_bench.Hub(perch, fresh(WORK / "hub-data"))
     proxy = ByteProxy(hub.port)
     try:
         ref = f"{hub.host}/bench/big:1"
@@ -222,16 +198,8 @@ def main():
         "finds every blob in its cache and the version already installed. What keeps a. under 0.8×: the fsync that makes a blob durable before it is visible (a'. shows perch ahead of curl once curl's file is as durable), SHA-256 of every byte, and cpp-httplib's 4 KiB reads (65,000 recv and poll calls for 256 MiB; the size is compiled into Debian's library). Installing is a hard link and costs nothing.\n")
     log(body)
     if not args.no_results:
-        path = Path(args.results)
-        text = path.read_text()
-        start, end = "<!-- section:store -->", "<!-- /section:store -->"
-        section = f"{start}\n## Model store\n\n{body.rstrip()}\n{end}"
-        if start in text:
-            text = text[:text.index(start)] + section + text[text.index(end) + len(end):]
-        else:
-            text = text.rstrip() + "\n\n" + section + "\n"
-        path.write_text(text)
-        log(f"wrote the store section of {path}")
+        perch_bench.replace_results_section(args.results, "store", "Model store", body)
+        log(f"wrote the store section of {args.results}")
 
 
 if __name__ == "__main__":
