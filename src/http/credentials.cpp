@@ -2,43 +2,10 @@
 
 #include <openssl/crypto.h>
 
-#include <cstdint>
+#include "core/base64.h"
 
 namespace perch::http {
 namespace {
-
-// RFC 4648 base64 (padding optional); nullopt on any other character.
-std::optional<std::string> DecodeBase64(std::string_view text) {
-  while (!text.empty() && text.back() == '=') {
-    text.remove_suffix(1);
-  }
-  std::string out;
-  uint32_t bits = 0;
-  int count = 0;
-  for (const char c : text) {
-    uint32_t value = 0;
-    if (c >= 'A' && c <= 'Z') {
-      value = static_cast<uint32_t>(c - 'A');
-    } else if (c >= 'a' && c <= 'z') {
-      value = static_cast<uint32_t>(c - 'a' + 26);
-    } else if (c >= '0' && c <= '9') {
-      value = static_cast<uint32_t>(c - '0' + 52);
-    } else if (c == '+') {
-      value = 62;
-    } else if (c == '/') {
-      value = 63;
-    } else {
-      return std::nullopt;
-    }
-    bits = (bits << 6) | value;
-    count += 6;
-    if (count >= 8) {
-      count -= 8;
-      out.push_back(static_cast<char>((bits >> count) & 0xff));
-    }
-  }
-  return out;
-}
 
 bool EqualsIgnoringCase(std::string_view a, std::string_view b) {
   const auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; };
@@ -81,8 +48,8 @@ Result<std::optional<std::string>> TokenFromAuthorization(std::string_view heade
     return std::optional<std::string>(std::string(credentials));
   }
   if (EqualsIgnoringCase(scheme, "Basic")) {
-    const auto decoded = DecodeBase64(credentials);
-    const size_t colon = decoded ? decoded->find(':') : std::string::npos;
+    const auto decoded = Base64Decode(credentials);
+    const size_t colon = decoded.ok() ? decoded->find(':') : std::string::npos;
     if (colon == std::string::npos) {
       return Status(StatusCode::kUnauthenticated,
                     "the Basic credentials are not base64 of user:password");

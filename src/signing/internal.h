@@ -17,10 +17,6 @@ struct KeyAccess {
   static const PrivateKey::Key& Of(const PrivateKey& key) { return *key.key_; }
 };
 
-std::string Base64Encode(std::string_view bytes);
-// Standard or URL-safe alphabet, padding optional (DSSE allows both).
-Result<std::string> Base64Decode(std::string_view text);
-
 std::string HexOf(std::string_view bytes);
 // The sha256 of `bytes`, 32 raw bytes.
 std::string Sha256Raw(std::string_view bytes);

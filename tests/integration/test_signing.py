@@ -386,10 +386,12 @@ def test_fleet_agents_refuse_unsigned_models(hubs, tmp_path, keys):
     hub = hubs.start()
     repo = make_scorer_repo(tmp_path / "models")
     reference = push_scorer(hub, repo, hub.host, 1)
-    token = create_location(hub, "site")
+    # Two locations: in one, the agents would answer for each other
+    # (network local), and the trusting one would forward to the other.
     url = f"http://127.0.0.1:{hub.port}"
-    plain = fleet_agent(tmp_path, url, token, "plain", tmp_path / "state-plain")
-    trusting = fleet_agent(tmp_path, url, token, "trusting",
+    plain = fleet_agent(tmp_path, url, create_location(hub, "site"), "plain",
+                        tmp_path / "state-plain")
+    trusting = fleet_agent(tmp_path, url, create_location(hub, "site-b"), "trusting",
                            tmp_path / "state-trusting")
     trusting.command += ["--trust-key", str(keys["site"][1])]
     plain.start()
