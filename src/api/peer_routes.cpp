@@ -1,14 +1,9 @@
 // Network local, the peer-only routes (the location's peer token, nothing
 // else): who this agent is and what it holds (`GET /perch/v1/peer`), and
 // its verified blobs in the OCI blob form, read-only, with Range.
-#include <fcntl.h>
 #include <fmt/format.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
-#include <memory>
 
 #include "api/http_context.h"
 #include "api/peer_auth.h"
@@ -48,26 +43,6 @@ void HandlePeer(const Context& context, http::Response& response) {
   http::SetJson(response, 200, EncodePeer(self));
 }
 
-// Owns the descriptor an answer streams from; closed with the answer.
-class OpenBlob {
- public:
-  explicit OpenBlob(int fd) : fd_(fd) {}
-  ~OpenBlob() { ::close(fd_); }
-  OpenBlob(const OpenBlob&) = delete;
-  OpenBlob& operator=(const OpenBlob&) = delete;
-
-  Result<size_t> Read(uint64_t offset, char* buffer, size_t capacity) const {
-    const ssize_t got = ::pread(fd_, buffer, capacity, static_cast<off_t>(offset));
-    if (got < 0) {
-      return Unavailable(fmt::format("cannot read the blob: {}", std::strerror(errno)));
-    }
-    return static_cast<size_t>(got);
-  }
-
- private:
-  const int fd_;
-};
-
 void SetPendingHeader(const BlobStore& blobs, const Digest& digest, http::Response& response) {
   const std::string name = BlobWriterName(digest);
   if (!blobs.HasWrite(name)) {
@@ -95,45 +70,14 @@ void HandleBlob(const Context& context, const http::Request& request, http::Resp
                    NotFound(fmt::format("this agent holds no verified blob {}", digest->str())));
     return;
   }
-  http::ByteRange range{0, *size};
-  if (const auto header = request.headers.Get("Range")) {
-    const auto wanted = http::ParseRange(*header, *size);
-    if (!wanted) {
-      response.headers.Set("Content-Range", fmt::format("bytes */{}", *size));
-      http::SetJson(response, 416,
-                    http::ErrorJson(InvalidArgument(
-                        fmt::format("range '{}' is not satisfiable for a blob of {} bytes",
-                                    header->substr(0, 100), *size))));
-      return;
-    }
-    range = *wanted;
-    response.status = 206;
-    response.headers.Set("Content-Range", fmt::format("bytes {}-{}/{}", range.offset,
-                                                      range.offset + range.length - 1, *size));
-  } else {
-    response.status = 200;
-  }
   response.headers.Set("Docker-Content-Digest", digest->str());
-  response.headers.Set("Accept-Ranges", "bytes");
-  response.headers.Set("Content-Type", "application/octet-stream");
-  if (range.length == 0) {
-    return;
+  if (const Status answered =
+          http::AnswerFileRange(request, response, context.blobs->PathOf(*digest), *size);
+      !answered.ok()) {
+    response.content.reset();
+    http::SetJson(response, answered.code() == StatusCode::kInvalidArgument ? 416 : 500,
+                  http::ErrorJson(answered));
   }
-  // Opened now, so that a blob pruned while the answer streams stays
-  // readable through this descriptor.
-  const int fd = ::open(context.blobs->PathOf(*digest).c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    http::SetError(response, Internal(fmt::format("cannot open blob {}: {}", digest->str(),
-                                                  std::strerror(errno))));
-    return;
-  }
-  const auto file = std::make_shared<const OpenBlob>(fd);
-  const uint64_t start = range.offset;
-  response.content =
-      http::StreamedContent{.length = range.length,
-                            .read = [file, start](uint64_t offset, char* buffer, size_t capacity) {
-                              return file->Read(start + offset, buffer, capacity);
-                            }};
 }
 
 }  // namespace
