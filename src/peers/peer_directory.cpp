@@ -67,20 +67,22 @@ std::vector<Peer> PeerDirectory::Peers() const {
 
 std::vector<Peer> PeerDirectory::HoldersOf(std::string_view digest) const {
   MutexLock lock(mutex_);
-  std::vector<Peer> holders;
+  // Read under the lock here: a sort's comparator cannot say it holds it.
+  std::vector<std::pair<int64_t, Peer>> ranked;
   for (Peer& peer : MergedLocked()) {
     if (!AvoidedLocked(peer.device) &&
         std::find(peer.blobs.begin(), peer.blobs.end(), digest) != peer.blobs.end()) {
-      holders.push_back(std::move(peer));
+      const auto it = health_.find(peer.device);
+      ranked.emplace_back(it == health_.end() ? int64_t{0} : it->second.failures, std::move(peer));
     }
   }
-  std::stable_sort(holders.begin(), holders.end(), [&](const Peer& a, const Peer& b) {
-    const auto failures = [&](const Peer& peer) {
-      const auto it = health_.find(peer.device);
-      return it == health_.end() ? int64_t{0} : it->second.failures;
-    };
-    return failures(a) < failures(b);
-  });
+  std::stable_sort(ranked.begin(), ranked.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<Peer> holders;
+  holders.reserve(ranked.size());
+  for (auto& [failures, peer] : ranked) {
+    holders.push_back(std::move(peer));
+  }
   return holders;
 }
 
