@@ -62,6 +62,13 @@ def wait_tcp(port, timeout=60.0):
     return False
 
 
+def fresh(path):
+    """`path` emptied and made again: a benchmark's scratch folder."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
 class Hub:
     """A `perch hub` on loopback for the store, bundle and network-local
     benchmarks: its data folder, registry host, admin token."""

@@ -86,12 +86,6 @@ def make_model(folder, size_mib):
                 left -= piece
 
 
-def fresh(path):
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    return path
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -112,15 +106,15 @@ def main():
 
     bundle = WORK / "site.tar"
     log(f"== preparing a {args.size_mib} MiB model, signing, pushing, exporting")
-    model = fresh(WORK / "src") / "big" / "1"
+    model = perch_bench.fresh(WORK / "src") / "big" / "1"
     make_model(model, args.size_mib)
     run([perch, "sign", model, "--key", key])
-    hub = perch_bench.Hub(perch, fresh(WORK / "hub-data"), ["--max-blob-bytes", 8 << 30])
+    hub = perch_bench.Hub(perch, perch_bench.fresh(WORK / "hub-data"), ["--max-blob-bytes", 8 << 30])
     try:
         ref = f"{hub.host}/bench/big:1"
         run([perch, "push", model, ref, "--token", hub.token])
         run([perch, "bundle", "export", ref, "--key", key, "--out", bundle, "--generation", "1",
-             "--cache", fresh(WORK / "export-cache"), "--token", hub.token])
+             "--cache", perch_bench.fresh(WORK / "export-cache"), "--token", hub.token])
     finally:
         hub.stop()
     shutil.rmtree(WORK / "src", ignore_errors=True)
@@ -129,13 +123,13 @@ def main():
     log(f"bundle: {size / (1 << 20):.0f} MiB")
 
     def perch_import():
-        state = fresh(WORK / "state")
+        state = perch_bench.fresh(WORK / "state")
         seconds, rss = measured([perch, "bundle", "import", bundle, "--state", state,
                                  "--trust-key", public])
         return seconds, rss
 
     def tar_extract():
-        seconds, rss = measured(["tar", "-xf", bundle, "-C", fresh(WORK / "extract")])
+        seconds, rss = measured(["tar", "-xf", bundle, "-C", perch_bench.fresh(WORK / "extract")])
         return seconds, rss
 
     # One of each first, unmeasured: the bundle in the page cache for both.

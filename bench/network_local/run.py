@@ -98,7 +98,7 @@ class Agent:
         self.log = open(workdir / f"{device}.log", "wb")
         self.process = subprocess.Popen(
             [perch, "serve", "--hub", f"http://{hub.host}", "--token", token,
-             "--device", device, "--label", label, "--state", str(fresh(workdir / device)),
+             "--device", device, "--label", label, "--state", str(perch_bench.fresh(workdir / device)),
              "--http-port", str(self.port), "--grpc-port", str(self.grpc_port),
              "--hub-poll", "0.2", "--heartbeat", "0.3"],
             stdout=self.log, stderr=self.log)
@@ -128,16 +128,10 @@ def wait(condition, timeout, what):
     raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
 
 
-def fresh(path):
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    return path
-
-
 def one_run(perch, hub, proxy, reference, digest, side, run, timeout):
     """Seconds from the deployment until all three agents serve, and the
     layer bytes the registry sent meanwhile."""
-    workdir = fresh(WORK / f"{side}-{run}")
+    workdir = perch_bench.fresh(WORK / f"{side}-{run}")
     label = f"bench-run=r{run}-{side}"
     if side == "peers":
         token = create_location(hub, f"site-{run}")
@@ -187,14 +181,14 @@ def main():
     parser.add_argument("--no-results", action="store_true")
     args = parser.parse_args()
 
-    fresh(WORK)
+    perch_bench.fresh(WORK)
     perch = str(WORK / "perch")
     shutil.copy2(args.perch, perch)  # a rebuild during the run changes nothing
     perch_bench.PERCH_COMMIT = perch_bench.current_commit()
     model = WORK / "src" / "big"
     log(f"making a {args.size_mib} MiB model")
     store_bench.make_model(model / "1" / "model.onnx", args.size_mib)
-    hub = perch_bench.Hub(perch, fresh(WORK / "hub-data"))
+    hub = perch_bench.Hub(perch, perch_bench.fresh(WORK / "hub-data"))
     proxy = Proxy(f"http://{hub.host}")
     runs = {"peers": [], "registry": []}
     try:

@@ -81,12 +81,6 @@ def timed(command):
     return elapsed, result
 
 
-def fresh(path):
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    return path
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -98,14 +92,14 @@ def main():
     parser.add_argument("--no-results", action="store_true")
     args = parser.parse_args()
 
-    fresh(WORK)
+    perch_bench.fresh(WORK)
     perch = str(WORK / "perch")
     shutil.copy2(args.perch, perch)  # a rebuild during the run changes nothing
     perch_bench.PERCH_COMMIT = perch_bench.current_commit()
     model_dir = WORK / "src" / "big" / "1"
     log(f"making a {args.size_mib} MiB model")
     make_model(model_dir / "model.onnx", args.size_mib)
-    hub = perch_bench.Hub(perch, fresh(WORK / "hub-data"))
+    hub = perch_bench.Hub(perch, perch_bench.fresh(WORK / "hub-data"))
     proxy = ByteProxy(hub.port)
     try:
         ref = f"{hub.host}/bench/big:1"
@@ -127,14 +121,14 @@ def main():
         for repeat in range(args.repeats):
             for side in perch_bench.alternate(repeat, "perch", "curl"):
                 if side == "perch":
-                    elapsed, _ = timed([perch, "pull", ref, "--to", str(fresh(WORK / "to")),
-                                        "--cache", str(fresh(WORK / "cache"))])
+                    elapsed, _ = timed([perch, "pull", ref, "--to", str(perch_bench.fresh(WORK / "to")),
+                                        "--cache", str(perch_bench.fresh(WORK / "cache"))])
                     perch_times.append(elapsed)
                 else:
-                    target = fresh(WORK / "curl") / "blob"
+                    target = perch_bench.fresh(WORK / "curl") / "blob"
                     elapsed, _ = timed(["curl", "-sf", "-o", str(target), blob_url])
                     curl_times.append(elapsed)
-                    target = fresh(WORK / "curl") / "blob"
+                    target = perch_bench.fresh(WORK / "curl") / "blob"
                     elapsed, _ = timed(["sh", "-c", 'curl -sf -o "$1" "$2" && sync "$1"', "sh",
                                         str(target), blob_url])
                     synced_times.append(elapsed)
@@ -149,7 +143,7 @@ def main():
         proxy_ref = f"127.0.0.1:{proxy.port}/bench/big:1"
         resume_ratios, repull_bytes = [], []
         for repeat in range(args.repeats):
-            cache, to = fresh(WORK / "cache"), fresh(WORK / "to")
+            cache, to = perch_bench.fresh(WORK / "cache"), perch_bench.fresh(WORK / "to")
             proxy.reset(cut_after_bytes=size // 2)
             cut = subprocess.run([perch, "pull", proxy_ref, "--to", str(to), "--cache",
                                   str(cache)], capture_output=True, text=True)
