@@ -431,6 +431,35 @@ TEST_F(ServerTest, ExpectContinueIsAnsweredBeforeTheBody) {
   EXPECT_EQ(response->body, "12345");
 }
 
+// Large bodies are read 64 KiB at a time with the socket's low-water mark
+// raised; a body whose last bytes come later, fewer than 64 KiB, and a
+// second request on the same connection must not wait for bytes that never
+// come (the server's body timeout is 30 s; the client gives up after 5).
+TEST_F(ServerTest, LargeBodyWithAShortTailArrivesWhole) {
+  StartServer();
+  RawClient client(port_);
+  const size_t size = 200'000;
+  std::string body(size, '\0');
+  for (size_t i = 0; i < size; ++i) {
+    body[i] = static_cast<char>('a' + i % 26);
+  }
+  for (int round = 0; round < 2; ++round) {
+    ASSERT_TRUE(
+        client.Send(fmt::format("POST /echo HTTP/1.1\r\nContent-Length: {}\r\n\r\n", size)));
+    ASSERT_TRUE(client.Send(std::string_view(body).substr(0, size - 10)));
+    // Not synchronisation: it makes the tail likely to arrive on its own.
+    std::this_thread::sleep_for(50ms);
+    ASSERT_TRUE(client.Send(std::string_view(body).substr(size - 10)));
+    auto response = client.Read();
+    ASSERT_TRUE(response) << "round " << round;
+    EXPECT_EQ(response->status, 200);
+    EXPECT_EQ(response->body, body);
+  }
+  auto small = Exchange(port_, "POST /echo HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc");
+  ASSERT_TRUE(small);
+  EXPECT_EQ(small->body, "abc");
+}
+
 TEST_F(ServerTest, StreamedBodyReachesTheHandlerPieceByPiece) {
   StartServer();
   RawClient client(port_);
