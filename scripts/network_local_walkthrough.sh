@@ -72,7 +72,7 @@ enrolment="$("$perch" locations create branch --hub "$hub" --token "$token" |
 for i in 1 2 3; do
   "$perch" serve --hub "$hub" --token "$enrolment" --device "edge-$i" \
     --state "$work/edge-$i" --http-port $((base + i)) --grpc-port $((base + 10 + i)) \
-    --hub-poll 1 --heartbeat 1 --warmup-runs 0 2>"$work/edge-$i.log" &
+    --hub-poll 1 --heartbeat 1 2>"$work/edge-$i.log" &
   pids+=($!)
 done
 for i in 1 2 3; do
@@ -85,11 +85,14 @@ for model in "${models[@]}"; do
     --hub "$hub" --token "$token" | grep 'placed on'
 done
 
-# Every model READY on one of the three.
+# Every model READY on one of the three, and every agent knows where: each
+# learns its peers' models with its own next poll of the hub.
 served_everywhere() {
-  local model
-  for model in "${models[@]}"; do
-    curl -sf "http://127.0.0.1:$((base + 1))/v2/models/$model/ready" >/dev/null || return 1
+  local i model
+  for i in 1 2 3; do
+    for model in "${models[@]}"; do
+      curl -sf "http://127.0.0.1:$((base + i))/v2/models/$model/ready" >/dev/null || return 1
+    done
   done
 }
 wait_until 120 "model served in the location" served_everywhere

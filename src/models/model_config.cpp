@@ -179,6 +179,37 @@ Result<std::vector<TensorOverride>> ParseOverrides(const json& value, std::strin
   return overrides;
 }
 
+// {"input name": [dims...]}, every dim a size from 1 up: the shapes warm-up
+// runs use where the model leaves dims dynamic.
+Result<std::map<std::string, Shape>> ParseWarmupShapes(const json& value) {
+  constexpr int64_t kMaxDim = 1 << 24;
+  const auto wrong = [](std::string_view detail) {
+    return InvalidArgument(
+        fmt::format("\"warmup\".\"shapes\" must map input names to arrays of sizes, such as "
+                    "{{\"audio\": [1, 16000]}}: {}",
+                    detail));
+  };
+  if (!value.is_object()) {
+    return wrong(fmt::format("got {}", value.dump()));
+  }
+  std::map<std::string, Shape> shapes;
+  for (const auto& [name, dims] : value.items()) {
+    if (!dims.is_array() || dims.empty() || dims.size() > 16) {
+      return wrong(fmt::format("'{}' has no array of 1 to 16 sizes", name));
+    }
+    Shape shape;
+    for (const json& dim : dims) {
+      if (!dim.is_number_integer() || dim.get<int64_t>() < 1 || dim.get<int64_t>() > kMaxDim) {
+        return wrong(fmt::format("'{}' has a size that is not an integer from 1 to {}: {}", name,
+                                 kMaxDim, dim.dump()));
+      }
+      shape.push_back(dim.get<int64_t>());
+    }
+    shapes.emplace(name, std::move(shape));
+  }
+  return shapes;
+}
+
 Result<std::vector<TensorSpec>> ApplyTo(const std::vector<TensorSpec>& specs,
                                         const std::vector<TensorOverride>& overrides,
                                         std::string_view kind) {
@@ -197,11 +228,7 @@ Result<std::vector<TensorSpec>> ApplyTo(const std::vector<TensorSpec>& specs,
     }
     if (override.dims) {
       const Shape& dims = *override.dims;
-      bool compatible = dims.size() == spec->shape.size();
-      for (size_t i = 0; compatible && i < dims.size(); ++i) {
-        compatible = spec->shape[i] < 0 || dims[i] == spec->shape[i];
-      }
-      if (!compatible) {
+      if (!ShapeFits(spec->shape, dims)) {
         return InvalidArgument(fmt::format("model.json gives {} '{}' dims {} but the model has {}",
                                            kind, override.name, ShapeToString(dims),
                                            ShapeToString(spec->shape)));
@@ -286,10 +313,13 @@ Result<ModelConfig> ParseModelConfig(std::string_view text) {
     if (!warmup.is_object()) {
       return InvalidArgument("\"warmup\" must be an object such as {\"runs\": 3}");
     }
-    PERCH_RETURN_IF_ERROR(CheckKeys(warmup, "warmup", {"runs"}));
+    PERCH_RETURN_IF_ERROR(CheckKeys(warmup, "warmup", {"runs", "shapes"}));
     if (warmup.contains("runs")) {
       PERCH_ASSIGN_OR_RETURN(const int64_t runs, GetInteger(warmup, "runs", 0, 1000));
       config.warmup_runs = static_cast<int>(runs);
+    }
+    if (warmup.contains("shapes")) {
+      PERCH_ASSIGN_OR_RETURN(config.warmup_shapes, ParseWarmupShapes(warmup["shapes"]));
     }
   }
   return config;

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -57,6 +58,9 @@ struct ModelConfig {
   std::vector<TensorOverride> inputs;
   std::vector<TensorOverride> outputs;
   int warmup_runs = 0;  // inferences on zero inputs before the model is ready
+  // Shapes of the warm-up inputs by name; an input not named takes its
+  // shape with dynamic dims as 1.
+  std::map<std::string, Shape> warmup_shapes;
   std::optional<MqttBinding> mqtt;
 };
 

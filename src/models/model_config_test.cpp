@@ -12,7 +12,7 @@ TEST(ModelConfigTest, ParsesEveryKey) {
     "version_policy": {"specific": {"versions": [1, 3]}},
     "inputs": [{"name": "x", "datatype": "FP32", "dims": [-1, 16]}],
     "outputs": [{"name": "y"}],
-    "warmup": {"runs": 2},
+    "warmup": {"runs": 2, "shapes": {"x": [1, 16]}},
     "mqtt": {"input_topic": "sensors/+/audio", "output_topic": "results/audio"}})");
   ASSERT_TRUE(config.ok()) << config.status().message();
   EXPECT_EQ(config->max_batch_size, 8);
@@ -22,6 +22,7 @@ TEST(ModelConfigTest, ParsesEveryKey) {
   EXPECT_EQ(config->version_policy.specific, (std::vector<int64_t>{1, 3}));
   EXPECT_EQ(config->inputs[0].dims, (Shape{-1, 16}));
   EXPECT_EQ(config->warmup_runs, 2);
+  EXPECT_EQ(config->warmup_shapes.at("x"), (Shape{1, 16}));
   EXPECT_EQ(config->max_queue_size, 16);
   ASSERT_TRUE(config->mqtt.has_value());
   EXPECT_EQ(config->mqtt->input_topic, "sensors/+/audio");
@@ -78,6 +79,11 @@ TEST(ModelConfigTest, RefusesMistakesByName) {
   expect_error(R"({"inputs": [{"name": "x", "datatype": "FLOAT"}]})", "unknown datatype");
   expect_error(R"({"inputs": [{"name": "x", "dims": [-2]}]})", "dims");
   expect_error(R"({"warmup": 3})", "\"warmup\" must be an object");
+  expect_error(R"({"warmup": {"shapes": [1, 2]}})", "must map input names to arrays of sizes");
+  expect_error(R"({"warmup": {"shapes": {"x": []}}})", "'x' has no array of 1 to 16 sizes");
+  expect_error(R"({"warmup": {"shapes": {"x": [1, -1]}}})",
+               "'x' has a size that is not an integer");
+  expect_error(R"({"warmup": {"shapes": {"x": [1, "2"]}}})", "'x' has a size that is not");
   expect_error(R"({"dynamic_batching": {}})", "needs \"max_batch_size\" above 0");
   expect_error(R"({"max_batch_size": 4, "dynamic_batching": {"preferred_batch_sizes": [8]}})",
                "preferred_batch_sizes lists 8");

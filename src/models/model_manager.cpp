@@ -15,14 +15,40 @@ constexpr EnumNames<ModelState, 3> kStateNames{{
     {ModelState::kUnavailable, "UNAVAILABLE"},
 }};
 
-// Zero-filled inputs for warmup; dynamic dims take size 1.
-std::vector<Tensor> WarmupInputs(const ModelSignature& signature) {
-  std::vector<Tensor> inputs;
+// Zero-filled warm-up inputs: the shapes model.json gives, or the model's
+// with dynamic dims as 1 (`guessed`: a failed run then says little about
+// the model).
+struct WarmupInputs {
+  std::vector<Tensor> tensors;
+  bool guessed = false;
+};
+
+Result<WarmupInputs> MakeWarmupInputs(const ModelSignature& signature, const ModelConfig& config) {
+  WarmupInputs warmup;
+  for (const auto& [name, shape] : config.warmup_shapes) {
+    if (std::none_of(signature.inputs.begin(), signature.inputs.end(),
+                     [&](const TensorSpec& spec) { return spec.name == name; })) {
+      return InvalidArgument(fmt::format(
+          "model.json \"warmup\".\"shapes\" names '{}', which is not an input of the model", name));
+    }
+  }
   for (const auto& spec : signature.inputs) {
     Tensor tensor{.name = spec.name, .datatype = spec.datatype, .shape = spec.shape, .data = {}};
+    if (auto given = config.warmup_shapes.find(spec.name); given != config.warmup_shapes.end()) {
+      if (!ShapeFits(spec.shape, given->second)) {
+        return InvalidArgument(
+            fmt::format("model.json \"warmup\".\"shapes\" gives '{}' the shape {}, which does "
+                        "not fit the model's {}",
+                        spec.name, ShapeToString(given->second), ShapeToString(spec.shape)));
+      }
+      tensor.shape = given->second;
+    }
     int64_t count = 1;
     for (auto& dim : tensor.shape) {
-      dim = dim < 0 ? 1 : dim;
+      if (dim < 0) {
+        dim = 1;
+        warmup.guessed = true;
+      }
       count *= dim;
     }
     if (spec.datatype == DataType::kBytes) {
@@ -32,9 +58,9 @@ std::vector<Tensor> WarmupInputs(const ModelSignature& signature) {
     } else {
       tensor.data.assign(static_cast<size_t>(count) * ElementSize(spec.datatype), '\0');
     }
-    inputs.push_back(std::move(tensor));
+    warmup.tensors.push_back(std::move(tensor));
   }
-  return inputs;
+  return warmup;
 }
 
 std::vector<std::string> OutputNames(const ModelSignature& signature) {
@@ -278,13 +304,23 @@ Result<std::shared_ptr<LoadedModel>> ModelManager::LoadVersion(
   PERCH_ASSIGN_OR_RETURN(auto signature, ApplyOverrides(session->Signature(), disk.config));
   const int warmup_runs = std::max(disk.config.warmup_runs, min_warmup_runs);
   if (warmup_runs > 0) {
-    const auto inputs = WarmupInputs(signature);
+    PERCH_ASSIGN_OR_RETURN(const auto inputs, MakeWarmupInputs(signature, disk.config));
     const auto outputs = OutputNames(signature);
     for (int run = 0; run < warmup_runs; ++run) {
-      const auto result = session->Run(inputs, outputs);
-      if (!result.ok()) {
+      const auto result = session->Run(inputs.tensors, outputs);
+      if (result.ok()) {
+        continue;
+      }
+      if (!inputs.guessed) {
         return InvalidArgument(fmt::format("warmup failed: {}", result.status().message()));
       }
+      logger_.Warn(
+          "model '{}' version {}: warm-up skipped: a run on zeros with its dynamic dims as 1 "
+          "failed ({}); give the shapes to warm up with in model.json, e.g. \"warmup\": "
+          "{{\"shapes\": {{\"{}\": [...]}}}}",
+          disk.name, version, result.status().message(),
+          signature.inputs.empty() ? "input" : signature.inputs.front().name);
+      break;
     }
   }
   return std::make_shared<LoadedModel>(disk.name, version, disk.config, std::move(signature),

@@ -207,13 +207,44 @@ TEST_F(ModelManagerTest, RefusedVersionNeverServesAndTheOldOneStays) {
 
 TEST_F(ModelManagerTest, FailedWarmupIsAFailedLoad) {
   WriteModel(root_, "m", 1, "v1");
-  ASSERT_TRUE(WriteFileAtomically(root_ / "m" / "model.json", R"({"warmup": {"runs": 1}})").ok());
+  ASSERT_TRUE(WriteFileAtomically(root_ / "m" / "model.json",
+                                  R"({"warmup": {"runs": 1, "shapes": {"x": [3, 2]}}})")
+                  .ok());
   engine_.runs().SetError(Internal("the fake broke"));
   StartManager(root_);
   const auto model = manager_->Acquire("m", "");
   EXPECT_EQ(model.status().code(), StatusCode::kUnavailable);
   EXPECT_NE(model.status().message().find("warmup failed: the fake broke"), std::string::npos)
       << model.status().message();
+}
+
+// The fake's input is [-1, 2]: with no shapes given, warm-up guesses [1, 2],
+// and a failed run on a guessed shape says nothing sure about the model.
+TEST_F(ModelManagerTest, WarmupOnAGuessedShapeThatFailsIsSkipped) {
+  WriteModel(root_, "m", 1, "v1");
+  ASSERT_TRUE(WriteFileAtomically(root_ / "m" / "model.json", R"({"warmup": {"runs": 2}})").ok());
+  engine_.runs().SetError(Internal("the fake broke"));
+  StartManager(root_);
+  EXPECT_TRUE(manager_->Acquire("m", "").ok());
+  EXPECT_EQ(engine_.runs().started(), 1);  // the second run was not tried
+}
+
+TEST_F(ModelManagerTest, WarmupShapesThatDoNotFitTheModelFailTheLoad) {
+  WriteModel(root_, "m", 1, "v1");
+  for (const auto& [shapes, expected] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"x": [1, 3]})", "gives 'x' the shape [1,3], which does not fit the model's [-1,2]"},
+           {R"({"x": [2]})", "does not fit"},
+           {R"({"audio": [1, 2]})", "names 'audio', which is not an input of the model"}}) {
+    ASSERT_TRUE(
+        WriteFileAtomically(root_ / "m" / "model.json",
+                            fmt::format(R"({{"warmup": {{"runs": 1, "shapes": {}}}}})", shapes))
+            .ok());
+    StartManager(root_);
+    const auto model = manager_->Acquire("m", "");
+    EXPECT_EQ(model.status().code(), StatusCode::kUnavailable) << shapes;
+    EXPECT_NE(model.status().message().find(expected), std::string::npos)
+        << model.status().message();
+  }
 }
 
 TEST_F(ModelManagerTest, SwitchRepositoryIsAllOrNothing) {

@@ -67,6 +67,18 @@ Result<int64_t> ElementCount(const Shape& shape) {
 
 std::string ShapeToString(const Shape& shape) { return fmt::format("[{}]", fmt::join(shape, ",")); }
 
+bool ShapeFits(const Shape& pattern, const Shape& shape) {
+  if (pattern.size() != shape.size()) {
+    return false;
+  }
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    if (pattern[i] >= 0 && shape[i] != pattern[i]) {
+      return false;
+    }
+  }
+  return true;
+}
+
 Status ValidateTensorData(const Tensor& tensor) {
   PERCH_ASSIGN_OR_RETURN(const int64_t count, ElementCount(tensor.shape));
   if (tensor.datatype == DataType::kBytes) {

@@ -49,6 +49,10 @@ Result<int64_t> ElementCount(const Shape& shape);
 // "[1,3,224,224]", for error messages.
 std::string ShapeToString(const Shape& shape);
 
+// Whether `shape` fits `pattern`: the same rank, and equal in every dim
+// the pattern fixes (a negative pattern dim takes any size).
+bool ShapeFits(const Shape& pattern, const Shape& shape);
+
 struct Tensor {
   std::string name;
   DataType datatype = DataType::kFp32;
