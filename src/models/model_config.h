@@ -58,6 +58,10 @@ struct ModelConfig {
   std::vector<TensorOverride> outputs;
   int warmup_runs = 0;  // inferences on zero inputs before the model is ready
   std::optional<MqttBinding> mqtt;
+  // "kind": "pipeline": the model chains other models (docs/pipelines.md).
+  // Holds the whole model.json body, which src/pipeline reads; models/ only
+  // checks the keys it knows.
+  std::optional<std::string> pipeline;
 };
 
 // Parses a model.json body. InvalidArgument naming the key for unknown keys,
