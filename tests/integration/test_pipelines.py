@@ -14,8 +14,11 @@ import numpy as np
 import pytest
 import requests
 
+import grpc_oip
 import oip
-from harness import ORT_REFERENCE, WAKEWORD_MODELS, REQUEST_TIMEOUT
+from harness import (ORT_REFERENCE, PERCH_BIN, REQUEST_TIMEOUT,
+                     WAKEWORD_MODELS, wait_for)
+from mqtt_harness import Broker, Client, start_agent, unique, wait_online
 
 ROOT = Path(__file__).resolve().parents[2]
 WAKEWORD_JSON = ROOT / "scripts" / "sample-repo" / "wakeword" / "model.json"
@@ -331,3 +334,135 @@ def test_per_step_metrics(server):
     # The step models count what the pipeline ran on them.
     assert metric(server, "perch_inference_requests_total",
                   model="melspectrogram", version="1") >= 1
+
+
+# --- the same pipeline over gRPC, MQTT event streams and perch batch -------
+
+grpc_stubs = grpc_oip.grpc_stubs
+
+
+def noise_chunks(count, seed=11):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(-4000, 4000, CHUNK, dtype=np.int16)
+            for _ in range(count)]
+
+
+def rest_answers(server, stream_id, chunks):
+    return [answers_by_name(infer_chunk(server, stream_id, chunk))
+            for chunk in chunks]
+
+
+def assert_same_scores(answers, expected):
+    assert len(answers) == len(expected)
+    for k, (answer, reference) in enumerate(zip(answers, expected)):
+        for name in ("vad", "hey_jarvis", "alexa"):
+            error = np.max(np.abs(np.asarray(answer[name], np.float32)
+                                  .reshape(-1) - reference[name].reshape(-1)))
+            assert error <= TOLERANCE, f"chunk {k}: {name} off by {error}"
+
+
+def test_grpc_streams_answer_as_rest_does(server, grpc_stubs):
+    chunks = noise_chunks(6)
+    expected = rest_answers(server, "grpc-rest", chunks)
+    client = grpc_oip.connect(grpc_stubs, server)
+    pb = client.pb
+    try:
+        answers = []
+        for chunk in chunks:
+            request = pb.ModelInferRequest(model_name="wakeword", inputs=[
+                grpc_oip.typed_input(pb, "audio", chunk, "INT16"),
+                grpc_oip.typed_input(pb, "stream_id",
+                                     np.array([b"grpc-1"], dtype=object),
+                                     "BYTES")])
+            response = client.infer(request)
+            answers.append(grpc_oip.response_arrays(response)[0])
+    finally:
+        client.close()
+    assert_same_scores(answers, expected)
+
+
+def test_perch_batch_streams_a_file_of_chunks(server, repo, tmp_path):
+    chunks = noise_chunks(5, seed=12)
+    expected = rest_answers(server, "batch-rest", chunks)
+    inputs = tmp_path / "mic.jsonl"
+    inputs.write_text("".join(json.dumps({"id": str(k), "inputs": [
+        oip.json_input("audio", chunk, "INT16"),
+        {"name": "stream_id", "datatype": "BYTES", "shape": [1],
+         "data": ["mic"]}]}) + "\n" for k, chunk in enumerate(chunks)))
+    result = subprocess.run(
+        [str(PERCH_BIN), "batch", "--repo", str(repo), "--model", "wakeword",
+         "--input", str(inputs), "--output", str(tmp_path / "out"),
+         "--concurrency", "1", "--log-level", "warn"],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in
+               (tmp_path / "out" / "mic.jsonl").read_text().splitlines()]
+    answers = [{o["name"]: np.array(o["data"], np.float32)
+                for o in record["outputs"] if o["datatype"] == "FP32"}
+               for record in records]
+    assert_same_scores(answers, expected)
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    broker = Broker(tmp_path_factory.mktemp("broker")).start()
+    yield broker
+    broker.stop()
+
+
+def test_an_mqtt_microphone_gets_detections_as_events(
+        module_servers, server, broker, tmp_path_factory):
+    """A microphone publishes 80 ms chunks on its topic; every answer is
+    published as an event, equal to what REST answers for the same audio."""
+    base = unique("mics")
+    events = f"{base}/detections"
+    stream_repo = tmp_path_factory.mktemp("mqtt") / "repo"
+    shutil.copytree(server.repo, stream_repo, ignore=shutil.ignore_patterns(
+        *BROKEN, "counter"))
+    body = json.loads(WAKEWORD_JSON.read_text())
+    body["mqtt"] = {"input_topic": f"{base}/+/audio", "output_topic": events}
+    (stream_repo / "wakeword" / "model.json").write_text(json.dumps(body))
+    start_agent(module_servers, broker, "lab", "mic-agent", repo=stream_repo,
+                state=tmp_path_factory.mktemp("state"))
+    listener = Client(broker.port).connect()
+    try:
+        wait_online(listener, "lab", "mic-agent")
+        listener.subscribe(events)
+        chunks = noise_chunks(6, seed=13)
+        for k, chunk in enumerate(chunks):
+            listener.publish(f"{base}/kitchen/audio", json.dumps({
+                "id": str(k), "inputs": [
+                    oip.json_input("audio", chunk, "INT16"),
+                    {"name": "stream_id", "datatype": "BYTES", "shape": [1],
+                     "data": ["kitchen"]}]}))
+        messages = listener.collect(len(chunks))
+    finally:
+        listener.close()
+    assert len(messages) == len(chunks), messages
+    answers = [oip.outputs_by_name(m.json()) for m in messages]
+    assert [m.json()["id"] for m in messages] == \
+        [str(k) for k in range(len(chunks))]
+    assert_same_scores(answers, rest_answers(server, "mqtt-rest", chunks))
+
+
+def test_editing_the_pipeline_reloads_it(module_servers, repo,
+                                         tmp_path_factory):
+    """A changed model.json is served after the next poll; the step models
+    keep serving throughout."""
+    reload_repo = tmp_path_factory.mktemp("reload") / "repo"
+    shutil.copytree(repo, reload_repo, ignore=shutil.ignore_patterns(
+        *BROKEN))
+    agent = module_servers.start(repo=reload_repo,
+                                 args=["--poll", "0.2"])
+    body = json.loads(WAKEWORD_JSON.read_text())
+    body["outputs"] = body["outputs"][:1]
+    (reload_repo / "wakeword" / "model.json").write_text(json.dumps(body))
+
+    def outputs_now():
+        metadata = agent.get("/v2/models/wakeword").json()
+        return [o["name"] for o in metadata.get("outputs", [])]
+    wait_for(lambda: outputs_now() == ["vad"], 20,
+             what="the edited pipeline to be served")
+    assert agent.get("/v2/models/melspectrogram/ready").status_code == 200
+    assert list(answers_by_name(infer_chunk(
+        agent, "after", np.zeros(CHUNK, np.int16)))) == ["vad"]
