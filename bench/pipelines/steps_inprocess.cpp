@@ -18,8 +18,10 @@
 namespace {
 
 [[noreturn]] void Usage(const char* error) {
-  std::fprintf(stderr, "error: %s\nusage: bench_pipeline_steps --models DIR [--chunks N] "
-                       "[--threads N]\n", error);
+  std::fprintf(stderr,
+               "error: %s\nusage: bench_pipeline_steps --models DIR [--chunks N] "
+               "[--threads N]\n",
+               error);
   std::exit(2);
 }
 

@@ -225,6 +225,20 @@ TEST_F(PipelineTest, DropsIdleAndLeastRecentlyUsedStreams) {
       << text;
 }
 
+TEST_F(PipelineTest, HundredThousandStreamIdsStayWithinTheCap) {
+  auto session = Load(std::string(kStateful));
+  ASSERT_TRUE(session.ok()) << session.status().message();
+  for (int i = 0; i < 100'000; ++i) {
+    ASSERT_TRUE(
+        (*session)->Run({Floats("x", {1}, {1}), StreamId(std::to_string(i))}, {"last3"}).ok());
+  }
+  const std::string text = metrics_.RenderPrometheus();
+  EXPECT_NE(text.find(R"(perch_pipeline_streams{model="p"} 2)"), std::string::npos) << text;
+  EXPECT_NE(text.find(R"(perch_pipeline_streams_dropped_total{model="p",reason="full"} 99998)"),
+            std::string::npos)
+      << text;
+}
+
 TEST_F(PipelineTest, RefusesAnEmptyStreamId) {
   auto session = Load(std::string(kStateful));
   ASSERT_TRUE(session.ok()) << session.status().message();
