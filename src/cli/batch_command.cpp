@@ -152,6 +152,9 @@ Result<std::string> DigestOf(const ResolvedModel& resolved, const LoadedModel& m
   if (!resolved.digest.empty()) {
     return resolved.digest;
   }
+  if (model.config().pipeline) {
+    return std::string();  // a pipeline is no artifact of its own: it names none
+  }
   const fs::path folder = resolved.repository / resolved.name;
   if (const auto installed = InstalledDigest(folder / std::to_string(model.version()))) {
     return installed->str();
