@@ -28,6 +28,7 @@
 #include "models/inference_service.h"
 #include "models/model_manager.h"
 #include "models/scheduler.h"
+#include "pipeline/pipeline.h"
 #include "store/model_puller.h"
 #include "store/model_pusher.h"
 #include "store/reference.h"
@@ -150,6 +151,9 @@ Result<std::string> DigestOf(const ResolvedModel& resolved, const LoadedModel& m
                              Engine& engine) {
   if (!resolved.digest.empty()) {
     return resolved.digest;
+  }
+  if (model.config().pipeline) {
+    return std::string();  // a pipeline is no artifact of its own: it names none
   }
   const fs::path folder = resolved.repository / resolved.name;
   if (const auto installed = InstalledDigest(folder / std::to_string(model.version()))) {
@@ -302,9 +306,18 @@ int RunBatch(const BatchCommandOptions& options) {
   if (!engine.ok()) {
     return Fail(logger, engine.status());
   }
-  ModelManager models(ModelManagerOptions{.repository = resolved->repository}, **engine, metrics,
-                      logger.ForComponent("models"));
-  // Only the job's model is loaded, however many others the folder holds.
+  ModelManager models(ModelManagerOptions{.repository = resolved->repository,
+                                          .load_pipeline = MakePipelineLoader(metrics)},
+                      **engine, metrics, logger.ForComponent("models"));
+  // Only the job's model is loaded, however many others the folder holds,
+  // but for a pipeline, whose steps are other models of the folder.
+  const auto scanned = ScanModel(resolved->repository, resolved->name);
+  const bool pipeline = scanned.ok() && scanned->config.pipeline.has_value();
+  if (pipeline) {
+    if (const Status started = models.Start(); !started.ok()) {
+      return Fail(logger, started);
+    }
+  }
   if (const Status loaded = models.LoadModel(resolved->name); !loaded.ok()) {
     return Fail(logger, Status(loaded.code(),
                                fmt::format("cannot load model '{}' from {}: {}", resolved->name,

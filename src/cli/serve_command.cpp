@@ -33,6 +33,7 @@
 #include "models/model_manager.h"
 #include "models/scheduler.h"
 #include "peers/peer_directory.h"
+#include "pipeline/pipeline.h"
 #include "store/blob_store.h"
 
 namespace perch::cli {
@@ -206,6 +207,7 @@ int RunServe(const ServeOptions& options) {
           .poll_interval =
               std::chrono::milliseconds(static_cast<int64_t>(options.poll_seconds * 1000)),
           .check_version = std::move(trust).value(),
+          .load_pipeline = MakePipelineLoader(metrics),
       },
       **engine, metrics, logger.ForComponent("models"));
   Scheduler scheduler(SchedulerOptions{.workers = options.workers});

@@ -273,11 +273,27 @@ Result<ModelConfig> ParseModelConfig(std::string_view text) {
   if (root.is_discarded() || !root.is_object()) {
     return InvalidArgument("model.json is not a JSON object");
   }
-  PERCH_RETURN_IF_ERROR(
-      CheckKeys(root, "model.json",
-                {"max_batch_size", "instances", "max_queue_size", "dynamic_batching", "threads",
-                 "version_policy", "inputs", "outputs", "warmup", "mqtt"}));
   ModelConfig config;
+  if (root.contains("kind")) {
+    const json& kind = root["kind"];
+    if (kind != "model" && kind != "pipeline") {
+      return InvalidArgument(
+          fmt::format("\"kind\" must be \"model\" or \"pipeline\", not {}", kind.dump()));
+    }
+    if (kind == "pipeline") {
+      config.pipeline = std::string(text);
+    }
+  }
+  if (config.pipeline) {
+    PERCH_RETURN_IF_ERROR(CheckKeys(root, "model.json",
+                                    {"kind", "instances", "max_queue_size", "version_policy",
+                                     "inputs", "outputs", "mqtt", "steps", "streams"}));
+  } else {
+    PERCH_RETURN_IF_ERROR(
+        CheckKeys(root, "model.json",
+                  {"kind", "max_batch_size", "instances", "max_queue_size", "dynamic_batching",
+                   "threads", "version_policy", "inputs", "outputs", "warmup", "mqtt"}));
+  }
   if (root.contains("max_batch_size")) {
     PERCH_ASSIGN_OR_RETURN(config.max_batch_size, GetInteger(root, "max_batch_size", 0, 1 << 20));
   }

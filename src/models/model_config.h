@@ -62,6 +62,10 @@ struct ModelConfig {
   // shape with dynamic dims as 1.
   std::map<std::string, Shape> warmup_shapes;
   std::optional<MqttBinding> mqtt;
+  // "kind": "pipeline": the model chains other models (docs/pipelines.md).
+  // Holds the whole model.json body, which src/pipeline reads; models/ only
+  // checks the keys it knows.
+  std::optional<std::string> pipeline;
 };
 
 // Parses a model.json body. InvalidArgument naming the key for unknown keys,

@@ -96,6 +96,20 @@ TEST(ModelConfigTest, RefusesMistakesByName) {
   expect_error(R"({"mqtt": {"input_topic": "a", "qos": 2}})", "unknown key \"qos\"");
 }
 
+TEST(ModelConfigTest, KeepsAPipelineBodyForThePipelineComponent) {
+  const std::string body = R"({"kind": "pipeline", "instances": 2, "steps": [], "streams": {}})";
+  const auto config = ParseModelConfig(body);
+  ASSERT_TRUE(config.ok()) << config.status().message();
+  EXPECT_EQ(config->pipeline, body);
+  EXPECT_EQ(config->instances, 2);
+  EXPECT_FALSE(ParseModelConfig(R"({"kind": "model"})")->pipeline);
+  EXPECT_EQ(ParseModelConfig(R"({"kind": "chain"})").status().code(), StatusCode::kInvalidArgument);
+  // Steps belong to pipelines; batching keys do not.
+  EXPECT_EQ(ParseModelConfig(R"({"steps": []})").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseModelConfig(R"({"kind": "pipeline", "max_batch_size": 4})").status().code(),
+            StatusCode::kInvalidArgument);
+}
+
 TEST(VersionPolicyTest, Selects) {
   const std::vector<int64_t> available{1, 2, 5};
   VersionPolicy policy;

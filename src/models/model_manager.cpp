@@ -165,6 +165,9 @@ void ModelManager::Reconcile() {
     logger_.Error("{}; keeping the loaded models", scan.status().message());
     return;
   }
+  // Pipelines after the models they chain, so their steps are there to check.
+  std::stable_partition(scan->begin(), scan->end(),
+                        [](const ModelOnDisk& model) { return !model.config.pipeline; });
   std::set<std::string, std::less<>> on_disk;
   for (const auto& model : *scan) {
     on_disk.insert(model.name);
@@ -298,9 +301,17 @@ Result<std::shared_ptr<LoadedModel>> ModelManager::LoadVersion(
         options_.check_version(disk.name, repository / disk.name / std::to_string(version),
                                on_disk.artifact_digest));
   }
-  PERCH_ASSIGN_OR_RETURN(auto session,
-                         engine_.Load(on_disk.model_file, repository,
-                                      SessionOptions{.intra_op_threads = disk.config.threads}));
+  std::unique_ptr<Session> session;
+  if (disk.config.pipeline) {
+    if (!options_.load_pipeline) {
+      return InvalidArgument("this command does not serve pipelines");
+    }
+    PERCH_ASSIGN_OR_RETURN(session, options_.load_pipeline(*this, disk, version));
+  } else {
+    PERCH_ASSIGN_OR_RETURN(session,
+                           engine_.Load(on_disk.model_file, repository,
+                                        SessionOptions{.intra_op_threads = disk.config.threads}));
+  }
   PERCH_ASSIGN_OR_RETURN(auto signature, ApplyOverrides(session->Signature(), disk.config));
   const int warmup_runs = std::max(disk.config.warmup_runs, min_warmup_runs);
   if (warmup_runs > 0) {

@@ -93,10 +93,20 @@ using VersionCheck = std::function<Result<std::string>(const std::string& model,
                                                        const std::filesystem::path& version_folder,
                                                        const std::string& artifact_digest)>;
 
+class ModelManager;
+
+// Loads a version of a model whose model.json is of kind "pipeline" (see
+// src/pipeline): given the manager that serves its step models, the model
+// as scanned and the version. Called from the reconciling thread; the
+// manager lock is not held, so the loader may Acquire step models.
+using PipelineLoader = std::function<Result<std::unique_ptr<Session>>(
+    const ModelManager& models, const ModelOnDisk& model, int64_t version)>;
+
 struct ModelManagerOptions {
   std::filesystem::path repository;
   std::chrono::milliseconds poll_interval{0};  // 0: no polling
   VersionCheck check_version{};                // unset: every version may load
+  PipelineLoader load_pipeline{};              // unset: pipelines are not served
 };
 
 class ModelManager {

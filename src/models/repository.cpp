@@ -124,8 +124,11 @@ Result<ModelOnDisk> ScanModel(const fs::path& root, const std::string& name) {
     if (!version || !entry.is_directory(error)) {
       continue;
     }
-    const fs::path model_file = entry.path() / kModelFile;
-    if (!fs::exists(model_file, error)) {
+    // A pipeline's version folder holds no model file: its steps are in
+    // model.json, which is what its version loads.
+    const fs::path model_file =
+        model.config.pipeline ? folder / kConfigFile : entry.path() / kModelFile;
+    if (!model.config.pipeline && !fs::exists(model_file, error)) {
       continue;
     }
     VersionOnDisk on_disk;
@@ -133,6 +136,13 @@ Result<ModelOnDisk> ScanModel(const fs::path& root, const std::string& name) {
     on_disk.fingerprint = FingerprintOfFolder(entry.path());
     ReadArtifactRecord(entry.path(), on_disk);
     model.versions[*version] = std::move(on_disk);
+  }
+  if (model.config.pipeline && model.versions.empty()) {
+    // A pipeline needs no version folder: model.json alone is version 1.
+    model.versions[1] = VersionOnDisk{.model_file = folder / kConfigFile,
+                                      .fingerprint = model.config_fingerprint,
+                                      .artifact_reference = {},
+                                      .artifact_digest = {}};
   }
   return model;
 }

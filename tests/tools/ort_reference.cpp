@@ -1,7 +1,12 @@
 // ort_reference: runs one inference with ONNX Runtime called directly, the
 // reference the integration tests compare perch's outputs against.
 //
-// Usage: ort_reference MODEL.onnx REQUEST.json
+// Usage: ort_reference MODEL.onnx REQUEST.json [--carry OUTPUT=INPUT]...
+//
+// REQUEST.json may also be an array of requests, run in turn on one session
+// and answered by an array: how a stream of chunks runs step by step. With
+// --carry, from the second request on, INPUT is the previous answer's
+// OUTPUT (a recurrent model's state, such as silero_vad's hn -> h).
 //
 // REQUEST.json is an Open Inference Protocol infer request body:
 //   {"inputs": [{"name", "datatype", "shape", "data"}]}
@@ -249,18 +254,26 @@ std::vector<const char*> CStrings(const std::vector<std::string>& strings) {
   return pointers;
 }
 
-Json Run(const std::string& model_path, const Json& request) {
-  Ort::Env env(ORT_LOGGING_LEVEL_WARNING, "ort_reference");
-  Ort::SessionOptions options;
-  options.SetIntraOpNumThreads(1);
-  Ort::Session session(env, model_path.c_str(), options);
-  Ort::AllocatorWithDefaultOptions allocator;
+using Carry = std::vector<std::pair<std::string, std::string>>;  // output -> input
 
+Json RunOne(Ort::Session& session, const Json& request, const Json* previous, const Carry& carry) {
+  Ort::AllocatorWithDefaultOptions allocator;
   std::vector<std::string> input_names;
   std::vector<Ort::Value> input_tensors;
   for (const auto& input : request.at("inputs")) {
-    input_names.push_back(input.at("name").get<std::string>());
-    input_tensors.push_back(TensorFromJson(input, allocator));
+    const std::string name = input.at("name").get<std::string>();
+    const Json* value = &input;
+    for (const auto& [from, to] : carry) {
+      if (previous != nullptr && to == name) {
+        for (const auto& output : previous->at("outputs")) {
+          if (output.at("name") == from) {
+            value = &output;
+          }
+        }
+      }
+    }
+    input_names.push_back(name);
+    input_tensors.push_back(TensorFromJson(*value, allocator));
   }
 
   std::vector<std::string> output_names;
@@ -281,15 +294,43 @@ Json Run(const std::string& model_path, const Json& request) {
   return response;
 }
 
+Json Run(const std::string& model_path, const Json& request, const Carry& carry) {
+  Ort::Env env(ORT_LOGGING_LEVEL_WARNING, "ort_reference");
+  Ort::SessionOptions options;
+  options.SetIntraOpNumThreads(1);
+  Ort::Session session(env, model_path.c_str(), options);
+  if (!request.is_array()) {
+    return RunOne(session, request, nullptr, carry);
+  }
+  Json responses = Json::array();
+  for (const auto& one : request) {
+    const Json* previous = responses.empty() ? nullptr : &responses.back();
+    Json response = RunOne(session, one, previous, carry);
+    responses.push_back(std::move(response));
+  }
+  return responses;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    std::cerr << "usage: " << argv[0] << " MODEL.onnx REQUEST.json\n";
+  Carry carry;
+  for (int i = 3; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    const std::string pair = argv[i + 1];
+    const size_t equals = pair.find('=');
+    if (flag != "--carry" || equals == std::string::npos) {
+      argc = 0;
+      break;
+    }
+    carry.emplace_back(pair.substr(0, equals), pair.substr(equals + 1));
+  }
+  if (argc < 3 || argc % 2 == 0) {
+    std::cerr << "usage: " << argv[0] << " MODEL.onnx REQUEST.json [--carry OUTPUT=INPUT]...\n";
     return 1;
   }
   try {
-    std::cout << Run(argv[1], ReadJsonFile(argv[2])).dump() << '\n';
+    std::cout << Run(argv[1], ReadJsonFile(argv[2]), carry).dump() << '\n';
     return 0;
   } catch (const std::exception& e) {
     std::cerr << "ort_reference: " << e.what() << '\n';
