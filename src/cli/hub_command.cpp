@@ -17,8 +17,10 @@
 
 #include "cli/commands.h"
 #include "core/log.h"
+#include "fleet/canary_judge.h"
 #include "fleet/fleet_http.h"
 #include "fleet/fleet_store.h"
+#include "fleet/metrics_http.h"
 #include "http/errors.h"
 #include "http/server.h"
 #include "store/access.h"
@@ -167,6 +169,11 @@ int RunHub(const HubOptions& options) {
   if (!fleet.ok()) {
     return Fail(logger, fleet.status());
   }
+  auto metrics =
+      MetricsStore::Open(MetricsStoreOptions{.database = fs::path(options.data) / "fleet.db"});
+  if (!metrics.ok()) {
+    return Fail(logger, metrics.status());
+  }
   // Enrolled devices pull their models with their own tokens.
   tokens->enrolled_device = [&store = **fleet](std::string_view token) {
     return store.AuthenticateDevice(token).ok();
@@ -181,8 +188,10 @@ int RunHub(const HubOptions& options) {
   if (!server.ok()) {
     return Fail(logger, server.status());
   }
-  MountFleetRoutes(**server, **fleet, FleetHttpOptions{.admin_token = tokens->admin},
+  MountFleetRoutes(**server, **fleet,
+                   FleetHttpOptions{.admin_token = tokens->admin, .metrics = metrics->get()},
                    logger.ForComponent("fleet"));
+  MountMetricsRoutes(**server, **metrics, tokens->admin, logger.ForComponent("metrics"));
   MountRegistryRoutes(**server, **registry,
                       RegistryHttpOptions{.tokens = std::move(tokens).value()},
                       logger.ForComponent("registry"));
@@ -198,6 +207,9 @@ int RunHub(const HubOptions& options) {
       (*server)->scheme(), options.host, (*server)->port(), options.data,
       options.anonymous_pull ? "on" : "off",
       options.tls.client_ca_file.empty() ? "" : ", client certificates required");
+
+  CanaryJudge judge(**fleet, **metrics, CanaryJudgeOptions{}, logger.ForComponent("canary"));
+  judge.Start();
 
   int signal = 0;
   sigwait(&stop_signals, &signal);

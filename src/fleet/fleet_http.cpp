@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fleet/fleet_json.h"
+#include "fleet/metrics_store.h"
 #include "http/credentials.h"
 #include "http/errors.h"
 
@@ -238,9 +239,20 @@ void FleetRoutes::Mount(http::Server& server) {
         if (!heartbeat.ok()) {
           return SendError(response, heartbeat.status());
         }
+        const std::optional<HeartbeatMetrics> metrics = heartbeat->metrics;
         if (const Status recorded = store_.RecordHeartbeat(name, std::move(*heartbeat));
             !recorded.ok()) {
           return SendError(response, recorded);
+        }
+        if (options_.metrics != nullptr && metrics) {
+          const auto device = store_.GetDevice(name);
+          const Status kept = device.ok()
+                                  ? options_.metrics->Record(name, device->location, *metrics)
+                                  : device.status();
+          if (!kept.ok()) {
+            // The heartbeat itself is stored; its figures are lost, not retried.
+            logger_.Warn("the metrics of device '{}' were not kept: {}", name, kept.message());
+          }
         }
         response.status = 204;
       });

@@ -23,9 +23,13 @@
 
 namespace perch {
 
+class MetricsStore;
+
 struct FleetHttpOptions {
   std::string admin_token;          // required
   size_t max_body_bytes = 1 << 20;  // fleet documents are small; past it 413
+  // Where heartbeats' device metrics go; null: they are not kept.
+  MetricsStore* metrics = nullptr;
 };
 
 // Call before server.Start().
