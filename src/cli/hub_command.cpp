@@ -17,9 +17,11 @@
 
 #include "cli/commands.h"
 #include "core/log.h"
+#include "dashboard/dashboard.h"
 #include "fleet/canary_judge.h"
 #include "fleet/fleet_http.h"
 #include "fleet/fleet_store.h"
+#include "fleet/hub_metrics.h"
 #include "fleet/metrics_http.h"
 #include "http/errors.h"
 #include "http/server.h"
@@ -188,13 +190,26 @@ int RunHub(const HubOptions& options) {
   if (!server.ok()) {
     return Fail(logger, server.status());
   }
-  MountFleetRoutes(**server, **fleet,
-                   FleetHttpOptions{.admin_token = tokens->admin, .metrics = metrics->get()},
-                   logger.ForComponent("fleet"));
+  MetricsRegistry hub_registry;
+  HubMetrics hub_metrics(hub_registry);
+  const auto observe = [&hub_metrics](std::string api) {
+    return [&hub_metrics, api](const http::Request& request, const http::Response& response,
+                               double seconds) {
+      hub_metrics.Observe(api, request, response, seconds);
+    };
+  };
+  MountFleetRoutes(
+      **server, **fleet,
+      FleetHttpOptions{
+          .admin_token = tokens->admin, .metrics = metrics->get(), .observe = observe("fleet")},
+      logger.ForComponent("fleet"));
   MountMetricsRoutes(**server, **metrics, tokens->admin, logger.ForComponent("metrics"));
-  MountRegistryRoutes(**server, **registry,
-                      RegistryHttpOptions{.tokens = std::move(tokens).value()},
-                      logger.ForComponent("registry"));
+  hub_metrics.Mount(**server, **fleet, std::chrono::seconds(30));
+  MountDashboard(**server);
+  MountRegistryRoutes(
+      **server, **registry,
+      RegistryHttpOptions{.tokens = std::move(tokens).value(), .observe = observe("registry")},
+      logger.ForComponent("registry"));
   (*server)->Route("GET", "/healthz", [](http::Request&, http::Response& response) {
     http::SetJson(response, 200, R"({"status":"ok"})");
   });

@@ -378,9 +378,9 @@ Status FleetAgent::Apply(ModelManager& manager, const DesiredState& state) {
   seen_etag_ = retry ? "" : state.etag;
   last_error_.clear();
   if (!problems.empty()) {
-    last_error_ = "desired state " + state.etag + " applied without " +
-                  std::to_string(failed_deployments.size()) + " of its deployments (they keep " +
-                  "what this device served for them before): ";
+    last_error_ = "desired state " + state.etag + ": " + std::to_string(failed_deployments.size()) +
+                  " deployment(s) refused, keeping what this device served for them before (the "
+                  "others are applied): ";
     for (size_t i = 0; i < problems.size(); ++i) {
       last_error_ += (i == 0 ? "" : "; ") + problems[i];
     }

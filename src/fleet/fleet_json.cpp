@@ -4,6 +4,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "models/repository.h"
+
 namespace perch {
 namespace {
 
@@ -496,7 +498,10 @@ HeartbeatMetrics ReadMetrics(Fields& fields, Status& error) {
   fields.ForEach("models", false, [&](Fields& model) {
     ModelMetrics read;
     read.name = model.String("name", true);
-    CheckName(model, "name", read.name);
+    if (!read.name.empty() && !IsValidModelName(read.name)) {
+      model.Fail(model.Path("name"),
+                 "is not a model name: 1 to 128 of letters, digits, '.', '_', '-'");
+    }
     read.version = count(model, "version");
     read.requests = count(model, "requests");
     read.failures = count(model, "failures");
