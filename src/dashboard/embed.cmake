@@ -1,7 +1,8 @@
 # Writes OUTPUT, a C++ file defining perch::dashboard::kAssets: each of
-# FILES (NAME=PATH pairs, ';'-separated) as bytes with its name, so that
+# FILES (NAME=PATH pairs, '|'-separated) as bytes with its name, so that
 # the dashboard is served from the binary itself (no CDN: sites are often
 # offline). Run by the build with cmake -P whenever a file changes.
+string(REPLACE "|" ";" FILES "${FILES}")
 set(body "")
 set(entries "")
 set(index 0)

@@ -410,7 +410,7 @@ CanaryAnalysis ReadAnalysis(Fields& fields) {
     }
     return value;
   };
-  analysis.window_seconds = integer("window_seconds", analysis.window_seconds, 5, 86400);
+  analysis.window_seconds = integer("window_seconds", analysis.window_seconds, 1, 86400);
   analysis.min_requests = integer("min_requests", analysis.min_requests, 1, 1000000000);
   analysis.max_failure_rate_increase =
       number("max_failure_rate_increase", analysis.max_failure_rate_increase, 0, 1);

@@ -11,14 +11,14 @@ import threading
 from pathlib import Path
 
 import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
 
 from fleet_harness import (Link, add_slow_scorer, admin, create_location,
                            fleet_agent, keep_scoring, make_scorer_repo,
                            push_scorer, wait_scores)
 from harness import wait_for
-
-webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.webdriver.common.by import By  # noqa: E402
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 # A label no page may run: shown as text, it sets nothing.
@@ -34,7 +34,7 @@ def browser():
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
                      "--window-size=1400,1000", "--disable-gpu"):
         options.add_argument(argument)
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=chromedriver),
+    driver = webdriver.Chrome(service=Service(executable_path=chromedriver),
                               options=options)
     driver.set_page_load_timeout(20)
     try:
