@@ -130,8 +130,8 @@ TEST(FleetJsonTest, DeviceMetricsAndCanaryAnalysisRoundTrip) {
   Heartbeat heartbeat;
   heartbeat.metrics = HeartbeatMetrics{
       .interval_seconds = 10,
-      .models = {{.name = "m", .version = 2, .requests = 40, .failures = 1, .p50_ms = 1.5,
-                  .p99_ms = 9}},
+      .models =
+          {{.name = "m", .version = 2, .requests = 40, .failures = 1, .p50_ms = 1.5, .p99_ms = 9}},
       .vitals = {.cpu_percent = 12.5,
                  .memory_used_bytes = 100,
                  .memory_total_bytes = 200,

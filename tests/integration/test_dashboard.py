@@ -91,7 +91,7 @@ def sign_in(driver, token):
 def test_the_dashboard_in_a_browser(fleet, browser):
     hub, references, agents = fleet
     wait_for(lambda: len(hub.request("GET", "/api/v1/devices").json()) == 3, 30)
-    admin(hub, "deploy", references[1], "--name", "scorer")
+    admin(hub, "deploy", references[1], "--name", "scorer", "--location", "plant-a")
     admin(hub, "deploy", references[1], "--name", "scorer-b", "--location", "plant-b")
     wait_scores(agents.values(), 11.0)
     stop = threading.Event()
@@ -131,7 +131,8 @@ def test_the_dashboard_in_a_browser(fleet, browser):
 
         # A canary of a slower version, judged on the devices' figures,
         # rolls back by itself; the page shows the verdicts and figures.
-        admin(hub, "deploy", references[5], "--name", "scorer", "--canary", "34%",
+        admin(hub, "deploy", references[5], "--name", "scorer", "--location", "plant-a",
+              "--canary", "50%",
               "--analysis", "--analysis-window", "4s", "--analysis-min-requests", "10",
               "--analysis-failing-windows", "2")
         browser.get(hub.url + "/#/deployments")

@@ -120,7 +120,7 @@ function chartSeries(page, keyOf) {
   const series = { "requests/s": [], "failures %": [], "p99 ms": [], "CPU %": [], "memory %": [], "disk %": [] };
   for (const p of page.models) {
     const key = keyOf(p);
-    series["requests/s"].push({ at: p.at, key, value: p.requests / 1 });
+    series["requests/s"].push({ at: p.at, key, value: p.requests });
     series["failures %"].push({ at: p.at, key, value: p.requests ? 100 * p.failures / p.requests : 0 });
     series["p99 ms"].push({ at: p.at, key, value: p.p99_ms });
   }
@@ -132,15 +132,21 @@ function chartSeries(page, keyOf) {
   return series;
 }
 
-// Requests per heartbeat become requests per second over its interval:
-// the gap to the previous sample of the same key.
+// Requests per heartbeat become requests per second: the requests of each
+// second a key reported in, over the gap to the previous such second.
 function perSecond(points) {
+  const sums = new Map();
+  for (const p of points) {
+    const id = p.key + "\n" + p.at;
+    const sum = sums.get(id) || { at: p.at, key: p.key, value: 0 };
+    sum.value += p.value;
+    sums.set(id, sum);
+  }
   const last = new Map();
-  return points.map((p) => {
+  return [...sums.values()].sort((a, b) => a.at - b.at).map((p) => {
     const before = last.get(p.key);
     last.set(p.key, p.at);
-    const gap = before === undefined ? 0 : p.at - before;
-    return { at: p.at, key: p.key, value: gap > 0 ? p.value / gap : null };
+    return { at: p.at, key: p.key, value: before === undefined ? null : p.value / (p.at - before) };
   });
 }
 
