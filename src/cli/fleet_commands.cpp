@@ -13,6 +13,7 @@
 #include "cli/hub_agent.h"
 #include "fleet/fleet_json.h"
 #include "fleet/hub_client.h"
+#include "store/reference.h"
 
 namespace perch::cli {
 namespace {
@@ -178,6 +179,34 @@ std::string PlacementText(const Deployment& deployment) {
   return text;
 }
 
+// The canary analysis' verdicts with the figures that decided them
+// (docs/fleet.md "Canary analysis"): the last 20 of each revision.
+void PrintVerdicts(const Deployment& deployment) {
+  std::vector<std::vector<std::string>> rows;
+  for (const Revision& revision : deployment.revisions) {
+    const size_t first = revision.verdicts.size() > 20 ? revision.verdicts.size() - 20 : 0;
+    for (size_t i = first; i < revision.verdicts.size(); ++i) {
+      const CanaryVerdict& verdict = revision.verdicts[i];
+      const auto side = [](int64_t version, int64_t requests, int64_t failures, double p99) {
+        return fmt::format("v{} {} req {} fail p99 {:.1f}ms", version, requests, failures, p99);
+      };
+      rows.push_back({std::to_string(revision.number), verdict.outcome,
+                      verdict.window_end == 0
+                          ? "-"
+                          : fmt::format("{}s", verdict.window_end - verdict.window_start),
+                      side(verdict.baseline_version, verdict.baseline_requests,
+                           verdict.baseline_failures, verdict.baseline_p99_ms),
+                      side(verdict.canary_version, verdict.canary_requests, verdict.canary_failures,
+                           verdict.canary_p99_ms),
+                      verdict.reason});
+    }
+  }
+  if (!rows.empty()) {
+    std::printf("canary analysis:\n");
+    PrintTable({"REVISION", "VERDICT", "WINDOW", "BEFORE", "CANARY", "WHY"}, rows);
+  }
+}
+
 void PrintDeployment(const Deployment& deployment) {
   std::printf("deployment %s\n", deployment.name.c_str());
   std::vector<std::vector<std::string>> rows;
@@ -200,17 +229,21 @@ void PrintDeployment(const Deployment& deployment) {
     if (!selector.device.empty()) {
       target += (target.empty() ? "" : " ") + ("device=" + selector.device);
     }
-    const std::string rollout =
+    std::string rollout =
         revision.rollout.strategy == RolloutStrategy::kCanary
             ? fmt::format("canary {}% then all after {}s healthy", revision.rollout.canary_percent,
                           revision.rollout.canary_healthy_seconds)
             : "all at once";
+    if (revision.rollout.analysis) {
+      rollout = fmt::format("canary {}% judged on metrics", revision.rollout.canary_percent);
+    }
     rows.push_back({std::to_string(revision.number), revision.reference,
                     target.empty() ? "all devices" : target,
                     revision.replicas == 0 ? "all" : std::to_string(revision.replicas), rollout,
                     state});
   }
   PrintTable({"REVISION", "REFERENCE", "TARGET", "REPLICAS", "ROLLOUT", "STATE"}, rows);
+  PrintVerdicts(deployment);
   std::printf("placed on: %s\n", PlacementText(deployment).c_str());
   for (const std::string& warning : PlacementWarnings(deployment)) {
     std::printf("warning: %s\n", warning.c_str());
@@ -377,6 +410,10 @@ struct DeployFlags {
   std::vector<std::string> labels;
   std::string canary;
   std::string canary_after = "5m";
+  bool analysis = false;
+  std::string analysis_window = "60s";
+  std::string analysis_deadline = "30m";
+  CanaryAnalysis analysis_figures{};
   bool create_only = false;
   bool require_signature = false;
 };
@@ -404,6 +441,37 @@ CommandRunner AddDeployCommand(CLI::App& app) {
   app.add_option("--canary-after", flags->canary_after,
                  "Then to all once the canaries were healthy this long (90s, 5m, 1h)")
       ->capture_default_str();
+  app.add_flag("--analysis", flags->analysis,
+               "With --canary: promote or roll back on the devices' measured failure rate and "
+               "p99 latency against the previous revision (docs/fleet.md \"Canary analysis\")");
+  app.add_option("--analysis-window", flags->analysis_window,
+                 "Canary analysis: the length of one judged window")
+      ->capture_default_str();
+  app.add_option("--analysis-min-requests", flags->analysis_figures.min_requests,
+                 "Canary analysis: fewer requests in a window is inconclusive")
+      ->check(CLI::Range(int64_t{1}, int64_t{1000000000}))
+      ->capture_default_str();
+  app.add_option("--analysis-max-failure-increase",
+                 flags->analysis_figures.max_failure_rate_increase,
+                 "Canary analysis: a window fails when the failure rate rises by more (0.01: one "
+                 "percentage point)")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  app.add_option("--analysis-max-p99-ratio", flags->analysis_figures.max_p99_ratio,
+                 "Canary analysis: a window fails when p99 grows past the previous p99 times this")
+      ->check(CLI::Range(1.0, 1000.0))
+      ->capture_default_str();
+  app.add_option("--analysis-failing-windows", flags->analysis_figures.failing_windows,
+                 "Canary analysis: this many failing windows in a row roll back")
+      ->check(CLI::Range(int64_t{1}, int64_t{100}))
+      ->capture_default_str();
+  app.add_option("--analysis-passing-windows", flags->analysis_figures.passing_windows,
+                 "Canary analysis: this many passing windows in a row promote")
+      ->check(CLI::Range(int64_t{1}, int64_t{100}))
+      ->capture_default_str();
+  app.add_option("--analysis-deadline", flags->analysis_deadline,
+                 "Canary analysis: not promoted this long after the deploy, roll back")
+      ->capture_default_str();
   app.add_flag("--require-signature", flags->require_signature,
                "Devices refuse the model unless it is signed (model.sig), even without trust "
                "keys of their own; see docs/signing.md");
@@ -411,6 +479,11 @@ CommandRunner AddDeployCommand(CLI::App& app) {
                "Fail if the deployment exists instead of adding a revision");
   return [flags]() -> int {
     DeploymentSpec spec = flags->spec;
+    if (const auto reference = Reference::Parse(spec.reference); !reference.ok()) {
+      return Fail(InvalidArgument("reference '" + spec.reference.substr(0, 80) +
+                                  "' is not a model reference HOST[:PORT]/REPOSITORY[:TAG]: " +
+                                  reference.status().message()));
+    }
     auto labels = ParseLabelFlags(flags->labels);
     if (!labels.ok()) {
       return Fail(labels.status());
@@ -432,6 +505,23 @@ CommandRunner AddDeployCommand(CLI::App& app) {
       spec.rollout = Rollout{.strategy = RolloutStrategy::kCanary,
                              .canary_percent = std::stoi(percent),
                              .canary_healthy_seconds = *after};
+    }
+    if (flags->analysis) {
+      if (spec.rollout.strategy != RolloutStrategy::kCanary) {
+        return Fail(InvalidArgument("--analysis judges a canary: give --canary too"));
+      }
+      CanaryAnalysis analysis = flags->analysis_figures;
+      auto window = ParseDuration(flags->analysis_window);
+      if (!window.ok()) {
+        return Fail(window.status());
+      }
+      auto deadline = ParseDuration(flags->analysis_deadline);
+      if (!deadline.ok()) {
+        return Fail(deadline.status());
+      }
+      analysis.window_seconds = *window;
+      analysis.deadline_seconds = *deadline;
+      spec.rollout.analysis = analysis;
     }
     spec.rollout.require_signature = flags->require_signature;
     if (spec.name.empty()) {

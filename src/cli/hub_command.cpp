@@ -17,8 +17,12 @@
 
 #include "cli/commands.h"
 #include "core/log.h"
+#include "dashboard/dashboard.h"
+#include "fleet/canary_judge.h"
 #include "fleet/fleet_http.h"
 #include "fleet/fleet_store.h"
+#include "fleet/hub_metrics.h"
+#include "fleet/metrics_http.h"
 #include "http/errors.h"
 #include "http/server.h"
 #include "store/access.h"
@@ -167,6 +171,11 @@ int RunHub(const HubOptions& options) {
   if (!fleet.ok()) {
     return Fail(logger, fleet.status());
   }
+  auto metrics =
+      MetricsStore::Open(MetricsStoreOptions{.database = fs::path(options.data) / "fleet.db"});
+  if (!metrics.ok()) {
+    return Fail(logger, metrics.status());
+  }
   // Enrolled devices pull their models with their own tokens.
   tokens->enrolled_device = [&store = **fleet](std::string_view token) {
     return store.AuthenticateDevice(token).ok();
@@ -181,11 +190,26 @@ int RunHub(const HubOptions& options) {
   if (!server.ok()) {
     return Fail(logger, server.status());
   }
-  MountFleetRoutes(**server, **fleet, FleetHttpOptions{.admin_token = tokens->admin},
-                   logger.ForComponent("fleet"));
-  MountRegistryRoutes(**server, **registry,
-                      RegistryHttpOptions{.tokens = std::move(tokens).value()},
-                      logger.ForComponent("registry"));
+  MetricsRegistry hub_registry;
+  HubMetrics hub_metrics(hub_registry);
+  const auto observe = [&hub_metrics](std::string api) {
+    return [&hub_metrics, api](const http::Request& request, const http::Response& response,
+                               double seconds) {
+      hub_metrics.Observe(api, request, response, seconds);
+    };
+  };
+  MountFleetRoutes(
+      **server, **fleet,
+      FleetHttpOptions{
+          .admin_token = tokens->admin, .metrics = metrics->get(), .observe = observe("fleet")},
+      logger.ForComponent("fleet"));
+  MountMetricsRoutes(**server, **metrics, tokens->admin, logger.ForComponent("metrics"));
+  hub_metrics.Mount(**server, **fleet, std::chrono::seconds(30));
+  MountDashboard(**server);
+  MountRegistryRoutes(
+      **server, **registry,
+      RegistryHttpOptions{.tokens = std::move(tokens).value(), .observe = observe("registry")},
+      logger.ForComponent("registry"));
   (*server)->Route("GET", "/healthz", [](http::Request&, http::Response& response) {
     http::SetJson(response, 200, R"({"status":"ok"})");
   });
@@ -198,6 +222,9 @@ int RunHub(const HubOptions& options) {
       (*server)->scheme(), options.host, (*server)->port(), options.data,
       options.anonymous_pull ? "on" : "off",
       options.tls.client_ca_file.empty() ? "" : ", client certificates required");
+
+  CanaryJudge judge(**fleet, **metrics, CanaryJudgeOptions{}, logger.ForComponent("canary"));
+  judge.Start();
 
   int signal = 0;
   sigwait(&stop_signals, &signal);

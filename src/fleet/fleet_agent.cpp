@@ -1,5 +1,6 @@
 #include "fleet/fleet_agent.h"
 
+#include <fmt/format.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -57,7 +58,8 @@ FleetAgent::FleetAgent(FleetAgentOptions options, ModelFetcher fetch, ModelPrune
       prune_(std::move(prune)),
       logger_(std::move(logger)),
       folder_(options_.state / "fleet"),
-      hub_(std::move(hub)) {}
+      hub_(std::move(hub)),
+      sampler_(options_.state) {}
 
 FleetAgent::~FleetAgent() { Stop(); }
 
@@ -109,7 +111,17 @@ Status FleetAgent::LoadSavedState() {
                   (folder_ / kCurrentFile).string());
     return Status::Ok();
   }
-  const fs::path release = folder_ / "releases" / saved["etag"].get<std::string>();
+  // "release" since states are applied in part; older files name only the etag.
+  const std::string release_name = saved.value("release", json()).is_string()
+                                       ? saved["release"].get<std::string>()
+                                       : saved["etag"].get<std::string>();
+  if (release_name.empty() || release_name.find('/') != std::string::npos ||
+      release_name.starts_with('.')) {
+    logger_.Error("{} is damaged; starting with no models until the hub is reached",
+                  (folder_ / kCurrentFile).string());
+    return Status::Ok();
+  }
+  const fs::path release = folder_ / "releases" / release_name;
   if (!fs::is_directory(release)) {
     logger_.Error(
         "the release of the last applied state ({}) is missing; starting with no "
@@ -146,8 +158,11 @@ Status FleetAgent::SaveCurrent() const {
                       {"version", model.pulled.version},
                       {"digest", model.pulled.digest}});
   }
-  return WriteFileAtomically(folder_ / kCurrentFile,
-                             json{{"etag", applied_etag_}, {"models", models}}.dump(2) + "\n");
+  return WriteFileAtomically(
+      folder_ / kCurrentFile,
+      json{{"etag", applied_etag_}, {"release", serving_.filename().string()}, {"models", models}}
+              .dump(2) +
+          "\n");
 }
 
 void FleetAgent::Start(ModelManager& models, std::function<void(Heartbeat&)> fill_heartbeat) {
@@ -227,7 +242,7 @@ void FleetAgent::Run(const std::stop_token& stop) {
       if (!state.ok()) {
         report(state.status(), "cannot get the desired state (still serving " +
                                    (applied_etag_.empty() ? "nothing" : applied_etag_) + ")");
-      } else if (state->has_value() && (*state)->etag == applied_etag_) {
+      } else if (state->has_value() && (*state)->etag == applied_etag_ && failed_models_.empty()) {
         // Back to what is served (a rollback of a refused update): nothing
         // to switch, only the refusal to forget.
         seen_etag_ = applied_etag_;
@@ -257,87 +272,174 @@ void FleetAgent::Run(const std::stop_token& stop) {
 }
 
 Status FleetAgent::Apply(ModelManager& manager, const DesiredState& state) {
+  if (state.etag.empty() || state.etag.find_first_not_of("0123456789abcdef") != std::string::npos) {
+    return InvalidArgument("the hub sent a desired state with a malformed etag");
+  }
   logger_.Info("desired state {}: {} models", state.etag, state.models.size());
-  std::vector<AppliedModel> models;
-  std::set<std::string> names;
   failed_models_.clear();
+  std::vector<std::string> problems;
+  std::set<std::string> failed_deployments;
+  Status pull_error = Status::Ok();
+  bool retry = false;
+  // A deployment that fails is reported and left out; the others go on
+  // (one mistyped deployment must not hold back the rest).
+  const auto fail = [&](const DesiredModel& desired, ModelReport report, std::string problem) {
+    report.reference = desired.reference;
+    report.state = "FAILED";
+    failed_models_.push_back(std::move(report));
+    problems.push_back("deployment " + desired.deployment + ": " + std::move(problem));
+    failed_deployments.insert(desired.deployment);
+  };
+  std::vector<AppliedModel> models;
+  std::map<std::string, std::string> deployment_of_model;
   for (const DesiredModel& desired : state.models) {
     auto pulled = fetch_(desired.reference, device_token_);
     if (!pulled.ok()) {
-      last_error_ = "cannot pull " + desired.reference + ": " + pulled.status().message();
-      failed_models_.push_back(ModelReport{.name = {},
-                                           .version = 0,
-                                           .reference = desired.reference,
-                                           .digest = {},
-                                           .state = "FAILED",
-                                           .error = pulled.status().message()});
+      fail(desired, ModelReport{.error = pulled.status().message()},
+           "cannot pull " + desired.reference + ": " + pulled.status().message());
       // Unreachable registries come back: ask again at the next poll.
-      seen_etag_ = pulled.status().code() == StatusCode::kUnavailable ? "" : state.etag;
-      return Status(pulled.status().code(), last_error_);
+      retry = retry || pulled.status().code() == StatusCode::kUnavailable;
+      if (pull_error.ok()) {
+        pull_error = Status(pulled.status().code(), problems.back());
+      }
+      continue;
     }
-    if (!names.insert(pulled->name).second) {
-      last_error_ =
-          "two deployments place model '" + pulled->name + "' on this device; only one may";
-      seen_etag_ = state.etag;
-      return InvalidArgument(last_error_);
+    const auto [taken, inserted] = deployment_of_model.emplace(pulled->name, desired.deployment);
+    if (!inserted) {
+      fail(desired,
+           ModelReport{.name = pulled->name,
+                       .version = pulled->version,
+                       .digest = pulled->digest,
+                       .error = "model '" + pulled->name + "' is placed by deployment " +
+                                taken->second + " too; only one may"},
+           "model '" + pulled->name + "' is placed on this device by deployment " + taken->second +
+               " too; only one may");
+      continue;
     }
     // The deployment's own demand, kept even on a device without trust keys
     // (which then cannot tell who signed, only that someone did).
     const fs::path signature = pulled->model_folder / std::to_string(pulled->version) / "model.sig";
     std::error_code missing;
     if (desired.require_signature && !fs::is_regular_file(signature, missing)) {
-      last_error_ = "desired state " + state.etag + " was refused: deployment " +
-                    desired.deployment + " requires a signature and model '" + pulled->name +
-                    "' version " + std::to_string(pulled->version) +
-                    " is unsigned; still serving " +
-                    (applied_etag_.empty() ? "no models" : applied_etag_);
-      failed_models_.push_back(ModelReport{
-          .name = pulled->name,
-          .version = pulled->version,
-          .reference = desired.reference,
-          .digest = pulled->digest,
-          .state = "FAILED",
-          .error = "unsigned, and deployment " + desired.deployment + " requires a signature"});
-      seen_etag_ = state.etag;
-      logger_.Error("{}", last_error_);
-      return Status::Ok();  // handled: reported in the heartbeat, not retried
+      deployment_of_model.erase(pulled->name);
+      fail(desired,
+           ModelReport{
+               .name = pulled->name,
+               .version = pulled->version,
+               .digest = pulled->digest,
+               .error = "unsigned, and deployment " + desired.deployment + " requires a signature"},
+           "requires a signature and model '" + pulled->name + "' version " +
+               std::to_string(pulled->version) + " is unsigned");
+      continue;
     }
     models.push_back(AppliedModel{.desired = desired, .pulled = std::move(pulled).value()});
   }
-  auto release = BuildRelease(state.etag, models);
-  if (!release.ok()) {
-    last_error_ = release.status().message();
-    seen_etag_ = "";
-    return release.status();
-  }
-  if (const Status switched = manager.SwitchRepository(*release, options_.warmup_runs);
-      !switched.ok()) {
-    last_error_ = "desired state " + state.etag + " was refused: " + switched.message() +
-                  "; still serving " + (applied_etag_.empty() ? "no models" : applied_etag_);
-    for (const AppliedModel& model : models) {
-      if (switched.message().find("'" + model.pulled.name + "'") != std::string::npos) {
-        failed_models_.push_back(ModelReport{.name = model.pulled.name,
-                                             .version = model.pulled.version,
-                                             .reference = model.desired.reference,
-                                             .digest = model.pulled.digest,
-                                             .state = "FAILED",
-                                             .error = switched.message()});
-      }
+  // Switch to the models that pulled; a refusal names the models it is
+  // about, whose deployments are then left out and the rest tried again.
+  // Each round leaves out at least one deployment, so this ends.
+  const size_t rounds = models.size() + 1;
+  for (size_t round = 0; round <= rounds; ++round) {
+    std::vector<AppliedModel> serve = WithPreviousOf(failed_deployments, models);
+    if (SameModels(serve, applied_)) {
+      break;  // nothing to switch: what serves stays
+    }
+    auto release = BuildRelease(ReleaseName(state.etag, serve, !failed_deployments.empty()), serve);
+    if (!release.ok()) {
+      last_error_ = release.status().message();
+      seen_etag_ = "";
+      return release.status();
+    }
+    const Status switched = manager.SwitchRepository(*release, options_.warmup_runs);
+    if (switched.ok()) {
+      Switched(std::move(serve), *release);
+      break;
     }
     std::error_code ignored;
     fs::remove_all(*release, ignored);
-    seen_etag_ = state.etag;
-    logger_.Error("{}", last_error_);
-    return Status::Ok();  // handled: reported in the heartbeat, not retried
+    const auto named = [&](const AppliedModel& model) {
+      return switched.message().find("'" + model.pulled.name + "'") != std::string::npos;
+    };
+    const bool any_named = std::any_of(models.begin(), models.end(), named);
+    for (const AppliedModel& model : models) {
+      if (!any_named || named(model)) {
+        fail(model.desired,
+             ModelReport{.name = model.pulled.name,
+                         .version = model.pulled.version,
+                         .digest = model.pulled.digest,
+                         .error = switched.message()},
+             switched.message());
+      }
+    }
+    std::erase_if(models, [&](const AppliedModel& model) {
+      return failed_deployments.contains(model.desired.deployment);
+    });
   }
-  applied_ = std::move(models);
   applied_etag_ = state.etag;
-  seen_etag_ = state.etag;
-  serving_ = *release;
+  seen_etag_ = retry ? "" : state.etag;
   last_error_.clear();
+  if (!problems.empty()) {
+    last_error_ = "desired state " + state.etag + ": " + std::to_string(failed_deployments.size()) +
+                  " deployment(s) refused, keeping what this device served for them before (the "
+                  "others are applied): ";
+    for (size_t i = 0; i < problems.size(); ++i) {
+      last_error_ += (i == 0 ? "" : "; ") + problems[i];
+    }
+    logger_.Error("{}", last_error_);
+  }
   if (const Status saved = SaveCurrent(); !saved.ok()) {
     logger_.Error("the desired state is applied but could not be saved: {}", saved.message());
   }
+  logger_.Info("desired state {} applied: serving {} models", state.etag, applied_.size());
+  return pull_error;
+}
+
+std::vector<FleetAgent::AppliedModel> FleetAgent::WithPreviousOf(
+    const std::set<std::string>& failed_deployments,
+    const std::vector<AppliedModel>& models) const {
+  std::vector<AppliedModel> serve = models;
+  for (const AppliedModel& previous : applied_) {
+    const bool name_taken = std::any_of(models.begin(), models.end(), [&](const auto& model) {
+      return model.pulled.name == previous.pulled.name;
+    });
+    if (failed_deployments.contains(previous.desired.deployment) && !name_taken) {
+      AppliedModel kept = previous;
+      kept.pulled.model_folder = serving_ / previous.pulled.name;  // linked from what serves
+      serve.push_back(std::move(kept));
+    }
+  }
+  return serve;
+}
+
+bool FleetAgent::SameModels(const std::vector<AppliedModel>& a,
+                            const std::vector<AppliedModel>& b) {
+  const auto key = [](const std::vector<AppliedModel>& models) {
+    std::set<std::string> keys;
+    for (const AppliedModel& model : models) {
+      keys.insert(model.desired.deployment + " " + model.pulled.name + " " +
+                  std::to_string(model.pulled.version) + " " + model.pulled.digest);
+    }
+    return keys;
+  };
+  return key(a) == key(b);
+}
+
+std::string FleetAgent::ReleaseName(const std::string& etag, const std::vector<AppliedModel>& serve,
+                                    bool partial) {
+  if (!partial) {
+    return etag;
+  }
+  // A state applied in part gets a release named by what it holds, so that
+  // applying the rest later never rebuilds the folder being served.
+  std::string content;
+  for (const AppliedModel& model : serve) {
+    content += model.desired.deployment + " " + model.pulled.digest + "\n";
+  }
+  return fmt::format("{}-{:016x}", etag, std::hash<std::string>{}(content));
+}
+
+void FleetAgent::Switched(std::vector<AppliedModel> serve, const fs::path& release) {
+  applied_ = std::move(serve);
+  serving_ = release;
   RemoveReleasesExcept(serving_);
   std::map<std::string, int64_t> keep;
   for (const AppliedModel& model : applied_) {
@@ -346,17 +448,12 @@ Status FleetAgent::Apply(ModelManager& manager, const DesiredState& state) {
   if (const Status pruned = prune_(keep); !pruned.ok()) {
     logger_.Warn("cannot free the models no longer deployed: {}", pruned.message());
   }
-  logger_.Info("desired state {} applied: serving {} models", state.etag, applied_.size());
-  return Status::Ok();
 }
 
-Result<fs::path> FleetAgent::BuildRelease(const std::string& etag,
+Result<fs::path> FleetAgent::BuildRelease(const std::string& name,
                                           const std::vector<AppliedModel>& models) const {
-  if (etag.empty() || etag.find_first_not_of("0123456789abcdef") != std::string::npos) {
-    return InvalidArgument("the hub sent a desired state with a malformed etag");
-  }
-  const fs::path release = folder_ / "releases" / etag;
-  const fs::path staging = folder_ / "releases" / (".staging-" + etag);
+  const fs::path release = folder_ / "releases" / name;
+  const fs::path staging = folder_ / "releases" / (".staging-" + name);
   std::error_code error;
   fs::remove_all(staging, error);
   fs::create_directories(staging, error);
@@ -431,6 +528,7 @@ Heartbeat FleetAgent::MakeHeartbeat(const ModelManager& manager) {
     heartbeat.load = load[0];
   }
   heartbeat.memory_available_bytes = MemoryAvailableBytes();
+  heartbeat.metrics = sampler_.Sample(manager);
   if (fill_heartbeat_) {
     fill_heartbeat_(heartbeat);
   }

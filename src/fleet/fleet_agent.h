@@ -1,9 +1,11 @@
 // FleetAgent: the agent's side of the fleet (`perch serve --hub URL`).
 // It enrols with the location's enrolment token, polls its desired state
 // (conditional GET with the ETag), pulls and verifies every model of a new
-// state, and switches to it whole or not at all: when a model fails to
-// load or warm up, the last good state keeps serving and the failure is
-// reported in the next heartbeat.
+// state, and switches each deployment whole or not at all: a deployment
+// whose model cannot be pulled, is unsigned when it must be signed, or fails
+// to load or warm up keeps what the device served for it before, the other
+// deployments of the state switch, and the failure is reported in the next
+// heartbeat. One bad deployment never holds back another.
 //
 // Everything needed to keep serving without the hub lives in STATE/fleet/:
 //   device.json        the device's name, location and token (mode 0600)
@@ -30,6 +32,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -38,6 +41,7 @@
 #include "core/status.h"
 #include "fleet/fleet_types.h"
 #include "fleet/hub_client.h"
+#include "fleet/metrics_sampler.h"
 #include "models/model_manager.h"
 
 namespace perch {
@@ -99,12 +103,12 @@ class FleetAgent {
   // the controlling thread, while that thread is not running) so that a
   // switch can be driven without a hub:
   //
-  // Pulls every model of `state` and switches `manager` to all of them or
-  // to none. A state refused because a model fails to load or warm up is
-  // not an error here: the last good state keeps serving and MakeHeartbeat
-  // reports the failure. Errors: the pull's (Unavailable is retried at the
-  // next poll); InvalidArgument for a malformed etag or a state that places
-  // one model twice; Internal when the release cannot be built.
+  // Pulls every model of `state` and switches `manager` to them, each
+  // deployment all or none: a failing deployment keeps its previous model
+  // (if any) and MakeHeartbeat reports it; the others switch. Errors, after
+  // the rest is applied: the first failed pull's (Unavailable is retried at
+  // the next poll). InvalidArgument for a malformed etag; Internal when the
+  // release cannot be built (nothing switches).
   Status Apply(ModelManager& manager, const DesiredState& state);
   // What the next heartbeat tells the hub about `manager` and the last state.
   Heartbeat MakeHeartbeat(const ModelManager& manager);
@@ -121,8 +125,17 @@ class FleetAgent {
   Status SaveCurrent() const;
   void Run(const std::stop_token& stop);
   Status Enrol();
-  Result<std::filesystem::path> BuildRelease(const std::string& etag,
+  Result<std::filesystem::path> BuildRelease(const std::string& name,
                                              const std::vector<AppliedModel>& models) const;
+  // `models` plus, for each failed deployment, what this device served for
+  // it before (linked from the serving release).
+  std::vector<AppliedModel> WithPreviousOf(const std::set<std::string>& failed_deployments,
+                                           const std::vector<AppliedModel>& models) const;
+  static bool SameModels(const std::vector<AppliedModel>& a, const std::vector<AppliedModel>& b);
+  static std::string ReleaseName(const std::string& etag, const std::vector<AppliedModel>& serve,
+                                 bool partial);
+  // Records a successful switch to `serve` and frees what no longer serves.
+  void Switched(std::vector<AppliedModel> serve, const std::filesystem::path& release);
   void RemoveReleasesExcept(const std::filesystem::path& keep) const;
 
   const FleetAgentOptions options_;
@@ -147,6 +160,7 @@ class FleetAgent {
   // heartbeat (so to within one interval) rather than stamped per request.
   uint64_t requests_seen_ = 0;
   int64_t last_inference_at_ = 0;
+  MetricsSampler sampler_;  // each heartbeat's metrics
 
   ModelManager* models_ = nullptr;
   std::function<void(Heartbeat&)> fill_heartbeat_;

@@ -114,34 +114,32 @@ TEST_F(FleetAgentTest, AppliesADesiredState) {
   EXPECT_EQ(pruned_, (std::vector<std::map<std::string, int64_t>>{{{"m", 1}}}));
 }
 
-TEST_F(FleetAgentTest, OneModelFailingToLoadSwitchesNothingAndIsReported) {
+TEST_F(FleetAgentTest, ADeploymentFailingToLoadIsLeftOutAndReportedWhileTheOthersSwitch) {
   Publish("hub.local/m:1", "m", 1, "v1");
   Publish("hub.local/m:2", "m", 2, "v2");
   Publish("hub.local/n:1", "n", 1, "broken");
   Start();
   ASSERT_TRUE(agent_->Apply(*manager_, State("a1", {"hub.local/m:1"})).ok());
-  const fs::path good_release = agent_->ServingRepository();
 
   // Handled (reported, not retried): Apply itself succeeds.
   ASSERT_TRUE(agent_->Apply(*manager_, State("b2", {"hub.local/m:2", "hub.local/n:1"})).ok());
 
-  // m loaded fine in the new state, yet the old m keeps serving, alone.
-  EXPECT_EQ(agent_->ServingRepository(), good_release);
-  EXPECT_EQ(manager_->repository(), good_release);
+  // m's deployment switched; n's failed on its own and is reported.
+  const fs::path release = agent_->ServingRepository();
+  EXPECT_EQ(manager_->repository(), release);
   const auto m = manager_->Acquire("m", "");
   ASSERT_TRUE(m.ok()) << m.status().message();
-  EXPECT_EQ((*m)->version(), 1);
+  EXPECT_EQ((*m)->version(), 2);
   EXPECT_EQ(manager_->Acquire("n", "").status().code(), StatusCode::kNotFound);
-  EXPECT_FALSE(fs::exists(good_release.parent_path() / "b2")) << "the refused release was kept";
-  EXPECT_EQ(pruned_.size(), 1U) << "models were pruned for a state that was refused";
 
   const Heartbeat heartbeat = agent_->MakeHeartbeat(*manager_);
-  EXPECT_EQ(heartbeat.applied_etag, "a1");
+  EXPECT_EQ(heartbeat.applied_etag, "b2");
   ASSERT_EQ(heartbeat.errors.size(), 1U);
-  EXPECT_NE(heartbeat.errors[0].find("desired state b2 was refused"), std::string::npos)
+  EXPECT_NE(heartbeat.errors[0].find("deployment d-hub.local/n:1"), std::string::npos)
       << heartbeat.errors[0];
   EXPECT_NE(heartbeat.errors[0].find("model 'n' version 1 failed to load"), std::string::npos)
       << heartbeat.errors[0];
+  EXPECT_EQ(heartbeat.errors[0].find("d-hub.local/m:2"), std::string::npos) << heartbeat.errors[0];
   const auto failed =
       std::find_if(heartbeat.models.begin(), heartbeat.models.end(),
                    [](const ModelReport& report) { return report.state == "FAILED"; });
@@ -152,12 +150,41 @@ TEST_F(FleetAgentTest, OneModelFailingToLoadSwitchesNothingAndIsReported) {
                           [](const ModelReport& report) { return report.state == "FAILED"; }),
             1);
 
-  // A restart serves the last good state too.
+  // A restart serves what was applied.
   manager_.reset();
   agent_.reset();
   const auto restarted = OpenAgent();
   ASSERT_NE(restarted, nullptr);
-  EXPECT_EQ(restarted->ServingRepository(), good_release);
+  EXPECT_EQ(restarted->ServingRepository(), release);
+}
+
+TEST_F(FleetAgentTest, AFailingNewRevisionKeepsServingItsPreviousOne) {
+  Publish("hub.local/m:1", "m", 1, "v1");
+  Publish("hub.local/m:2", "m", 2, "broken");
+  Publish("hub.local/n:1", "n", 1, "n1");
+  Start();
+  ASSERT_TRUE(agent_->Apply(*manager_, State("a1", {"hub.local/m:1"})).ok());
+
+  DesiredState next = State("b2", {"hub.local/m:2", "hub.local/n:1"});
+  next.models[0].deployment = "d-hub.local/m:1";  // a new revision of the same deployment
+  ASSERT_TRUE(agent_->Apply(*manager_, next).ok());
+  EXPECT_EQ((*manager_->Acquire("m", ""))->version(), 1);
+  EXPECT_TRUE(manager_->Acquire("n", "").ok());
+  const Heartbeat heartbeat = agent_->MakeHeartbeat(*manager_);
+  ASSERT_EQ(heartbeat.errors.size(), 1U);
+  EXPECT_NE(heartbeat.errors[0].find("model 'm' version 2"), std::string::npos)
+      << heartbeat.errors[0];
+}
+
+TEST_F(FleetAgentTest, TwoDeploymentsOfOneModelFailOnlyTheSecond) {
+  Publish("hub.local/m:1", "m", 1, "v1");
+  Publish("hub.local/m:2", "m", 2, "v2");
+  Start();
+  ASSERT_TRUE(agent_->Apply(*manager_, State("a1", {"hub.local/m:1", "hub.local/m:2"})).ok());
+  EXPECT_EQ((*manager_->Acquire("m", ""))->version(), 1);
+  const Heartbeat heartbeat = agent_->MakeHeartbeat(*manager_);
+  ASSERT_EQ(heartbeat.errors.size(), 1U);
+  EXPECT_NE(heartbeat.errors[0].find("only one may"), std::string::npos) << heartbeat.errors[0];
 }
 
 TEST_F(FleetAgentTest, ADeploymentRequiringASignatureRefusesAnUnsignedModel) {
@@ -168,6 +195,7 @@ TEST_F(FleetAgentTest, ADeploymentRequiringASignatureRefusesAnUnsignedModel) {
   const fs::path good_release = agent_->ServingRepository();
 
   DesiredState required = State("b2", {"hub.local/m:2"});
+  required.models[0].deployment = "d-hub.local/m:1";
   required.models[0].require_signature = true;
   ASSERT_TRUE(agent_->Apply(*manager_, required).ok());  // handled: reported, not retried
   EXPECT_EQ(manager_->repository(), good_release);
@@ -190,19 +218,19 @@ TEST_F(FleetAgentTest, ADeploymentRequiringASignatureRefusesAnUnsignedModel) {
   EXPECT_EQ((*manager_->Acquire("m", ""))->version(), 2);
 }
 
-TEST_F(FleetAgentTest, FailedPullSwitchesNothingAndIsReported) {
+TEST_F(FleetAgentTest, AFailedPullHoldsBackOnlyItsOwnDeployment) {
   Publish("hub.local/m:1", "m", 1, "v1");
+  Publish("hub.local/n:1", "n", 1, "n1");
   Start();
   ASSERT_TRUE(agent_->Apply(*manager_, State("a1", {"hub.local/m:1"})).ok());
-  const fs::path good_release = agent_->ServingRepository();
 
-  const Status applied =
-      agent_->Apply(*manager_, State("c3", {"hub.local/m:1", "hub.local/missing:1"}));
+  const Status applied = agent_->Apply(
+      *manager_, State("c3", {"hub.local/m:1", "hub.local/missing:1", "hub.local/n:1"}));
   EXPECT_EQ(applied.code(), StatusCode::kNotFound);
-  EXPECT_EQ(manager_->repository(), good_release);
   EXPECT_TRUE(manager_->Acquire("m", "").ok());
+  EXPECT_TRUE(manager_->Acquire("n", "").ok()) << "the bad deployment held back another";
   const Heartbeat heartbeat = agent_->MakeHeartbeat(*manager_);
-  EXPECT_EQ(heartbeat.applied_etag, "a1");
+  EXPECT_EQ(heartbeat.applied_etag, "c3");
   ASSERT_EQ(heartbeat.errors.size(), 1U);
   EXPECT_NE(heartbeat.errors[0].find("cannot pull hub.local/missing:1"), std::string::npos)
       << heartbeat.errors[0];

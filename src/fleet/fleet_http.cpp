@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fleet/fleet_json.h"
+#include "fleet/metrics_store.h"
 #include "http/credentials.h"
 #include "http/errors.h"
 
@@ -100,8 +101,16 @@ void FleetRoutes::Add(http::Server& server, std::string_view method, const std::
                       Handler handler) {
   server.Route(
       method, pattern,
-      [self = shared_from_this(), handler = std::move(handler)](
-          http::Request& request, http::Response& response) { handler(request, response); },
+      [self = shared_from_this(), handler = std::move(handler)](http::Request& request,
+                                                                http::Response& response) {
+        const auto start = std::chrono::steady_clock::now();
+        handler(request, response);
+        if (self->options_.observe) {
+          self->options_.observe(
+              request, response,
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+        }
+      },
       http::RouteOptions{.body = http::BodyMode::kBuffered,
                          .max_body_bytes = options_.max_body_bytes});
 }
@@ -238,9 +247,20 @@ void FleetRoutes::Mount(http::Server& server) {
         if (!heartbeat.ok()) {
           return SendError(response, heartbeat.status());
         }
+        const std::optional<HeartbeatMetrics> metrics = heartbeat->metrics;
         if (const Status recorded = store_.RecordHeartbeat(name, std::move(*heartbeat));
             !recorded.ok()) {
           return SendError(response, recorded);
+        }
+        if (options_.metrics != nullptr && metrics) {
+          const auto device = store_.GetDevice(name);
+          const Status kept = device.ok()
+                                  ? options_.metrics->Record(name, device->location, *metrics)
+                                  : device.status();
+          if (!kept.ok()) {
+            // The heartbeat itself is stored; its figures are lost, not retried.
+            logger_.Warn("the metrics of device '{}' were not kept: {}", name, kept.message());
+          }
         }
         response.status = 204;
       });
@@ -331,6 +351,36 @@ void FleetRoutes::Mount(http::Server& server) {
                        rolled_back->Current()->number);
         }
         Answer(response, rolled_back, 200, [](const auto& value) { return ToJson(value); });
+      });
+  // Promotes a running canary to every device now (the dashboard's and
+  // an operator's override of the canary analysis), recorded as a verdict.
+  Add(server, "POST", Pattern(api + "/deployments/", "/promote"),
+      [this](const auto& request, auto& response) {
+        if (const Status allowed = RequireAdmin(request); !allowed.ok()) {
+          return SendError(response, allowed);
+        }
+        const std::string& name = request.matches[1];
+        const auto deployment = store_.GetDeployment(name);
+        if (!deployment.ok()) {
+          return SendError(response, deployment.status());
+        }
+        const Revision* current = deployment->Current();
+        CanaryVerdict verdict;
+        verdict.at = std::chrono::duration_cast<std::chrono::seconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+        verdict.outcome = "promoted";
+        verdict.reason = "promoted by an operator";
+        const Status promoted =
+            current == nullptr || current->rollout.strategy != RolloutStrategy::kCanary
+                ? InvalidArgument("deployment '" + name + "' has no canary to promote")
+                : store_.RecordVerdict(name, current->number, verdict);
+        if (!promoted.ok()) {
+          return SendError(response, promoted);
+        }
+        logger_.Info("deployment '{}' revision {} promoted by an operator", name, current->number);
+        Answer(response, store_.GetDeployment(name), 200,
+               [](const auto& value) { return ToJson(value); });
       });
   // Other paths the server answers: 404, or 405 with Allow for a known path.
 }

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <string>
 
 #include "core/log.h"
@@ -23,9 +24,16 @@
 
 namespace perch {
 
+class MetricsStore;
+
 struct FleetHttpOptions {
   std::string admin_token;          // required
   size_t max_body_bytes = 1 << 20;  // fleet documents are small; past it 413
+  // Where heartbeats' device metrics go; null: they are not kept.
+  MetricsStore* metrics = nullptr;
+  // Called after each request with the answer and the handler's time in
+  // seconds (the hub's /metrics); may be empty.
+  std::function<void(const http::Request&, const http::Response&, double)> observe{};
 };
 
 // Call before server.Start().

@@ -1,6 +1,10 @@
 #include "fleet/fleet_json.h"
 
+#include <fmt/format.h>
+
 #include <nlohmann/json.hpp>
+
+#include "models/repository.h"
 
 namespace perch {
 namespace {
@@ -143,6 +147,9 @@ class Fields {
     }
   }
 
+  // The fields of the object `key`, reporting into the same error.
+  Fields Nested(std::string_view key) { return Fields(Object(key), Path(key), error_); }
+
   const json& Object(std::string_view key) {
     static const json kEmpty = json::object();
     const json* value = Find(key);
@@ -208,7 +215,59 @@ json RolloutJson(const Rollout& rollout) {
   if (rollout.require_signature) {
     out["require_signature"] = true;
   }
+  if (rollout.analysis) {
+    const CanaryAnalysis& analysis = *rollout.analysis;
+    out["analysis"] = {{"window_seconds", analysis.window_seconds},
+                       {"min_requests", analysis.min_requests},
+                       {"max_failure_rate_increase", analysis.max_failure_rate_increase},
+                       {"max_p99_ratio", analysis.max_p99_ratio},
+                       {"failing_windows", analysis.failing_windows},
+                       {"passing_windows", analysis.passing_windows},
+                       {"deadline_seconds", analysis.deadline_seconds},
+                       {"max_load_failure_percent", analysis.max_load_failure_percent}};
+  }
   return out;
+}
+
+json VerdictJson(const CanaryVerdict& verdict) {
+  return {{"at", verdict.at},
+          {"outcome", verdict.outcome},
+          {"window_start", verdict.window_start},
+          {"window_end", verdict.window_end},
+          {"baseline",
+           {{"version", verdict.baseline_version},
+            {"requests", verdict.baseline_requests},
+            {"failures", verdict.baseline_failures},
+            {"p99_ms", verdict.baseline_p99_ms}}},
+          {"canary",
+           {{"version", verdict.canary_version},
+            {"requests", verdict.canary_requests},
+            {"failures", verdict.canary_failures},
+            {"p99_ms", verdict.canary_p99_ms}}},
+          {"reason", verdict.reason}};
+}
+
+json MetricsJson(const HeartbeatMetrics& metrics) {
+  json models = json::array();
+  for (const ModelMetrics& model : metrics.models) {
+    models.push_back({{"name", model.name},
+                      {"version", model.version},
+                      {"requests", model.requests},
+                      {"failures", model.failures},
+                      {"p50_ms", model.p50_ms},
+                      {"p99_ms", model.p99_ms}});
+  }
+  const DeviceVitals& vitals = metrics.vitals;
+  json out_vitals = {{"cpu_percent", vitals.cpu_percent},
+                     {"memory_used_bytes", vitals.memory_used_bytes},
+                     {"memory_total_bytes", vitals.memory_total_bytes},
+                     {"disk_used_bytes", vitals.disk_used_bytes},
+                     {"disk_total_bytes", vitals.disk_total_bytes}};
+  if (vitals.temperature_celsius) {
+    out_vitals["temperature_celsius"] = *vitals.temperature_celsius;
+  }
+  return {
+      {"interval_seconds", metrics.interval_seconds}, {"models", models}, {"vitals", out_vitals}};
 }
 
 json HeartbeatJson(const Heartbeat& heartbeat) {
@@ -224,17 +283,21 @@ json HeartbeatJson(const Heartbeat& heartbeat) {
     }
     models.push_back(std::move(item));
   }
-  return {{"models", models},
-          {"errors", heartbeat.errors},
-          {"load", heartbeat.load},
-          {"memory_available_bytes", heartbeat.memory_available_bytes},
-          {"outbox_depth", heartbeat.outbox_depth},
-          {"last_inference_at", heartbeat.last_inference_at},
-          {"applied_etag", heartbeat.applied_etag},
-          {"bundle_generation", heartbeat.bundle_generation},
-          {"advertise_url", heartbeat.advertise_url},
-          {"grpc_address", heartbeat.grpc_address},
-          {"blobs", heartbeat.blobs}};
+  json out = {{"models", models},
+              {"errors", heartbeat.errors},
+              {"load", heartbeat.load},
+              {"memory_available_bytes", heartbeat.memory_available_bytes},
+              {"outbox_depth", heartbeat.outbox_depth},
+              {"last_inference_at", heartbeat.last_inference_at},
+              {"applied_etag", heartbeat.applied_etag},
+              {"bundle_generation", heartbeat.bundle_generation},
+              {"advertise_url", heartbeat.advertise_url},
+              {"grpc_address", heartbeat.grpc_address},
+              {"blobs", heartbeat.blobs}};
+  if (heartbeat.metrics) {
+    out["metrics"] = MetricsJson(*heartbeat.metrics);
+  }
+  return out;
 }
 
 json DeviceJson(const Device& device) {
@@ -264,6 +327,13 @@ json RevisionJson(const Revision& revision) {
               {"replicas", revision.replicas}};
   if (revision.healthy_since) {
     out["healthy_since"] = *revision.healthy_since;
+  }
+  if (!revision.verdicts.empty()) {
+    json verdicts = json::array();
+    for (const CanaryVerdict& verdict : revision.verdicts) {
+      verdicts.push_back(VerdictJson(verdict));
+    }
+    out["verdicts"] = std::move(verdicts);
   }
   return out;
 }
@@ -317,6 +387,63 @@ Selector ReadSelector(Fields& fields) {
   return selector;
 }
 
+// Every figure within what makes sense, so that a typo cannot make a
+// canary promote or roll back on nothing.
+CanaryAnalysis ReadAnalysis(Fields& fields) {
+  CanaryAnalysis analysis;
+  const auto integer = [&](std::string_view key, int64_t fallback, int64_t least, int64_t most) {
+    const int64_t value = fields.Int(key, fallback);
+    if (value < least || value > most) {
+      fields.Fail(fields.Path(key),
+                  "must be between " + std::to_string(least) + " and " + std::to_string(most));
+    }
+    return value;
+  };
+  const auto number = [&](std::string_view key, double fallback, double least, double most) {
+    if (fields.Find(key) == nullptr) {
+      return fallback;
+    }
+    const double value = fields.Number(key);
+    if (!(value >= least && value <= most)) {
+      fields.Fail(fields.Path(key), "must be between " + fmt::format("{}", least) + " and " +
+                                        fmt::format("{}", most));
+    }
+    return value;
+  };
+  analysis.window_seconds = integer("window_seconds", analysis.window_seconds, 1, 86400);
+  analysis.min_requests = integer("min_requests", analysis.min_requests, 1, 1000000000);
+  analysis.max_failure_rate_increase =
+      number("max_failure_rate_increase", analysis.max_failure_rate_increase, 0, 1);
+  analysis.max_p99_ratio = number("max_p99_ratio", analysis.max_p99_ratio, 1, 1000);
+  analysis.failing_windows = integer("failing_windows", analysis.failing_windows, 1, 100);
+  analysis.passing_windows = integer("passing_windows", analysis.passing_windows, 1, 100);
+  analysis.deadline_seconds =
+      integer("deadline_seconds", analysis.deadline_seconds, 10, 30 * 86400);
+  analysis.max_load_failure_percent =
+      integer("max_load_failure_percent", analysis.max_load_failure_percent, 1, 100);
+  return analysis;
+}
+
+CanaryVerdict ReadVerdict(Fields& fields, Status& error) {
+  CanaryVerdict verdict;
+  verdict.at = fields.Int("at");
+  verdict.outcome = fields.String("outcome");
+  verdict.window_start = fields.Int("window_start");
+  verdict.window_end = fields.Int("window_end");
+  Fields baseline(fields.Object("baseline"), fields.Path("baseline"), error);
+  verdict.baseline_version = baseline.Int("version");
+  verdict.baseline_requests = baseline.Int("requests");
+  verdict.baseline_failures = baseline.Int("failures");
+  verdict.baseline_p99_ms = baseline.Number("p99_ms");
+  Fields canary(fields.Object("canary"), fields.Path("canary"), error);
+  verdict.canary_version = canary.Int("version");
+  verdict.canary_requests = canary.Int("requests");
+  verdict.canary_failures = canary.Int("failures");
+  verdict.canary_p99_ms = canary.Number("p99_ms");
+  verdict.reason = fields.String("reason");
+  return verdict;
+}
+
 Rollout ReadRollout(Fields& fields) {
   Rollout rollout;
   const std::string strategy = fields.String("strategy");
@@ -338,10 +465,73 @@ Rollout ReadRollout(Fields& fields) {
   if (rollout.canary_healthy_seconds < 0) {
     fields.Fail(fields.Path("canary_healthy_seconds"), "must not be negative");
   }
+  if (fields.Find("analysis") != nullptr) {
+    Fields read = fields.Nested("analysis");
+    rollout.analysis = ReadAnalysis(read);
+    if (rollout.strategy != RolloutStrategy::kCanary) {
+      fields.Fail(fields.Path("analysis"), "is for canary rollouts only");
+    }
+  }
   return rollout;
 }
 
-Heartbeat ReadHeartbeat(Fields& fields, Status&) {
+// Counts and figures a device reports: never negative, and within what a
+// device can measure (the hub stores and charts them).
+HeartbeatMetrics ReadMetrics(Fields& fields, Status& error) {
+  HeartbeatMetrics metrics;
+  const auto count = [&](Fields& from, std::string_view key) {
+    const int64_t value = from.Int(key);
+    if (value < 0) {
+      from.Fail(from.Path(key), "must not be negative");
+    }
+    return value;
+  };
+  const auto figure = [&](Fields& from, std::string_view key, double most) {
+    const double value = from.Number(key);
+    if (!(value >= 0 && value <= most)) {
+      from.Fail(from.Path(key),
+                "must be between 0 and " + std::to_string(static_cast<int64_t>(most)));
+    }
+    return value;
+  };
+  metrics.interval_seconds = count(fields, "interval_seconds");
+  fields.ForEach("models", false, [&](Fields& model) {
+    ModelMetrics read;
+    read.name = model.String("name", true);
+    if (!read.name.empty() && !IsValidModelName(read.name)) {
+      model.Fail(model.Path("name"),
+                 "is not a model name: 1 to 128 of letters, digits, '.', '_', '-'");
+    }
+    read.version = count(model, "version");
+    read.requests = count(model, "requests");
+    read.failures = count(model, "failures");
+    read.p50_ms = figure(model, "p50_ms", 1e9);
+    read.p99_ms = figure(model, "p99_ms", 1e9);
+    if (read.failures > read.requests) {
+      model.Fail(model.Path("failures"), "must not exceed requests");
+    }
+    metrics.models.push_back(std::move(read));
+  });
+  if (metrics.models.size() > 1000) {
+    fields.Fail(fields.Path("models"), "at most 1000 models");
+  }
+  Fields vitals(fields.Object("vitals"), fields.Path("vitals"), error);
+  metrics.vitals.cpu_percent = figure(vitals, "cpu_percent", 100);
+  metrics.vitals.memory_used_bytes = count(vitals, "memory_used_bytes");
+  metrics.vitals.memory_total_bytes = count(vitals, "memory_total_bytes");
+  metrics.vitals.disk_used_bytes = count(vitals, "disk_used_bytes");
+  metrics.vitals.disk_total_bytes = count(vitals, "disk_total_bytes");
+  if (vitals.Find("temperature_celsius") != nullptr) {
+    const double celsius = vitals.Number("temperature_celsius");
+    if (!(celsius >= -100 && celsius <= 300)) {
+      vitals.Fail(vitals.Path("temperature_celsius"), "must be between -100 and 300");
+    }
+    metrics.vitals.temperature_celsius = celsius;
+  }
+  return metrics;
+}
+
+Heartbeat ReadHeartbeat(Fields& fields, Status& error) {
   Heartbeat heartbeat;
   fields.ForEach("models", false, [&](Fields& model) {
     heartbeat.models.push_back(ModelReport{
@@ -363,6 +553,10 @@ Heartbeat ReadHeartbeat(Fields& fields, Status&) {
   heartbeat.advertise_url = fields.String("advertise_url");
   heartbeat.grpc_address = fields.String("grpc_address");
   heartbeat.blobs = fields.Strings("blobs");
+  if (const json* metrics = fields.Find("metrics")) {
+    Fields metrics_fields(*metrics, fields.Path("metrics"), error);
+    heartbeat.metrics = ReadMetrics(metrics_fields, error);
+  }
   return heartbeat;
 }
 
@@ -411,6 +605,9 @@ Deployment ReadDeployment(Fields& fields, Status& error) {
       parsed.healthy_since = revision.Int("healthy_since");
     }
     parsed.replicas = ReadReplicas(revision);
+    revision.ForEach("verdicts", false, [&](Fields& verdict) {
+      parsed.verdicts.push_back(ReadVerdict(verdict, error));
+    });
     deployment.revisions.push_back(std::move(parsed));
   });
   fields.ForEach("placements", false, [&](Fields& placement) {
@@ -463,6 +660,7 @@ std::string ToJson(const Rollout& rollout) { return RolloutJson(rollout).dump();
 std::string ToJson(const Revision& revision) { return RevisionJson(revision).dump(); }
 
 std::string ToJson(const Deployment& deployment) { return DeploymentJson(deployment).dump(); }
+std::string ToJson(const CanaryVerdict& verdict) { return VerdictJson(verdict).dump(); }
 
 std::string ToJson(const WithToken<Location>& created) {
   return json{{"location", LocationJson(created.value)}, {"enrolment_token", created.token}}.dump();
@@ -614,6 +812,10 @@ Result<Selector> ParseSelector(std::string_view text) {
 
 Result<Rollout> ParseRollout(std::string_view text) {
   return ParseObject(text, "rollout", [](Fields& fields, Status&) { return ReadRollout(fields); });
+}
+
+Result<CanaryVerdict> ParseCanaryVerdict(std::string_view text) {
+  return ParseObject(text, "", ReadVerdict);
 }
 
 Result<Location> ParseLocation(std::string_view text) {

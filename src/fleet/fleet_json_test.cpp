@@ -126,5 +126,58 @@ TEST(FleetJsonTest, DeploymentsCarryWhereTheyArePlaced) {
   EXPECT_NE(ToJson(deployment).find(R"("warnings":["location 'b')"), std::string::npos);
 }
 
+TEST(FleetJsonTest, DeviceMetricsAndCanaryAnalysisRoundTrip) {
+  Heartbeat heartbeat;
+  heartbeat.metrics = HeartbeatMetrics{
+      .interval_seconds = 10,
+      .models =
+          {{.name = "m", .version = 2, .requests = 40, .failures = 1, .p50_ms = 1.5, .p99_ms = 9}},
+      .vitals = {.cpu_percent = 12.5,
+                 .memory_used_bytes = 100,
+                 .memory_total_bytes = 200,
+                 .disk_used_bytes = 5,
+                 .disk_total_bytes = 10,
+                 .temperature_celsius = 48.5}};
+  auto parsed = ParseHeartbeat(ToJson(heartbeat));
+  ASSERT_TRUE(parsed.ok()) << parsed.status().message();
+  ASSERT_TRUE(parsed->metrics);
+  EXPECT_EQ(ToJson(*parsed), ToJson(heartbeat));
+  EXPECT_EQ(parsed->metrics->vitals.temperature_celsius, 48.5);
+  // Agents before device metrics send none; none is what the hub reads.
+  EXPECT_FALSE(ParseHeartbeat(R"({"models": []})")->metrics);
+
+  DeploymentSpec spec{.name = "d", .reference = "hub:8080/m:2"};
+  spec.rollout = {.strategy = RolloutStrategy::kCanary,
+                  .canary_percent = 20,
+                  .canary_healthy_seconds = 0,
+                  .require_signature = false,
+                  .analysis = CanaryAnalysis{.window_seconds = 30, .max_p99_ratio = 2}};
+  auto deployment = ParseDeploymentSpec(ToJson(spec));
+  ASSERT_TRUE(deployment.ok()) << deployment.status().message();
+  EXPECT_EQ(ToJson(*deployment), ToJson(spec));
+  EXPECT_EQ(ParseDeploymentSpec(R"({"name": "d", "reference": "h/m:1",
+      "rollout": {"analysis": {}}})")
+                .status()
+                .message(),
+            "rollout.analysis: is for canary rollouts only");
+
+  const CanaryVerdict verdict{.at = 5,
+                              .outcome = "fail",
+                              .window_start = 1,
+                              .window_end = 4,
+                              .baseline_version = 1,
+                              .baseline_requests = 100,
+                              .baseline_failures = 0,
+                              .baseline_p99_ms = 5,
+                              .canary_version = 2,
+                              .canary_requests = 90,
+                              .canary_failures = 2,
+                              .canary_p99_ms = 80,
+                              .reason = "p99"};
+  auto read = ParseCanaryVerdict(ToJson(verdict));
+  ASSERT_TRUE(read.ok()) << read.status().message();
+  EXPECT_EQ(ToJson(*read), ToJson(verdict));
+}
+
 }  // namespace
 }  // namespace perch

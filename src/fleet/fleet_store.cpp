@@ -7,6 +7,7 @@
 #include "fleet/placement.h"
 #include "store/access.h"
 #include "store/digest.h"
+#include "store/reference.h"
 
 namespace perch {
 namespace {
@@ -14,7 +15,12 @@ namespace {
 // A canary is promoted once its devices were healthy long enough. The flag is
 // written at the heartbeat after that moment; what the hub says and serves
 // goes by the moment itself, so the API never lags what the agents run.
+// A canary with an analysis is promoted only by the analysis
+// (CanaryJudge), which sets the flag.
 bool PromotedAt(const Revision& revision, int64_t now) {
+  if (revision.rollout.analysis) {
+    return revision.promoted;
+  }
   return revision.promoted ||
          (revision.healthy_since &&
           now - *revision.healthy_since >= revision.rollout.canary_healthy_seconds);
@@ -46,6 +52,9 @@ CREATE TABLE IF NOT EXISTS placements(
   deployment TEXT NOT NULL, device TEXT NOT NULL, PRIMARY KEY(deployment, device));
 CREATE TABLE IF NOT EXISTS location_peer_tokens(
   location TEXT PRIMARY KEY, token TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS canary_verdicts(
+  deployment TEXT NOT NULL, number INTEGER NOT NULL, seq INTEGER NOT NULL,
+  verdict TEXT NOT NULL, PRIMARY KEY(deployment, number, seq));
 )sql";
 
 // A database made before replicas existed gets the column (every revision
@@ -79,6 +88,14 @@ Status ValidateSpec(const DeploymentSpec& spec) {
   }
   if (spec.reference.empty() || spec.reference.size() > 1024) {
     return InvalidArgument("reference: a model reference HOST/REPO:TAG is required");
+  }
+  // A reference every agent would refuse must not reach the desired state:
+  // it would be refused on every matching device (docs/fleet.md).
+  if (const auto reference = Reference::Parse(spec.reference); !reference.ok()) {
+    return InvalidArgument(
+        "reference: '" + spec.reference.substr(0, 80) +
+        "' is not a model reference HOST[:PORT]/REPOSITORY[:TAG][@sha256:...]: " +
+        reference.status().message());
   }
   if (spec.rollout.strategy == RolloutStrategy::kCanary &&
       (spec.rollout.canary_percent < 1 || spec.rollout.canary_percent > 99)) {
@@ -226,6 +243,7 @@ Status FleetStore::Load() {
     deployment.revisions.push_back(std::move(revision));
   }
   PERCH_RETURN_IF_ERROR(revisions.Finish("read the deployments"));
+  PERCH_RETURN_IF_ERROR(LoadVerdicts());
 
   PERCH_ASSIGN_OR_RETURN(SqliteStatement placements,
                          db_->Prepare("SELECT deployment, device FROM placements"));
@@ -545,7 +563,7 @@ Status FleetStore::AdvanceCanaries(int64_t now, const Device& reporter) {
     } else if (!updated.healthy_since) {
       updated.healthy_since = now;
     }
-    if (updated.healthy_since &&
+    if (updated.healthy_since && !updated.rollout.analysis &&
         now - *updated.healthy_since >= updated.rollout.canary_healthy_seconds) {
       updated.promoted = true;
     }

@@ -130,6 +130,23 @@ class FleetStore {
   Result<DesiredState> WaitForDesiredState(std::string_view device, std::string_view etag,
                                            std::chrono::milliseconds timeout) const;
 
+  // Canary analysis (canary_judge.h); fleet_store_canary.cpp.
+  //
+  // The current revision of `deployment` when it is a canary with an
+  // analysis still running (not promoted, not rolled back), with its canary
+  // devices; nullopt otherwise. NotFound for an unknown deployment.
+  struct RunningCanary {
+    Revision revision;
+    std::vector<Device> devices;
+  };
+  Result<std::optional<RunningCanary>> RunningCanaryOf(std::string_view deployment) const;
+  // Appends a verdict to revision `number` (the newest kMaxVerdicts kept),
+  // and with outcome "promoted" promotes it or with "rolled-back" rolls it
+  // back on every device. FailedPrecondition-like InvalidArgument when the
+  // revision is no longer the running canary (an operator acted first).
+  Status RecordVerdict(std::string_view deployment, int64_t number, const CanaryVerdict& verdict);
+  static constexpr size_t kMaxVerdicts = 200;
+
   // Network local: the other enrolled, non-revoked, online devices of
   // `device`'s location, with the location's peer token (generated on
   // first use and kept in the database; the devices need it in the clear).
@@ -152,6 +169,7 @@ class FleetStore {
   Status Load();
   Status SaveDevice(const DeviceRecord& record);
   Status SaveRevision(const std::string& deployment, const Revision& revision);
+  Status LoadVerdicts();  // requires mutex_
   void PlacementLoop(std::stop_token stop);
   DesiredState ComputeDesiredState(const Device& device) const;  // requires mutex_
   // Placement, all requiring mutex_. A device is live when heard from (or

@@ -11,6 +11,8 @@
 #include <string_view>
 #include <vector>
 
+#include "fleet/device_metrics.h"
+
 namespace perch {
 
 using Labels = std::map<std::string, std::string>;
@@ -72,6 +74,9 @@ struct Heartbeat {
   std::string advertise_url{};  // REST base URL; empty: not reachable by peers
   std::string grpc_address{};   // HOST:PORT; empty: none
   std::vector<std::string> blobs{};
+  // What the device measured since its previous heartbeat; absent from
+  // agents older than device metrics.
+  std::optional<HeartbeatMetrics> metrics{};
 };
 
 struct Device {
@@ -102,6 +107,45 @@ enum class RolloutStrategy { kAllAtOnce, kCanary };
 std::string_view ToString(RolloutStrategy strategy);
 std::optional<RolloutStrategy> RolloutStrategyFromString(std::string_view name);
 
+// A canary judged on what its devices measure (docs/fleet.md "Canary
+// analysis"): the new revision's failure rate and p99 latency against the
+// previous revision's on the same devices, window by window. The defaults
+// are justified there.
+struct CanaryAnalysis {
+  int64_t window_seconds = 60;
+  int64_t min_requests = 50;  // per window and side; fewer: inconclusive
+  // Fails when the failure rate rises by more than this (absolute: 0.01 is
+  // one percentage point) ...
+  double max_failure_rate_increase = 0.01;
+  // ... or p99 grows past previous p99 * this.
+  double max_p99_ratio = 1.5;
+  int64_t failing_windows = 2;  // in a row: roll back on every device
+  int64_t passing_windows = 3;  // in a row: promote
+  // Still not promoted this long after the revision was made: rolled back.
+  int64_t deadline_seconds = 1800;
+  // Canary devices whose model failed to load, in percent, that stop the
+  // rollout fleet-wide.
+  int64_t max_load_failure_percent = 50;
+};
+
+// One judgement of a canary window, or of the rollout as a whole, with the
+// figures that decided it.
+struct CanaryVerdict {
+  int64_t at = 0;            // unix seconds
+  std::string outcome{};     // pass, fail, inconclusive, promoted, rolled-back
+  int64_t window_start = 0;  // 0 for a verdict on the rollout as a whole
+  int64_t window_end = 0;
+  int64_t baseline_version = 0;
+  int64_t baseline_requests = 0;
+  int64_t baseline_failures = 0;
+  double baseline_p99_ms = 0;
+  int64_t canary_version = 0;
+  int64_t canary_requests = 0;
+  int64_t canary_failures = 0;
+  double canary_p99_ms = 0;
+  std::string reason{};
+};
+
 struct Rollout {
   RolloutStrategy strategy = RolloutStrategy::kAllAtOnce;
   int canary_percent = 0;              // canary: share of the matching devices first
@@ -109,6 +153,8 @@ struct Rollout {
   // Devices refuse the model unless it carries a signature (model.sig),
   // even with no trust key of their own (docs/signing.md).
   bool require_signature = false;
+  // Canary: promote on measured figures instead of canary_healthy_seconds.
+  std::optional<CanaryAnalysis> analysis{};
 };
 
 // Most replicas a deployment may ask for per location.
@@ -134,6 +180,7 @@ struct Revision {
   std::optional<int64_t> healthy_since{};  // canary: every canary device READY since
   bool promoted = false;                   // canary: the rest of the devices have it too
   int64_t replicas = 0;                    // as in DeploymentSpec
+  std::vector<CanaryVerdict> verdicts{};   // canary analysis, oldest first
 };
 
 // Where a deployment with replicas runs in one location: the devices the

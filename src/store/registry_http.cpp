@@ -171,6 +171,19 @@ void Route(http::Server& server, const std::shared_ptr<const Context>& context,
     }
     SendError(response, http_status, code, error.message());
   };
+  if (context->options.observe) {
+    server.Route(
+        method, pattern,
+        [run = std::move(run), observe = context->options.observe](http::Request& request,
+                                                                   http::Response& response) {
+          const auto start = std::chrono::steady_clock::now();
+          run(request, response);
+          observe(request, response,
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+        },
+        route_options);
+    return;
+  }
   server.Route(method, pattern, std::move(run), route_options);
 }
 

@@ -15,6 +15,7 @@
 // Threading: handlers run on the server's handler threads, concurrently.
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include "core/log.h"
@@ -27,6 +28,10 @@ namespace perch {
 struct RegistryHttpOptions {
   AccessTokens tokens;
   std::string realm = "perch-hub";  // in the WWW-Authenticate challenge
+  // Called after each request's handler with the answer and the handler's
+  // time in seconds (a streamed blob's bytes go out after it); the hub's
+  // /metrics counts requests with it.
+  std::function<void(const http::Request&, const http::Response&, double)> observe{};
 };
 
 // Registers GET /v2/ and every /v2/<name>/... route, plus a catch-all that

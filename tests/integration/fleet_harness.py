@@ -177,3 +177,39 @@ def device_report(hub, name):
     response = hub.request("GET", f"/api/v1/devices/{name}")
     assert response.status_code == 200, response.text
     return response.json()
+
+
+def add_slow_scorer(repo, version):
+    """scorer/<version>: OUTPUT0 = INPUT0 + version, like the others, but
+    after three 384x384 matrix products that depend on the input (so that
+    nothing is folded away at load): a deliberately slower model version."""
+    n = 384
+    nodes = [
+        helper.make_node("ReduceSum", ["INPUT0"], ["s"], keepdims=1),
+        helper.make_node("Expand", ["s", "SQUARE"], ["x0"]),
+        helper.make_node("MatMul", ["x0", "x0"], ["x1"]),
+        helper.make_node("MatMul", ["x1", "x0"], ["x2"]),
+        helper.make_node("MatMul", ["x2", "x0"], ["x3"]),
+        helper.make_node("ReduceSum", ["x3"], ["t"], keepdims=0),
+        helper.make_node("Mul", ["t", "ZERO"], ["z"]),
+        helper.make_node("Add", ["INPUT0", "V"], ["y"]),
+        helper.make_node("Add", ["y", "z"], ["OUTPUT0"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "scorer",
+        [helper.make_tensor_value_info("INPUT0", TensorProto.FLOAT, ["n"])],
+        [helper.make_tensor_value_info("OUTPUT0", TensorProto.FLOAT, ["n"])],
+        [helper.make_tensor("SQUARE", TensorProto.INT64, [2], [n, n]),
+         helper.make_tensor("ZERO", TensorProto.FLOAT, [], [0.0]),
+         helper.make_tensor("V", TensorProto.FLOAT, [], [float(version)])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    (repo / str(version)).mkdir()
+    onnx.save(model, repo / str(version) / "model.onnx")
+
+
+def keep_scoring(agents, stop):
+    """Sends requests to every agent until `stop` is set."""
+    while not stop.is_set():
+        for agent in agents:
+            score(agent)
