@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string_view>
+#include <utility>
 
 #include "core/files.h"
 
@@ -330,14 +331,23 @@ Status FleetAgent::Apply(ModelManager& manager, const DesiredState& state) {
     logger_.Error("{}", last_error_);
     return Status::Ok();  // handled: reported in the heartbeat, not retried
   }
-  applied_ = std::move(models);
-  applied_etag_ = state.etag;
-  seen_etag_ = state.etag;
+  std::vector<AppliedModel> previous = std::exchange(applied_, std::move(models));
+  std::string previous_etag = std::exchange(applied_etag_, state.etag);
   serving_ = *release;
-  last_error_.clear();
   if (const Status saved = SaveCurrent(); !saved.ok()) {
-    logger_.Error("the desired state is applied but could not be saved: {}", saved.message());
+    // Reported applied only once a restart would serve it too: until then
+    // the heartbeat keeps the etag current.json names, whose release stays,
+    // and the next poll tries again.
+    applied_ = std::move(previous);
+    applied_etag_ = std::move(previous_etag);
+    seen_etag_ = "";
+    last_error_ =
+        "desired state " + state.etag + " is served but could not be saved: " + saved.message();
+    logger_.Error("{}", last_error_);
+    return Status(saved.code(), last_error_);
   }
+  seen_etag_ = state.etag;
+  last_error_.clear();
   RemoveReleasesExcept(serving_);
   std::map<std::string, int64_t> keep;
   for (const AppliedModel& model : applied_) {
@@ -373,6 +383,9 @@ Result<fs::path> FleetAgent::BuildRelease(const std::string& etag,
     const std::string version = std::to_string(model.pulled.version);
     PERCH_RETURN_IF_ERROR(LinkTree(model.pulled.model_folder / version, target / version));
   }
+  // The release's folders and links are durable before it is switched to
+  // and named in current.json (the linked files are synced blobs).
+  PERCH_RETURN_IF_ERROR(SyncTree(staging));
   if (fs::exists(release, error)) {
     fs::remove_all(release, error);
   }
@@ -380,6 +393,7 @@ Result<fs::path> FleetAgent::BuildRelease(const std::string& etag,
   if (error) {
     return Internal("cannot move " + staging.string() + " into place: " + error.message());
   }
+  PERCH_RETURN_IF_ERROR(SyncDirectory(folder_ / "releases"));
   return release;
 }
 
