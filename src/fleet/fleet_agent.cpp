@@ -4,7 +4,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -148,7 +150,8 @@ Status FleetAgent::SaveCurrent() const {
                       {"digest", model.pulled.digest}});
   }
   return WriteFileAtomically(folder_ / kCurrentFile,
-                             json{{"etag", applied_etag_}, {"models", models}}.dump(2) + "\n");
+                             json{{"etag", applied_etag_}, {"models", models}}.dump(2) + "\n", 0644,
+                             Files());
 }
 
 void FleetAgent::Start(ModelManager& models, std::function<void(Heartbeat&)> fill_heartbeat) {
@@ -176,7 +179,8 @@ Status FleetAgent::Enrol() {
                       {"name", enrolled.value.name},
                       {"location", enrolled.value.location},
                       {"token", enrolled.token}};
-  PERCH_RETURN_IF_ERROR(WriteFileAtomically(folder_ / kDeviceFile, saved.dump(2) + "\n", 0600));
+  PERCH_RETURN_IF_ERROR(
+      WriteFileAtomically(folder_ / kDeviceFile, saved.dump(2) + "\n", 0600, Files()));
   device_name_ = enrolled.value.name;
   device_token_ = enrolled.token;
   hub_->SetToken(device_token_);
@@ -385,15 +389,14 @@ Result<fs::path> FleetAgent::BuildRelease(const std::string& etag,
   }
   // The release's folders and links are durable before it is switched to
   // and named in current.json (the linked files are synced blobs).
-  PERCH_RETURN_IF_ERROR(SyncTree(staging));
+  PERCH_RETURN_IF_ERROR(SyncTree(staging, Files()));
   if (fs::exists(release, error)) {
     fs::remove_all(release, error);
   }
-  fs::rename(staging, release, error);
-  if (error) {
-    return Internal("cannot move " + staging.string() + " into place: " + error.message());
+  if (Files().Rename(staging, release) != 0) {
+    return Internal("cannot move " + staging.string() + " into place: " + std::strerror(errno));
   }
-  PERCH_RETURN_IF_ERROR(SyncDirectory(folder_ / "releases"));
+  PERCH_RETURN_IF_ERROR(SyncDirectory(folder_ / "releases", Files()));
   return release;
 }
 

@@ -34,6 +34,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/files.h"
 #include "core/log.h"
 #include "core/status.h"
 #include "fleet/fleet_types.h"
@@ -73,6 +74,9 @@ struct FleetAgentOptions {
   // Network local: called with the location's peers and peer token, fetched
   // from the hub before each desired-state poll; on the agent's thread.
   std::function<void(const LocationPeers&)> on_peers{};
+  // The system calls of the agent's durable writes (releases, current.json,
+  // device.json); null: the real ones. Tests pass one that injects faults.
+  FileIo* files = nullptr;
 };
 
 class FleetAgent {
@@ -119,6 +123,7 @@ class FleetAgent {
              std::unique_ptr<HubClient> hub);
   Status LoadSavedState();
   Status SaveCurrent() const;
+  FileIo& Files() const { return options_.files != nullptr ? *options_.files : SystemFileIo(); }
   void Run(const std::stop_token& stop);
   Status Enrol();
   Result<std::filesystem::path> BuildRelease(const std::string& etag,

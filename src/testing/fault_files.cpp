@@ -59,7 +59,10 @@ int FaultFileIo::Rename(const fs::path& from, const fs::path& to) {
     errno = EIO;
     return -1;
   }
-  PendingRename pending{.from = from, .to = to, .replaced = Content(to)};
+  std::error_code error;
+  PendingRename pending{.from = from,
+                        .to = to,
+                        .replaced = fs::is_regular_file(to, error) ? Content(to) : std::nullopt};
   if (::rename(from.c_str(), to.c_str()) != 0) {
     return -1;
   }
