@@ -90,8 +90,11 @@ class Load:
             message = self.client.next(1)
             if message is None:
                 continue
-            number = int(message.correlation.decode())
-            body = message.json()
+            try:
+                number = int(message.correlation.decode())
+                body = message.json()
+            except (ValueError, AttributeError):
+                continue  # not one of ours
             with self.lock:
                 if number not in self.sent:
                     continue  # the answer to a malformed request: an error
@@ -181,6 +184,8 @@ def main():
         load = Load(broker, f"perch/{LOCATION}/{DEVICE}/infer/scorer")
         capacity = measure_capacity(load, args.capacity_seconds)
         rate = 0.7 * capacity
+        with load.lock:
+            load.order.clear()  # order is checked over the soak's numbers
         log(f"capacity {capacity:.1f} answers/s through the proxies; "
             f"driving {rate:.1f}/s for {seconds / 3600:.2f} h")
 
