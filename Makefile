@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc)
 SAMPLE_REPO := $(BUILD)/sample-repo
 
 .PHONY: all bootstrap build run test unit-test integration-test sample-repo test-models \
-	format format-check lint clean bootstrap-ci check-switches asan-build asan tsan fuzz
+	format format-check lint clean bootstrap-ci check-switches asan-build asan tsan fuzz soak
 
 CXX_SOURCES = $(shell git ls-files 'src/*.cpp' 'src/*.h' 'tests/*.cpp' 'bench/*.cpp')
 
@@ -41,6 +41,14 @@ integration-test: build test-models
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
 test: unit-test integration-test
+
+# The long run of issue 19 (docs/durability.md): an agent, a hub and a broker
+# behind flapping links for HOURS hours; samples in build/soak/.
+HOURS ?= 2
+soak: build test-models
+	@PERCH_BIN=$(abspath $(BUILD))/perch PERCH_BUILD=$(abspath $(BUILD)) \
+	  PERCH_TEST_MODELS=$(abspath $(BUILD))/test-models \
+	  $(PYTHON) tests/soak/soak.py --hours $(HOURS)
 
 format:
 	@clang-format -i $(CXX_SOURCES)
@@ -100,7 +108,7 @@ ASAN_ENV := ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:check_initialization_ord
 # agent restarts on timers (about 2.5 of the suite's 5 minutes under ASan).
 # test_dashboard drives a browser: its C++ path (static files, the fleet
 # API) is sanitized by the other tests.
-ASAN_INTEGRATION_SKIP := test_mqtt_durability test_fleet test_dashboard
+ASAN_INTEGRATION_SKIP := test_mqtt_durability test_fleet test_dashboard test_flapping_links
 
 asan-build: bootstrap-ci
 	@cmake -S . -B $(ASAN_BUILD) $(CLANG_CMAKE) -DPERCH_SANITIZE=address,undefined \

@@ -17,6 +17,8 @@ debian_packages=(
   python3 python3-onnx python3-numpy python3-pytest python3-requests
   python3-grpcio python3-protobuf python3-paho-mqtt python3-distributed
   curl
+  # Clocks that jump (test_clock_jumps.py): libfaketime.
+  faketime
   # Speech for the pipeline tests (docs/pipelines.md).
   espeak-ng sox
   # The hub dashboard's browser tests (docs/dashboard.md): headless Chromium.

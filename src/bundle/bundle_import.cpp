@@ -306,12 +306,14 @@ Result<SiteState> ImportBundle(const fs::path& bundle, const ImportOptions& opti
   }
   const std::string release_name = fmt::format("releases/g{}", state.generation);
   const fs::path release = folder / release_name;
+  PERCH_RETURN_IF_ERROR(SyncTree(staging));
   fs::remove_all(release, error);
   fs::rename(staging, release, error);
   if (error) {
     return Internal(
         fmt::format("cannot move {} into place: {}", release.string(), error.message()));
   }
+  PERCH_RETURN_IF_ERROR(SyncDirectory(release.parent_path()));
   SiteState site{state.generation, state.location, release, state.models, NowRfc3339(), {}};
   for (const FetchedModel& model : models) {
     site.signatures[model.metadata.name] = model.signatures;

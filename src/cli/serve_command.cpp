@@ -65,7 +65,7 @@ struct ServeOptions {
   int64_t outbox_max_records = 100000;
   std::string outbox_overflow = "reject-new";
   int64_t outbox_ttl_seconds = 0;
-  std::string outbox_sync = "normal";
+  std::string outbox_sync = "full";
 #endif
 };
 
@@ -273,7 +273,7 @@ int RunServe(const ServeOptions& options) {
         .overflow =
             OverflowPolicyFromString(options.outbox_overflow).value_or(OverflowPolicy::kRejectNew),
         .ttl = std::chrono::seconds(options.outbox_ttl_seconds),
-        .sync = SyncModeFromString(options.outbox_sync).value_or(SyncMode::kNormal),
+        .sync = SyncModeFromString(options.outbox_sync).value_or(SyncMode::kFull),
     };
     auto opened_outbox = DurableQueue::Open(queue, metrics);
     queue.path = std::filesystem::path(options.state) / "mqtt-inbox.db";
@@ -453,7 +453,9 @@ CommandRunner AddServeCommand(CLI::App& app) {
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 40))
       ->capture_default_str();
   app.add_option("--outbox-sync", options->outbox_sync,
-                 "normal: survives the process being killed; full: also a power loss (slower)")
+                 "full: every record acknowledged survives a power loss (a disk flush per "
+                 "transaction); normal: faster, survives the agent being killed but a power "
+                 "loss may undo the last records (docs/durability.md)")
       ->envname("PERCH_OUTBOX_SYNC")
       ->check(CLI::IsMember({"normal", "full"}))
       ->capture_default_str();

@@ -7,20 +7,50 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 namespace perch {
 namespace {
 
-Status ErrnoStatus(const std::string& what, const std::filesystem::path& path) {
-  const int error = errno;
+Status ErrnoStatus(int error, const std::string& what, const std::filesystem::path& path) {
   const std::string message = "cannot " + what + " " + path.string() + ": " + std::strerror(error);
-  return error == ENOSPC ? ResourceExhausted(message) : Internal(message);
+  return error == ENOSPC ? ResourceExhausted(message + " (free some space and retry)")
+                         : Internal(message);
 }
+
+class SystemIo final : public FileIo {
+ public:
+  ssize_t Write(int fd, const std::filesystem::path& /*path*/, const void* data,
+                size_t size) override {
+    return ::write(fd, data, size);
+  }
+  int Sync(int fd, const std::filesystem::path& /*path*/) override { return ::fsync(fd); }
+  int Rename(const std::filesystem::path& from, const std::filesystem::path& to) override {
+    return ::rename(from.c_str(), to.c_str());
+  }
+  int SyncDirectory(const std::filesystem::path& folder) override {
+    const int fd = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+      return -1;
+    }
+    const int synced = ::fsync(fd);
+    const int error = errno;
+    ::close(fd);
+    errno = error;
+    return synced;
+  }
+};
 
 }  // namespace
 
-Status WriteFileAtomically(const std::filesystem::path& path, std::string_view bytes,
-                           unsigned mode) {
+FileIo& SystemFileIo() {
+  // Stateless: one shared instance is no mutable global.
+  static SystemIo io;
+  return io;
+}
+
+Status WriteFileAtomically(const std::filesystem::path& path, std::string_view bytes, unsigned mode,
+                           FileIo& io) {
   // Hidden beside the target; never through a link someone placed there.
   const std::filesystem::path temporary =
       path.parent_path() / ("." + path.filename().string() + ".tmp");
@@ -28,38 +58,60 @@ Status WriteFileAtomically(const std::filesystem::path& path, std::string_view b
   const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                         static_cast<mode_t>(mode));
   if (fd < 0) {
-    return ErrnoStatus("create", temporary);
+    return ErrnoStatus(errno, "create", temporary);
   }
+  const auto fail = [&](const std::string& what, const std::filesystem::path& named) {
+    const int error = errno;
+    ::close(fd);
+    ::unlink(temporary.c_str());
+    return ErrnoStatus(error, what, named);
+  };
   while (!bytes.empty()) {
-    const ssize_t written = ::write(fd, bytes.data(), bytes.size());
+    const ssize_t written = io.Write(fd, temporary, bytes.data(), bytes.size());
     if (written < 0 && errno == EINTR) {
       continue;
     }
     if (written < 0) {
-      const Status status = ErrnoStatus("write", temporary);
-      ::close(fd);
-      ::unlink(temporary.c_str());
-      return status;
+      return fail("write", temporary);
     }
     bytes.remove_prefix(static_cast<size_t>(written));
   }
-  if (::fsync(fd) != 0) {
-    const Status status = ErrnoStatus("sync", temporary);
-    ::close(fd);
-    ::unlink(temporary.c_str());
-    return status;
+  if (io.Sync(fd, temporary) != 0) {
+    return fail("sync", temporary);
   }
   ::close(fd);
-  if (::rename(temporary.c_str(), path.c_str()) != 0) {
-    const Status status = ErrnoStatus("replace", path);
+  if (io.Rename(temporary, path) != 0) {
+    const int error = errno;
     ::unlink(temporary.c_str());
-    return status;
+    return ErrnoStatus(error, "replace", path);
   }
-  const std::filesystem::path folder = path.has_parent_path() ? path.parent_path() : ".";
-  const int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir >= 0) {
-    ::fsync(dir);
-    ::close(dir);
+  // Until the folder is synced the rename itself may be lost on power loss.
+  return SyncDirectory(path.has_parent_path() ? path.parent_path() : ".", io);
+}
+
+Status SyncDirectory(const std::filesystem::path& folder, FileIo& io) {
+  if (io.SyncDirectory(folder) != 0) {
+    return ErrnoStatus(errno, "sync the folder", folder);
+  }
+  return Status::Ok();
+}
+
+Status SyncTree(const std::filesystem::path& root, FileIo& io) {
+  std::vector<std::filesystem::path> folders{root};
+  std::error_code error;
+  for (auto it = std::filesystem::recursive_directory_iterator(root, error);
+       !error && it != std::filesystem::recursive_directory_iterator(); it.increment(error)) {
+    if (it->is_directory(error) && !it->is_symlink(error)) {
+      folders.push_back(it->path());
+    }
+  }
+  if (error) {
+    return Internal("cannot list " + root.string() + ": " + error.message());
+  }
+  // Children before parents: a parent's entry for a child folder is only
+  // useful once the child's own entries are durable.
+  for (auto it = folders.rbegin(); it != folders.rend(); ++it) {
+    PERCH_RETURN_IF_ERROR(SyncDirectory(*it, io));
   }
   return Status::Ok();
 }

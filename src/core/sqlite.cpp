@@ -23,8 +23,8 @@ Result<std::unique_ptr<SqliteDb>> SqliteDb::Open(const SqliteOptions& options) {
     }
   }
   sqlite3* raw = nullptr;
-  const int opened =
-      sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
+  const int opened = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                                     options.vfs.empty() ? nullptr : options.vfs.c_str());
   // Owned from here on: sqlite3_open_v2 allocates a handle even when it fails.
   std::unique_ptr<SqliteDb> db(new SqliteDb(raw, options));
   if (opened != SQLITE_OK) {

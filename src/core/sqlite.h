@@ -42,6 +42,10 @@ struct SqliteOptions {
   // (synchronous=NORMAL). True: also a power loss, at the price of a disk
   // flush per commit (synchronous=FULL).
   bool full_sync = false;
+  // The name of a registered SQLite VFS to open the file through; empty for
+  // SQLite's default. Tests pass the fault-injecting one
+  // (src/testing/fault_vfs.h).
+  std::string vfs{};
   // Idempotent DDL run at open (CREATE TABLE IF NOT EXISTS ...); may be empty.
   std::string schema{};
   // How long a statement waits for another connection's lock before it

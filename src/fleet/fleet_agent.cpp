@@ -5,11 +5,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <string_view>
+#include <utility>
 
 #include "core/files.h"
 
@@ -162,7 +166,8 @@ Status FleetAgent::SaveCurrent() const {
       folder_ / kCurrentFile,
       json{{"etag", applied_etag_}, {"release", serving_.filename().string()}, {"models", models}}
               .dump(2) +
-          "\n");
+          "\n",
+      0644, Files());
 }
 
 void FleetAgent::Start(ModelManager& models, std::function<void(Heartbeat&)> fill_heartbeat) {
@@ -190,7 +195,8 @@ Status FleetAgent::Enrol() {
                       {"name", enrolled.value.name},
                       {"location", enrolled.value.location},
                       {"token", enrolled.token}};
-  PERCH_RETURN_IF_ERROR(WriteFileAtomically(folder_ / kDeviceFile, saved.dump(2) + "\n", 0600));
+  PERCH_RETURN_IF_ERROR(
+      WriteFileAtomically(folder_ / kDeviceFile, saved.dump(2) + "\n", 0600, Files()));
   device_name_ = enrolled.value.name;
   device_token_ = enrolled.token;
   hub_->SetToken(device_token_);
@@ -337,6 +343,7 @@ Status FleetAgent::Apply(ModelManager& manager, const DesiredState& state) {
   // Switch to the models that pulled; a refusal names the models it is
   // about, whose deployments are then left out and the rest tried again.
   // Each round leaves out at least one deployment, so this ends.
+  std::optional<std::pair<std::vector<AppliedModel>, fs::path>> switched_to;
   const size_t rounds = models.size() + 1;
   for (size_t round = 0; round <= rounds; ++round) {
     std::vector<AppliedModel> serve = WithPreviousOf(failed_deployments, models);
@@ -351,7 +358,7 @@ Status FleetAgent::Apply(ModelManager& manager, const DesiredState& state) {
     }
     const Status switched = manager.SwitchRepository(*release, options_.warmup_runs);
     if (switched.ok()) {
-      Switched(std::move(serve), *release);
+      switched_to.emplace(std::move(serve), *release);
       break;
     }
     std::error_code ignored;
@@ -374,7 +381,29 @@ Status FleetAgent::Apply(ModelManager& manager, const DesiredState& state) {
       return failed_deployments.contains(model.desired.deployment);
     });
   }
-  applied_etag_ = state.etag;
+  // Reported applied only once current.json says so, so that a restart
+  // serves it too: until then the heartbeat keeps the etag current.json
+  // names, whose release stays, and the next poll tries again.
+  std::vector<AppliedModel> previous = applied_;
+  const fs::path previous_serving = serving_;
+  std::string previous_etag = std::exchange(applied_etag_, state.etag);
+  if (switched_to) {
+    applied_ = std::move(switched_to->first);
+    serving_ = switched_to->second;
+  }
+  if (const Status saved = SaveCurrent(); !saved.ok()) {
+    applied_ = std::move(previous);
+    serving_ = previous_serving;
+    applied_etag_ = std::move(previous_etag);
+    seen_etag_ = "";
+    last_error_ =
+        "desired state " + state.etag + " is served but could not be saved: " + saved.message();
+    logger_.Error("{}", last_error_);
+    return Status(saved.code(), last_error_);
+  }
+  if (switched_to) {
+    DropOldReleases();
+  }
   seen_etag_ = retry ? "" : state.etag;
   last_error_.clear();
   if (!problems.empty()) {
@@ -385,9 +414,6 @@ Status FleetAgent::Apply(ModelManager& manager, const DesiredState& state) {
       last_error_ += (i == 0 ? "" : "; ") + problems[i];
     }
     logger_.Error("{}", last_error_);
-  }
-  if (const Status saved = SaveCurrent(); !saved.ok()) {
-    logger_.Error("the desired state is applied but could not be saved: {}", saved.message());
   }
   logger_.Info("desired state {} applied: serving {} models", state.etag, applied_.size());
   return pull_error;
@@ -437,9 +463,7 @@ std::string FleetAgent::ReleaseName(const std::string& etag, const std::vector<A
   return fmt::format("{}-{:016x}", etag, std::hash<std::string>{}(content));
 }
 
-void FleetAgent::Switched(std::vector<AppliedModel> serve, const fs::path& release) {
-  applied_ = std::move(serve);
-  serving_ = release;
+void FleetAgent::DropOldReleases() {
   RemoveReleasesExcept(serving_);
   std::map<std::string, int64_t> keep;
   for (const AppliedModel& model : applied_) {
@@ -470,13 +494,16 @@ Result<fs::path> FleetAgent::BuildRelease(const std::string& name,
     const std::string version = std::to_string(model.pulled.version);
     PERCH_RETURN_IF_ERROR(LinkTree(model.pulled.model_folder / version, target / version));
   }
+  // The release's folders and links are durable before it is switched to
+  // and named in current.json (the linked files are synced blobs).
+  PERCH_RETURN_IF_ERROR(SyncTree(staging, Files()));
   if (fs::exists(release, error)) {
     fs::remove_all(release, error);
   }
-  fs::rename(staging, release, error);
-  if (error) {
-    return Internal("cannot move " + staging.string() + " into place: " + error.message());
+  if (Files().Rename(staging, release) != 0) {
+    return Internal("cannot move " + staging.string() + " into place: " + std::strerror(errno));
   }
+  PERCH_RETURN_IF_ERROR(SyncDirectory(folder_ / "releases", Files()));
   return release;
 }
 

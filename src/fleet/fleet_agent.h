@@ -37,6 +37,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/files.h"
 #include "core/log.h"
 #include "core/status.h"
 #include "fleet/fleet_types.h"
@@ -77,6 +78,9 @@ struct FleetAgentOptions {
   // Network local: called with the location's peers and peer token, fetched
   // from the hub before each desired-state poll; on the agent's thread.
   std::function<void(const LocationPeers&)> on_peers{};
+  // The system calls of the agent's durable writes (releases, current.json,
+  // device.json); null: the real ones. Tests pass one that injects faults.
+  FileIo* files = nullptr;
 };
 
 class FleetAgent {
@@ -123,6 +127,7 @@ class FleetAgent {
              std::unique_ptr<HubClient> hub);
   Status LoadSavedState();
   Status SaveCurrent() const;
+  FileIo& Files() const { return options_.files != nullptr ? *options_.files : SystemFileIo(); }
   void Run(const std::stop_token& stop);
   Status Enrol();
   Result<std::filesystem::path> BuildRelease(const std::string& name,
@@ -134,8 +139,8 @@ class FleetAgent {
   static bool SameModels(const std::vector<AppliedModel>& a, const std::vector<AppliedModel>& b);
   static std::string ReleaseName(const std::string& etag, const std::vector<AppliedModel>& serve,
                                  bool partial);
-  // Records a successful switch to `serve` and frees what no longer serves.
-  void Switched(std::vector<AppliedModel> serve, const std::filesystem::path& release);
+  // After a switch is saved: frees the releases and models no longer served.
+  void DropOldReleases();
   void RemoveReleasesExcept(const std::filesystem::path& keep) const;
 
   const FleetAgentOptions options_;

@@ -9,6 +9,7 @@
 
 #include "core/files.h"
 #include "testing/fake_engine.h"
+#include "testing/fault_files.h"
 
 namespace perch {
 namespace {
@@ -49,6 +50,7 @@ class FleetAgentTest : public ::testing::Test {
     options.hub_url = "http://127.0.0.1:9";  // never called: no Start
     options.state = root_ / "state";
     options.warmup_runs = 1;
+    options.files = files_;
     ModelFetcher fetch = [this](const std::string& reference,
                                 const std::string&) -> Result<PulledModel> {
       const auto found = published_.find(reference);
@@ -93,7 +95,48 @@ class FleetAgentTest : public ::testing::Test {
   std::vector<std::map<std::string, int64_t>> pruned_;
   std::unique_ptr<FleetAgent> agent_;
   std::unique_ptr<ModelManager> manager_;
+  FileIo* files_ = nullptr;  // the agent's file system calls; null: the real ones
 };
+
+// A power loss at every flush point of a switch from a1 to b2 (the new
+// release's folders, its rename, current.json): the agent restarted on what
+// the disk kept serves a whole release, a1 or b2, without repair, and b2
+// whenever its heartbeat had reported b2.
+TEST_F(FleetAgentTest, APowerLossAtEveryFlushPointOfASwitchLeavesAWholeRelease) {
+  Publish("hub.local/m:1", "m", 1, "v1");
+  Publish("hub.local/m:2", "m", 2, "v2");
+  perch::testing::FaultFileIo probe;
+  files_ = &probe;
+  Start();
+  ASSERT_TRUE(agent_->Apply(*manager_, State("a1", {"hub.local/m:1"})).ok());
+  const int64_t before = probe.flushes();
+  ASSERT_TRUE(agent_->Apply(*manager_, State("b2", {"hub.local/m:2"})).ok());
+  const int64_t points = probe.flushes() - before;
+  ASSERT_GE(points, 4) << "the release's folders, releases/, current.json and its folder";
+  for (int64_t cut = 1; cut <= points + 1; ++cut) {
+    manager_.reset();
+    agent_.reset();
+    fs::remove_all(root_ / "state");
+    perch::testing::FaultFileIo io;
+    files_ = &io;
+    Start();
+    ASSERT_TRUE(agent_->Apply(*manager_, State("a1", {"hub.local/m:1"})).ok());
+    io.CutPowerAt(io.flushes() + cut);
+    (void)agent_->Apply(*manager_, State("b2", {"hub.local/m:2"}));
+    const std::string reported = agent_->MakeHeartbeat(*manager_).applied_etag;
+    manager_.reset();
+    agent_.reset();
+    io.PowerLoss();
+
+    files_ = nullptr;
+    Start();
+    const auto model = manager_->Acquire("m", "");
+    ASSERT_TRUE(model.ok()) << "flush point " << cut << ": " << model.status().message();
+    EXPECT_EQ((*model)->version(), reported == "b2" ? 2 : 1)
+        << "flush point " << cut << ", reported " << reported;
+    EXPECT_EQ(agent_->MakeHeartbeat(*manager_).applied_etag, reported) << "flush point " << cut;
+  }
+}
 
 TEST_F(FleetAgentTest, AppliesADesiredState) {
   Publish("hub.local/m:1", "m", 1, "v1");

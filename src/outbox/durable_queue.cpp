@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <bit>
+#include <limits>
 #include <mutex>
 #include <optional>
 
@@ -41,6 +43,10 @@ constexpr std::string_view kRemove = "DELETE FROM records WHERE sequence = ?";
 constexpr std::string_view kDropOldest =
     "DELETE FROM records WHERE sequence = (SELECT MIN(sequence) FROM records)";
 constexpr std::string_view kExpire = "DELETE FROM records WHERE created_ms < ?";
+constexpr std::string_view kShiftStamps =
+    "UPDATE records SET created_ms = created_ms + ? WHERE created_ms BETWEEN ? AND ?";
+// Wall-clock steps smaller than this are drift, not a jump.
+constexpr int64_t kJumpToleranceMs = 2000;
 constexpr std::string_view kFindClaim =
     "SELECT fingerprint, key, arrival FROM claims WHERE slot = ?";
 constexpr std::string_view kTouchClaim = "UPDATE claims SET arrival = ? WHERE slot = ?";
@@ -74,7 +80,11 @@ class DurableQueue::Impl {
                                {{"queue", options.name}})),
         expired_(metrics.GetCounter("perch_queue_expired_total",
                                     "Records removed undelivered past their time-to-live",
-                                    {{"queue", options.name}})) {}
+                                    {{"queue", options.name}})),
+        clock_jumps_(
+            metrics.GetCounter("perch_queue_clock_jumps_total",
+                               "Wall-clock jumps the queue corrected its records' stamps for",
+                               {{"queue", options.name}})) {}
 
   Status Initialize() {
     MutexLock lock(mutex_);
@@ -120,7 +130,8 @@ class DurableQueue::Impl {
     MutexLock lock(mutex_);
     if (options_.ttl.count() > 0) {
       PERCH_ASSIGN_OR_RETURN(SqliteStatement expire, Named(db_->Prepare(kExpire)));
-      expire.Bind(1, options_.clock.UnixMillis() - std::chrono::milliseconds(options_.ttl).count());
+      PERCH_ASSIGN_OR_RETURN(const int64_t now, StampLocked());
+      expire.Bind(1, now - std::chrono::milliseconds(options_.ttl).count());
       PERCH_RETURN_IF_ERROR(Named(expire.Run("expire old records")));
       const int64_t expired = db_->Changes();
       if (expired > 0) {
@@ -252,16 +263,48 @@ class DurableQueue::Impl {
       size_ -= db_->Changes();
       dropped_.Increment();
     }
+    PERCH_ASSIGN_OR_RETURN(const int64_t now, StampLocked());
     PERCH_ASSIGN_OR_RETURN(SqliteStatement append, Named(db_->Prepare(kAppend)));
     append.Bind(1, destination)
         .Bind(2, key)
         .BindBlob(3, payload)
         .BindBlob(4, attributes)
-        .Bind(5, options_.clock.UnixMillis());
+        .Bind(5, now);
     PERCH_RETURN_IF_ERROR(Named(append.Run("append a record")));
+    stamped_low_ = std::min(stamped_low_, now);
+    stamped_high_ = std::max(stamped_high_, now);
     ++size_;
     depth_.Set(size_);
     return db_->LastInsertRowId();
+  }
+
+  // The wall clock now. When it jumped against the monotonic clock since the
+  // last look, the stamps given in this run (stamped_low_..stamped_high_)
+  // move by the jump first: they were given on the same wrong (or right)
+  // clock, so their ages stay what really passed. Stamps of earlier runs are
+  // left alone: that run's clock is not known to have been wrong.
+  Result<int64_t> StampLocked() REQUIRES(mutex_) {
+    const int64_t wall = options_.clock.UnixMillis();
+    const auto monotonic =
+        options_.monotonic ? options_.monotonic() : std::chrono::steady_clock::now();
+    if (anchored_) {
+      const int64_t expected = anchor_wall_ + std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                  monotonic - anchor_monotonic_)
+                                                  .count();
+      const int64_t jump = wall - expected;
+      if ((jump > kJumpToleranceMs || jump < -kJumpToleranceMs) && stamped_low_ <= stamped_high_) {
+        PERCH_ASSIGN_OR_RETURN(SqliteStatement shift, Named(db_->Prepare(kShiftStamps)));
+        shift.Bind(1, jump).Bind(2, stamped_low_).Bind(3, stamped_high_);
+        PERCH_RETURN_IF_ERROR(Named(shift.Run("correct the records' stamps for a clock jump")));
+        stamped_low_ += jump;
+        stamped_high_ += jump;
+        clock_jumps_.Increment();
+      }
+    }
+    anchored_ = true;
+    anchor_wall_ = wall;
+    anchor_monotonic_ = monotonic;
+    return wall;
   }
 
   Status RemoveLocked(const std::vector<int64_t>& sequences) REQUIRES(mutex_) {
@@ -280,10 +323,17 @@ class DurableQueue::Impl {
   const std::unique_ptr<SqliteDb> db_ PT_GUARDED_BY(mutex_);
   int64_t last_arrival_ GUARDED_BY(mutex_) = 0;  // the arrival number of the latest claim
   int64_t size_ GUARDED_BY(mutex_) = 0;
+  // The last look at both clocks, and the stamps given in this run.
+  bool anchored_ GUARDED_BY(mutex_) = false;
+  int64_t anchor_wall_ GUARDED_BY(mutex_) = 0;
+  std::chrono::steady_clock::time_point anchor_monotonic_ GUARDED_BY(mutex_){};
+  int64_t stamped_low_ GUARDED_BY(mutex_) = std::numeric_limits<int64_t>::max();
+  int64_t stamped_high_ GUARDED_BY(mutex_) = std::numeric_limits<int64_t>::min();
   Gauge& depth_;
   Counter& dropped_;
   Counter& rejected_;
   Counter& expired_;
+  Counter& clock_jumps_;
 };
 
 Result<std::unique_ptr<DurableQueue>> DurableQueue::Open(const DurableQueueOptions& options,
@@ -293,6 +343,7 @@ Result<std::unique_ptr<DurableQueue>> DurableQueue::Open(const DurableQueueOptio
   }
   auto db = SqliteDb::Open({.path = options.path,
                             .full_sync = options.sync == SyncMode::kFull,
+                            .vfs = options.vfs,
                             .schema = kSchema,
                             .busy_timeout = std::chrono::seconds(5)});
   if (!db.ok()) {

@@ -2,8 +2,9 @@
 // store-and-forward queue behind everything the agent must deliver (the
 // outbox) and every message it accepted but has not processed yet (the inbox).
 //
-// A record is durable once Append returns: it survives the process being
-// killed, and with SyncMode::kFull a power loss too. Records leave only by
+// A record is durable once Append returns: with SyncMode::kFull (the
+// default) it survives a power loss; with kNormal only the process being
+// killed (see docs/durability.md). Records leave only by
 // Remove (delivered), by the overflow policy, or by expiring.
 //
 // Threading: every method is thread-safe (one connection, one mutex).
@@ -12,6 +13,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -38,11 +40,21 @@ struct DurableQueueOptions {
   int64_t max_records = 100000;
   OverflowPolicy overflow = OverflowPolicy::kRejectNew;
   std::chrono::seconds ttl{0};  // 0: records never expire
-  // kNormal survives the process being killed; kFull also a power loss, at
-  // the price of a disk flush per record.
-  SyncMode sync = SyncMode::kNormal;
+  // kFull: an appended or removed record survives a power loss, at the
+  // price of a disk flush per transaction. kNormal survives the process
+  // being killed only: a power loss may undo the last transactions since
+  // SQLite's last checkpoint.
+  SyncMode sync = SyncMode::kFull;
+  // A registered SQLite VFS to open the file through (tests: fault
+  // injection); empty for the default.
+  std::string vfs{};
   // Stamps records and decides which are past their time-to-live.
   WallClock clock{};
+  // How much time really passed (never steps); empty: steady_clock. When
+  // the wall clock jumps against it by more than 2 s (a device that booted
+  // in 1970 until NTP answered), the records stamped in this run are moved
+  // by the jump, so none expires early or lives on because of it.
+  std::function<std::chrono::steady_clock::time_point()> monotonic{};
 };
 
 struct QueuedRecord {

@@ -196,6 +196,73 @@ TEST_F(DurableQueueTest, RefusesAFileThatIsNotAQueue) {
   EXPECT_NE(queue.status().message().find("queue.db"), std::string::npos);
 }
 
+// A device without a real-time clock boots in 1970 and steps to the right
+// time when NTP answers: a record stamped before the step is as old as the
+// time that really passed (the monotonic clock), not 56 years.
+TEST_F(DurableQueueTest, AClockThatJumpsForwardExpiresNothingEarly) {
+  ManualClock wall(WallClock::TimePoint(std::chrono::hours(24)));  // 2 January 1970
+  ManualClock monotonic;
+  DurableQueueOptions options;
+  options.ttl = std::chrono::hours(1);
+  options.clock = wall.AsWallClock();
+  options.monotonic = [&] {
+    return std::chrono::steady_clock::time_point(monotonic.Now().time_since_epoch());
+  };
+  auto queue = Open(options);
+  ASSERT_TRUE(queue->Append("t", "k1", "booted in 1970", "").ok());
+  monotonic.Advance(std::chrono::minutes(10));
+  wall.Set(WallClock::TimePoint(std::chrono::seconds(1'790'000'000)));  // 2026: NTP answered
+  EXPECT_EQ(Payloads(*queue), (std::vector<std::string>{"booted in 1970"}));
+  const int64_t stamped = queue->Read(0, 10).value()[0].created_unix_ms;
+  EXPECT_EQ(stamped, wall.AsWallClock().UnixMillis() - 10 * 60 * 1000) << "stamp not corrected";
+  EXPECT_NE(metrics_.RenderPrometheus().find("perch_queue_clock_jumps_total{queue=\"outbox\"} 1"),
+            std::string::npos);
+  // Its real age, not the jump, expires it.
+  monotonic.Advance(std::chrono::minutes(51));
+  wall.Advance(std::chrono::minutes(51));
+  EXPECT_TRUE(Payloads(*queue).empty());
+}
+
+// A clock years ahead stepped back: a record stamped in the future would
+// otherwise never reach its time-to-live in this life of the device.
+TEST_F(DurableQueueTest, AClockThatJumpsBackKeepsNothingForever) {
+  ManualClock wall(WallClock::TimePoint(std::chrono::seconds(1'950'000'000)));  // 2031
+  ManualClock monotonic;
+  DurableQueueOptions options;
+  options.ttl = std::chrono::hours(1);
+  options.clock = wall.AsWallClock();
+  options.monotonic = [&] {
+    return std::chrono::steady_clock::time_point(monotonic.Now().time_since_epoch());
+  };
+  auto queue = Open(options);
+  ASSERT_TRUE(queue->Append("t", "k1", "stamped in 2031", "").ok());
+  monotonic.Advance(std::chrono::seconds(30));
+  wall.Set(WallClock::TimePoint(std::chrono::seconds(1'790'000'000)));
+  ASSERT_TRUE(queue->Append("t", "k2", "stamped in 2026", "").ok());
+  EXPECT_EQ(Payloads(*queue).size(), 2u);
+  monotonic.Advance(std::chrono::minutes(60));
+  wall.Advance(std::chrono::minutes(60));
+  // k1 is now 60.5 minutes old, k2 exactly 60: only k1 expires.
+  EXPECT_EQ(Payloads(*queue), (std::vector<std::string>{"stamped in 2026"}));
+}
+
+// Drift and small NTP slews are not jumps.
+TEST_F(DurableQueueTest, SmallClockStepsLeaveStampsAlone) {
+  ManualClock wall;
+  ManualClock monotonic;
+  DurableQueueOptions options;
+  options.ttl = std::chrono::hours(1);
+  options.clock = wall.AsWallClock();
+  options.monotonic = [&] {
+    return std::chrono::steady_clock::time_point(monotonic.Now().time_since_epoch());
+  };
+  auto queue = Open(options);
+  ASSERT_TRUE(queue->Append("t", "k1", "one", "").ok());
+  const int64_t stamped = queue->Read(0, 10).value()[0].created_unix_ms;
+  wall.Advance(std::chrono::milliseconds(1500));
+  EXPECT_EQ(queue->Read(0, 10).value()[0].created_unix_ms, stamped);
+}
+
 TEST_F(DurableQueueTest, RecordsNeverExpireWithoutATimeToLive) {
   ManualClock clock;
   DurableQueueOptions options;

@@ -136,10 +136,18 @@ Result<Digest> BlobWriter::Commit(const std::optional<Digest>& expected,
   fd_ = -1;
   const fs::path dir = store_root_ / "sha256" / std::string(actual.hex().substr(0, 2));
   std::error_code error;
-  fs::create_directories(dir, error);
+  const bool created = fs::create_directories(dir, error);
   if (error) {
     fs::remove(path_, ignored);
     return Internal("cannot create " + dir.string() + ": " + error.message());
+  }
+  // A new fan-out folder's own entry must be durable too, or a power loss
+  // takes the blob with it after it was reported verified.
+  if (created) {
+    if (const Status synced = SyncDirectory(dir.parent_path()); !synced.ok()) {
+      fs::remove(path_, ignored);
+      return synced;
+    }
   }
   const fs::path target = dir / std::string(actual.hex());
   fs::rename(path_, target, error);

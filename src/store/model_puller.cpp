@@ -305,6 +305,11 @@ Result<bool> InstallModel(const BlobStore& blobs, const FetchedModel& model, con
   } else {
     fs::remove(model_json, error);
   }
+  // The version's folders are durable before they are swapped in (its files
+  // are synced blobs or synced copies).
+  if (Status synced = SyncTree(staging); !synced.ok()) {
+    return fail(synced);
+  }
   if (fs::exists(target, error)) {
     // One atomic swap: readers see the old folder or the new one.
     if (::renameat2(AT_FDCWD, staging.c_str(), AT_FDCWD, target.c_str(), RENAME_EXCHANGE) != 0) {
@@ -318,6 +323,9 @@ Result<bool> InstallModel(const BlobStore& blobs, const FetchedModel& model, con
       return fail(
           Internal(fmt::format("cannot move {} into place: {}", target.string(), error.message())));
     }
+  }
+  if (Status synced = SyncDirectory(target.parent_path()); !synced.ok()) {
+    return fail(synced);
   }
   return true;
 }

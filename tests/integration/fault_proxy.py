@@ -1,0 +1,189 @@
+"""A TCP fault proxy for tests of flapping links, on loopback: it sits
+between the agent and a server (the MQTT broker, the hub) and, on a seeded
+schedule, cuts the connections (a clean close or a reset), delays every
+byte (latency, order kept) and takes the link down for a while (new
+connections are reset at once). Same seed, same schedule.
+
+    proxy = FaultProxy(broker.port, seed=7, latency=0.5,
+                       cut_every=(5, 60)).start()
+    ... agent connects to proxy.port ...
+    proxy.down(120)            # a link down for two minutes, now
+    proxy.close()
+
+Threading: a thread accepts, two per connection forward (one per
+direction), one runs the schedule; every public method is thread-safe."""
+
+import heapq
+import random
+import socket
+import struct
+import threading
+import time
+
+
+def _reset(sock):
+    """Closes with a TCP RST instead of a FIN."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                        struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
+def _close(sock):
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
+class FaultProxy:
+    def __init__(self, target_port, seed=0, latency=0.0, cut_every=None,
+                 reset_share=0.5, target_host="127.0.0.1"):
+        self.target = (target_host, target_port)
+        self.latency = latency
+        self.cut_every = cut_every  # (min, max) seconds, or None: no cuts
+        self.reset_share = reset_share
+        self.random = random.Random(seed)
+        self.cuts = 0
+        self.resets = 0
+        self.connections = 0
+        self.refused = 0
+        self._down_until = 0.0
+        self._lock = threading.Lock()
+        self._pairs = []
+        self._stop = threading.Event()
+        self._listener = socket.socket()
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(64)
+        self.port = self._listener.getsockname()[1]
+
+    @property
+    def url(self):
+        return f"127.0.0.1:{self.port}"
+
+    def start(self):
+        threading.Thread(target=self._accept, daemon=True).start()
+        if self.cut_every:
+            threading.Thread(target=self._schedule, daemon=True).start()
+        return self
+
+    def is_down(self):
+        return time.monotonic() < self._down_until
+
+    def down(self, seconds):
+        """Cuts every connection and refuses new ones for `seconds`."""
+        with self._lock:
+            self._down_until = time.monotonic() + seconds
+        self.cut(reset=True)
+
+    def cut(self, reset=None):
+        """Ends every connection now: reset (RST) or closed (FIN); None
+        picks by the seeded share."""
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+            if reset is None:
+                reset = self.random.random() < self.reset_share
+            self.cuts += 1
+            self.resets += 1 if reset else 0
+        for pair in pairs:
+            for sock in pair:
+                (_reset if reset else _close)(sock)
+
+    def close(self):
+        self._stop.set()
+        try:
+            self._listener.close()
+        except OSError:
+            pass
+        self.cut(reset=False)
+
+    def _schedule(self):
+        while True:
+            with self._lock:
+                wait = self.random.uniform(*self.cut_every)
+            if self._stop.wait(wait):
+                return
+            self.cut()
+
+    def _accept(self):
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self.is_down():
+                with self._lock:
+                    self.refused += 1
+                _reset(client)
+                continue
+            try:
+                server = socket.create_connection(self.target, timeout=5)
+                server.settimeout(None)
+            except OSError:
+                _reset(client)
+                continue
+            for sock in (client, server):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                self._pairs.append((client, server))
+                self.connections += 1
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._forward, args=(source, sink),
+                                 daemon=True).start()
+
+    def _forward(self, source, sink):
+        """Reads from source and writes to sink `latency` seconds later,
+        in order (a delay line: a heap of (due, sequence, bytes))."""
+        pending = []
+        ready = threading.Condition()
+        done = []
+
+        def write():
+            while True:
+                with ready:
+                    while not pending and not done:
+                        ready.wait()
+                    if not pending:
+                        return
+                    due, _, data = pending[0]
+                    delay = due - time.monotonic()
+                    if delay > 0:
+                        ready.wait(delay)
+                        continue
+                    heapq.heappop(pending)
+                if data is None:
+                    _close(sink)
+                    return
+                try:
+                    sink.sendall(data)
+                except OSError:
+                    return
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        sequence = 0
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                data = b""
+            with ready:
+                sequence += 1
+                heapq.heappush(pending, (time.monotonic() + self.latency,
+                                         sequence, data or None))
+                ready.notify()
+            if not data:
+                break
+        with ready:
+            done.append(True)
+            ready.notify()
