@@ -9,6 +9,7 @@
 
 #include "core/status.h"
 #include "engine/engine.h"
+#include "engine/runtime_spec.h"
 
 namespace perch {
 
@@ -58,6 +59,7 @@ struct ModelConfig {
   std::vector<TensorOverride> outputs;
   int warmup_runs = 0;  // inferences on zero inputs before the model is ready
   std::optional<MqttBinding> mqtt;
+  std::optional<RuntimeSpec> runtime;  // set: the model is a server of its own, not ONNX
 };
 
 // Parses a model.json body. InvalidArgument naming the key for unknown keys,

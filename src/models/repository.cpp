@@ -124,7 +124,8 @@ Result<ModelOnDisk> ScanModel(const fs::path& root, const std::string& name) {
     if (!version || !entry.is_directory(error)) {
       continue;
     }
-    const fs::path model_file = entry.path() / kModelFile;
+    // A model with a runtime is its own server: the version folder is the model.
+    const fs::path model_file = model.config.runtime ? entry.path() : entry.path() / kModelFile;
     if (!fs::exists(model_file, error)) {
       continue;
     }

@@ -161,9 +161,10 @@ Result<ModelMetadata> DecodeModelConfig(std::string_view text) {
   }
   metadata.version = version->get<int64_t>();
   PERCH_ASSIGN_OR_RETURN(metadata.platform, StringField(config, "platform", "model config"));
-  if (metadata.platform != "onnx") {
-    return InvalidArgument(fmt::format("model config: platform \"{}\" is not one perch runs (onnx)",
-                                       metadata.platform));
+  // "process": a model that is a server of its own (model.json "runtime").
+  if (metadata.platform != "onnx" && metadata.platform != "process") {
+    return InvalidArgument(fmt::format(
+        "model config: platform \"{}\" is not one perch runs (onnx, process)", metadata.platform));
   }
   metadata.architectures.clear();
   if (const json* architectures = Field(config, "architectures"); architectures != nullptr) {
@@ -249,8 +250,11 @@ Result<ModelArtifact> ModelArtifactOf(const Manifest& manifest) {
     paths.insert(it->second);
     artifact.files.push_back(ModelFile{it->second, layer});
   }
-  if (!paths.contains("model.onnx")) {
-    return InvalidArgument("the model has no model.onnx layer");
+  // An ONNX model has a model.onnx; a process model (platform "process")
+  // has whatever files its server needs. Which one it is lives in the config
+  // blob, checked where it is read; the agent refuses a folder it cannot run.
+  if (paths.empty()) {
+    return InvalidArgument("the model has no file layers");
   }
   return artifact;
 }
