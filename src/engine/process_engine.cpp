@@ -32,34 +32,48 @@ class ProcessSession final : public Session {
   Result<std::vector<Tensor>> Run(const std::vector<Tensor>& inputs,
                                   const std::vector<std::string>& output_names) override {
     const auto deadline = Clock::now() + milliseconds(spec_.request_timeout_ms);
-    PERCH_ASSIGN_OR_RETURN(std::string body, EncodeOipInferRequest(inputs, output_names));
-    PERCH_ASSIGN_OR_RETURN(const ServerAddress address, supervisor_->WaitReady(deadline));
-    PERCH_ASSIGN_OR_RETURN(auto client, TakeClient(address));
-    auto answer = client->Send({.method = "POST",
-                                .url = address.base_url + infer_path_,
-                                .headers = {{"Content-Type", "application/json"}},
-                                .body = std::move(body),
-                                .file = {},
-                                .on_head = {},
-                                .on_body = {},
-                                .max_body_bytes = 256 << 20,
-                                .follow_redirects = false,
-                                .progress = {}});
-    if (!answer.ok()) {
-      // The server went away mid-request (it is being restarted) or hung.
-      return Unavailable(fmt::format("model '{}': its server did not answer: {}", model_name_,
-                                     answer.status().message()));
+    PERCH_ASSIGN_OR_RETURN(const std::string body, EncodeOipInferRequest(inputs, output_names));
+    // A server that died under a request is restarted: the request waits
+    // for the new one (within its deadline) and is sent again.
+    uint64_t failed_generation = 0;
+    for (;;) {
+      PERCH_ASSIGN_OR_RETURN(const ServerAddress address,
+                             supervisor_->WaitReady(deadline, failed_generation));
+      PERCH_ASSIGN_OR_RETURN(auto client, TakeClient(address));
+      auto answer = client->Send({.method = "POST",
+                                  .url = address.base_url + infer_path_,
+                                  .headers = {{"Content-Type", "application/json"}},
+                                  .body = body,
+                                  .file = {},
+                                  .on_head = {},
+                                  .on_body = {},
+                                  .max_body_bytes = 256 << 20,
+                                  .follow_redirects = false,
+                                  .progress = {}});
+      if (answer.ok()) {
+        GiveBack(std::move(client), address);
+        return Interpret(*answer, output_names);
+      }
+      if (Clock::now() >= deadline) {
+        return Unavailable(fmt::format("model '{}': its server did not answer: {}", model_name_,
+                                       answer.status().message()));
+      }
+      failed_generation = address.generation;
     }
-    GiveBack(std::move(client), address);
-    if (answer->status >= 400 && answer->status < 500) {
+  }
+
+ private:
+  Result<std::vector<Tensor>> Interpret(const http::ClientResponse& answer,
+                                        const std::vector<std::string>& output_names) const {
+    if (answer.status >= 400 && answer.status < 500) {
       return InvalidArgument(fmt::format("model '{}' refused the request (HTTP {}): {}",
-                                         model_name_, answer->status, Shorten(answer->body)));
+                                         model_name_, answer.status, Shorten(answer.body)));
     }
-    if (answer->status != 200) {
+    if (answer.status != 200) {
       return BadGateway(fmt::format("model '{}': its server answered HTTP {}: {}", model_name_,
-                                    answer->status, Shorten(answer->body)));
+                                    answer.status, Shorten(answer.body)));
     }
-    auto outputs = DecodeOipInferResponse(answer->body, output_names);
+    auto outputs = DecodeOipInferResponse(answer.body, output_names);
     if (!outputs.ok()) {
       return BadGateway(fmt::format("model '{}': its server's answer is unusable: {}", model_name_,
                                     outputs.status().message()));
@@ -67,7 +81,6 @@ class ProcessSession final : public Session {
     return outputs;
   }
 
- private:
   static std::string Shorten(const std::string& text) {
     return text.size() > 300 ? text.substr(0, 300) + "..." : text;
   }

@@ -133,10 +133,14 @@ class ProcessSupervisor::Impl {
     return Status::Ok();
   }
 
-  Result<ServerAddress> WaitReady(Clock::time_point deadline) const {
+  Result<ServerAddress> WaitReady(Clock::time_point deadline, uint64_t after) const {
     std::unique_lock lock(mutex_);
-    changed_.wait_until(lock, deadline, [&] { return state_ != State::kRestarting; });
-    if (state_ == State::kReady) {
+    const auto settled = [&] {
+      return state_ == State::kStopped || state_ == State::kFailed ||
+             (state_ == State::kReady && address_.generation > after);
+    };
+    changed_.wait_until(lock, deadline, settled);
+    if (state_ == State::kReady && address_.generation > after) {
       return address_;
     }
     return Unavailable(fmt::format("model '{}' is not ready: its server is restarting ({})",
@@ -217,13 +221,15 @@ class ProcessSupervisor::Impl {
     if (spec.listen == RuntimeListen::kTcp) {
       PERCH_ASSIGN_OR_RETURN(launch.port, FreeLoopbackPort());
       std::lock_guard lock(mutex_);
-      address_ = {.base_url = fmt::format("http://127.0.0.1:{}", launch.port), .unix_socket = {}};
+      address_.base_url = fmt::format("http://127.0.0.1:{}", launch.port);
+      address_.unix_socket.clear();
     } else {
       launch.socket_path = socket_folder_ / "server.sock";
       std::error_code error;
       fs::remove(launch.socket_path, error);
       std::lock_guard lock(mutex_);
-      address_ = {.base_url = "http://localhost", .unix_socket = launch.socket_path.string()};
+      address_.base_url = "http://localhost";
+      address_.unix_socket = launch.socket_path.string();
     }
     ProcessCommand command;
     if (spec.kind == RuntimeKind::kContainer) {
@@ -307,6 +313,7 @@ class ProcessSupervisor::Impl {
       (void)!::write(2, message, sizeof(message) - 1);
       ::_exit(127);
     }
+    ::setpgid(pid, pid);  // also here: a stop right after fork must reach its group
     ::close(pipe_fds[1]);
     ::fcntl(pipe_fds[0], F_SETFL, ::fcntl(pipe_fds[0], F_GETFL) | O_NONBLOCK);
     options_.logger.Info("model '{}' version {}: started its server (pid {}{}): {}",
@@ -443,6 +450,10 @@ class ProcessSupervisor::Impl {
                          options_.version,
                          address_.unix_socket.empty() ? address_.base_url : address_.unix_socket);
     reached_ready_ = true;
+    {
+      std::lock_guard lock(mutex_);
+      ++address_.generation;
+    }
     SetState(State::kReady);
     return Status::Ok();
   }
@@ -516,8 +527,9 @@ Result<std::unique_ptr<ProcessSupervisor>> ProcessSupervisor::Start(SupervisorOp
 
 const ModelSignature& ProcessSupervisor::signature() const { return impl_->signature(); }
 
-Result<ServerAddress> ProcessSupervisor::WaitReady(Clock::time_point deadline) const {
-  return impl_->WaitReady(deadline);
+Result<ServerAddress> ProcessSupervisor::WaitReady(Clock::time_point deadline,
+                                                   uint64_t after) const {
+  return impl_->WaitReady(deadline, after);
 }
 
 }  // namespace perch

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -40,6 +41,7 @@ struct SupervisorOptions {
 struct ServerAddress {
   std::string base_url;     // http://127.0.0.1:PORT, or http://localhost for a socket
   std::string unix_socket;  // empty for TCP
+  uint64_t generation = 0;  // counts the starts that became ready: 1, 2, ...
 };
 
 class ProcessSupervisor {
@@ -57,8 +59,11 @@ class ProcessSupervisor {
   const ModelSignature& signature() const;
 
   // The address of the ready server; waits through a restart until
-  // `deadline`, then Unavailable saying the server is restarting.
-  Result<ServerAddress> WaitReady(std::chrono::steady_clock::time_point deadline) const;
+  // `deadline`, then Unavailable saying the server is restarting. With
+  // `after` set, waits for a server newer than that generation: the one a
+  // request failed on is gone even if the supervisor has not noticed yet.
+  Result<ServerAddress> WaitReady(std::chrono::steady_clock::time_point deadline,
+                                  uint64_t after = 0) const;
 
   class Impl;
 
