@@ -15,6 +15,7 @@ import oip
 from grpc_oip import grpc_stubs  # noqa: F401 (a fixture)
 from harness import copy_models, wait_for
 from mqtt_harness import Broker, Client, unique
+from registry_harness import Registry, digest_of, index_row, model_server, perch
 from process_models import train_iris, write_process_model
 
 pytestmark = pytest.mark.skipif(not Path("/usr/bin/bwrap").exists(),
@@ -229,3 +230,26 @@ def test_unsandboxed_only_when_asked_and_logged(servers, trained, tmp_path):
     assert agent.infer("bare", iris_request(x[:1])).status_code == 200
     assert "model 'bare' version 1 runs WITHOUT a sandbox" in full_log(agent)
     assert "NOT sandboxed" in full_log(agent)
+
+
+def test_travels_through_the_oci_store(trained, tmp_path):
+    """perch push of the model folder, then an agent that pulls and serves it."""
+    model, x = trained
+    write_process_model(tmp_path / "src", "iris", model)
+    registry = Registry(tmp_path / "registry").start()
+    agent = None
+    try:
+        ref = f"{registry.host}/models/iris:1"
+        digest = digest_of(perch("push", tmp_path / "src" / "iris", ref).stdout)
+        state = tmp_path / "state"
+        agent = model_server(tmp_path, [ref], state).start()
+        response = agent.infer("iris", iris_request(x[:4]))
+        assert response.status_code == 200, response.text
+        np.testing.assert_allclose(oip.outputs_by_name(response.json())["probabilities"],
+                                   model.predict_proba(x[:4]), atol=1e-12)
+        assert index_row(agent, "iris")["artifact"] == {"reference": ref, "digest": digest}
+        assert (state / "models" / "iris" / "1" / "server.py").exists()
+    finally:
+        if agent is not None:
+            assert agent.stop() == 0
+        registry.stop()
