@@ -61,16 +61,24 @@ def trained():
 
 
 @pytest.fixture(scope="module")
-def agent(module_servers, trained, tmp_path_factory):
-    """One agent with the sklearn model, its misbehaving siblings and an
-    ONNX model; its --state folder is what the sandbox must hide."""
+def broker(tmp_path_factory):
+    broker = Broker(tmp_path_factory.mktemp("broker")).start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="module")
+def agent(module_servers, broker, trained, tmp_path_factory):
+    """One agent (REST, gRPC, MQTT) with the sklearn model, its misbehaving
+    siblings and an ONNX model; its --state folder is what the sandbox must
+    hide."""
     workdir = tmp_path_factory.mktemp("process-models")
     repo = copy_models(workdir / "repo", [ONNX_MODEL])
     state = workdir / "state"
     state.mkdir()
     (state / "hub-token").write_text("secret")
     model, _ = trained
-    write_process_model(repo, "iris", model, env={"MARKER": uuid.uuid4().hex})
+    write_process_model(repo, "iris", model)
     write_process_model(repo, "garbage", model, env={"MODE": "garbage"})
     write_process_model(repo, "nosy", model, env={
         "MODE": "read_state", "STATE_DIR": str(state)})
@@ -78,9 +86,9 @@ def agent(module_servers, trained, tmp_path_factory):
                         env={"MODE": "alloc", "ALLOC_MB": "800"})
     write_process_model(repo, "stuck", model, runtime={"ready_timeout_ms": 1000},
                         env={"MODE": "never_ready"})
-    server = module_servers.start(repo=repo, args=["--state", state])
-    server.state = state
-    return server
+    write_process_model(repo, "bare", model, runtime={"sandbox": False})
+    return module_servers.start(repo=repo, args=[
+        "--state", state, "--mqtt", broker.url, "--location", "lab", "--device", "d1"])
 
 
 def iris_request(x):
@@ -122,27 +130,19 @@ def test_grpc_answers_equal_predict_proba(agent, trained, grpc_stubs):  # noqa: 
                                model.predict_proba(x[:5]), atol=1e-12)
 
 
-def test_mqtt_answers_equal_predict_proba(servers, trained, tmp_path):
+def test_mqtt_answers_equal_predict_proba(agent, broker, trained):
     model, x = trained
-    broker = Broker(tmp_path).start()
+    client = Client(broker.port).connect()
     try:
-        write_process_model(tmp_path / "repo", "iris", model)
-        servers.start(repo=tmp_path / "repo", args=[
-            "--mqtt", broker.url, "--location", "lab", "--device", "d1",
-            "--state", tmp_path / "state"])
-        client = Client(broker.port).connect()
-        try:
-            reply = unique("replies/")
-            client.subscribe(reply)
-            client.publish("perch/lab/d1/infer/iris", iris_request(x[:3]),
-                           response_topic=reply, correlation=b"c1")
-            answer = client.next(SERVER_TIMEOUT)
-            assert answer is not None, "no MQTT answer"
-            outputs = oip.outputs_by_name(answer.json())
-        finally:
-            client.close()
+        reply = unique("replies/")
+        client.subscribe(reply)
+        client.publish("perch/lab/d1/infer/iris", iris_request(x[:3]),
+                       response_topic=reply, correlation=b"c1")
+        answer = client.next(SERVER_TIMEOUT)
+        assert answer is not None, "no MQTT answer"
+        outputs = oip.outputs_by_name(answer.json())
     finally:
-        broker.stop()
+        client.close()
     np.testing.assert_allclose(outputs["probabilities"],
                                model.predict_proba(x[:3]), atol=1e-12)
 
@@ -223,13 +223,12 @@ def test_the_server_dies_with_a_killed_agent(servers, trained, tmp_path):
     wait_for(lambda: server_pids(marker) == [], 5, what="no orphan server")
 
 
-def test_unsandboxed_only_when_asked_and_logged(servers, trained, tmp_path):
-    model, x = trained
-    write_process_model(tmp_path / "repo", "bare", model, runtime={"sandbox": False})
-    agent = servers.start(repo=tmp_path / "repo", args=["--state", tmp_path / "state"])
-    assert agent.infer("bare", iris_request(x[:1])).status_code == 200
-    assert "model 'bare' version 1 runs WITHOUT a sandbox" in full_log(agent)
-    assert "NOT sandboxed" in full_log(agent)
+def test_unsandboxed_only_when_asked_and_logged(agent, trained):
+    assert agent.infer("bare", iris_request(trained[1][:1])).status_code == 200
+    log = full_log(agent)
+    assert "model 'bare' version 1 runs WITHOUT a sandbox" in log
+    assert "model 'bare' version 1: started its server" in log
+    assert "NOT sandboxed" in log and ", sandboxed)" in log
 
 
 def test_travels_through_the_oci_store(trained, tmp_path):
