@@ -40,16 +40,13 @@ class ProcessSession final : public Session {
       PERCH_ASSIGN_OR_RETURN(const ServerAddress address,
                              supervisor_->WaitReady(deadline, failed_generation));
       PERCH_ASSIGN_OR_RETURN(auto client, TakeClient(address));
-      auto answer = client->Send({.method = "POST",
-                                  .url = address.base_url + infer_path_,
-                                  .headers = {{"Content-Type", "application/json"}},
-                                  .body = body,
-                                  .file = {},
-                                  .on_head = {},
-                                  .on_body = {},
-                                  .max_body_bytes = 256 << 20,
-                                  .follow_redirects = false,
-                                  .progress = {}});
+      http::ClientRequest request;
+      request.method = "POST";
+      request.url = address.base_url + infer_path_;
+      request.headers.Set("Content-Type", "application/json");
+      request.body = body;
+      request.max_body_bytes = 256 << 20;
+      auto answer = client->Send(request);
       if (answer.ok()) {
         GiveBack(std::move(client), address);
         return Interpret(*answer, output_names);
