@@ -123,7 +123,7 @@ def test_grpc_answers_equal_predict_proba(agent, trained, grpc_stubs):  # noqa: 
         pb = grpc_stubs.pb
         request = grpc_oip.infer_request(pb, "iris", [grpc_oip.typed_input(
             pb, "input", x[:5], "FP32")])
-        arrays = grpc_oip.response_arrays(client.infer(request))
+        arrays, _ = grpc_oip.response_arrays(client.infer(request))
     finally:
         client.close()
     np.testing.assert_allclose(arrays["probabilities"],
