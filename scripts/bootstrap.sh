@@ -16,6 +16,7 @@ debian_packages=(
   libgtest-dev libgmock-dev libarchive-dev
   python3 python3-onnx python3-numpy python3-pytest python3-requests
   python3-grpcio python3-protobuf python3-paho-mqtt python3-distributed
+  bubblewrap python3-sklearn
   curl
   # Clocks that jump (test_clock_jumps.py): libfaketime.
   faketime

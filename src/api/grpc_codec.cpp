@@ -302,6 +302,8 @@ grpc::Status ToGrpcStatus(const Status& status) {
         return grpc::StatusCode::UNAUTHENTICATED;
       case StatusCode::kPermissionDenied:
         return grpc::StatusCode::PERMISSION_DENIED;
+      case StatusCode::kBadGateway:
+        return grpc::StatusCode::UNAVAILABLE;
     }
     return grpc::StatusCode::UNKNOWN;
   }();

@@ -22,6 +22,7 @@
 #include "cli/local_model.h"
 #include "cli/progress.h"
 #include "cli/registry_flags.h"
+#include "cli/serving_engine.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "engine/engine.h"
@@ -301,8 +302,8 @@ int RunBatch(const BatchCommandOptions& options) {
     return Fail(logger, resolved.status());
   }
   MetricsRegistry metrics;
-  auto engine = CreateOnnxEngine(OnnxEngineOptions{.intra_op_threads = options.engine_threads},
-                                 logger.ForComponent("engine"));
+  auto engine = cli::CreateServingEngine(
+      OnnxEngineOptions{.intra_op_threads = options.engine_threads}, logger.ForComponent("engine"));
   if (!engine.ok()) {
     return Fail(logger, engine.status());
   }

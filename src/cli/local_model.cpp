@@ -72,6 +72,15 @@ Result<std::string> ModelJsonOf(const fs::path& model_folder) {
   return nlohmann::json::parse(text, nullptr, false).dump();
 }
 
+// A model.json with a "runtime": the model is a server of its own.
+bool IsProcessModel(const std::string& model_config_json) {
+  if (model_config_json.empty()) {
+    return false;
+  }
+  const auto config = ParseModelConfig(model_config_json);
+  return config.ok() && config->runtime.has_value();
+}
+
 }  // namespace
 
 Result<LocalModel> ReadLocalModel(const fs::path& path, const LocalModelOptions& options,
@@ -136,6 +145,12 @@ Result<LocalModel> ReadLocalModel(const fs::path& path, const LocalModelOptions&
     return InvalidArgument(
         fmt::format("\"{}\" is not a valid model name ([A-Za-z0-9_.-], at most 128); pass --name",
                     model.metadata.name));
+  }
+  if (IsProcessModel(model.metadata.model_config_json)) {
+    // Its server declares its inputs and outputs when it runs; nothing
+    // here starts it. The architectures are whatever its files run on.
+    model.metadata.platform = "process";
+    return model;
   }
   PERCH_ASSIGN_OR_RETURN(const auto session, engine.Load(model_file, version_folder, {}));
   model.metadata.inputs = TensorsOf(session->Signature().inputs);

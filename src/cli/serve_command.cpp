@@ -25,6 +25,7 @@
 #include "cli/network_local.h"
 #include "cli/pulled_models.h"
 #include "cli/registry_flags.h"
+#include "cli/serving_engine.h"
 #include "cli/trust_policy.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -196,8 +197,8 @@ int RunServe(const ServeOptions& options) {
   const sigset_t stop_signals = BlockStopSignals();
 
   MetricsRegistry metrics;
-  auto engine = CreateOnnxEngine(OnnxEngineOptions{.intra_op_threads = options.engine_threads},
-                                 logger.ForComponent("engine"));
+  auto engine = cli::CreateServingEngine(
+      OnnxEngineOptions{.intra_op_threads = options.engine_threads}, logger.ForComponent("engine"));
   if (!engine.ok()) {
     return Fail(logger, engine.status());
   }

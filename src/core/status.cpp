@@ -5,7 +5,7 @@
 namespace perch {
 namespace {
 
-constexpr EnumNames<StatusCode, 11> kNames{{
+constexpr EnumNames<StatusCode, 12> kNames{{
     {StatusCode::kOk, "Ok"},
     {StatusCode::kInvalidArgument, "InvalidArgument"},
     {StatusCode::kNotFound, "NotFound"},
@@ -17,6 +17,7 @@ constexpr EnumNames<StatusCode, 11> kNames{{
     {StatusCode::kInternal, "Internal"},
     {StatusCode::kUnauthenticated, "Unauthenticated"},
     {StatusCode::kPermissionDenied, "PermissionDenied"},
+    {StatusCode::kBadGateway, "BadGateway"},
 }};
 
 }  // namespace

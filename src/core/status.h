@@ -24,6 +24,9 @@ enum class StatusCode {
   kInternal,
   kUnauthenticated,
   kPermissionDenied,
+  // An upstream server perch runs a request on (a process model) answered
+  // something that is not a valid answer: HTTP 502.
+  kBadGateway,
 };
 
 std::string_view ToString(StatusCode code);
@@ -59,6 +62,9 @@ inline Status ResourceExhausted(std::string message) {
   return {StatusCode::kResourceExhausted, std::move(message)};
 }
 inline Status Internal(std::string message) { return {StatusCode::kInternal, std::move(message)}; }
+inline Status BadGateway(std::string message) {
+  return {StatusCode::kBadGateway, std::move(message)};
+}
 
 // Either a value or a non-ok Status.
 template <typename T>

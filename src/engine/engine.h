@@ -5,11 +5,13 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "core/log.h"
 #include "core/status.h"
+#include "engine/runtime_spec.h"
 #include "tensor/tensor.h"
 
 namespace perch {
@@ -30,6 +32,11 @@ struct SessionOptions {
   // Intra-op threads for this model alone; 0 shares the engine's pool, which
   // is what keeps hundreds of small models cheap.
   int intra_op_threads = 0;
+  // Set for a model that is a server of its own (model.json "runtime"):
+  // the model file is then its version folder. See process_engine.h.
+  std::optional<RuntimeSpec> runtime{};
+  std::string model_name{};  // the model's name and version, for its server and logs
+  int64_t model_version = 0;
 };
 
 // A loaded model. Run is thread-safe: concurrent requests may share one Session.

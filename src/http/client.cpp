@@ -337,6 +337,9 @@ class Client::Impl {
     curl_easy_setopt(curl, CURLOPT_USERAGENT, options_.user_agent.c_str());
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
                      static_cast<long>(options_.connect_timeout.count()));
+    if (!options_.unix_socket.empty()) {
+      curl_easy_setopt(curl, CURLOPT_UNIX_SOCKET_PATH, options_.unix_socket.c_str());
+    }
     curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
     if (!options_.ca_file.empty()) {
       curl_easy_setopt(curl, CURLOPT_CAINFO, options_.ca_file.c_str());

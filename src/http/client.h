@@ -41,6 +41,9 @@ struct ClientOptions {
   // Checked about once a second, so it fires up to a second late.
   std::chrono::milliseconds read_timeout{60'000};
   std::string user_agent = "perch";
+  // Set: every request goes over this Unix socket; the URL then only names
+  // the host for the Host header and the path.
+  std::string unix_socket{};
 };
 
 // Where a request's body comes from: nothing, memory, or a slice of a file.

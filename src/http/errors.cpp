@@ -27,6 +27,8 @@ int HttpStatusFor(StatusCode code) {
       return 504;
     case StatusCode::kInternal:
       return 500;
+    case StatusCode::kBadGateway:
+      return 502;
   }
   return 500;
 }

@@ -292,7 +292,7 @@ Result<ModelConfig> ParseModelConfig(std::string_view text) {
     PERCH_RETURN_IF_ERROR(
         CheckKeys(root, "model.json",
                   {"kind", "max_batch_size", "instances", "max_queue_size", "dynamic_batching",
-                   "threads", "version_policy", "inputs", "outputs", "warmup", "mqtt"}));
+                   "threads", "version_policy", "inputs", "outputs", "warmup", "mqtt", "runtime"}));
   }
   if (root.contains("max_batch_size")) {
     PERCH_ASSIGN_OR_RETURN(config.max_batch_size, GetInteger(root, "max_batch_size", 0, 1 << 20));
@@ -323,6 +323,9 @@ Result<ModelConfig> ParseModelConfig(std::string_view text) {
   }
   if (root.contains("mqtt")) {
     PERCH_ASSIGN_OR_RETURN(config.mqtt, ParseMqttBinding(root["mqtt"]));
+  }
+  if (root.contains("runtime")) {
+    PERCH_ASSIGN_OR_RETURN(config.runtime, ParseRuntimeSpec(root["runtime"].dump()));
   }
   if (root.contains("warmup")) {
     const json& warmup = root["warmup"];

@@ -10,6 +10,7 @@
 
 #include "core/status.h"
 #include "engine/engine.h"
+#include "engine/runtime_spec.h"
 
 namespace perch {
 
@@ -66,6 +67,7 @@ struct ModelConfig {
   // Holds the whole model.json body, which src/pipeline reads; models/ only
   // checks the keys it knows.
   std::optional<std::string> pipeline;
+  std::optional<RuntimeSpec> runtime;  // set: the model is a server of its own, not ONNX
 };
 
 // Parses a model.json body. InvalidArgument naming the key for unknown keys,

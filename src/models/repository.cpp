@@ -125,9 +125,14 @@ Result<ModelOnDisk> ScanModel(const fs::path& root, const std::string& name) {
       continue;
     }
     // A pipeline's version folder holds no model file: its steps are in
-    // model.json, which is what its version loads.
-    const fs::path model_file =
-        model.config.pipeline ? folder / kConfigFile : entry.path() / kModelFile;
+    // model.json, which is what its version loads. A model with a runtime is
+    // its own server: the version folder is the model.
+    fs::path model_file = entry.path() / kModelFile;
+    if (model.config.pipeline) {
+      model_file = folder / kConfigFile;
+    } else if (model.config.runtime) {
+      model_file = entry.path();
+    }
     if (!model.config.pipeline && !fs::exists(model_file, error)) {
       continue;
     }

@@ -33,5 +33,8 @@ namespace perch::annotation {
 inline constexpr std::string_view kTitle = "org.opencontainers.image.title";
 inline constexpr std::string_view kVersion = "org.opencontainers.image.version";
 inline constexpr std::string_view kModelPackFilepath = "org.cncf.model.filepath";
+// On the manifest of a model that is not ONNX: its config's platform
+// ("process"), so that a manifest without a model.onnx layer is not refused.
+inline constexpr std::string_view kPerchPlatform = "dev.perch.model.platform";
 
 }  // namespace perch::annotation

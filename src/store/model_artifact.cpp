@@ -161,9 +161,10 @@ Result<ModelMetadata> DecodeModelConfig(std::string_view text) {
   }
   metadata.version = version->get<int64_t>();
   PERCH_ASSIGN_OR_RETURN(metadata.platform, StringField(config, "platform", "model config"));
-  if (metadata.platform != "onnx") {
-    return InvalidArgument(fmt::format("model config: platform \"{}\" is not one perch runs (onnx)",
-                                       metadata.platform));
+  // "process": a model that is a server of its own (model.json "runtime").
+  if (metadata.platform != "onnx" && metadata.platform != "process") {
+    return InvalidArgument(fmt::format(
+        "model config: platform \"{}\" is not one perch runs (onnx, process)", metadata.platform));
   }
   metadata.architectures.clear();
   if (const json* architectures = Field(config, "architectures"); architectures != nullptr) {
@@ -197,15 +198,18 @@ std::string EncodeModelManifest(const ModelMetadata& metadata, const Descriptor&
     layer.annotations[std::string(annotation::kModelPackFilepath)] = file.path;
     layers.push_back(EncodeDescriptor(layer));
   }
+  ordered_json annotations = {{annotation::kTitle, metadata.name},
+                              {annotation::kVersion, std::to_string(metadata.version)}};
+  if (metadata.platform != "onnx") {
+    annotations[std::string(annotation::kPerchPlatform)] = metadata.platform;
+  }
   const ordered_json manifest = {
       {"schemaVersion", 2},
       {"mediaType", media_type::kOciManifest},
       {"artifactType", media_type::kPerchModelArtifact},
       {"config", EncodeDescriptor(config)},
       {"layers", std::move(layers)},
-      {"annotations",
-       {{annotation::kTitle, metadata.name},
-        {annotation::kVersion, std::to_string(metadata.version)}}},
+      {"annotations", std::move(annotations)},
   };
   return manifest.dump();
 }
@@ -249,8 +253,13 @@ Result<ModelArtifact> ModelArtifactOf(const Manifest& manifest) {
     paths.insert(it->second);
     artifact.files.push_back(ModelFile{it->second, layer});
   }
-  if (!paths.contains("model.onnx")) {
-    return InvalidArgument("the model has no model.onnx layer");
+  // A process model (model.json "runtime") has whatever files its server
+  // needs; an ONNX model must have its model.onnx.
+  const auto platform = manifest.annotations.find(std::string(annotation::kPerchPlatform));
+  const bool process = platform != manifest.annotations.end() && platform->second == "process";
+  if (process ? paths.empty() : !paths.contains("model.onnx")) {
+    return InvalidArgument(process ? "the process model has no file layers"
+                                   : "the model has no model.onnx layer");
   }
   return artifact;
 }
