@@ -60,7 +60,8 @@ void RunOnce(Ort::Session& session) {
   std::vector<Ort::Value> inputs;
   for (size_t i = 0; i < session.GetInputCount(); ++i) {
     input_names.push_back(session.GetInputNameAllocated(i, allocator).get());
-    const auto info = session.GetInputTypeInfo(i).GetTensorTypeAndShapeInfo();
+    const Ort::TypeInfo type_info = session.GetInputTypeInfo(i);  // owns what `info` reads
+    const auto info = type_info.GetTensorTypeAndShapeInfo();
     std::vector<int64_t> shape = info.GetShape();
     size_t count = 1;
     for (auto& dim : shape) {

@@ -1,6 +1,7 @@
 #include "models/model_manager.h"
 
 #include <fmt/format.h>
+#include <malloc.h>
 
 #include <algorithm>
 
@@ -437,6 +438,23 @@ Result<std::shared_ptr<LoadedModel>> ModelManager::Acquire(
   }
 }
 
+Status ModelManager::Lookup(std::string_view name, std::string_view version) const {
+  if (!IsValidModelName(name)) {
+    return InvalidArgument(fmt::format("'{}' is not a valid model name", name));
+  }
+  std::optional<int64_t> wanted;
+  if (!version.empty()) {
+    wanted = ParseModelVersion(version);
+    if (!wanted) {
+      return InvalidArgument(fmt::format("model version '{}' is not a positive integer", version));
+    }
+  }
+  MutexLock lock(mutex_);
+  std::optional<int64_t> load;
+  const auto found = Find(name, wanted, load);
+  return found.ok() || load ? Status::Ok() : found.status();
+}
+
 Result<std::shared_ptr<LoadedModel>> ModelManager::Find(std::string_view name,
                                                         std::optional<int64_t> wanted,
                                                         std::optional<int64_t>& load) const {
@@ -480,8 +498,6 @@ Result<std::shared_ptr<LoadedModel>> ModelManager::Find(std::string_view name,
 }
 
 int64_t ModelManager::EstimateCost(const VersionOnDisk& version) {
-  // ONNX Runtime holds the weights once or twice (prepacked copies for some
-  // kernels) plus a session of its own; see docs/model-repository.md.
   std::error_code error;
   int64_t bytes = 0;
   for (const auto& file :
@@ -489,7 +505,9 @@ int64_t ModelManager::EstimateCost(const VersionOnDisk& version) {
     const auto size = file.is_regular_file(error) ? file.file_size(error) : 0;
     bytes += error ? 0 : static_cast<int64_t>(size);
   }
-  return 2 * bytes + kModelOverheadBytes;
+  // At its peak a load holds the file's bytes, their parse and ONNX
+  // Runtime's copy of the weights at once; see docs/model-repository.md.
+  return 3 * bytes + kModelOverheadBytes;
 }
 
 Result<std::shared_ptr<LoadedModel>> ModelManager::LoadMeasured(
@@ -498,10 +516,14 @@ Result<std::shared_ptr<LoadedModel>> ModelManager::LoadMeasured(
   const int64_t before = ResidentBytes();
   const auto started = std::chrono::steady_clock::now();
   auto loaded = LoadVersion(disk, version, repository, min_warmup_runs);
+  if (Budgeted()) {
+    malloc_trim(0);  // what the load only passed through (the file's bytes) is not its cost
+  }
   // Loads run one at a time (under reconcile_mutex_), so the growth is this
-  // load's, give or take what requests allocated meanwhile; memory the
-  // allocator reuses from an earlier unload shows no growth, hence the floor.
-  cost = std::max(ResidentBytes() - before, estimate);
+  // load's, give or take what requests allocated meanwhile. Memory the
+  // allocator reuses from an earlier unload shows no growth, hence a floor:
+  // the weights are held at least once (a third of the load's estimate).
+  cost = std::max(ResidentBytes() - before, estimate / 3);
   if (loaded.ok() && Budgeted()) {
     load_seconds_.Observe(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
@@ -556,6 +578,12 @@ bool ModelManager::MakeRoom(int64_t cost, bool evict) {
       budget_evictions_.Increment();
     }
   }
+  if (!freed.empty()) {
+    freed.clear();
+    // glibc keeps freed weights for reuse; hand them back so that RSS follows
+    // what is loaded rather than the most that ever was.
+    malloc_trim(0);
+  }
   return true;
 }
 
@@ -574,8 +602,7 @@ Status ModelManager::LoadOnDemand(const VersionKey& key) {
       return Status::Ok();
     }
     disk = entry->second.disk;
-    estimate = slot->second.memory_cost > 0 ? slot->second.memory_cost
-                                            : EstimateCost(disk->versions.at(version));
+    estimate = std::max(slot->second.memory_cost, EstimateCost(disk->versions.at(version)));
   }
   if (estimate > models_budget_) {
     return Unavailable(

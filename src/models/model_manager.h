@@ -156,6 +156,10 @@ class ModelManager {
       std::string_view name, std::string_view version,
       std::optional<std::chrono::steady_clock::time_point> deadline) const;
 
+  // Whether `name`/`version` can be served here, as Acquire would say,
+  // without loading a version that is out of memory (for routing).
+  Status Lookup(std::string_view name, std::string_view version) const;
+
   MemoryBudgetStatus MemoryBudget() const;
 
   // The newest ready version of every model that has one.
@@ -220,7 +224,8 @@ class ModelManager {
   void PollLoop(const std::stop_token& stop);
 
   bool Budgeted() const { return options_.memory_limit_bytes > 0; }
-  // What a version is charged before it loads: see EstimateModelCost.
+  // The room a version needs to load: three times its folder's size plus a
+  // session's overhead (docs/model-repository.md, "Memory budget").
   static int64_t EstimateCost(const VersionOnDisk& version);
   // LoadVersion, measuring what it cost (see memory_budget.h).
   Result<std::shared_ptr<LoadedModel>> LoadMeasured(const ModelOnDisk& disk, int64_t version,

@@ -273,13 +273,15 @@ TEST_F(ModelManagerTest, UnloadWaitsForInFlightHandles) {
   EXPECT_EQ(engine_.runs().live_sessions(), 0);
 }
 
-// With a memory budget: every fake version is charged about 1 MiB (the
-// per-version floor; the fake's files are tiny), so a budget of `versions`
-// MiB and a half holds that many versions.
+// With a memory budget. Each fake model file here is 1 MiB: loading one
+// needs room for 3 x 1 + 1 = 4 MiB, and once loaded it is charged 1.33 MiB
+// (the floor; the fake holds no weights). A budget of 6 MiB thus holds two
+// versions (a third finds 2.67 + 4 > 6), one of 5 MiB holds one; the
+// margins absorb what else the process allocates meanwhile.
 class MemoryBudgetTest : public ModelManagerTest {
  protected:
-  void StartBudgeted(const fs::path& repository, double versions) {
-    const auto limit = ResidentBytes() + static_cast<int64_t>(versions * (1 << 20)) + (1 << 19);
+  void StartBudgeted(const fs::path& repository, int mib) {
+    const auto limit = ResidentBytes() + int64_t{mib} * (1 << 20);
     manager_ = std::make_unique<ModelManager>(
         ModelManagerOptions{.repository = repository, .memory_limit_bytes = limit}, engine_,
         metrics_, Logger::ToStderr(LogLevel::kWarn, "models"));
@@ -301,20 +303,28 @@ class MemoryBudgetTest : public ModelManagerTest {
     return value;
   }
 
+  // A model file of 1 MiB that starts with `name`.
+  static std::string Content(const std::string& name) {
+    std::string content = name;
+    content.resize(1 << 20, '.');
+    return content;
+  }
+
   void WriteAdders(int count) {
     for (int i = 0; i < count; ++i) {
-      engine_.SetModel("add" + std::to_string(i), Adds(static_cast<float>(i)));
-      WriteModel(root_, "m" + std::to_string(i), 1, "add" + std::to_string(i));
+      engine_.SetModel(Content("add" + std::to_string(i)), Adds(static_cast<float>(i)));
+      WriteModel(root_, "m" + std::to_string(i), 1, Content("add" + std::to_string(i)));
     }
   }
 };
 
 TEST_F(MemoryBudgetTest, ModelsBeyondTheBudgetLoadOnDemandAndTheIdleOnesMakeRoom) {
   WriteAdders(6);
-  StartBudgeted(root_, 2);
+  StartBudgeted(root_, 6);
   const auto at_start = manager_->MemoryBudget();
   EXPECT_GE(at_start.resident_versions, 1);
-  EXPECT_LE(at_start.resident_versions, 2);
+  EXPECT_LE(at_start.resident_versions, 2)
+      << at_start.models_bytes << " for models, " << at_start.charged_bytes << " charged";
   EXPECT_EQ(at_start.resident_versions + at_start.deferred_versions, 6);
   int deferred_rows = 0;
   for (const auto& row : manager_->Index()) {
@@ -337,7 +347,7 @@ TEST_F(MemoryBudgetTest, ModelsBeyondTheBudgetLoadOnDemandAndTheIdleOnesMakeRoom
 
 TEST_F(MemoryBudgetTest, VersionsInUseAreNotUnloadedAndANewOneWaitsForRoom) {
   WriteAdders(3);
-  StartBudgeted(root_, 2);
+  StartBudgeted(root_, 6);
   auto first = AcquireWithin("m0", std::chrono::seconds(10));
   auto second = AcquireWithin("m1", std::chrono::seconds(10));
   ASSERT_TRUE(first.ok() && second.ok());
@@ -357,11 +367,11 @@ TEST_F(MemoryBudgetTest, VersionsInUseAreNotUnloadedAndANewOneWaitsForRoom) {
 }
 
 TEST_F(MemoryBudgetTest, AModelLargerThanTheWholeBudgetIsRefusedWithTheFlagToRaise) {
-  const std::string big(3 << 20, 'x');
+  const std::string big(8 << 20, 'x');  // needs 25 MiB
   engine_.SetModel(big, Adds(7));
   WriteModel(root_, "big", 1, big);
   WriteAdders(1);
-  StartBudgeted(root_, 2);
+  StartBudgeted(root_, 6);
   const auto refused = AcquireWithin("big", std::chrono::seconds(10));
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), StatusCode::kUnavailable);
@@ -374,11 +384,11 @@ TEST_F(MemoryBudgetTest, AModelLargerThanTheWholeBudgetIsRefusedWithTheFlagToRai
 
 TEST_F(MemoryBudgetTest, ARequestWaitsForItsLoadUntilItsDeadlineOnly) {
   WriteAdders(1);
-  engine_.SetModel("slow", Adds(5));
-  WriteModel(root_, "n_slow", 1, "slow");  // scanned after m0, which fills the budget
+  engine_.SetModel(Content("slow"), Adds(5));
+  WriteModel(root_, "n_slow", 1, Content("slow"));  // scanned after m0, which fills the budget
   ASSERT_TRUE(
       WriteFileAtomically(root_ / "n_slow" / "model.json", R"({"warmup": {"runs": 1}})").ok());
-  StartBudgeted(root_, 1);
+  StartBudgeted(root_, 5);
   ASSERT_EQ(manager_->MemoryBudget().deferred_versions, 1);
 
   engine_.runs().Hold();  // the load's warmup run holds
