@@ -40,8 +40,9 @@ def metric(server, name):
 def test_more_models_than_fit_all_answer_within_the_budget(servers, tmp_path):
     repo = tmp_path / "repo"
     names = write_lookup_repo(repo, MODELS, WEIGHT_BYTES)
-    # Larger than the whole budget: it can never load.
-    write_lookup_model(repo / "zz_huge" / "1" / "model.onnx", 99, LIMIT)
+    # Its load needs three times its size, more than the whole budget: it can
+    # never load.
+    write_lookup_model(repo / "zz_huge" / "1" / "model.onnx", 99, LIMIT // 3)
     server = servers.start(repo=repo, args=["--memory-limit", str(LIMIT)])
     index = server.post("/v2/repository/index").json()
     waiting = [row for row in index if "--memory-limit" in row.get("reason", "")]
