@@ -9,11 +9,13 @@ Destination RouteRequest(const ModelManager& models, const PeerDirectory* peers,
   if (peers == nullptr || forwarded) {
     return Destination::kHere;
   }
-  const auto local = models.Acquire(model, version);
+  // Lookup, not Acquire: a version out of memory (--memory-limit) is served
+  // here, and loading it is for the request itself, within its deadline.
+  const Status local = models.Lookup(model, version);
   if (local.ok()) {
     return Destination::kHere;
   }
-  const StatusCode code = local.status().code();
+  const StatusCode code = local.code();
   // A malformed name or version is the client's error wherever it goes.
   if (code != StatusCode::kNotFound && code != StatusCode::kUnavailable) {
     return Destination::kHere;

@@ -31,6 +31,7 @@
 #include "core/metrics.h"
 #include "engine/engine.h"
 #include "models/inference_service.h"
+#include "models/memory_budget.h"
 #include "models/model_manager.h"
 #include "models/scheduler.h"
 #include "peers/peer_directory.h"
@@ -49,6 +50,7 @@ struct ServeOptions {
   std::string device;
   std::string log_level = "info";
   double poll_seconds = 0;
+  std::string memory_limit = "auto";
   int engine_threads = 0;
   int workers = 0;
   bool check_config = false;
@@ -109,6 +111,7 @@ Status CheckServeOptions(const ServeOptions& options) {
   } else if (!std::filesystem::is_directory(options.repository)) {
     return NotFound("--repo " + options.repository + " is not a directory");
   }
+  PERCH_RETURN_IF_ERROR(ResolveMemoryLimit(options.memory_limit).status());
   PERCH_RETURN_IF_ERROR(CheckTls(options.http.tls));
   PERCH_RETURN_IF_ERROR(CheckPeerFlags(options.peers, !options.hub.url.empty(), options.http.host));
 #ifdef PERCH_WITH_MQTT
@@ -209,6 +212,7 @@ int RunServe(const ServeOptions& options) {
               std::chrono::milliseconds(static_cast<int64_t>(options.poll_seconds * 1000)),
           .check_version = std::move(trust).value(),
           .load_pipeline = MakePipelineLoader(metrics),
+          .memory_limit_bytes = *ResolveMemoryLimit(options.memory_limit),  // checked above
       },
       **engine, metrics, logger.ForComponent("models"));
   Scheduler scheduler(SchedulerOptions{.workers = options.workers});
@@ -466,6 +470,12 @@ CommandRunner AddServeCommand(CLI::App& app) {
                  "(0: never)")
       ->envname("PERCH_POLL")
       ->check(CLI::Range(0.0, 86400.0))
+      ->capture_default_str();
+  app.add_option("--memory-limit", options->memory_limit,
+                 "Memory the agent may keep resident, e.g. 512M or 2G: models load while they "
+                 "fit, the rest on first use, the least recently used idle ones unload to make "
+                 "room (auto: 90% of the cgroup limit or of the available memory; 0: no limit)")
+      ->envname("PERCH_MEMORY_LIMIT")
       ->capture_default_str();
   app.add_option("--max-body-bytes", options->http.max_body_bytes,
                  "Largest request body accepted, after decompression")

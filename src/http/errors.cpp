@@ -61,6 +61,11 @@ std::string ErrorJson(const Status& status) {
 
 void SetError(Response& response, const Status& status) {
   SetJson(response, HttpStatusFor(status.code()), ErrorJson(status));
+  // 503 is for what passes (loading, no room in --memory-limit, no healthy
+  // peer): say when to come back rather than leave clients to hammer.
+  if (response.status == 503) {
+    response.headers.Set("Retry-After", "1");
+  }
 }
 
 void SetJson(Response& response, int http_status, std::string body) {

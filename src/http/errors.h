@@ -25,7 +25,8 @@ StatusCode StatusCodeForHttp(int http_status);
 // {"error": ..., "code": ...} for `status` (never ok).
 std::string ErrorJson(const Status& status);
 
-// Answers `status` with its HTTP status and the JSON error body.
+// Answers `status` with its HTTP status and the JSON error body; a 503 also
+// carries Retry-After: 1.
 void SetError(Response& response, const Status& status);
 // Answers `http_status` with a JSON body.
 void SetJson(Response& response, int http_status, std::string body);

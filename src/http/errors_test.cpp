@@ -31,6 +31,16 @@ TEST(Errors, OneBodyShape) {
   EXPECT_EQ(body["error"].get<std::string>().substr(0, 10), "queue full");
 }
 
+TEST(Errors, UnavailableSaysWhenToRetry) {
+  Response response;
+  SetError(response, Unavailable("no room in --memory-limit"));
+  EXPECT_EQ(response.status, 503);
+  EXPECT_EQ(response.headers.Value("Retry-After"), "1");
+  Response refused;
+  SetError(refused, NotFound("no such model"));
+  EXPECT_FALSE(refused.headers.Has("Retry-After"));
+}
+
 TEST(Headers, CaseInsensitiveSetAddRemove) {
   Headers headers;
   headers.Add("Link", "a");

@@ -104,8 +104,14 @@ void InferenceService::RecordUndecodable(std::string_view model_name,
 
 Result<InferResponse> InferenceService::Infer(InferRequest request) const {
   const auto received = Clock::now();
+  // Timeouts past a year mean "none": adding them to the clock could overflow.
+  std::optional<Clock::time_point> deadline;
+  if (request.timeout.count() > 0 && request.timeout < std::chrono::hours(24 * 365)) {
+    deadline = received + request.timeout;
+  }
+  // A version out of memory (--memory-limit) loads first, within the deadline.
   PERCH_ASSIGN_OR_RETURN(const auto model,
-                         models_.Acquire(request.model_name, request.model_version));
+                         models_.Acquire(request.model_name, request.model_version, deadline));
   model->requests.Increment();
   const auto run = [&]() -> Result<InferResponse> {
     const ModelSignature& signature = model->signature();
@@ -119,11 +125,6 @@ Result<InferResponse> InferenceService::Infer(InferRequest request) const {
       auto input = std::find_if(request.inputs.begin(), request.inputs.end(),
                                 [&](const Tensor& t) { return t.name == spec.name; });
       inputs.push_back(std::move(*input));
-    }
-    // Timeouts past a year mean "none": adding them to the clock could overflow.
-    std::optional<Clock::time_point> deadline;
-    if (request.timeout.count() > 0 && request.timeout < std::chrono::hours(24 * 365)) {
-      deadline = received + request.timeout;
     }
     PERCH_ASSIGN_OR_RETURN(auto outputs, scheduler_.Submit(model, std::move(inputs),
                                                            std::move(output_names), deadline));

@@ -1,10 +1,12 @@
 #include "models/model_manager.h"
 
 #include <fmt/format.h>
+#include <malloc.h>
 
 #include <algorithm>
 
 #include "core/enum_names.h"
+#include "models/memory_budget.h"
 
 namespace perch {
 namespace {
@@ -63,6 +65,18 @@ Result<WarmupInputs> MakeWarmupInputs(const ModelSignature& signature, const Mod
   return warmup;
 }
 
+constexpr int64_t kMiB = int64_t{1} << 20;
+// What an ONNX Runtime session costs beside its weights (graph, kernels,
+// planner), charged to every version; measured with bench/memory.
+constexpr int64_t kModelOverheadBytes = kMiB;
+
+// MiB, rounded up, for messages.
+int64_t ToMiB(int64_t bytes) { return (bytes + kMiB - 1) / kMiB; }
+
+// What a version out of memory says in the index and to a request.
+constexpr std::string_view kDeferredReason =
+    "not in memory (--memory-limit): loads on its next request";
+
 std::vector<std::string> OutputNames(const ModelSignature& signature) {
   std::vector<std::string> names;
   for (const auto& spec : signature.outputs) {
@@ -110,11 +124,38 @@ ModelManager::ModelManager(ModelManagerOptions options, Engine& engine, MetricsR
       engine_(engine),
       metrics_(metrics),
       logger_(std::move(logger)),
-      repository_(options_.repository) {}
+      repository_(options_.repository),
+      budget_hits_(metrics.GetCounter(
+          "perch_model_memory_hits_total",
+          "Requests that found their model version in memory (with --memory-limit)", {})),
+      budget_misses_(metrics.GetCounter(
+          "perch_model_memory_misses_total",
+          "Requests that had to wait for their model version to load (with --memory-limit)", {})),
+      budget_evictions_(
+          metrics.GetCounter("perch_model_memory_unloads_total",
+                             "Idle model versions unloaded to stay within --memory-limit", {})),
+      load_seconds_(metrics.GetHistogram("perch_model_load_on_demand_duration_seconds",
+                                         "Time a model version took to load on demand", {},
+                                         LatencyBucketsSeconds())) {}
 
 ModelManager::~ModelManager() { Stop(); }
 
 Status ModelManager::Start() {
+  if (Budgeted()) {
+    // What the process holds before any model (the engine, the servers'
+    // threads) is not the models' to use.
+    const int64_t base = ResidentBytes();
+    models_budget_ = options_.memory_limit_bytes - base;
+    if (models_budget_ <= 0) {
+      return InvalidArgument(fmt::format(
+          "--memory-limit {} MiB is below what perch holds with no model loaded ({} MiB); "
+          "raise it",
+          ToMiB(options_.memory_limit_bytes), ToMiB(base)));
+    }
+    logger_.Info("memory budget: {} MiB, {} MiB of it for models",
+                 ToMiB(options_.memory_limit_bytes), ToMiB(models_budget_));
+    loader_ = std::jthread([this] { LoaderLoop(); });
+  }
   {
     MutexLock reconcile(reconcile_mutex_);
     PERCH_RETURN_IF_ERROR(ScanRepository(repository_).status());
@@ -135,6 +176,15 @@ void ModelManager::Stop() {
     poller_.request_stop();
     poll_wakeup_.notify_all();
     poller_.join();
+  }
+  {
+    MutexLock lock(mutex_);
+    stopping_ = true;
+  }
+  load_wakeup_.notify_all();
+  load_done_.notify_all();
+  if (loader_.joinable()) {
+    loader_.join();
   }
 }
 
@@ -236,12 +286,32 @@ Status ModelManager::ReconcileModel(const ModelOnDisk& disk, bool force) {
       next.versions[version] = old->second;
       continue;
     }
+    const int64_t estimate = EstimateCost(on_disk);
+    if (Budgeted() && !MakeRoom(estimate, /*evict=*/force)) {
+      // No room without unloading what is in use: the first request loads it.
+      VersionSlot slot{.fingerprint = on_disk.fingerprint,
+                       .model = nullptr,
+                       .state = ModelState::kUnavailable,
+                       .reason = std::string(kDeferredReason),
+                       .artifact_reference = on_disk.artifact_reference,
+                       .artifact_digest = {},
+                       .memory_cost = 0,
+                       .deferred = true};
+      logger_.Info("model '{}' version {} waits for its first request: the memory budget is full",
+                   disk.name, version);
+      next.versions[version] = std::move(slot);
+      continue;
+    }
     attempted_load = true;
-    auto loaded = LoadVersion(disk, version, repository_);
+    int64_t cost = 0;
+    auto loaded = LoadMeasured(disk, version, repository_, 0, estimate, cost);
     VersionSlot slot;
     slot.fingerprint = on_disk.fingerprint;
     if (loaded.ok()) {
       slot.model = std::move(loaded).value();
+      slot.model->MarkUsed(++use_clock_);
+      slot.memory_cost = cost;
+      pending_charge_ += cost;
       slot.state = ModelState::kReady;
       slot.artifact_reference = on_disk.artifact_reference;
       slot.artifact_digest = slot.model->artifact_digest();
@@ -283,9 +353,16 @@ Status ModelManager::ReconcileModel(const ModelOnDisk& disk, bool force) {
       logger_.Info("model '{}' version {} is no longer selected; unloading it", disk.name, version);
     }
   }
-  MutexLock lock(mutex_);
-  if (!unloaded_.contains(disk.name)) {
-    models_[disk.name] = std::move(next);
+  next.disk = std::make_shared<const ModelOnDisk>(disk);
+  {
+    MutexLock lock(mutex_);
+    if (!unloaded_.contains(disk.name)) {
+      models_[disk.name] = std::move(next);
+    }
+    pending_charge_ = 0;
+  }
+  if (Budgeted() && attempted_load) {
+    (void)MakeRoom(0, /*evict=*/true);  // the loads may have cost more than estimated
   }
   return result;
 }
@@ -343,6 +420,12 @@ Result<std::shared_ptr<LoadedModel>> ModelManager::LoadVersion(
 
 Result<std::shared_ptr<LoadedModel>> ModelManager::Acquire(std::string_view name,
                                                            std::string_view version) const {
+  return Acquire(name, version, std::nullopt);
+}
+
+Result<std::shared_ptr<LoadedModel>> ModelManager::Acquire(
+    std::string_view name, std::string_view version,
+    std::optional<std::chrono::steady_clock::time_point> deadline) const {
   if (!IsValidModelName(name)) {
     return InvalidArgument(fmt::format("'{}' is not a valid model name", name));
   }
@@ -354,6 +437,78 @@ Result<std::shared_ptr<LoadedModel>> ModelManager::Acquire(std::string_view name
     }
   }
   MutexLock lock(mutex_);
+  // A version unloaded again before its waiter could take it loads again,
+  // a few times at most: past that the budget is too small for the load.
+  constexpr int kAttempts = 3;
+  for (int attempt = 0;; ++attempt) {
+    std::optional<int64_t> load;
+    auto found = Find(name, wanted, load);
+    if (!load) {
+      if (found.ok()) {
+        (*found)->MarkUsed(++use_clock_);
+        if (Budgeted() && attempt == 0) {
+          budget_hits_.Increment();
+        }
+      }
+      return found;
+    }
+    if (attempt == kAttempts) {
+      return Unavailable(fmt::format(
+          "model '{}' version {} was unloaded again before it could serve: --memory-limit is "
+          "too small for the models in use; retry later",
+          name, *load));
+    }
+    if (attempt == 0) {
+      budget_misses_.Increment();
+    }
+    const VersionKey key{std::string(name), *load};
+    OnDemand& pending = on_demand_[key];
+    const uint64_t generation = pending.generation;
+    if (!pending.queued) {
+      pending.queued = true;
+      load_queue_.push_back(key);
+      load_wakeup_.notify_one();
+    }
+    while (pending.generation == generation) {
+      if (stopping_) {
+        return Unavailable("perch is shutting down");
+      }
+      if (!deadline) {
+        lock.Wait(load_done_);
+      } else if (!lock.WaitUntil(load_done_, *deadline) && pending.generation == generation) {
+        return Status(StatusCode::kDeadlineExceeded,
+                      fmt::format("model '{}' version {} was still loading at the request's "
+                                  "deadline; it keeps loading, retry",
+                                  name, *load));
+      }
+    }
+    if (!pending.result.ok()) {
+      return pending.result;
+    }
+  }
+}
+
+Status ModelManager::Lookup(std::string_view name, std::string_view version) const {
+  if (!IsValidModelName(name)) {
+    return InvalidArgument(fmt::format("'{}' is not a valid model name", name));
+  }
+  std::optional<int64_t> wanted;
+  if (!version.empty()) {
+    wanted = ParseModelVersion(version);
+    if (!wanted) {
+      return InvalidArgument(fmt::format("model version '{}' is not a positive integer", version));
+    }
+  }
+  MutexLock lock(mutex_);
+  std::optional<int64_t> load;
+  const auto found = Find(name, wanted, load);
+  return found.ok() || load ? Status::Ok() : found.status();
+}
+
+Result<std::shared_ptr<LoadedModel>> ModelManager::Find(std::string_view name,
+                                                        std::optional<int64_t> wanted,
+                                                        std::optional<int64_t>& load) const {
+  load.reset();
   if (unloaded_.contains(name)) {
     return Unavailable(
         fmt::format("model '{}' is unloaded; load it through the repository API", name));
@@ -368,21 +523,234 @@ Result<std::shared_ptr<LoadedModel>> ModelManager::Acquire(std::string_view name
     if (slot == versions.end()) {
       return NotFound(fmt::format("model '{}' has no version {}", name, *wanted));
     }
-    if (!slot->second.model) {
-      return Unavailable(fmt::format("model '{}' version {} is not ready: {}", name, *wanted,
-                                     slot->second.reason));
+    if (slot->second.model) {
+      return slot->second.model;
     }
-    return slot->second.model;
+    if (slot->second.deferred) {
+      load = *wanted;
+    }
+    return Unavailable(
+        fmt::format("model '{}' version {} is not ready: {}", name, *wanted, slot->second.reason));
   }
   for (auto it = versions.rbegin(); it != versions.rend(); ++it) {
     if (it->second.model) {
       return it->second.model;
+    }
+    if (it->second.deferred) {
+      load = it->first;
+      return Unavailable(fmt::format("model '{}' is not ready: {}", name, it->second.reason));
     }
   }
   const std::string reason = !model->second.reason.empty() ? model->second.reason
                              : versions.empty()            ? "it has no versions"
                                                            : versions.rbegin()->second.reason;
   return Unavailable(fmt::format("model '{}' is not ready: {}", name, reason));
+}
+
+int64_t ModelManager::EstimateCost(const VersionOnDisk& version) {
+  std::error_code error;
+  int64_t bytes = 0;
+  for (const auto& file :
+       std::filesystem::directory_iterator(version.model_file.parent_path(), error)) {
+    const auto size = file.is_regular_file(error) ? file.file_size(error) : 0;
+    bytes += error ? 0 : static_cast<int64_t>(size);
+  }
+  // At its peak a load holds the file's bytes, their parse and ONNX
+  // Runtime's copy of the weights at once; see docs/model-repository.md.
+  return 3 * bytes + kModelOverheadBytes;
+}
+
+Result<std::shared_ptr<LoadedModel>> ModelManager::LoadMeasured(
+    const ModelOnDisk& disk, int64_t version, const std::filesystem::path& repository,
+    int min_warmup_runs, int64_t estimate, int64_t& cost) {
+  const int64_t before = ResidentBytes();
+  const auto started = std::chrono::steady_clock::now();
+  auto loaded = LoadVersion(disk, version, repository, min_warmup_runs);
+  if (Budgeted()) {
+    malloc_trim(0);  // what the load only passed through (the file's bytes) is not its cost
+  }
+  // Loads run one at a time (under reconcile_mutex_), so the growth is this
+  // load's, give or take what requests allocated meanwhile. Memory the
+  // allocator reuses from an earlier unload shows no growth, hence a floor:
+  // the weights are held at least once (a third of the load's estimate).
+  cost = std::max(ResidentBytes() - before, estimate / 3);
+  if (loaded.ok() && Budgeted()) {
+    load_seconds_.Observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  }
+  return loaded;
+}
+
+bool ModelManager::MakeRoom(int64_t cost, bool evict) {
+  std::vector<std::shared_ptr<LoadedModel>> freed;  // destroyed once the lock is released
+  {
+    MutexLock lock(mutex_);
+    int64_t charged = pending_charge_;
+    std::vector<VersionSlot*> idle;
+    for (auto& [name, entry] : models_) {
+      for (auto& [version, slot] : entry.versions) {
+        if (!slot.model) {
+          continue;
+        }
+        charged += slot.memory_cost;
+        // Only the manager holds it: no request, queue or reconciliation does,
+        // and none can take it while mutex_ is held.
+        if (slot.model.use_count() == 1) {
+          idle.push_back(&slot);
+        }
+      }
+    }
+    if (charged + cost <= models_budget_) {
+      return true;
+    }
+    int64_t idle_bytes = 0;
+    for (const VersionSlot* slot : idle) {
+      idle_bytes += slot->memory_cost;
+    }
+    if (!evict || charged - idle_bytes + cost > models_budget_) {
+      return false;
+    }
+    std::sort(idle.begin(), idle.end(), [](const VersionSlot* a, const VersionSlot* b) {
+      return a->model->last_use() < b->model->last_use();
+    });
+    for (VersionSlot* slot : idle) {
+      if (charged + cost <= models_budget_) {
+        break;
+      }
+      charged -= slot->memory_cost;
+      logger_.Info("model '{}' version {} unloaded to stay within --memory-limit ({} MiB)",
+                   slot->model->name(), slot->model->version(), ToMiB(slot->memory_cost));
+      freed.push_back(std::move(slot->model));
+      slot->model = nullptr;
+      slot->deferred = true;
+      slot->state = ModelState::kUnavailable;
+      slot->reason = std::string(kDeferredReason);
+      budget_evictions_.Increment();
+    }
+  }
+  if (!freed.empty()) {
+    freed.clear();
+    // glibc keeps freed weights for reuse; hand them back so that RSS follows
+    // what is loaded rather than the most that ever was.
+    malloc_trim(0);
+  }
+  return true;
+}
+
+Status ModelManager::LoadOnDemand(const VersionKey& key) {
+  const auto& [name, version] = key;
+  std::shared_ptr<const ModelOnDisk> disk;
+  int64_t estimate = 0;
+  {
+    MutexLock lock(mutex_);
+    const auto entry = models_.find(name);
+    if (entry == models_.end() || unloaded_.contains(name) || !entry->second.disk) {
+      return Status::Ok();  // gone meanwhile: the waiter finds out why
+    }
+    const auto slot = entry->second.versions.find(version);
+    if (slot == entry->second.versions.end() || !slot->second.deferred) {
+      return Status::Ok();
+    }
+    disk = entry->second.disk;
+    estimate = std::max(slot->second.memory_cost, EstimateCost(disk->versions.at(version)));
+  }
+  if (estimate > models_budget_) {
+    return Unavailable(
+        fmt::format("model '{}' version {} needs about {} MiB, more than the {} MiB --memory-limit "
+                    "leaves for models; raise --memory-limit",
+                    name, version, ToMiB(estimate), ToMiB(models_budget_)));
+  }
+  if (!MakeRoom(estimate, /*evict=*/true)) {
+    return Unavailable(fmt::format(
+        "model '{}' version {} needs about {} MiB and --memory-limit has no room for it even "
+        "after unloading every idle model; retry when fewer models are busy",
+        name, version, ToMiB(estimate)));
+  }
+  int64_t cost = 0;
+  const auto loaded = LoadMeasured(*disk, version, repository_, 0, estimate, cost);
+  {
+    MutexLock lock(mutex_);
+    const auto entry = models_.find(name);
+    if (entry == models_.end() || entry->second.disk != disk) {
+      return Status::Ok();  // the repository changed meanwhile: this copy is stale
+    }
+    const auto slot = entry->second.versions.find(version);
+    if (slot == entry->second.versions.end() || !slot->second.deferred) {
+      return Status::Ok();
+    }
+    VersionSlot& target = slot->second;
+    target.deferred = false;
+    if (!loaded.ok()) {
+      target.state = ModelState::kUnavailable;
+      target.reason = loaded.status().message();
+      logger_.Error("model '{}' version {} failed to load: {}", name, version, target.reason);
+      return loaded.status();
+    }
+    target.model = *loaded;
+    target.model->MarkUsed(++use_clock_);
+    target.state = ModelState::kReady;
+    target.reason.clear();
+    target.memory_cost = cost;
+    target.artifact_digest = target.model->artifact_digest();
+    logger_.Info("model '{}' version {} loaded on demand ({} MiB charged)", name, version,
+                 ToMiB(cost));
+  }
+  // `loaded` still holds the new version, so trimming cannot take it.
+  (void)MakeRoom(0, /*evict=*/true);
+  return Status::Ok();
+}
+
+void ModelManager::LoaderLoop() {
+  while (true) {
+    VersionKey key;
+    {
+      MutexLock lock(mutex_);
+      while (load_queue_.empty() && !stopping_) {
+        lock.Wait(load_wakeup_);
+      }
+      if (stopping_) {
+        for (const auto& queued : load_queue_) {
+          OnDemand& pending = on_demand_[queued];
+          pending.queued = false;
+          pending.result = Unavailable("perch is shutting down");
+          ++pending.generation;
+        }
+        load_queue_.clear();
+        load_done_.notify_all();
+        return;
+      }
+      key = load_queue_.front();
+      load_queue_.pop_front();
+    }
+    Status result;
+    {
+      MutexLock reconcile(reconcile_mutex_);
+      result = LoadOnDemand(key);
+    }
+    MutexLock lock(mutex_);
+    OnDemand& pending = on_demand_[key];
+    pending.queued = false;
+    pending.result = std::move(result);
+    ++pending.generation;
+    load_done_.notify_all();
+  }
+}
+
+MemoryBudgetStatus ModelManager::MemoryBudget() const {
+  MemoryBudgetStatus status{.limit_bytes = options_.memory_limit_bytes,
+                            .models_bytes = models_budget_};
+  MutexLock lock(mutex_);
+  for (const auto& [name, entry] : models_) {
+    for (const auto& [version, slot] : entry.versions) {
+      if (slot.model) {
+        status.charged_bytes += slot.memory_cost;
+        ++status.resident_versions;
+      } else if (slot.deferred) {
+        ++status.deferred_versions;
+      }
+    }
+  }
+  return status;
 }
 
 std::vector<std::shared_ptr<LoadedModel>> ModelManager::ServedModels() const {
@@ -512,7 +880,9 @@ Status ModelManager::SwitchRepository(const std::filesystem::path& repository,
           continue;
         }
       }
-      auto loaded = LoadVersion(disk, version, repository, min_warmup_runs);
+      int64_t cost = 0;
+      auto loaded =
+          LoadMeasured(disk, version, repository, min_warmup_runs, EstimateCost(on_disk), cost);
       if (!loaded.ok()) {
         return Status(loaded.status().code(),
                       fmt::format("model '{}' version {} failed to load: {}", disk.name, version,
@@ -525,8 +895,11 @@ Status ModelManager::SwitchRepository(const std::filesystem::path& repository,
                                             .state = ModelState::kReady,
                                             .reason = {},
                                             .artifact_reference = on_disk.artifact_reference,
-                                            .artifact_digest = std::move(digest)};
+                                            .artifact_digest = std::move(digest),
+                                            .memory_cost = cost,
+                                            .deferred = false};
     }
+    entry.disk = std::make_shared<const ModelOnDisk>(disk);
   }
   MutexLock lock(mutex_);
   for (const auto& [name, entry] : next) {

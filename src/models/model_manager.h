@@ -5,14 +5,23 @@
 // or replaced is freed only when the last request on it finishes, so no
 // request ever sees its model disappear mid-flight.
 //
+// With a memory budget (ModelManagerOptions::memory_limit_bytes), versions
+// load at start while they fit; the others, and those unloaded to make room
+// (the least recently used idle ones first), load on their next Acquire,
+// which waits for that load up to the caller's deadline. See
+// docs/model-repository.md, "Memory budget".
+//
 // Threading: every public method is thread-safe. Loads run without holding
-// the lock that Acquire takes, so serving never waits for a load; one
-// reconciliation (start, poll, load or unload call) runs at a time.
+// the lock that Acquire takes, so serving never waits for a load of another
+// model; one reconciliation (start, poll, load or unload call, or a load on
+// demand, which runs on the manager's loader thread) runs at a time.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -64,6 +73,11 @@ class LoadedModel {
   Histogram& compute_seconds;
   Histogram& batch_size;  // requests merged into one engine run
 
+  // The manager's use clock at the last Acquire: the least recently used
+  // idle version is unloaded first when the memory budget is short.
+  void MarkUsed(uint64_t tick) const { last_use_.store(tick, std::memory_order_relaxed); }
+  uint64_t last_use() const { return last_use_.load(std::memory_order_relaxed); }
+
  private:
   const std::string name_;
   const int64_t version_;
@@ -71,6 +85,7 @@ class LoadedModel {
   const ModelSignature signature_;
   const std::unique_ptr<Session> session_;
   const std::string artifact_digest_;
+  mutable std::atomic<uint64_t> last_use_{0};
 };
 
 struct VersionStatus {
@@ -107,6 +122,18 @@ struct ModelManagerOptions {
   std::chrono::milliseconds poll_interval{0};  // 0: no polling
   VersionCheck check_version{};                // unset: every version may load
   PipelineLoader load_pipeline{};              // unset: pipelines are not served
+  // Bytes the whole process may keep resident (--memory-limit); 0: no
+  // budget, every selected version loads at start and stays loaded.
+  int64_t memory_limit_bytes = 0;
+};
+
+// What the memory budget holds now, for logs, metrics and benchmarks.
+struct MemoryBudgetStatus {
+  int64_t limit_bytes = 0;    // 0: no budget
+  int64_t models_bytes = 0;   // what the models may use: the limit less the base at start
+  int64_t charged_bytes = 0;  // charged to the versions in memory
+  int64_t resident_versions = 0;
+  int64_t deferred_versions = 0;  // selected, not in memory: load on their next request
 };
 
 class ModelManager {
@@ -131,6 +158,19 @@ class ModelManager {
   // version; Unavailable: known but not ready (the reason is in the message).
   Result<std::shared_ptr<LoadedModel>> Acquire(std::string_view name,
                                                std::string_view version) const;
+  // The same, and a version out of memory (see the memory budget) is loaded
+  // first, waiting until `deadline` at most (none: until the load ends).
+  // DeadlineExceeded: still loading at the deadline; Unavailable: it cannot
+  // fit even after unloading every idle version (retry later).
+  Result<std::shared_ptr<LoadedModel>> Acquire(
+      std::string_view name, std::string_view version,
+      std::optional<std::chrono::steady_clock::time_point> deadline) const;
+
+  // Whether `name`/`version` can be served here, as Acquire would say,
+  // without loading a version that is out of memory (for routing).
+  Status Lookup(std::string_view name, std::string_view version) const;
+
+  MemoryBudgetStatus MemoryBudget() const;
 
   // The newest ready version of every model that has one.
   std::vector<std::shared_ptr<LoadedModel>> ServedModels() const;
@@ -168,11 +208,21 @@ class ModelManager {
     std::string reason;
     std::string artifact_reference;  // of the copy that is loaded
     std::string artifact_digest;
+    int64_t memory_cost = 0;  // bytes charged to the budget while `model` is set
+    bool deferred = false;    // selected but out of memory: loads on its next request
   };
   struct ModelEntry {
     std::string config_fingerprint;
     std::map<int64_t, VersionSlot> versions;
-    std::string reason;  // model-level trouble: no versions, model.json errors
+    std::string reason;                       // model-level trouble: no versions, model.json errors
+    std::shared_ptr<const ModelOnDisk> disk;  // what a load on demand reads
+  };
+  using VersionKey = std::pair<std::string, int64_t>;
+  // A load on demand that requests wait for; `generation` counts the ones done.
+  struct OnDemand {
+    bool queued = false;
+    uint64_t generation = 0;
+    Status result;
   };
 
   void Reconcile() REQUIRES(reconcile_mutex_) EXCLUDES(mutex_);
@@ -182,6 +232,26 @@ class ModelManager {
                                                    const std::filesystem::path& repository,
                                                    int min_warmup_runs = 0);
   void PollLoop(const std::stop_token& stop);
+
+  bool Budgeted() const { return options_.memory_limit_bytes > 0; }
+  // The room a version needs to load: three times its folder's size plus a
+  // session's overhead (docs/model-repository.md, "Memory budget").
+  static int64_t EstimateCost(const VersionOnDisk& version);
+  // LoadVersion, measuring what it cost (see memory_budget.h).
+  Result<std::shared_ptr<LoadedModel>> LoadMeasured(const ModelOnDisk& disk, int64_t version,
+                                                    const std::filesystem::path& repository,
+                                                    int min_warmup_runs, int64_t estimate,
+                                                    int64_t& cost) REQUIRES(reconcile_mutex_);
+  // Makes room for `cost` more bytes in the budget, unloading idle versions
+  // (no request holds them), least recently used first, when `evict`; false,
+  // with nothing unloaded, when they cannot make enough room.
+  bool MakeRoom(int64_t cost, bool evict) REQUIRES(reconcile_mutex_) EXCLUDES(mutex_);
+  Status LoadOnDemand(const VersionKey& key) REQUIRES(reconcile_mutex_) EXCLUDES(mutex_);
+  void LoaderLoop() EXCLUDES(mutex_, reconcile_mutex_);
+  // Finds `name`/`version` under the lock: the model, or the version that
+  // must be loaded first (in `load`), or why it cannot serve.
+  Result<std::shared_ptr<LoadedModel>> Find(std::string_view name, std::optional<int64_t> wanted,
+                                            std::optional<int64_t>& load) const REQUIRES(mutex_);
 
   const ModelManagerOptions options_;
   Engine& engine_;
@@ -196,6 +266,23 @@ class ModelManager {
   std::map<std::string, ModelEntry, std::less<>> models_ GUARDED_BY(mutex_);
   std::set<std::string, std::less<>> unloaded_ GUARDED_BY(mutex_);
   bool ready_ GUARDED_BY(mutex_) = false;
+
+  // The memory budget: what models may use (the limit less the base at
+  // Start), and what the versions loaded by the current reconciliation but
+  // not yet published are charged.
+  int64_t models_budget_ = 0;
+  int64_t pending_charge_ GUARDED_BY(reconcile_mutex_) = 0;
+  mutable std::atomic<uint64_t> use_clock_{0};
+  mutable std::deque<VersionKey> load_queue_ GUARDED_BY(mutex_);
+  mutable std::map<VersionKey, OnDemand> on_demand_ GUARDED_BY(mutex_);
+  bool stopping_ GUARDED_BY(mutex_) = false;
+  mutable std::condition_variable load_wakeup_;  // with mutex_: work for the loader
+  mutable std::condition_variable load_done_;    // with mutex_: a load on demand ended
+  Counter& budget_hits_;
+  Counter& budget_misses_;
+  Counter& budget_evictions_;
+  Histogram& load_seconds_;
+  std::jthread loader_;
 
   std::condition_variable_any poll_wakeup_;
   std::mutex poll_mutex_;

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "core/files.h"
+#include "models/memory_budget.h"
 #include "models/scheduler.h"
 #include "testing/background_calls.h"
 #include "testing/fake_engine.h"
@@ -301,6 +302,135 @@ TEST_F(ModelManagerTest, UnloadWaitsForInFlightHandles) {
   scheduler_.Stop();
   EXPECT_TRUE(unloaded.expired());
   EXPECT_EQ(engine_.runs().live_sessions(), 0);
+}
+
+// With a memory budget. Each fake model file here is 1 MiB: loading one
+// needs room for 3 x 1 + 1 = 4 MiB, and once loaded it is charged 1.33 MiB
+// (the floor; the fake holds no weights). A budget of 6 MiB thus holds two
+// versions (a third finds 2.67 + 4 > 6), one of 5 MiB holds one; the
+// margins absorb what else the process allocates meanwhile.
+class MemoryBudgetTest : public ModelManagerTest {
+ protected:
+  void StartBudgeted(const fs::path& repository, int mib) {
+    const auto limit = ResidentBytes() + int64_t{mib} * (1 << 20);
+    manager_ = std::make_unique<ModelManager>(
+        ModelManagerOptions{.repository = repository, .memory_limit_bytes = limit}, engine_,
+        metrics_, Logger::ToStderr(LogLevel::kWarn, "models"));
+    ASSERT_TRUE(manager_->Start().ok());
+  }
+
+  Result<std::shared_ptr<LoadedModel>> AcquireWithin(const std::string& name,
+                                                     std::chrono::milliseconds wait) {
+    return manager_->Acquire(name, "", std::chrono::steady_clock::now() + wait);
+  }
+
+  static float RunOn(LoadedModel& model) {
+    const auto outputs = model.session().Run({Input(0)}, {"y"});
+    EXPECT_TRUE(outputs.ok()) << outputs.status().message();
+    float value = -1;
+    if (outputs.ok()) {
+      std::memcpy(&value, outputs->front().data.data(), sizeof(float));
+    }
+    return value;
+  }
+
+  // A model file of 1 MiB that starts with `name`.
+  static std::string Content(const std::string& name) {
+    std::string content = name;
+    content.resize(1 << 20, '.');
+    return content;
+  }
+
+  void WriteAdders(int count) {
+    for (int i = 0; i < count; ++i) {
+      engine_.SetModel(Content("add" + std::to_string(i)), Adds(static_cast<float>(i)));
+      WriteModel(root_, "m" + std::to_string(i), 1, Content("add" + std::to_string(i)));
+    }
+  }
+};
+
+TEST_F(MemoryBudgetTest, ModelsBeyondTheBudgetLoadOnDemandAndTheIdleOnesMakeRoom) {
+  WriteAdders(6);
+  StartBudgeted(root_, 6);
+  const auto at_start = manager_->MemoryBudget();
+  EXPECT_GE(at_start.resident_versions, 1);
+  EXPECT_LE(at_start.resident_versions, 2)
+      << at_start.models_bytes << " for models, " << at_start.charged_bytes << " charged";
+  EXPECT_EQ(at_start.resident_versions + at_start.deferred_versions, 6);
+  int deferred_rows = 0;
+  for (const auto& row : manager_->Index()) {
+    deferred_rows += row.reason.find("--memory-limit") != std::string::npos ? 1 : 0;
+  }
+  EXPECT_EQ(deferred_rows, at_start.deferred_versions);
+
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < 6; ++i) {
+      const auto model = AcquireWithin("m" + std::to_string(i), std::chrono::seconds(10));
+      ASSERT_TRUE(model.ok()) << model.status().message();
+      EXPECT_EQ(RunOn(**model), static_cast<float>(i)) << "m" << i;
+      const auto budget = manager_->MemoryBudget();
+      EXPECT_LE(budget.charged_bytes, budget.models_bytes);
+      EXPECT_LE(budget.resident_versions, 2);
+    }
+  }
+  EXPECT_LE(engine_.runs().live_sessions(), 2) << "unloaded versions were not freed";
+}
+
+TEST_F(MemoryBudgetTest, VersionsInUseAreNotUnloadedAndANewOneWaitsForRoom) {
+  WriteAdders(3);
+  StartBudgeted(root_, 6);
+  auto first = AcquireWithin("m0", std::chrono::seconds(10));
+  auto second = AcquireWithin("m1", std::chrono::seconds(10));
+  ASSERT_TRUE(first.ok() && second.ok());
+
+  const auto refused = AcquireWithin("m2", std::chrono::seconds(10));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(refused.status().message().find("retry"), std::string::npos)
+      << refused.status().message();
+  EXPECT_EQ(RunOn(**first), 0);
+
+  first = Status(StatusCode::kCancelled, "let go of m0");
+  const auto loaded = AcquireWithin("m2", std::chrono::seconds(10));
+  ASSERT_TRUE(loaded.ok()) << loaded.status().message();
+  EXPECT_EQ(RunOn(**loaded), 2);
+  EXPECT_EQ(RunOn(**second), 1);
+}
+
+TEST_F(MemoryBudgetTest, AModelLargerThanTheWholeBudgetIsRefusedWithTheFlagToRaise) {
+  const std::string big(8 << 20, 'x');  // needs 25 MiB
+  engine_.SetModel(big, Adds(7));
+  WriteModel(root_, "big", 1, big);
+  WriteAdders(1);
+  StartBudgeted(root_, 6);
+  const auto refused = AcquireWithin("big", std::chrono::seconds(10));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(refused.status().message().find("raise --memory-limit"), std::string::npos)
+      << refused.status().message();
+  const auto small = AcquireWithin("m0", std::chrono::seconds(10));
+  ASSERT_TRUE(small.ok()) << small.status().message();
+  EXPECT_EQ(RunOn(**small), 0);
+}
+
+TEST_F(MemoryBudgetTest, ARequestWaitsForItsLoadUntilItsDeadlineOnly) {
+  WriteAdders(1);
+  engine_.SetModel(Content("slow"), Adds(5));
+  WriteModel(root_, "n_slow", 1, Content("slow"));  // scanned after m0, which fills the budget
+  ASSERT_TRUE(
+      WriteFileAtomically(root_ / "n_slow" / "model.json", R"({"warmup": {"runs": 1}})").ok());
+  StartBudgeted(root_, 5);
+  ASSERT_EQ(manager_->MemoryBudget().deferred_versions, 1);
+
+  engine_.runs().Hold();  // the load's warmup run holds
+  const auto late = AcquireWithin("n_slow", std::chrono::milliseconds(200));
+  ASSERT_FALSE(late.ok());
+  EXPECT_EQ(late.status().code(), StatusCode::kDeadlineExceeded) << late.status().message();
+  ASSERT_TRUE(engine_.runs().AwaitHeld(1));
+  engine_.runs().Release();
+  const auto loaded = AcquireWithin("n_slow", std::chrono::seconds(10));
+  ASSERT_TRUE(loaded.ok()) << loaded.status().message();
+  EXPECT_EQ(RunOn(**loaded), 5);
 }
 
 }  // namespace
