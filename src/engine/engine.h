@@ -30,6 +30,9 @@ struct SessionOptions {
   // Intra-op threads for this model alone; 0 shares the engine's pool, which
   // is what keeps hundreds of small models cheap.
   int intra_op_threads = 0;
+  // model.json's "execution_providers" in order of preference (empty: the
+  // CPU); see engine/execution_providers.h.
+  std::vector<std::string> execution_providers;
 };
 
 // A loaded model. Run is thread-safe: concurrent requests may share one Session.

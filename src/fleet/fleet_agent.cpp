@@ -431,6 +431,7 @@ Heartbeat FleetAgent::MakeHeartbeat(const ModelManager& manager) {
     heartbeat.load = load[0];
   }
   heartbeat.memory_available_bytes = MemoryAvailableBytes();
+  heartbeat.facts = options_.device.facts;
   if (fill_heartbeat_) {
     fill_heartbeat_(heartbeat);
   }

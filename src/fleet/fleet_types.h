@@ -11,6 +11,8 @@
 #include <string_view>
 #include <vector>
 
+#include "fleet/device_facts.h"
+
 namespace perch {
 
 using Labels = std::map<std::string, std::string>;
@@ -41,6 +43,7 @@ struct DeviceSpec {
   std::string architecture{};  // "amd64", "arm64", ...
   std::string perch_version{};
   std::vector<std::string> addresses{};
+  DeviceFacts facts{};  // what the device is (fleet/device_facts.h)
 };
 
 // One model as a device reports it.
@@ -72,6 +75,9 @@ struct Heartbeat {
   std::string advertise_url{};  // REST base URL; empty: not reachable by peers
   std::string grpc_address{};   // HOST:PORT; empty: none
   std::vector<std::string> blobs{};
+  // What the device is now (memory or a driver can change over its life);
+  // absent from agents older than device facts.
+  std::optional<DeviceFacts> facts{};
 };
 
 struct Device {
@@ -84,6 +90,7 @@ struct Device {
   int64_t enrolled_at = 0;
   int64_t last_seen = 0;  // 0: never heard from since enrolment
   bool revoked = false;
+  DeviceFacts facts{};                   // as of the enrolment or the last heartbeat that had them
   std::optional<Heartbeat> heartbeat{};  // the last one
 };
 
@@ -94,6 +101,7 @@ struct Selector {
   Labels labels{};
   std::string architecture{};
   std::string device{};
+  FactSelector facts{};  // CPU, memory, accelerators (fleet/device_facts.h)
 
   bool Matches(const Device& device) const;
 };

@@ -58,6 +58,9 @@ struct ModelConfig {
   std::vector<TensorOverride> outputs;
   int warmup_runs = 0;  // inferences on zero inputs before the model is ready
   std::optional<MqttBinding> mqtt;
+  // ONNX Runtime execution providers in order of preference, e.g.
+  // ["cuda", "cpu"]; empty: the CPU (engine/execution_providers.h).
+  std::vector<std::string> execution_providers;
 };
 
 // Parses a model.json body. InvalidArgument naming the key for unknown keys,

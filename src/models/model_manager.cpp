@@ -272,9 +272,11 @@ Result<std::shared_ptr<LoadedModel>> ModelManager::LoadVersion(
         options_.check_version(disk.name, repository / disk.name / std::to_string(version),
                                on_disk.artifact_digest));
   }
-  PERCH_ASSIGN_OR_RETURN(auto session,
-                         engine_.Load(on_disk.model_file, repository,
-                                      SessionOptions{.intra_op_threads = disk.config.threads}));
+  PERCH_ASSIGN_OR_RETURN(
+      auto session,
+      engine_.Load(on_disk.model_file, repository,
+                   SessionOptions{.intra_op_threads = disk.config.threads,
+                                  .execution_providers = disk.config.execution_providers}));
   PERCH_ASSIGN_OR_RETURN(auto signature, ApplyOverrides(session->Signature(), disk.config));
   const int warmup_runs = std::max(disk.config.warmup_runs, min_warmup_runs);
   if (warmup_runs > 0) {
