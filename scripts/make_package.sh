@@ -37,6 +37,15 @@ CMAKE
   echo "make_package: dpkg-buildpackage failed; the whole log is $build/package.log" >&2
   exit 1
 }
+# The units as installed, with ExecStart pointing at the packed binary
+# (systemd-analyze checks that it exists and is executable).
+units="$build/package-units"
+rm -rf "$units" && mkdir -p "$units"
+for unit in "$stage"/debian/perch/lib/systemd/system/*.service; do
+  sed "s|/usr/bin/perch|$stage/debian/perch/usr/bin/perch|" "$unit" >"$units/$(basename "$unit")"
+done
+systemd-analyze verify --man=no "$units"/*.service
+
 deb="perch_${version}_${arch}.deb"
 mv "$build/$deb" "$out/"
 rm -f "$build"/perch_"${version}"_"${arch}".buildinfo "$build"/perch_"${version}"_"${arch}".changes
