@@ -27,9 +27,8 @@ CHANGELOG
 # The build's RUNPATH points at the ONNX Runtime it was linked against; the
 # package's at its own copy. CMake edits the ELF in place (any architecture).
 cp "$build/perch" "$stage/perch"
-cmake -DFILE="$stage/perch" -P /dev/stdin <<'CMAKE'
-file(RPATH_SET FILE "${FILE}" NEW_RPATH /usr/lib/perch)
-CMAKE
+echo 'file(RPATH_SET FILE "${FILE}" NEW_RPATH /usr/lib/perch)' >"$stage/rpath.cmake"
+cmake -DFILE="$stage/perch" -P "$stage/rpath.cmake"
 
 (cd "$stage" && PERCH_BUILD="$stage" PERCH_ORT_LIB="$ort_lib" DEB_BUILD_OPTIONS=noddebs \
   dpkg-buildpackage -b -us -uc -d -a"$arch" >"$build/package.log" 2>&1) || {

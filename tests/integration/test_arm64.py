@@ -16,6 +16,7 @@ import pytest
 import grpc_oip
 from fleet_harness import HEARTBEAT, POLL, make_scorer_repo, score, wait_scores
 from harness import PERCH_BIN, PerchServer, wait_for
+from hub_harness import HubServer
 from test_wakeword import INPUTS, MODELS, assert_close, reference, repo  # noqa: F401
 
 AMD64_BIN = Path(os.environ.get("PERCH_AMD64_BIN", PERCH_BIN))
@@ -87,9 +88,26 @@ def applied_all_it_was_told(hub, workdir, name):
     return heartbeat.get("applied_etag") == desired.json()["etag"], desired.json()
 
 
-def test_devices_report_their_facts_and_deployments_select_on_them(hubs, tmp_path):
-    hub = hubs.start()
+@pytest.fixture
+def started(tmp_path):
+    """Starts servers (hubs and agents) made here, whatever binary they run;
+    stops them after the test."""
+    running = []
+
+    def start(server):
+        running.append(server)
+        return server.start()
+    yield start
+    for server in reversed(running):
+        if server.process is not None and server.process.poll() is None:
+            server.stop()
+
+
+def test_devices_report_their_facts_and_deployments_select_on_them(started, tmp_path):
+    hub = HubServer(tmp_path / "hub", ())
+    (tmp_path / "hub").mkdir()
     hub.command[0] = str(AMD64_BIN)
+    started(hub)
     response = hub.request("POST", "/api/v1/locations", json={"name": "tower"})
     assert response.status_code == 201, response.text
     token = response.json()["enrolment_token"]
@@ -100,7 +118,7 @@ def test_devices_report_their_facts_and_deployments_select_on_them(hubs, tmp_pat
     devices = {"pc": AMD64_BIN}
     if ARM64_BIN:
         devices["pi"] = ARM64_BIN
-    agents = {name: agent(binary, tmp_path, hub, token, name).start()
+    agents = {name: started(agent(binary, tmp_path, hub, token, name))
               for name, binary in devices.items()}
     for name in agents:
         wait_for(lambda name=name: device(hub, name).get("heartbeat"), FLEET_TIMEOUT)
