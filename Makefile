@@ -192,11 +192,15 @@ arm64-build:
 	@cmake -S . -B $(ARM64_BUILD) -DPERCH_WERROR=$(WERROR) $(ARM64_CMAKE) >/dev/null
 	@cmake --build $(ARM64_BUILD) -j $(JOBS) --target perch $(ARM64_UNIT_TESTS)
 
+# qemu looks in QEMU_ROOT first: an Arm /proc/cpuinfo (tests/arm64/make_qemu_root.sh).
+QEMU_ROOT := $(abspath $(ARM64_BUILD))/qemu-root
+
 arm64-test: arm64-build build test-models
-	@printf '#!/bin/sh\nexec %s %s "$$@"\n' "$(QEMU)" "$(abspath $(ARM64_BUILD))/perch" \
+	@tests/arm64/make_qemu_root.sh $(QEMU_ROOT)
+	@printf '#!/bin/sh\nexec %s -L %s %s "$$@"\n' "$(QEMU)" "$(QEMU_ROOT)" "$(abspath $(ARM64_BUILD))/perch" \
 	  >$(ARM64_BUILD)/perch-qemu && chmod +x $(ARM64_BUILD)/perch-qemu
 	@status=0; for test in $(ARM64_UNIT_TESTS); do \
-	  $(QEMU) $$(find $(ARM64_BUILD)/src -name $$test -type f) --gtest_brief=1 \
+	  $(QEMU) -L $(QEMU_ROOT) $$(find $(ARM64_BUILD)/src -name $$test -type f) --gtest_brief=1 \
 	    || { echo "arm64-test: $$test FAILED"; status=1; }; \
 	done; \
 	PERCH_BIN=$(abspath $(ARM64_BUILD))/perch-qemu PERCH_BUILD=$(abspath $(BUILD)) \
