@@ -55,7 +55,7 @@ DEBIAN_FRONTEND=noninteractive in_root apt-get install -y -qq --no-install-recom
 
 in_root perch --version | grep -q . || fail "perch --version does not run in the root"
 in_root getent passwd perch >/dev/null || fail "no perch user"
-[ "$(stat -c %U "$root/var/lib/perch")" = perch ] || fail "/var/lib/perch is not the perch user's"
+[ "$(in_root stat -c %U /var/lib/perch)" = perch ] || fail "/var/lib/perch is not the perch user's"
 [ -f "$root/etc/perch/agent.env" ] && [ -f "$root/etc/perch/hub.env" ] || fail "no /etc/perch/*.env"
 [ -L "$root/etc/systemd/system/multi-user.target.wants/perch-agent.service" ] \
   || fail "perch-agent.service is not enabled"
