@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <sstream>
 
@@ -95,6 +96,8 @@ int64_t ReadMemTotal(const std::filesystem::path& file) {
 }
 
 // "NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 ..."
+// or "... Open Kernel Module for aarch64  540.4.0  Release Build ...": the
+// first word after "Kernel Module" that starts with a digit.
 std::string NvidiaDriverVersion(const std::filesystem::path& file) {
   std::ifstream in(file);
   std::string line;
@@ -106,9 +109,12 @@ std::string NvidiaDriverVersion(const std::filesystem::path& file) {
     return {};
   }
   std::istringstream rest(line.substr(module + 13));
-  std::string version;
-  rest >> version;
-  return version;
+  for (std::string word; rest >> word;) {
+    if (std::isdigit(static_cast<unsigned char>(word[0])) != 0) {
+      return word;
+    }
+  }
+  return {};
 }
 
 }  // namespace

@@ -60,7 +60,7 @@ TEST_F(DeviceFactsTest, ReadsAnArmBoardWithAnNvidiaDriver) {
   EXPECT_EQ(facts.cpu_features,
             (std::vector<std::string>{"asimd", "cpuid", "crc32", "evtstrm", "fp"}));
   EXPECT_EQ(facts.cores, 2);
-  EXPECT_EQ(facts.accelerators, (std::vector<std::string>{"nvidia"}));
+  EXPECT_EQ(facts.accelerators, (std::vector<std::string>{"nvidia:540.4.0"}));
 }
 
 TEST_F(DeviceFactsTest, ReadsTheNvidiaDriverVersion) {
