@@ -1,25 +1,34 @@
 # The two commands a new user needs: `make run` and `make test`.
 MAKEFLAGS += --no-print-directory
+# ARCH=arm64 cross-compiles for 64-bit Arm into build-arm64 (docs/install.md).
+ARCH ?= amd64
+ifeq ($(ARCH),arm64)
+BUILD ?= build-arm64
+ARCH_CMAKE = $(ARM64_CMAKE)
+BOOTSTRAP_MODE := arm64
+else
 BUILD ?= build
+endif
 PYTHON := /usr/bin/python3
 JOBS ?= $(shell nproc)
 SAMPLE_REPO := $(BUILD)/sample-repo
 
 .PHONY: all bootstrap build run test unit-test integration-test sample-repo test-models \
-	format format-check lint clean bootstrap-ci check-switches asan-build asan tsan fuzz soak
+	format format-check lint clean bootstrap-ci check-switches asan-build asan tsan fuzz soak \
+	arm64-build arm64-test package package-test
 
 CXX_SOURCES = $(shell git ls-files 'src/*.cpp' 'src/*.h' 'tests/*.cpp' 'bench/*.cpp')
 
 all: build
 
 bootstrap:
-	@scripts/bootstrap.sh
+	@scripts/bootstrap.sh $(BOOTSTRAP_MODE)
 
 # WERROR=ON turns warnings into errors (CI does).
 WERROR ?= OFF
 
 build: bootstrap
-	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPERCH_WERROR=$(WERROR) >/dev/null
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPERCH_WERROR=$(WERROR) $(ARCH_CMAKE) >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
 sample-repo: bootstrap
@@ -61,7 +70,7 @@ lint: build
 	@git ls-files 'src/*.cpp' | grep -v _test.cpp | xargs -P $(JOBS) -n 4 clang-tidy -p $(BUILD) --quiet
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(SWITCH_BUILDS) build-ccache
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(SWITCH_BUILDS) build-ccache build-arm64 build-package
 
 # --- The analysers CI runs after `make test` (docs/testing.md) -------------
 
@@ -163,3 +172,67 @@ fuzz: asan-build
 	      $(ASAN_BUILD)/fuzz/logs/$$name.log | grep -o "[0-9]*$$") runs, no crash"; \
 	  else echo "fuzz: $$name FAILED:"; tail -n 60 $(ASAN_BUILD)/fuzz/logs/$$name.log; exit 1; fi'
 
+
+# --- arm64 under emulation and the .deb packages (docs/install.md) ---------
+
+# The cross build: Debian's aarch64 compiler and multiarch libraries, the
+# linux-arm64 ONNX Runtime. Release at -O1 without debug info keeps a clean
+# cross build within CI's budget; the time of an inference is ONNX Runtime's
+# own (built at -O3), not perch's code around it.
+ARM64_BUILD := build-arm64
+ARM64_CMAKE = -DCMAKE_TOOLCHAIN_FILE=$(CURDIR)/cmake/aarch64-linux-gnu.cmake \
+	-DONNXRUNTIME_ROOT=$(CURDIR)/.deps/onnxruntime-linux-arm64 -DCMAKE_BUILD_TYPE=Release \
+	"-DCMAKE_CXX_FLAGS_RELEASE=-O1 -DNDEBUG" -DPERCH_BUILD_BENCH=OFF
+# The unit tests run under qemu: what depends on the CPU (byte order,
+# alignment, floating point, FP16, SIMD JSON, hashing) and what this issue
+# added; the whole suite is `make build ARCH=arm64` then ctest in build-arm64.
+ARM64_UNIT_TESTS := core_base64_test core_status_test core_sqlite_test tensor_half_test \
+	tensor_json_codec_test tensor_npy_test store_digest_test store_manifest_test \
+	engine_execution_providers_test engine_onnx_external_data_test models_model_config_test \
+	models_inference_service_test fleet_json_test fleet_device_facts_test api_grpc_codec_test \
+	http_byte_range_test mqtt_topics_test outbox_durable_queue_test
+# The integration tests that run the arm64 binary: the openWakeWord models
+# over REST and gRPC against the x86-64 ONNX Runtime's answers, and the fleet
+# test with an arm64 agent beside an amd64 one (the hub is amd64).
+ARM64_INTEGRATION := test_wakeword.py test_arm64.py
+QEMU := $(shell command -v qemu-aarch64-static || command -v qemu-aarch64)
+
+arm64-build:
+	@scripts/bootstrap.sh arm64
+	@cmake -S . -B $(ARM64_BUILD) -DPERCH_WERROR=$(WERROR) $(ARM64_CMAKE) >/dev/null
+	@cmake --build $(ARM64_BUILD) -j $(JOBS) --target perch $(ARM64_UNIT_TESTS)
+
+# qemu looks in QEMU_ROOT first: an Arm /proc/cpuinfo (tests/arm64/make_qemu_root.sh).
+QEMU_ROOT := $(abspath $(ARM64_BUILD))/qemu-root
+
+arm64-test: arm64-build build test-models
+	@tests/arm64/make_qemu_root.sh $(QEMU_ROOT)
+	@printf '#!/bin/sh\nexec %s -L %s %s "$$@"\n' "$(QEMU)" "$(QEMU_ROOT)" "$(abspath $(ARM64_BUILD))/perch" \
+	  >$(ARM64_BUILD)/perch-qemu && chmod +x $(ARM64_BUILD)/perch-qemu
+	@status=0; for test in $(ARM64_UNIT_TESTS); do \
+	  $(QEMU) -L $(QEMU_ROOT) $$(find $(ARM64_BUILD)/src -name $$test -type f) --gtest_brief=1 \
+	    || { echo "arm64-test: $$test FAILED"; status=1; }; \
+	done; \
+	PERCH_BIN=$(abspath $(ARM64_BUILD))/perch-qemu PERCH_BUILD=$(abspath $(BUILD)) \
+	  PERCH_AMD64_BIN=$(abspath $(BUILD))/perch PERCH_ARM64_BIN=$(abspath $(ARM64_BUILD))/perch-qemu \
+	  PERCH_TEST_MODELS=$(abspath $(BUILD))/test-models \
+	  PERCH_WAKEWORD_MODELS=$(abspath .deps/openwakeword) PERCH_EMULATED=1 \
+	  $(PYTHON) -m pytest -q -p no:cacheprovider \
+	  $(foreach t,$(ARM64_INTEGRATION),tests/integration/$(t)) || status=1; \
+	exit $$status
+
+# .deb packages of the amd64 build and the arm64 cross build, checked with
+# lintian and systemd-analyze (scripts/make_package.sh).
+PACKAGE_DIR := build-package
+
+package: build arm64-build
+	@scripts/bootstrap.sh package
+	@scripts/make_package.sh amd64 $(BUILD) .deps/onnxruntime/lib/libonnxruntime.so $(PACKAGE_DIR)
+	@scripts/make_package.sh arm64 $(ARM64_BUILD) .deps/onnxruntime-linux-arm64/lib/libonnxruntime.so $(PACKAGE_DIR)
+
+# Installs the amd64 package into a fresh Debian 12 root (debootstrap from
+# the mirror apt uses, cached in $(PACKAGE_DIR)/debian12-root.tar.gz) and
+# serves a model from it: tests/package/test_package.sh.
+package-test: package
+	@tests/package/test_package.sh $(PACKAGE_DIR)/perch_*_amd64.deb $(PACKAGE_DIR) \
+	  $(abspath $(BUILD))/test-models

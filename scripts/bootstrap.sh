@@ -37,6 +37,30 @@ if [ "${1:-}" = ci ]; then
   debian_packages+=(clang lld llvm libclang-rt-14-dev ccache)
 fi
 
+# The arm64 cross build and its tests under emulation (docs/install.md): the
+# cross compiler, qemu, and the arm64 builds of the libraries perch links,
+# from Debian's multiarch packages. libsimdjson-dev cannot be installed for
+# two architectures at once, so only its arm64 library is: the headers are the
+# host's (cmake/arm64/simdjson). Only for `bootstrap.sh arm64`.
+if [ "${1:-}" = arm64 ]; then
+  if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    echo "bootstrap: adding the arm64 architecture to dpkg"
+    sudo_cmd=()
+    [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" dpkg --add-architecture arm64
+  fi
+  debian_packages+=(g++-aarch64-linux-gnu qemu-user-static
+    libboost1.74-dev:arm64 libcurl4-openssl-dev:arm64 libssl-dev:arm64 zlib1g-dev:arm64
+    libbrotli-dev:arm64 libsimdjson14:arm64 libspdlog-dev:arm64 libfmt-dev:arm64
+    libgrpc++-dev:arm64 libprotobuf-dev:arm64 libmosquitto-dev:arm64 libsqlite3-dev:arm64
+    libgtest-dev:arm64 libgmock-dev:arm64 libarchive-dev:arm64)
+fi
+# `make package` and its tests: lintian, and debootstrap for the fresh Debian
+# root the package is installed into. Only for `bootstrap.sh package`.
+if [ "${1:-}" = package ]; then
+  debian_packages+=(lintian debootstrap)
+fi
+
 missing=()
 for pkg in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -104,6 +128,29 @@ if [ ! -f "$ort_dir/lib/libonnxruntime.so" ]; then
   soname=$(objdump -p "$ort_dir/lib/libonnxruntime.so" | awk '/SONAME/ {print $2}')
   [ -z "$soname" ] || ln -sf libonnxruntime.so "$ort_dir/lib/$soname"
   echo "bootstrap: ONNX Runtime in $ort_dir"
+fi
+
+# The linux-arm64 ONNX Runtime for the cross build, beside the host's: the
+# library of onnxruntime-node 1.30 with the 1.29 headers (the C API is
+# versioned; newer libraries serve older headers).
+arm64_ort_dir="$deps/onnxruntime-linux-arm64"
+if [ "${1:-}" = arm64 ] && [ ! -f "$arm64_ort_dir/lib/libonnxruntime.so" ]; then
+  headers_tgz=$(fetch_npm com.github.asus4.onnxruntime@0.4.9 \
+    "sha512-BkzxduSZ9IkeDP6Q8lz2TFU2ie7hSSvS7ZIfzMooExoq0CNzJnuuGaUJ7IsojBgqO4ouD1jXah8OYyJbCN29Fg==")
+  lib_tgz=$(fetch_npm onnxruntime-node@1.30.0 \
+    "sha512-twhs1C2C/BFkz1yc5OY0KIU2GUq6DURO7hD4bx5Q2Qy3nAMJwRXW8xU3NVczE29VA9lolLOYepoD8fjTGOfIqw==")
+  headers='package/Plugins/iOS~/onnxruntime.xcframework/ios-arm64/onnxruntime.framework/Headers'
+  lib_path=package/bin/napi-v6/linux/arm64/libonnxruntime.so.1
+  tmp=$(mktemp -d)
+  tar -xzf "$headers_tgz" -C "$tmp" "$headers"
+  tar -xzf "$lib_tgz" -C "$tmp" "$lib_path"
+  mkdir -p "$arm64_ort_dir/include" "$arm64_ort_dir/lib"
+  cp "$tmp/$headers"/*.h "$arm64_ort_dir/include/"
+  cp "$tmp/$lib_path" "$arm64_ort_dir/lib/libonnxruntime.so"
+  rm -rf "$tmp"
+  soname=$(objdump -p "$arm64_ort_dir/lib/libonnxruntime.so" | awk '/SONAME/ {print $2}')
+  [ -z "$soname" ] || ln -sf libonnxruntime.so "$arm64_ort_dir/lib/$soname"
+  echo "bootstrap: linux-arm64 ONNX Runtime in $arm64_ort_dir"
 fi
 
 models_dir="$deps/openwakeword"

@@ -229,6 +229,9 @@ void PrintDeployment(const Deployment& deployment) {
     if (!selector.device.empty()) {
       target += (target.empty() ? "" : " ") + ("device=" + selector.device);
     }
+    if (!selector.facts.empty()) {
+      target += (target.empty() ? "" : " ") + ("facts=" + ToJson(selector.facts));
+    }
     std::string rollout =
         revision.rollout.strategy == RolloutStrategy::kCanary
             ? fmt::format("canary {}% then all after {}s healthy", revision.rollout.canary_percent,
@@ -431,6 +434,16 @@ CommandRunner AddDeployCommand(CLI::App& app) {
   app.add_option("--architecture", flags->spec.selector.architecture,
                  "Only devices of this architecture (amd64, arm64)");
   app.add_option("--device", flags->spec.selector.device, "Only this device");
+  app.add_option("--accelerator", flags->spec.selector.facts.accelerators,
+                 "Only devices with this accelerator (nvidia), repeatable");
+  app.add_option("--cpu-feature", flags->spec.selector.facts.cpu_features,
+                 "Only devices whose CPU has this feature (avx2, asimd, ...), repeatable");
+  app.add_option("--min-cores", flags->spec.selector.facts.min_cores,
+                 "Only devices with at least this many CPU cores")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--min-memory", flags->spec.selector.facts.min_memory_bytes,
+                 "Only devices with at least this much memory, in bytes")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--replicas", flags->spec.replicas,
                  "Serve the model on this many devices of each matching location, chosen by "
                  "the hub (0: every matching device)")

@@ -10,6 +10,8 @@
 #include <map>
 
 #include "cli/commands.h"
+#include "engine/execution_providers.h"
+#include "fleet/device_facts.h"
 #include "store/model_puller.h"
 #include "store/reference.h"
 
@@ -167,6 +169,10 @@ Result<std::unique_ptr<FleetAgent>> OpenHubAgent(
   ModelPruner prune = [puller](const std::map<std::string, int64_t>& keep) {
     return puller->Prune(keep);
   };
+  DeviceFacts facts = ReadDeviceFacts("/", Architecture());
+  facts.perch_version = Version();
+  facts.onnxruntime_version = OnnxRuntimeVersion();
+  facts.execution_providers = AvailableExecutionProviders();
   FleetAgentOptions options{
       .hub_url = flags.url,
       .enrolment_token = registry.token,
@@ -176,7 +182,8 @@ Result<std::unique_ptr<FleetAgent>> OpenHubAgent(
                            .labels = labels,
                            .architecture = Architecture(),
                            .perch_version = Version(),
-                           .addresses = Addresses()},
+                           .addresses = Addresses(),
+                           .facts = std::move(facts)},
       .poll_interval = std::chrono::milliseconds(static_cast<int64_t>(flags.poll_seconds * 1000)),
       .heartbeat_interval =
           std::chrono::milliseconds(static_cast<int64_t>(flags.heartbeat_seconds * 1000)),

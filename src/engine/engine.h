@@ -37,6 +37,9 @@ struct SessionOptions {
   std::optional<RuntimeSpec> runtime{};
   std::string model_name{};  // the model's name and version, for its server and logs
   int64_t model_version = 0;
+  // model.json's "execution_providers" in order of preference (empty: the
+  // CPU); see engine/execution_providers.h.
+  std::vector<std::string> execution_providers;
 };
 
 // A loaded model. Run is thread-safe: concurrent requests may share one Session.

@@ -7,9 +7,11 @@
 #include <array>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <system_error>
 
 #include "engine/engine.h"
+#include "engine/execution_providers.h"
 #include "engine/onnx_external_data.h"
 
 namespace perch {
@@ -239,6 +241,30 @@ class OnnxSession final : public Session {
   const ModelSignature signature_;
 };
 
+// Asks ONNX Runtime for a GPU or accelerator provider by perch's name of it
+// (engine/execution_providers.h). Throws Ort::Exception when it cannot start.
+void AppendExecutionProvider(Ort::SessionOptions& session_options, const std::string& name) {
+  const OrtApi& api = Ort::GetApi();
+  if (name == "cuda") {
+    OrtCUDAProviderOptionsV2* cuda = nullptr;
+    Ort::ThrowOnError(api.CreateCUDAProviderOptions(&cuda));
+    const std::unique_ptr<OrtCUDAProviderOptionsV2, decltype(api.ReleaseCUDAProviderOptions)> owned(
+        cuda, api.ReleaseCUDAProviderOptions);
+    session_options.AppendExecutionProvider_CUDA_V2(*cuda);
+  } else if (name == "tensorrt") {
+    OrtTensorRTProviderOptionsV2* tensorrt = nullptr;
+    Ort::ThrowOnError(api.CreateTensorRTProviderOptions(&tensorrt));
+    const std::unique_ptr<OrtTensorRTProviderOptionsV2,
+                          decltype(api.ReleaseTensorRTProviderOptions)>
+        owned(tensorrt, api.ReleaseTensorRTProviderOptions);
+    session_options.AppendExecutionProvider_TensorRT_V2(*tensorrt);
+  } else if (name == "openvino") {
+    session_options.AppendExecutionProvider("OpenVINO", {});
+  } else if (name == "xnnpack") {
+    session_options.AppendExecutionProvider("XNNPACK", {});
+  }
+}
+
 class OnnxEngine final : public Engine {
  public:
   OnnxEngine(Ort::Env env, Logger logger) : env_(std::move(env)), logger_(std::move(logger)) {}
@@ -260,37 +286,69 @@ class OnnxEngine final : public Engine {
  private:
   Result<std::unique_ptr<Session>> LoadOrThrow(const std::string& bytes, const fs::path& model_file,
                                                const SessionOptions& options) {
-    Ort::SessionOptions session_options;
-    session_options.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_ENABLE_ALL);
-    if (options.intra_op_threads > 0) {
-      session_options.SetIntraOpNumThreads(options.intra_op_threads);
-      session_options.SetInterOpNumThreads(1);
-    } else {
-      session_options.DisablePerSessionThreads();
-    }
+    PERCH_ASSIGN_OR_RETURN(
+        const ExecutionProviderPlan plan,
+        PlanExecutionProviders(options.execution_providers, Ort::GetAvailableProviders()));
+    std::vector<std::string> passed_over = plan.skipped;
     // The model is handed over as bytes (already checked); its external data,
     // also checked, is found beside the file.
     const std::string folder = fs::canonical(model_file).parent_path().string();
-    session_options.AddConfigEntry("session.model_external_initializers_file_folder_path",
-                                   folder.c_str());
-    Ort::Session session(env_, bytes.data(), bytes.size(), session_options);
+    std::optional<Ort::Session> session;
+    std::string provider;
+    // Each candidate in turn: a provider in the build can still fail to
+    // start (no driver, no device), and then the next one is tried.
+    for (const std::string& candidate : plan.candidates) {
+      Ort::SessionOptions session_options;
+      session_options.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_ENABLE_ALL);
+      if (options.intra_op_threads > 0) {
+        session_options.SetIntraOpNumThreads(options.intra_op_threads);
+        session_options.SetInterOpNumThreads(1);
+      } else {
+        session_options.DisablePerSessionThreads();
+      }
+      session_options.AddConfigEntry("session.model_external_initializers_file_folder_path",
+                                     folder.c_str());
+      if (candidate == "cpu") {
+        session.emplace(env_, bytes.data(), bytes.size(), session_options);
+        provider = candidate;
+        break;
+      }
+      try {
+        AppendExecutionProvider(session_options, candidate);
+        session.emplace(env_, bytes.data(), bytes.size(), session_options);
+        provider = candidate;
+        break;
+      } catch (const Ort::Exception& error) {
+        passed_over.push_back(fmt::format("{}: {}", candidate, error.what()));
+      }
+    }
+    for (const std::string& reason : passed_over) {
+      logger_.Warn("{}: execution provider passed over, {}", model_file.string(), reason);
+    }
+    if (!session) {
+      return Unavailable(fmt::format("{}: no execution provider asked for could start ({})",
+                                     model_file.string(), fmt::join(passed_over, "; ")));
+    }
+    if (!options.execution_providers.empty()) {
+      logger_.Info("{}: runs on the {} execution provider", model_file.string(), provider);
+    }
 
     ModelSignature signature;
     Ort::AllocatorWithDefaultOptions allocator;
-    for (size_t i = 0; i < session.GetInputCount(); ++i) {
-      const std::string name = session.GetInputNameAllocated(i, allocator).get();
-      PERCH_ASSIGN_OR_RETURN(auto spec, ReadSpec(name, session.GetInputTypeInfo(i)));
+    for (size_t i = 0; i < session->GetInputCount(); ++i) {
+      const std::string name = session->GetInputNameAllocated(i, allocator).get();
+      PERCH_ASSIGN_OR_RETURN(auto spec, ReadSpec(name, session->GetInputTypeInfo(i)));
       signature.inputs.push_back(std::move(spec));
     }
-    for (size_t i = 0; i < session.GetOutputCount(); ++i) {
-      const std::string name = session.GetOutputNameAllocated(i, allocator).get();
-      PERCH_ASSIGN_OR_RETURN(auto spec, ReadSpec(name, session.GetOutputTypeInfo(i)));
+    for (size_t i = 0; i < session->GetOutputCount(); ++i) {
+      const std::string name = session->GetOutputNameAllocated(i, allocator).get();
+      PERCH_ASSIGN_OR_RETURN(auto spec, ReadSpec(name, session->GetOutputTypeInfo(i)));
       signature.outputs.push_back(std::move(spec));
     }
     logger_.Debug("loaded {} ({} inputs, {} outputs)", model_file.string(), signature.inputs.size(),
                   signature.outputs.size());
     return std::unique_ptr<Session>(
-        std::make_unique<OnnxSession>(std::move(session), std::move(signature)));
+        std::make_unique<OnnxSession>(std::move(*session), std::move(signature)));
   }
 
   Ort::Env env_;
@@ -298,6 +356,26 @@ class OnnxEngine final : public Engine {
 };
 
 }  // namespace
+
+std::string OnnxRuntimeVersion() { return Ort::GetVersionString(); }
+
+std::vector<std::string> AvailableExecutionProviders() {
+  std::vector<std::string> names;
+  try {
+    for (const std::string& provider : Ort::GetAvailableProviders()) {
+      std::string name = provider;
+      for (const ExecutionProviderName& known : KnownExecutionProviders()) {
+        if (known.onnxruntime_name == provider) {
+          name = std::string(known.name);
+        }
+      }
+      names.push_back(std::move(name));
+    }
+  } catch (const Ort::Exception&) {
+    // Only a broken ONNX Runtime fails here, and loading a model says why.
+  }
+  return names;
+}
 
 Result<std::unique_ptr<Engine>> CreateOnnxEngine(const OnnxEngineOptions& options, Logger logger) {
   try {

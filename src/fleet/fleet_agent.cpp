@@ -556,6 +556,7 @@ Heartbeat FleetAgent::MakeHeartbeat(const ModelManager& manager) {
   }
   heartbeat.memory_available_bytes = MemoryAvailableBytes();
   heartbeat.metrics = sampler_.Sample(manager);
+  heartbeat.facts = options_.device.facts;
   if (fill_heartbeat_) {
     fill_heartbeat_(heartbeat);
   }

@@ -187,6 +187,24 @@ void CheckName(Fields& fields, std::string_view key, const std::string& name) {
   }
 }
 
+// Device facts and fact selectors have their parsers in device_facts_json.cpp;
+// their error ("facts.cores: must be ...") is reported under `key`'s full
+// path ("selector.facts.cores: must be ...").
+template <typename T>
+bool ReadFacts(Fields& fields, std::string_view key, Result<T> parsed, T& out) {
+  if (!parsed.ok()) {
+    const std::string& message = parsed.status().message();
+    const size_t colon = message.find(": ");
+    const size_t prefix = std::string_view("facts").size();
+    const bool named = message.rfind("facts", 0) == 0 && colon != std::string::npos;
+    fields.Fail(fields.Path(key) + (named ? message.substr(prefix, colon - prefix) : ""),
+                named ? message.substr(colon + 2) : message);
+    return false;
+  }
+  out = std::move(*parsed);
+  return true;
+}
+
 json LabelsJson(const Labels& labels) { return labels.empty() ? json::object() : json(labels); }
 
 json SelectorJson(const Selector& selector) {
@@ -202,6 +220,9 @@ json SelectorJson(const Selector& selector) {
   }
   if (!selector.device.empty()) {
     out["device"] = selector.device;
+  }
+  if (!selector.facts.empty()) {
+    out["facts"] = json::parse(ToJson(selector.facts));
   }
   return out;
 }
@@ -297,6 +318,9 @@ json HeartbeatJson(const Heartbeat& heartbeat) {
   if (heartbeat.metrics) {
     out["metrics"] = MetricsJson(*heartbeat.metrics);
   }
+  if (heartbeat.facts) {
+    out["facts"] = json::parse(ToJson(*heartbeat.facts));
+  }
   return out;
 }
 
@@ -309,7 +333,8 @@ json DeviceJson(const Device& device) {
               {"addresses", device.addresses},
               {"enrolled_at", device.enrolled_at},
               {"last_seen", device.last_seen},
-              {"revoked", device.revoked}};
+              {"revoked", device.revoked},
+              {"facts", json::parse(ToJson(device.facts))}};
   if (device.heartbeat) {
     out["heartbeat"] = HeartbeatJson(*device.heartbeat);
   }
@@ -384,6 +409,9 @@ Selector ReadSelector(Fields& fields) {
   selector.architecture = fields.String("architecture");
   selector.device = fields.String("device");
   CheckName(fields, "device", selector.device);
+  if (const json* facts = fields.Find("facts")) {
+    ReadFacts(fields, "facts", ParseFactSelector(facts->dump()), selector.facts);
+  }
   return selector;
 }
 
@@ -557,6 +585,12 @@ Heartbeat ReadHeartbeat(Fields& fields, Status& error) {
     Fields metrics_fields(*metrics, fields.Path("metrics"), error);
     heartbeat.metrics = ReadMetrics(metrics_fields, error);
   }
+  if (const json* facts = fields.Find("facts")) {
+    DeviceFacts read;
+    if (ReadFacts(fields, "facts", ParseDeviceFacts(facts->dump()), read)) {
+      heartbeat.facts = std::move(read);
+    }
+  }
   return heartbeat;
 }
 
@@ -571,6 +605,9 @@ Device ReadDevice(Fields& fields, Status& error) {
   device.enrolled_at = fields.Int("enrolled_at");
   device.last_seen = fields.Int("last_seen");
   device.revoked = fields.Bool("revoked");
+  if (const json* facts = fields.Find("facts")) {
+    ReadFacts(fields, "facts", ParseDeviceFacts(facts->dump()), device.facts);
+  }
   if (const json* heartbeat = fields.Find("heartbeat")) {
     Fields heartbeat_fields(*heartbeat, fields.Path("heartbeat"), error);
     device.heartbeat = ReadHeartbeat(heartbeat_fields, error);
@@ -723,7 +760,8 @@ std::string ToJson(const DeviceSpec& spec) {
               {"labels", LabelsJson(spec.labels)},
               {"architecture", spec.architecture},
               {"perch_version", spec.perch_version},
-              {"addresses", spec.addresses}}
+              {"addresses", spec.addresses},
+              {"facts", json::parse(ToJson(spec.facts))}}
       .dump();
 }
 
@@ -782,6 +820,9 @@ Result<DeviceSpec> ParseDeviceSpec(std::string_view text) {
     spec.architecture = fields.String("architecture");
     spec.perch_version = fields.String("perch_version");
     spec.addresses = fields.Strings("addresses");
+    if (const json* facts = fields.Find("facts")) {
+      ReadFacts(fields, "facts", ParseDeviceFacts(facts->dump()), spec.facts);
+    }
     return spec;
   });
 }

@@ -4,6 +4,7 @@
 #include <array>
 
 #include "fleet/fleet_json.h"
+#include "fleet/fleet_store_facts.h"
 #include "fleet/placement.h"
 #include "store/access.h"
 #include "store/digest.h"
@@ -152,6 +153,7 @@ Result<std::unique_ptr<FleetStore>> FleetStore::Open(FleetStoreOptions options) 
   PERCH_RETURN_IF_ERROR(
       db->Exec("PRAGMA wal_autocheckpoint=0", "leave checkpoints to the background thread"));
   PERCH_RETURN_IF_ERROR(AddReplicasColumn(*db));
+  PERCH_RETURN_IF_ERROR(CreateDeviceFactsTable(*db));
   PERCH_ASSIGN_OR_RETURN(auto checkpoint_db, SqliteDb::Open({.path = options.database}));
   std::unique_ptr<FleetStore> store(
       new FleetStore(std::move(options), std::move(db), std::move(checkpoint_db)));
@@ -217,6 +219,16 @@ Status FleetStore::Load() {
     devices_[device.name] = std::move(record);
   }
   PERCH_RETURN_IF_ERROR(devices.Finish("read the devices"));
+  // A heartbeat's facts are newer than the enrolment's.
+  PERCH_ASSIGN_OR_RETURN(const auto enrolment_facts, LoadDeviceFacts(*db_));
+  for (auto& [name, record] : devices_) {
+    Device& device = record.device;
+    if (device.heartbeat && device.heartbeat->facts) {
+      device.facts = *device.heartbeat->facts;
+    } else if (const auto facts = enrolment_facts.find(name); facts != enrolment_facts.end()) {
+      device.facts = facts->second;
+    }
+  }
 
   PERCH_ASSIGN_OR_RETURN(
       SqliteStatement revisions,
@@ -404,9 +416,11 @@ Result<WithToken<Device>> FleetStore::Enrol(std::string_view enrolment_token,
                        .architecture = spec.architecture,
                        .perch_version = spec.perch_version,
                        .addresses = spec.addresses,
-                       .enrolled_at = options_.clock.UnixSeconds()},
+                       .enrolled_at = options_.clock.UnixSeconds(),
+                       .facts = spec.facts},
       .token_hash = TokenHash(token),
   };
+  PERCH_RETURN_IF_ERROR(SaveDeviceFacts(*db_, spec.name, spec.facts));
   PERCH_RETURN_IF_ERROR(SaveDevice(record));
   device_by_token_[record.token_hash] = spec.name;
   devices_[spec.name] = record;
@@ -488,6 +502,9 @@ Status FleetStore::RecordHeartbeat(std::string_view name, Heartbeat heartbeat) {
   PERCH_RETURN_IF_ERROR(save.Run("save the heartbeat of " + device.name));
   const bool was_live = Live(device, now, false);
   device.last_seen = now;
+  if (heartbeat.facts) {
+    device.facts = *heartbeat.facts;
+  }
   device.heartbeat = std::move(heartbeat);
   if (!was_live && !device.revoked) {
     PlaceWhereShort(device, now);

@@ -48,6 +48,9 @@ bool Selector::Matches(const Device& candidate) const {
   if (!device.empty() && device != candidate.name) {
     return false;
   }
+  if (!facts.Matches(candidate.facts)) {
+    return false;
+  }
   for (const auto& [key, value] : labels) {
     const auto it = candidate.labels.find(key);
     if (it == candidate.labels.end() || it->second != value) {

@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "fleet/device_facts.h"
 #include "fleet/device_metrics.h"
 
 namespace perch {
@@ -43,6 +44,7 @@ struct DeviceSpec {
   std::string architecture{};  // "amd64", "arm64", ...
   std::string perch_version{};
   std::vector<std::string> addresses{};
+  DeviceFacts facts{};  // what the device is (fleet/device_facts.h)
 };
 
 // One model as a device reports it.
@@ -77,6 +79,9 @@ struct Heartbeat {
   // What the device measured since its previous heartbeat; absent from
   // agents older than device metrics.
   std::optional<HeartbeatMetrics> metrics{};
+  // What the device is now (memory or a driver can change over its life);
+  // absent from agents older than device facts.
+  std::optional<DeviceFacts> facts{};
 };
 
 struct Device {
@@ -89,6 +94,7 @@ struct Device {
   int64_t enrolled_at = 0;
   int64_t last_seen = 0;  // 0: never heard from since enrolment
   bool revoked = false;
+  DeviceFacts facts{};                   // as of the enrolment or the last heartbeat that had them
   std::optional<Heartbeat> heartbeat{};  // the last one
 };
 
@@ -99,6 +105,7 @@ struct Selector {
   Labels labels{};
   std::string architecture{};
   std::string device{};
+  FactSelector facts{};  // CPU, memory, accelerators (fleet/device_facts.h)
 
   bool Matches(const Device& device) const;
 };

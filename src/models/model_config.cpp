@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/enum_names.h"
+#include "engine/execution_providers.h"
 
 namespace perch {
 namespace {
@@ -239,6 +240,26 @@ Result<std::vector<TensorSpec>> ApplyTo(const std::vector<TensorSpec>& specs,
   return result;
 }
 
+Result<std::vector<std::string>> ParseExecutionProviders(const json& value) {
+  if (!value.is_array() || value.empty()) {
+    return InvalidArgument(
+        "\"execution_providers\" must be a non-empty array of names such as [\"cuda\", \"cpu\"]");
+  }
+  std::vector<std::string> providers;
+  for (const json& item : value) {
+    if (!item.is_string() || !IsKnownExecutionProvider(item.get<std::string>())) {
+      std::vector<std::string_view> names;
+      for (const auto& known : KnownExecutionProviders()) {
+        names.push_back(known.name);
+      }
+      return InvalidArgument(fmt::format("\"execution_providers\": {} is not one of {}",
+                                         item.dump(), fmt::join(names, ", ")));
+    }
+    providers.push_back(item.get<std::string>());
+  }
+  return providers;
+}
+
 }  // namespace
 
 std::string_view ToString(VersionPolicy::Kind kind) { return EnumToString(kPolicyKindNames, kind); }
@@ -292,7 +313,8 @@ Result<ModelConfig> ParseModelConfig(std::string_view text) {
     PERCH_RETURN_IF_ERROR(
         CheckKeys(root, "model.json",
                   {"kind", "max_batch_size", "instances", "max_queue_size", "dynamic_batching",
-                   "threads", "version_policy", "inputs", "outputs", "warmup", "mqtt", "runtime"}));
+                   "threads", "version_policy", "inputs", "outputs", "warmup", "mqtt", "runtime",
+                   "execution_providers"}));
   }
   if (root.contains("max_batch_size")) {
     PERCH_ASSIGN_OR_RETURN(config.max_batch_size, GetInteger(root, "max_batch_size", 0, 1 << 20));
@@ -326,6 +348,10 @@ Result<ModelConfig> ParseModelConfig(std::string_view text) {
   }
   if (root.contains("runtime")) {
     PERCH_ASSIGN_OR_RETURN(config.runtime, ParseRuntimeSpec(root["runtime"].dump()));
+  }
+  if (root.contains("execution_providers")) {
+    PERCH_ASSIGN_OR_RETURN(config.execution_providers,
+                           ParseExecutionProviders(root["execution_providers"]));
   }
   if (root.contains("warmup")) {
     const json& warmup = root["warmup"];

@@ -68,6 +68,9 @@ struct ModelConfig {
   // checks the keys it knows.
   std::optional<std::string> pipeline;
   std::optional<RuntimeSpec> runtime;  // set: the model is a server of its own, not ONNX
+  // ONNX Runtime execution providers in order of preference, e.g.
+  // ["cuda", "cpu"]; empty: the CPU (engine/execution_providers.h).
+  std::vector<std::string> execution_providers;
 };
 
 // Parses a model.json body. InvalidArgument naming the key for unknown keys,

@@ -94,6 +94,17 @@ TEST(ModelConfigTest, RefusesMistakesByName) {
   expect_error(R"({"mqtt": {"input_topic": "a", "output_topic": "b/#"}})", "wildcards");
   expect_error(R"({"mqtt": {"input_topic": ""}})", "non-empty topic");
   expect_error(R"({"mqtt": {"input_topic": "a", "qos": 2}})", "unknown key \"qos\"");
+  expect_error(R"({"execution_providers": "cuda"})", "non-empty array");
+  expect_error(R"({"execution_providers": []})", "non-empty array");
+  expect_error(R"({"execution_providers": ["gpu", "cpu"]})", "\"gpu\" is not one of cpu, cuda");
+  expect_error(R"({"execution_providers": [1]})", "1 is not one of");
+}
+
+TEST(ModelConfigTest, ReadsExecutionProvidersInOrder) {
+  const auto config = ParseModelConfig(R"({"execution_providers": ["cuda", "cpu"]})");
+  ASSERT_TRUE(config.ok()) << config.status().message();
+  EXPECT_EQ(config->execution_providers, (std::vector<std::string>{"cuda", "cpu"}));
+  EXPECT_TRUE(ParseModelConfig("{}")->execution_providers.empty());
 }
 
 TEST(ModelConfigTest, KeepsAPipelineBodyForThePipelineComponent) {

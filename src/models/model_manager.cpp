@@ -385,12 +385,14 @@ Result<std::shared_ptr<LoadedModel>> ModelManager::LoadVersion(
     }
     PERCH_ASSIGN_OR_RETURN(session, options_.load_pipeline(*this, disk, version));
   } else {
-    PERCH_ASSIGN_OR_RETURN(session,
-                           engine_.Load(on_disk.model_file, repository,
-                                        SessionOptions{.intra_op_threads = disk.config.threads,
-                                                       .runtime = disk.config.runtime,
-                                                       .model_name = disk.name,
-                                                       .model_version = version}));
+    PERCH_ASSIGN_OR_RETURN(
+        session,
+        engine_.Load(on_disk.model_file, repository,
+                     SessionOptions{.intra_op_threads = disk.config.threads,
+                                    .runtime = disk.config.runtime,
+                                    .model_name = disk.name,
+                                    .model_version = version,
+                                    .execution_providers = disk.config.execution_providers}));
   }
   PERCH_ASSIGN_OR_RETURN(auto signature, ApplyOverrides(session->Signature(), disk.config));
   const int warmup_runs = std::max(disk.config.warmup_runs, min_warmup_runs);

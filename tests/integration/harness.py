@@ -27,8 +27,11 @@ WAKEWORD_MODELS = Path(os.environ.get("PERCH_WAKEWORD_MODELS",
                                       ROOT / ".deps" / "openwakeword"))
 
 # Every request has a deadline: a hung server fails the test, not the run.
-REQUEST_TIMEOUT = 10
-READY_TIMEOUT = 20
+# Under user-mode emulation (`make arm64-test` sets PERCH_EMULATED) the
+# binary runs several times slower, and so may its answers.
+SLOWDOWN = 4 if os.environ.get("PERCH_EMULATED") else 1
+REQUEST_TIMEOUT = 10 * SLOWDOWN
+READY_TIMEOUT = 20 * SLOWDOWN
 STOP_TIMEOUT = 10
 
 

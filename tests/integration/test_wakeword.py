@@ -2,6 +2,7 @@
 ONNX Runtime called directly gives, alone and chained as a pipeline."""
 
 import json
+import os
 import shutil
 import subprocess
 
@@ -12,6 +13,16 @@ import oip
 from harness import ORT_REFERENCE, WAKEWORD_MODELS, expected_metadata
 
 TOLERANCE = 1e-5
+# Across architectures (`make arm64-test`: the arm64 binary against the
+# x86-64 ONNX Runtime) the float32 kernels (NEON, AVX2) sum in another order:
+# outputs in the tens then differ in their last bits, so the bound there is
+# also relative: |perch - reference| <= 1e-5 + 1e-5 * |reference|.
+RELATIVE = TOLERANCE if os.environ.get("PERCH_EMULATED") else 0.0
+# The embedding model (20 convolutions deep) drifts further across
+# architectures: up to 4e-5 on outputs of magnitude ~1, measured between the
+# linux-arm64 ONNX Runtime 1.30 and the linux-x64 1.29. Same architecture,
+# it stays within TOLERANCE.
+CROSS_ARCH_TOLERANCE = {"embedding_model": 5e-5} if RELATIVE else {}
 SAMPLE_RATE = 16000
 
 
@@ -100,14 +111,16 @@ def infer(server, model, inputs, binary):
     return oip.outputs_by_name(oip.decode_response(response))
 
 
-def assert_close(actual, expected):
+def assert_close(actual, expected, tolerance=TOLERANCE):
     assert actual.keys() == expected.keys()
     for name, reference_output in expected.items():
         output = actual[name]
         assert output.dtype == reference_output.dtype, name
         assert output.shape == reference_output.shape, name
-        error = np.max(np.abs(output - reference_output), initial=0.0)
-        assert error <= TOLERANCE, f"{name}: off by {error}"
+        excess = np.abs(output - reference_output) \
+            - RELATIVE * np.abs(reference_output)
+        error = np.max(excess, initial=0.0)
+        assert error <= tolerance, f"{name}: off by {error}"
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -123,7 +136,8 @@ def test_metadata_matches_the_onnx_file(server, model):
 def test_outputs_match_onnx_runtime(server, reference, model, binary):
     inputs = INPUTS[model]
     assert_close(infer(server, model, inputs, binary),
-                 reference(model, inputs))
+                 reference(model, inputs),
+                 CROSS_ARCH_TOLERANCE.get(model, TOLERANCE))
 
 
 def embedding_windows(spectrogram, count):
