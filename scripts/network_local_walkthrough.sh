@@ -72,7 +72,7 @@ enrolment="$("$perch" locations create branch --hub "$hub" --token "$token" |
 for i in 1 2 3; do
   "$perch" serve --hub "$hub" --token "$enrolment" --device "edge-$i" \
     --state "$work/edge-$i" --http-port $((base + i)) --grpc-port $((base + 10 + i)) \
-    --hub-poll 1 --heartbeat 1 2>"$work/edge-$i.log" &
+    --hub-poll 1 --heartbeat 1 --warmup-runs 0 2>"$work/edge-$i.log" &
   pids+=($!)
 done
 for i in 1 2 3; do

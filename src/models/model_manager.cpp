@@ -18,8 +18,7 @@ constexpr EnumNames<ModelState, 3> kStateNames{{
 }};
 
 // Zero-filled warm-up inputs: the shapes model.json gives, or the model's
-// with dynamic dims as 1 (`guessed`: a failed run then says little about
-// the model).
+// with dynamic dims as 1 (`guessed`: a failure then says how to give them).
 struct WarmupInputs {
   std::vector<Tensor> tensors;
   bool guessed = false;
@@ -401,19 +400,14 @@ Result<std::shared_ptr<LoadedModel>> ModelManager::LoadVersion(
     const auto outputs = OutputNames(signature);
     for (int run = 0; run < warmup_runs; ++run) {
       const auto result = session->Run(inputs.tensors, outputs);
-      if (result.ok()) {
-        continue;
+      if (!result.ok()) {
+        return InvalidArgument(fmt::format(
+            "warmup failed: {}{}", result.status().message(),
+            inputs.guessed ? "; the warm-up inputs had their dynamic dims as 1: if the model "
+                             "needs other sizes, give them in model.json's \"warmup\": "
+                             "{\"shapes\": {\"INPUT\": [...]}}"
+                           : ""));
       }
-      if (!inputs.guessed) {
-        return InvalidArgument(fmt::format("warmup failed: {}", result.status().message()));
-      }
-      logger_.Warn(
-          "model '{}' version {}: warm-up skipped: a run on zeros with its dynamic dims as 1 "
-          "failed ({}); give the shapes to warm up with in model.json, e.g. \"warmup\": "
-          "{{\"shapes\": {{\"{}\": [...]}}}}",
-          disk.name, version, result.status().message(),
-          signature.inputs.empty() ? "input" : signature.inputs.front().name);
-      break;
     }
   }
   return std::make_shared<LoadedModel>(disk.name, version, disk.config, std::move(signature),

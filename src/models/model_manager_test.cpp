@@ -219,15 +219,18 @@ TEST_F(ModelManagerTest, FailedWarmupIsAFailedLoad) {
       << model.status().message();
 }
 
-// The fake's input is [-1, 2]: with no shapes given, warm-up guesses [1, 2],
-// and a failed run on a guessed shape says nothing sure about the model.
-TEST_F(ModelManagerTest, WarmupOnAGuessedShapeThatFailsIsSkipped) {
+// The fake's input is [-1, 2]: with no shapes given, warm-up runs [1, 2]
+// and its failure says how to give the shapes.
+TEST_F(ModelManagerTest, WarmupOnGuessedDimsThatFailsSaysHowToGiveShapes) {
   WriteModel(root_, "m", 1, "v1");
   ASSERT_TRUE(WriteFileAtomically(root_ / "m" / "model.json", R"({"warmup": {"runs": 2}})").ok());
   engine_.runs().SetError(Internal("the fake broke"));
   StartManager(root_);
-  EXPECT_TRUE(manager_->Acquire("m", "").ok());
-  EXPECT_EQ(engine_.runs().started(), 1);  // the second run was not tried
+  const auto model = manager_->Acquire("m", "");
+  EXPECT_EQ(model.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(model.status().message().find("dynamic dims as 1"), std::string::npos)
+      << model.status().message();
+  EXPECT_NE(model.status().message().find("\"shapes\""), std::string::npos);
 }
 
 TEST_F(ModelManagerTest, WarmupShapesThatDoNotFitTheModelFailTheLoad) {
