@@ -76,6 +76,21 @@ int64_t ToMiB(int64_t bytes) { return (bytes + kMiB - 1) / kMiB; }
 constexpr std::string_view kDeferredReason =
     "not in memory (--memory-limit): loads on its next request";
 
+// A request's model name checked and its version parsed (none: the newest).
+Result<std::optional<int64_t>> WantedVersion(std::string_view name, std::string_view version) {
+  if (!IsValidModelName(name)) {
+    return InvalidArgument(fmt::format("'{}' is not a valid model name", name));
+  }
+  if (version.empty()) {
+    return std::optional<int64_t>{};
+  }
+  const std::optional<int64_t> wanted = ParseModelVersion(version);
+  if (!wanted) {
+    return InvalidArgument(fmt::format("model version '{}' is not a positive integer", version));
+  }
+  return wanted;
+}
+
 std::vector<std::string> OutputNames(const ModelSignature& signature) {
   std::vector<std::string> names;
   for (const auto& spec : signature.outputs) {
@@ -422,16 +437,7 @@ Result<std::shared_ptr<LoadedModel>> ModelManager::Acquire(std::string_view name
 Result<std::shared_ptr<LoadedModel>> ModelManager::Acquire(
     std::string_view name, std::string_view version,
     std::optional<std::chrono::steady_clock::time_point> deadline) const {
-  if (!IsValidModelName(name)) {
-    return InvalidArgument(fmt::format("'{}' is not a valid model name", name));
-  }
-  std::optional<int64_t> wanted;
-  if (!version.empty()) {
-    wanted = ParseModelVersion(version);
-    if (!wanted) {
-      return InvalidArgument(fmt::format("model version '{}' is not a positive integer", version));
-    }
-  }
+  PERCH_ASSIGN_OR_RETURN(const std::optional<int64_t> wanted, WantedVersion(name, version));
   MutexLock lock(mutex_);
   // A version unloaded again before its waiter could take it loads again,
   // a few times at most: past that the budget is too small for the load.
@@ -485,16 +491,7 @@ Result<std::shared_ptr<LoadedModel>> ModelManager::Acquire(
 }
 
 Status ModelManager::Lookup(std::string_view name, std::string_view version) const {
-  if (!IsValidModelName(name)) {
-    return InvalidArgument(fmt::format("'{}' is not a valid model name", name));
-  }
-  std::optional<int64_t> wanted;
-  if (!version.empty()) {
-    wanted = ParseModelVersion(version);
-    if (!wanted) {
-      return InvalidArgument(fmt::format("model version '{}' is not a positive integer", version));
-    }
-  }
+  PERCH_ASSIGN_OR_RETURN(const std::optional<int64_t> wanted, WantedVersion(name, version));
   MutexLock lock(mutex_);
   std::optional<int64_t> load;
   const auto found = Find(name, wanted, load);

@@ -6,6 +6,7 @@ talk to the hub through it, so the test can take a running agent offline
 (down) and back (up) while the hub itself stays reachable for the admin.
 """
 
+import contextlib
 import json
 import shutil
 import socket
@@ -213,3 +214,30 @@ def keep_scoring(agents, stop):
     while not stop.is_set():
         for agent in agents:
             score(agent)
+
+
+@contextlib.contextmanager
+def two_plant_site(hubs, tmp_path, labels=None):
+    """A hub, scorer versions 1 and 5 (slow) pushed, three agents in two
+    locations (a1, a2 in plant-a; b1 in plant-b) reaching the hub through a
+    Link; `labels` by agent name. Yields (hub, references, agents, host)."""
+    hub = hubs.start()
+    link = Link(hub.port).up()
+    repo = make_scorer_repo(tmp_path / "models")
+    add_slow_scorer(repo, 5)
+    host = f"127.0.0.1:{link.port}"
+    references = {v: push_scorer(hub, repo, host, v) for v in (1, 5)}
+    tokens = {name: create_location(hub, name) for name in ("plant-a", "plant-b")}
+    url = f"http://127.0.0.1:{link.port}"
+    agents = {}
+    try:
+        for name, location in (("a1", "plant-a"), ("a2", "plant-a"), ("b1", "plant-b")):
+            agents[name] = fleet_agent(tmp_path, url, tokens[location], name,
+                                       tmp_path / f"state-{name}",
+                                       labels=(labels or {}).get(name, [])).start()
+        yield hub, references, agents, host
+    finally:
+        for agent in agents.values():
+            if agent.process.poll() is None:
+                assert agent.stop() == 0
+        link.down()

@@ -15,9 +15,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from fleet_harness import (Link, add_slow_scorer, admin, create_location,
-                           fleet_agent, keep_scoring, make_scorer_repo,
-                           push_scorer, wait_scores)
+from fleet_harness import admin, keep_scoring, two_plant_site, wait_scores
 from harness import wait_for
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -45,26 +43,9 @@ def browser():
 
 @pytest.fixture
 def fleet(hubs, tmp_path):
-    hub = hubs.start()
-    link = Link(hub.port).up()
-    repo = make_scorer_repo(tmp_path / "models")
-    add_slow_scorer(repo, 5)
-    host = f"127.0.0.1:{link.port}"
-    references = {v: push_scorer(hub, repo, host, v) for v in (1, 5)}
-    tokens = {name: create_location(hub, name) for name in ("plant-a", "plant-b")}
-    url = f"http://127.0.0.1:{link.port}"
-    agents = {}
-    for name, location in (("a1", "plant-a"), ("a2", "plant-a"), ("b1", "plant-b")):
-        labels = [f"note={HOSTILE}"] if name == "a1" else []
-        agents[name] = fleet_agent(tmp_path, url, tokens[location], name,
-                                   tmp_path / f"state-{name}", labels=labels).start()
-    try:
+    with two_plant_site(hubs, tmp_path, labels={"a1": [f"note={HOSTILE}"]}) as (
+            hub, references, agents, _):
         yield hub, references, agents
-    finally:
-        for agent in agents.values():
-            if agent.process.poll() is None:
-                assert agent.stop() == 0
-        link.down()
 
 
 def text(driver, css):

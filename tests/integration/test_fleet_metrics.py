@@ -9,9 +9,8 @@ import time
 
 import pytest
 
-from fleet_harness import (Link, add_slow_scorer, admin, create_location,
-                           device_report, fleet_agent, keep_scoring,
-                           make_scorer_repo, push_scorer, score, wait_scores)
+from fleet_harness import (admin, device_report, keep_scoring, score, two_plant_site,
+                           wait_scores)
 from harness import wait_for
 
 
@@ -19,25 +18,8 @@ from harness import wait_for
 def site(hubs, tmp_path):
     """A hub, scorer versions 1 and 5 (slow) pushed, three agents in two
     locations (a1, a2 in plant-a; b1 in plant-b)."""
-    hub = hubs.start()
-    link = Link(hub.port).up()
-    repo = make_scorer_repo(tmp_path / "models")
-    add_slow_scorer(repo, 5)
-    host = f"127.0.0.1:{link.port}"
-    references = {v: push_scorer(hub, repo, host, v) for v in (1, 5)}
-    tokens = {name: create_location(hub, name) for name in ("plant-a", "plant-b")}
-    url = f"http://127.0.0.1:{link.port}"
-    agents = {}
-    for name, location in (("a1", "plant-a"), ("a2", "plant-a"), ("b1", "plant-b")):
-        agents[name] = fleet_agent(tmp_path, url, tokens[location], name,
-                                   tmp_path / f"state-{name}").start()
-    try:
-        yield hub, references, agents, host
-    finally:
-        for agent in agents.values():
-            if agent.process.poll() is None:
-                assert agent.stop() == 0
-        link.down()
+    with two_plant_site(hubs, tmp_path) as site:
+        yield site
 
 
 def test_a_bad_deployment_never_blocks_another(site):
