@@ -157,14 +157,18 @@ Status CanaryJudge::ReviewOne(const FleetStore::RunningCanary& running,
 
   std::vector<CanaryVerdict> verdicts = revision.verdicts;
   if (!model.empty()) {
+    // The baseline runs up to now, not to the revision's making: samples of
+    // the previous version the devices sent after it (heartbeats lag, and a
+    // device switches a little later) are still that version's figures,
+    // and a canary made within a second of its predecessor has no others.
+    const int64_t until = now + 1;
     PERCH_ASSIGN_OR_RETURN(const auto previous,
-                           metrics_.PreviousVersion(model, version, devices, revision.created_at));
+                           metrics_.PreviousVersion(model, version, devices, until));
     WindowFigures baseline;
     if (previous) {
       PERCH_ASSIGN_OR_RETURN(
-          baseline,
-          metrics_.Window(model, *previous, devices,
-                          revision.created_at - options_.baseline_seconds, revision.created_at));
+          baseline, metrics_.Window(model, *previous, devices,
+                                    revision.created_at - options_.baseline_seconds, until));
     }
     int64_t start = revision.created_at;
     for (const CanaryVerdict& verdict : verdicts) {

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 
 from fleet_harness import admin, keep_scoring, two_plant_site, wait_scores
@@ -49,7 +50,23 @@ def fleet(hubs, tmp_path):
 
 
 def text(driver, css):
-    return "\n".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, css))
+    """The text of every element matching css; "" while the page redraws
+    them (a stale element), for the caller's wait to look again."""
+    try:
+        return "\n".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, css))
+    except StaleElementReferenceException:
+        return ""
+
+
+def click(driver, by, value, timeout=30):
+    """Clicks the element, found again when the page redrew it meanwhile."""
+    def clicked():
+        try:
+            driver.find_element(by, value).click()
+            return True
+        except StaleElementReferenceException:
+            return False
+    wait_for(clicked, timeout, what=f"a click on {value}")
 
 
 def wait_text(driver, css, expected, timeout=30):
@@ -87,18 +104,18 @@ def test_the_dashboard_in_a_browser(fleet, browser):
 
         sign_in(browser, hub.admin_token)
         wait_text(browser, "#count-online", "3")
-        assert "plant-a" in text(browser, "#locations")
-        assert "plant-b" in text(browser, "#locations")
+        wait_text(browser, "#locations", "plant-a")
+        wait_text(browser, "#locations", "plant-b")
         screenshot(browser, "dashboard-fleet.png")
 
         # The location: names and labels as text, never as markup.
-        browser.find_element(By.LINK_TEXT, "plant-a").click()
+        click(browser, By.LINK_TEXT, "plant-a")
         wait_text(browser, "#devices", "a2")
-        assert HOSTILE in text(browser, "#devices")
+        wait_text(browser, "#devices", HOSTILE)
         assert browser.execute_script("return window.pwned") is None
 
         # A device's charts fill as heartbeats arrive.
-        browser.find_element(By.LINK_TEXT, "a1").click()
+        click(browser, By.LINK_TEXT, "a1")
         wait_text(browser, "#serves", "scorer v1 READY")
 
         def points():
@@ -133,7 +150,7 @@ def test_the_dashboard_in_a_browser(fleet, browser):
               "--canary", "50%", "--canary-after", "1h")
         browser.refresh()
         wait_text(browser, "#deployment-scorer-b", "current (canary)")
-        browser.find_element(By.CSS_SELECTOR, "#deployment-scorer-b button.rollback").click()
+        click(browser, By.CSS_SELECTOR, "#deployment-scorer-b button.rollback")
         wait_text(browser, "#deployment-scorer-b", "rolled back")
         assert hub.request("GET", "/api/v1/deployments/scorer-b").json()["revisions"][1][
             "rolled_back"]
@@ -142,7 +159,7 @@ def test_the_dashboard_in_a_browser(fleet, browser):
         wait_text(browser, "#registry", "fleet/scorer")
         browser.get(hub.url + "/#/events")
         wait_text(browser, "#events", "rolled back")
-        assert "device enrolled" in text(browser, "#events")
+        wait_text(browser, "#events", "device enrolled")
 
         # Signing out forgets the token.
         browser.find_element(By.ID, "sign-out").click()
