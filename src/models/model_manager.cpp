@@ -26,7 +26,8 @@ struct WarmupInputs {
 
 Result<WarmupInputs> MakeWarmupInputs(const ModelSignature& signature, const ModelConfig& config) {
   WarmupInputs warmup;
-  for (const auto& [name, shape] : config.warmup_shapes) {
+  for (const auto& given : config.warmup_shapes) {
+    const std::string& name = given.first;
     if (std::none_of(signature.inputs.begin(), signature.inputs.end(),
                      [&](const TensorSpec& spec) { return spec.name == name; })) {
       return InvalidArgument(fmt::format(
