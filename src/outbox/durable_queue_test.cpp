@@ -196,19 +196,25 @@ TEST_F(DurableQueueTest, RefusesAFileThatIsNotAQueue) {
   EXPECT_NE(queue.status().message().find("queue.db"), std::string::npos);
 }
 
+// A one-hour time-to-live on a wall clock and a monotonic clock that the
+// test moves apart, as a clock step does.
+DurableQueueOptions OnClocks(ManualClock& wall, ManualClock& monotonic) {
+  DurableQueueOptions options;
+  options.ttl = std::chrono::hours(1);
+  options.clock = wall.AsWallClock();
+  options.monotonic = [&monotonic] {
+    return std::chrono::steady_clock::time_point(monotonic.Now().time_since_epoch());
+  };
+  return options;
+}
+
 // A device without a real-time clock boots in 1970 and steps to the right
 // time when NTP answers: a record stamped before the step is as old as the
 // time that really passed (the monotonic clock), not 56 years.
 TEST_F(DurableQueueTest, AClockThatJumpsForwardExpiresNothingEarly) {
   ManualClock wall(WallClock::TimePoint(std::chrono::hours(24)));  // 2 January 1970
   ManualClock monotonic;
-  DurableQueueOptions options;
-  options.ttl = std::chrono::hours(1);
-  options.clock = wall.AsWallClock();
-  options.monotonic = [&] {
-    return std::chrono::steady_clock::time_point(monotonic.Now().time_since_epoch());
-  };
-  auto queue = Open(options);
+  auto queue = Open(OnClocks(wall, monotonic));
   ASSERT_TRUE(queue->Append("t", "k1", "booted in 1970", "").ok());
   monotonic.Advance(std::chrono::minutes(10));
   wall.Set(WallClock::TimePoint(std::chrono::seconds(1'790'000'000)));  // 2026: NTP answered
@@ -228,13 +234,7 @@ TEST_F(DurableQueueTest, AClockThatJumpsForwardExpiresNothingEarly) {
 TEST_F(DurableQueueTest, AClockThatJumpsBackKeepsNothingForever) {
   ManualClock wall(WallClock::TimePoint(std::chrono::seconds(1'950'000'000)));  // 2031
   ManualClock monotonic;
-  DurableQueueOptions options;
-  options.ttl = std::chrono::hours(1);
-  options.clock = wall.AsWallClock();
-  options.monotonic = [&] {
-    return std::chrono::steady_clock::time_point(monotonic.Now().time_since_epoch());
-  };
-  auto queue = Open(options);
+  auto queue = Open(OnClocks(wall, monotonic));
   ASSERT_TRUE(queue->Append("t", "k1", "stamped in 2031", "").ok());
   monotonic.Advance(std::chrono::seconds(30));
   wall.Set(WallClock::TimePoint(std::chrono::seconds(1'790'000'000)));
@@ -250,13 +250,7 @@ TEST_F(DurableQueueTest, AClockThatJumpsBackKeepsNothingForever) {
 TEST_F(DurableQueueTest, SmallClockStepsLeaveStampsAlone) {
   ManualClock wall;
   ManualClock monotonic;
-  DurableQueueOptions options;
-  options.ttl = std::chrono::hours(1);
-  options.clock = wall.AsWallClock();
-  options.monotonic = [&] {
-    return std::chrono::steady_clock::time_point(monotonic.Now().time_since_epoch());
-  };
-  auto queue = Open(options);
+  auto queue = Open(OnClocks(wall, monotonic));
   ASSERT_TRUE(queue->Append("t", "k1", "one", "").ok());
   const int64_t stamped = queue->Read(0, 10).value()[0].created_unix_ms;
   wall.Advance(std::chrono::milliseconds(1500));
