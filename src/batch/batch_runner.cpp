@@ -291,7 +291,7 @@ std::vector<std::string> BatchRunner::Process(std::vector<Item>& items) const {
     if (!item.npy.empty()) {
       auto bytes = ReadFile(item.npy);
       auto tensor =
-          bytes.ok() ? DecodeNpy(*bytes, signature.inputs[0].name) : Result<Tensor>(bytes.status());
+          bytes.ok() ? DecodeNpy(std::move(*bytes), signature.inputs[0].name) : Result<Tensor>(bytes.status());
       if (!tensor.ok()) {
         records[i] = ErrorRecord(item.id, tensor.status().message());
         continue;

@@ -34,6 +34,27 @@ class FilesTest : public ::testing::Test {
   fs::path folder_;
 };
 
+TEST_F(FilesTest, ReadsWholeFilesOfAnySizeAndSaysWhatIsWrong) {
+  const fs::path large = folder_ / "large.bin";
+  std::string bytes(3 * 1024 * 1024 + 7, '\0');
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    bytes[i] = static_cast<char>(i * 131 % 251);
+  }
+  ASSERT_TRUE(WriteFileAtomically(large, bytes).ok());
+  EXPECT_EQ(Content(large), bytes);
+  ASSERT_TRUE(WriteFileAtomically(folder_ / "empty", "").ok());
+  EXPECT_EQ(Content(folder_ / "empty"), "");
+  // A file whose size stat cannot tell is read to its end.
+  const auto status = ReadFile("/proc/self/status");
+  ASSERT_TRUE(status.ok()) << status.status().message();
+  EXPECT_NE(status->find("Name:"), std::string::npos);
+  EXPECT_EQ(ReadFile(folder_ / "missing").status().code(), StatusCode::kNotFound);
+  const auto folder = ReadFile(folder_);
+  ASSERT_FALSE(folder.ok());
+  EXPECT_NE(folder.status().message().find("Is a directory"), std::string::npos)
+      << folder.status().message();
+}
+
 TEST_F(FilesTest, WritesAndReplaces) {
   const fs::path path = folder_ / "current.json";
   ASSERT_TRUE(WriteFileAtomically(path, "old").ok());

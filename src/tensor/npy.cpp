@@ -92,7 +92,8 @@ Result<Shape> ParseShape(std::string_view header) {
 
 }  // namespace
 
-Result<Tensor> DecodeNpy(std::string_view file, std::string name) {
+Result<Tensor> DecodeNpy(std::string file_bytes, std::string name) {
+  const std::string_view file = file_bytes;
   if (file.size() < 10 || file.substr(0, kMagic.size()) != kMagic) {
     return Bad("it does not start with the NumPy magic bytes");
   }
@@ -149,7 +150,8 @@ Result<Tensor> DecodeNpy(std::string_view file, std::string name) {
     if (type.descr == descr ||
         (type.descr[0] == '|' && descr.size() == 3 && descr.substr(1) == type.descr.substr(1))) {
       tensor.datatype = type.datatype;
-      tensor.data.assign(payload);
+      file_bytes.erase(0, file.size() - payload.size());
+      tensor.data = std::move(file_bytes);
       PERCH_RETURN_IF_ERROR(ValidateTensorData(tensor));
       return tensor;
     }

@@ -6,6 +6,6 @@
 #include "tensor/npy.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  (void)perch::DecodeNpy(perch::fuzz::AsText(data, size), "input");
+  (void)perch::DecodeNpy(std::string(perch::fuzz::AsText(data, size)), "input");
   return 0;
 }
