@@ -9,6 +9,14 @@
 #include "mqtt/request_answer.h"
 
 namespace perch::mqtt {
+namespace {
+
+// Retries of an answer the outbox could not store: soon at first, then every
+// few seconds (a full disk clears when someone makes room).
+constexpr std::chrono::milliseconds kFirstAppendRetry{100};
+constexpr std::chrono::milliseconds kLastAppendRetry{5000};
+
+}  // namespace
 
 RequestLanes::RequestLanes(int lanes, const InferenceService& inference, TopicLayout layout,
                            std::string client_id, DurableQueue& inbox, DurableQueue& outbox,
@@ -85,7 +93,7 @@ void RequestLanes::Loop(Lane& lane) {
       lane.records.pop_front();
     }
     try {
-      Process(record);
+      Process(lane, record);
     } catch (const std::exception& error) {
       // A record that cannot be handled (a damaged database) must not stop
       // the lane: it is dropped, loudly.
@@ -96,14 +104,34 @@ void RequestLanes::Loop(Lane& lane) {
   }
 }
 
-void RequestLanes::Process(const QueuedRecord& record) {
+void RequestLanes::Process(Lane& lane, const QueuedRecord& record) {
   const InboundRequest request = DecodeRequestRecord(record);
   const Answer answer = AnswerRequest(request, inference_, layout_);
   // The answer's key comes from the request's: answering it again after a
   // crash repeats the key, so receivers can drop the repeat.
   QueuedRecord queued = AnswerRecord(answer, fmt::format("{}/{}", client_id_, record.key));
-  const auto appended =
-      outbox_.Append(queued.destination, queued.key, queued.payload, queued.attributes);
+  auto appended = outbox_.Append(queued.destination, queued.key, queued.payload, queued.attributes);
+  // The request was acknowledged: unless the outbox's own policy refuses the
+  // answer (full, reject-new), a failed write (a full disk, an I/O error) is
+  // tried again until it holds, and the request stays in the inbox until
+  // then. The lane waits meanwhile; its later requests keep their order.
+  auto wait = kFirstAppendRetry;
+  if (!appended.ok() && !outbox_.RejectsNew()) {
+    logger_.Error(
+        "MQTT: cannot store the answer to a message on {} ({}); the request stays in the inbox "
+        "and the answer is stored again every few seconds until it holds",
+        request.topic, appended.status().message());
+    while (!appended.ok() && !outbox_.RejectsNew()) {
+      if (!PauseUnlessStopping(lane, wait)) {
+        return;  // answered again at the next start, under the same key
+      }
+      wait = std::min(wait * 2, kLastAppendRetry);
+      appended = outbox_.Append(queued.destination, queued.key, queued.payload, queued.attributes);
+    }
+    if (appended.ok()) {
+      logger_.Info("MQTT: the outbox stores answers again");
+    }
+  }
   if (!appended.ok()) {
     logger_.Error("MQTT: the answer to a message on {} was dropped: {}", request.topic,
                   appended.status().message());
@@ -117,6 +145,11 @@ void RequestLanes::Process(const QueuedRecord& record) {
   if (const Status removed = inbox_.Remove({record.sequence}); !removed.ok()) {
     logger_.Error("MQTT: {}", removed.message());
   }
+}
+
+bool RequestLanes::PauseUnlessStopping(Lane& lane, std::chrono::milliseconds wait) {
+  std::unique_lock lock(lane.mutex);
+  return !lane.wakeup.wait_for(lock, wait, [&lane] { return lane.stopping; });
 }
 
 }  // namespace perch::mqtt

@@ -2,13 +2,17 @@
 // the requests of one topic are answered in the order they arrived. A lane
 // answers a request (AnswerRequest, the pure step), writes the answer to the
 // outbox, hands it to Delivery, and only then removes the request from the
-// inbox: a crash in between answers it again, under the same key.
+// inbox: a crash in between answers it again, under the same key. An answer
+// the outbox cannot store (a full disk) is stored again until it holds, and
+// the request stays in the inbox meanwhile: an acknowledged request is
+// never dropped for a failing disk.
 //
 // Threading: one thread per lane, started by Start. Dispatch is thread-safe
 // (the network thread calls it); Start, ResumeInbox and Stop are called from
 // one controlling thread. Each lane's queue is guarded by its own mutex.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -57,7 +61,9 @@ class RequestLanes {
   };
 
   void Loop(Lane& lane);
-  void Process(const QueuedRecord& record);
+  void Process(Lane& lane, const QueuedRecord& record);
+  // Waits `wait`; false (at once) when the lane is stopping.
+  static bool PauseUnlessStopping(Lane& lane, std::chrono::milliseconds wait);
 
   const InferenceService& inference_;
   const TopicLayout layout_;

@@ -173,6 +173,11 @@ class DurableQueue::Impl {
     return size_;
   }
 
+  bool RejectsNew() const {
+    MutexLock lock(mutex_);
+    return options_.overflow == OverflowPolicy::kRejectNew && size_ >= options_.max_records;
+  }
+
  private:
   // Says which queue a failure is about: the outbox and the inbox share code.
   Status Named(const Status& status) const {
@@ -375,5 +380,7 @@ Status DurableQueue::Remove(const std::vector<int64_t>& sequences) {
   return impl_->Remove(sequences);
 }
 int64_t DurableQueue::Size() const { return impl_->Size(); }
+
+bool DurableQueue::RejectsNew() const { return impl_->RejectsNew(); }
 
 }  // namespace perch

@@ -123,6 +123,10 @@ class DurableQueue {
 
   int64_t Size() const;
 
+  // True when the queue holds its limit and its policy refuses new records:
+  // an Append that fails now may be that policy, not the disk.
+  bool RejectsNew() const;
+
  private:
   class Impl;
   explicit DurableQueue(std::unique_ptr<Impl> impl);
