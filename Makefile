@@ -14,7 +14,7 @@ JOBS ?= $(shell nproc)
 SAMPLE_REPO := $(BUILD)/sample-repo
 
 .PHONY: all bootstrap build run test unit-test integration-test sample-repo test-models \
-	format format-check lint clean bootstrap-ci check-switches check-each-switch asan-build asan tsan fuzz soak \
+	bench format format-check lint clean bootstrap-ci check-switches check-each-switch asan-build asan tsan fuzz soak \
 	arm64-build arm64-test package package-test
 
 CXX_SOURCES = $(shell git ls-files 'src/*.cpp' 'src/*.h' 'tests/*.cpp' 'bench/*.cpp')
@@ -58,6 +58,21 @@ soak: build test-models
 	@PERCH_BIN=$(abspath $(BUILD))/perch PERCH_BUILD=$(abspath $(BUILD)) \
 	  PERCH_TEST_MODELS=$(abspath $(BUILD))/test-models \
 	  $(PYTHON) tests/soak/soak.py --hours $(HOURS)
+
+# Every benchmark (bench/README.md), each measuring perch and its baseline in
+# interleaved pairs and rewriting its own section of bench/RESULTS.md: hours,
+# on a machine with nothing else running. BENCHES="core batch" runs a subset
+# (core: bench/run.py all; the others: bench/NAME/run.py).
+BENCHES ?= core batch bundles durability fleet http_layer memory mqtt network_local \
+	network_local/forwarding pipelines runtimes signing store
+bench: build
+	@scripts/bootstrap.sh bench
+	@failed=""; for name in $(BENCHES); do \
+	  echo "bench: $$name"; \
+	  if [ $$name = core ]; then script="bench/run.py all"; else script="bench/$$name/run.py"; fi; \
+	  PERCH_BIN=$(abspath $(BUILD))/perch $(PYTHON) $$script || failed="$$failed $$name"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "bench: FAILED:$$failed"; exit 1; fi
 
 format:
 	@clang-format -i $(CXX_SOURCES)

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """perch benchmarks against their baselines (see bench/README.md).
 
-    bench/run.py tiny        a. REST/gRPC p50 on a tiny model vs bare echo servers
+    bench/run.py tiny        a. REST/gRPC p50 on a tiny model vs nginx `return 200` and echo servers
     bench/run.py mobilenet   b. MobileNetV2 p50 and saturated throughput vs ORT in-process
     bench/run.py batching    c. dynamic batching on vs off (MobileNetV2)
     bench/run.py node        d. onnxruntime-node server vs perch REST JSON (MobileNetV2)
@@ -9,10 +9,12 @@
     bench/run.py all         all of the above, in that order
 
 Every comparison starts and stops its own servers on free loopback ports,
-repeats each measurement (--repeats, alternating which side goes first),
-prints the medians and the ratio perch/baseline, and rewrites its own
-section of bench/RESULTS.md. Run with Debian's /usr/bin/python3 after
-`make build`.
+measures perch and its baseline in interleaved pairs of short slices
+(--repeats pairs, ABAB..., alternating which side goes first), prints the
+median of the per-pair ratios perch/baseline with their spread, and
+rewrites its own section of bench/RESULTS.md: the machine drifts by up to
+1.5x from one minute to the next, and a ratio within a pair cancels it. Run
+with Debian's /usr/bin/python3 after `make build`, or `make bench`.
 """
 import argparse
 import http.client
@@ -545,6 +547,44 @@ def alternate(repeat, a, b):
     return (a, b) if repeat % 2 == 0 else (b, a)
 
 
+def pair_ratios(numerators, denominators):
+    """The ratio within each pair of interleaved runs (run i of each side):
+    drift of the machine between pairs cancels out, within a pair it does
+    not have the time to."""
+    return [n / d for n, d in zip(numerators, denominators)]
+
+
+def ratio_cell(ratios):
+    """The median of per-pair ratios with their spread: "1.234× (1.180–1.330)"."""
+    return f"{median(ratios):.3f}× ({min(ratios):.3f}–{max(ratios):.3f})"
+
+
+def nginx_return(ctx, name, body, content_type, headers=()):
+    """nginx answering every request with `return 200 BODY` (the physical
+    floor of an HTTP answer): one worker process, keep-alive without limit,
+    no access log."""
+    if not shutil.which("nginx"):
+        raise RuntimeError("nginx is not installed: run `scripts/bootstrap.sh bench`")
+    port = free_port()
+    folder = ctx.work / "nginx" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    quoted = body.replace("\\", "\\\\").replace("'", "\\'").replace("$", "${dollar}")
+    extra = "".join(f"      add_header {key} {value} always;\n" for key, value in headers)
+    temp = "".join(f"  {kind}_temp_path {folder / kind};\n"
+                   for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    (folder / "nginx.conf").write_text(
+        f"daemon off;\nmaster_process off;\nworker_processes 1;\npid {folder / 'nginx.pid'};\n"
+        f"error_log {folder / 'error.log'} warn;\nevents {{ worker_connections 1024; }}\n"
+        f"http {{\n  access_log off;\n  keepalive_requests 100000000;\n"
+        f"  keepalive_timeout 600s;\n{temp}"
+        f"  geo $dollar {{ default \"$\"; }}\n"
+        f"  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n"
+        f"      default_type {content_type};\n{extra}      return 200 '{quoted}';\n"
+        f"    }}\n  }}\n}}\n")
+    return Server(ctx, name, ["nginx", "-c", str(folder / "nginx.conf"), "-p", str(folder)],
+                  http_port=port).wait_ready()
+
+
 # ------------------------------------------------------- a. tiny model --
 
 def bench_tiny(ctx):
@@ -581,47 +621,68 @@ def bench_tiny(ctx):
                                           str(grpc_port), "--output-bytes", "1024"],
                        grpc_port=grpc_port).wait_ready()
 
+    # The floors: nginx's `return 200` of a body as long as perch's answer
+    # (perf checks only the status), beside the echo servers on perch's own
+    # HTTP and gRPC libraries.
+    nginx_json = nginx_return(ctx, "nginx-json", json_answer.decode(), "application/json")
+    nginx_bin = nginx_return(
+        ctx, "nginx-binary", (json_answer.decode() * 8)[:len(bin_answer)],
+        "application/octet-stream", [("Inference-Header-Content-Length", bin_header)])
+
+    # label, protocol, binary, {side: port}, floor side, goal against the floor
     cases = [
-        ("REST JSON", "rest", False, perch.http_port, echo_json.http_port),
-        ("REST binary", "rest", True, perch.http_port, echo_bin.http_port),
-        ("gRPC", "grpc", False, perch.grpc_port, echo_grpc.grpc_port),
+        ("REST JSON", "rest", False, {"perch": perch.http_port, "nginx": nginx_json.http_port,
+                                      "echo": echo_json.http_port}, "nginx", 1.5),
+        ("REST binary", "rest", True, {"perch": perch.http_port, "nginx": nginx_bin.http_port,
+                                       "echo": echo_bin.http_port}, "nginx", 1.5),
+        ("gRPC", "grpc", False, {"perch": perch.grpc_port, "echo": echo_grpc.grpc_port},
+         "echo", 1.3),
     ]
-    samples = {(case[0], side): [] for case in cases for side in ("perch", "echo")}
+    samples = {(case[0], side): [] for case in cases for side in case[3]}
     stages = {case[0]: [] for case in cases}
     for r in range(ctx.args.repeats):
-        for label, protocol, binary, perch_port, echo_port in cases:
-            for side in alternate(r, "perch", "echo"):
-                port = perch_port if side == "perch" else echo_port
+        for label, protocol, binary, ports, _, _ in cases:
+            sides = list(ports)
+            for side in sides[r % len(sides):] + sides[:r % len(sides)]:
                 meter = StageMeter(perch.http_port, "tiny") if side == "perch" else None
-                level = ctx.perf("tiny", protocol, port, [1], ctx.inputs["tiny"], binary)[1]
+                level = ctx.perf("tiny", protocol, ports[side], [1], ctx.inputs["tiny"],
+                                 binary)[1]
                 if meter:
                     stages[label].append(meter.done())
                 samples[(label, side)].append(level["p50_ms"])
-                log(f"  repeat {r + 1} {label:11s} {side:5s} p50 {level['p50_ms']:.4f} ms "
+                log(f"  pair {r + 1} {label:11s} {side:5s} p50 {level['p50_ms']:.4f} ms "
                     f"({level['throughput']:.0f}/s)")
     ctx.stop_all()
 
     rows, summary = [], {}
-    goals = {"REST JSON": 1.5, "REST binary": 1.5, "gRPC": 1.5}
-    for label, *_ in cases:
-        p, e = median(samples[(label, "perch")]), median(samples[(label, "echo")])
-        ratio = p / e
-        summary[label] = {"perch_p50_ms": p, "echo_p50_ms": e, "ratio": ratio}
+    for label, _, _, ports, floor, goal in cases:
+        perch_p50 = samples[(label, "perch")]
+        ratios = pair_ratios(perch_p50, samples[(label, floor)])
+        echo_ratios = pair_ratios(perch_p50, samples[(label, "echo")])
         queue_ms = median([x["queue_ms"] for x in stages[label]])
         compute_ms = median([x["compute_ms"] for x in stages[label]])
-        summary[label].update({"perch_queue_ms": queue_ms, "perch_compute_ms": compute_ms})
-        rows.append([label, fmt_ms(p), fmt_ms(e), f"{ratio:.2f}×", verdict(ratio, goals[label]),
-                     f"{queue_ms * 1000:.0f} / {compute_ms * 1000:.0f}",
-                     ", ".join(fmt_ms(v) for v in samples[(label, "perch")]) + " / " +
-                     ", ".join(fmt_ms(v) for v in samples[(label, "echo")])])
-        log(f"  {label}: perch {p:.4f} ms, echo {e:.4f} ms, ratio {ratio:.2f}")
+        summary[label] = {"perch_p50_ms": median(perch_p50),
+                          f"{floor}_p50_ms": median(samples[(label, floor)]),
+                          "ratio": median(ratios), "ratio_min": min(ratios),
+                          "ratio_max": max(ratios), "echo_ratio": median(echo_ratios),
+                          "perch_queue_ms": queue_ms, "perch_compute_ms": compute_ms}
+        floor_name = "nginx `return 200`" if floor == "nginx" else "bare gRPC echo"
+        rows.append([label, fmt_ms(median(perch_p50)),
+                     f"{fmt_ms(median(samples[(label, floor)]))} ({floor_name})",
+                     ratio_cell(ratios), verdict(median(ratios), goal),
+                     ratio_cell(echo_ratios) if floor != "echo" else "—",
+                     f"{queue_ms * 1000:.0f} / {compute_ms * 1000:.0f}"])
+        log(f"  {label}: perch / {floor} {ratio_cell(ratios)}")
     body = (
-        f"Model `tiny`: FP32 [1,256] in and out (y = x·1). Client: `perch perf`, concurrency 1. "
-        f"Baselines answer a fixed body of the same bytes as perch's answer "
-        f"({len(json_answer)} B JSON, {len(bin_answer)} B binary; gRPC 1024 raw bytes) "
-        f"without reading the request.\n\n" +
-        table(["protocol", "perch p50 ms", "echo p50 ms", "ratio", "goal",
-               "perch queue / engine µs", "runs ms (perch / echo)"], rows) +
+        f"Model `tiny`: FP32 [1,256] in and out (y = x·1). Client: `perch perf`, concurrency 1, "
+        f"{ctx.args.repeats} rounds of {ctx.args.duration} slices, the sides of a round in "
+        f"rotating order; a ratio is perch's p50 over the baseline's within one round, the "
+        f"table gives their median and spread (min–max). Baselines answer a fixed body as long "
+        f"as perch's answer ({len(json_answer)} B JSON, {len(bin_answer)} B binary; gRPC 1024 "
+        f"raw bytes) without reading the request: nginx `return 200` (one worker process) and "
+        f"echo servers on perch's own HTTP and gRPC libraries.\n\n" +
+        table(["protocol", "perch p50 ms", "floor p50 ms", "perch / floor", "goal",
+               "perch / echo on perch's library", "perch queue / engine µs"], rows) +
         "\n*perch queue / engine µs*: mean time a request waited for an inference worker and "
         "mean time in `Session::Run` (ONNX Runtime plus tensor copies), from perch's own "
         "`/metrics` histograms over the same runs.\n")
@@ -679,14 +740,17 @@ def bench_mobilenet(ctx):
     ctx.stop_all()
 
     m = {k: median(v) for k, v in samples.items()}
+    ratios = {
+        "rest_p50": pair_ratios(samples["rest_p50"], samples["ort_p50"]),
+        "grpc_p50": pair_ratios(samples["grpc_p50"], samples["ort_p50"]),
+        "rest_tput": pair_ratios(samples["rest_tput"], samples["ort_tput"]),
+        "grpc_tput": pair_ratios(samples["grpc_tput"], samples["ort_tput"]),
+    }
     summary = {
         "ort_p50_ms": m["ort_p50"], "ort_throughput": m["ort_tput"],
         "rest_p50_ms": m["rest_p50"], "grpc_p50_ms": m["grpc_p50"],
         "rest_throughput": m["rest_tput"], "grpc_throughput": m["grpc_tput"],
-        "rest_p50_ratio": m["rest_p50"] / m["ort_p50"],
-        "grpc_p50_ratio": m["grpc_p50"] / m["ort_p50"],
-        "rest_tput_ratio": m["rest_tput"] / m["ort_tput"],
-        "grpc_tput_ratio": m["grpc_tput"] / m["ort_tput"],
+        **{f"{key}_ratio": median(values) for key, values in ratios.items()},
     }
     for proto in ("rest", "grpc"):
         summary[f"{proto}_queue_ms"] = median([x["queue_ms"] for x in stages[proto]])
@@ -695,15 +759,15 @@ def bench_mobilenet(ctx):
         log(f"  {k}: {v:.3f}")
     rows = [
         ["p50 latency, REST binary, concurrency 1", f"{fmt_ms(m['rest_p50'])} ms",
-         f"{fmt_ms(m['ort_p50'])} ms", f"{summary['rest_p50_ratio']:.3f}×",
-         verdict(summary["rest_p50_ratio"], 1.10)],
+         f"{fmt_ms(m['ort_p50'])} ms", ratio_cell(ratios["rest_p50"]),
+         verdict(summary["rest_p50_ratio"], 1.08)],
         ["p50 latency, gRPC, concurrency 1", f"{fmt_ms(m['grpc_p50'])} ms",
-         f"{fmt_ms(m['ort_p50'])} ms", f"{summary['grpc_p50_ratio']:.3f}×",
-         verdict(summary["grpc_p50_ratio"], 1.05)],
+         f"{fmt_ms(m['ort_p50'])} ms", ratio_cell(ratios["grpc_p50"]),
+         verdict(summary["grpc_p50_ratio"], 1.08)],
         ["saturated throughput, REST binary", f"{m['rest_tput']:.1f}/s", f"{m['ort_tput']:.1f}/s",
-         f"{summary['rest_tput_ratio']:.3f}×", verdict(summary["rest_tput_ratio"], 0.95, False)],
+         ratio_cell(ratios["rest_tput"]), verdict(summary["rest_tput_ratio"], 0.97, False)],
         ["saturated throughput, gRPC", f"{m['grpc_tput']:.1f}/s", f"{m['ort_tput']:.1f}/s",
-         f"{summary['grpc_tput_ratio']:.3f}×", verdict(summary["grpc_tput_ratio"], 0.95, False)],
+         ratio_cell(ratios["grpc_tput"]), verdict(summary["grpc_tput_ratio"], 0.97, False)],
     ]
     run_rows = [[name, fmt_ms(p50), ", ".join(f"{c}: {t:.1f}" for c, t in sorted(tput.items()))]
                 for name, p50, tput in details]
@@ -715,7 +779,10 @@ def bench_mobilenet(ctx):
         f"perch sets it up, Run() in a loop (latency: one thread; throughput: K threads sharing "
         f"the session, K = {','.join(map(str, conc))}). Saturated throughput = best over the "
         f"concurrency levels.\n\n" +
-        table(["measure", "perch", "ORT in-process", "ratio", "goal"], rows) +
+        f"{ctx.args.repeats} pairs, sides alternating; a ratio is perch over ONNX Runtime "
+        f"within one pair; the table gives their median and spread (min–max).\n\n" +
+        table(["measure", "perch (median)", "ORT in-process (median)", "perch / ORT", "goal"],
+              rows) +
         f"\nInside perch at concurrency 1 (means from its `/metrics`): REST binary: queued "
         f"{summary['rest_queue_ms'] * 1000:.0f} µs, in `Session::Run` "
         f"{summary['rest_compute_ms']:.2f} ms; gRPC: queued {summary['grpc_queue_ms'] * 1000:.0f} µs, "
@@ -749,8 +816,10 @@ def bench_batching(ctx):
 
     on_p50, off_p50 = median(samples["on"]["p50"]), median(samples["off"]["p50"])
     on_t, off_t = median(samples["on"]["tput"]), median(samples["off"]["tput"])
-    summary = {"p50_on_ms": on_p50, "p50_off_ms": off_p50, "p50_ratio": on_p50 / off_p50,
-               "throughput_on": on_t, "throughput_off": off_t, "throughput_gain": on_t / off_t}
+    p50_ratios = pair_ratios(samples["on"]["p50"], samples["off"]["p50"])
+    gains = pair_ratios(samples["on"]["tput"], samples["off"]["tput"])
+    summary = {"p50_on_ms": on_p50, "p50_off_ms": off_p50, "p50_ratio": median(p50_ratios),
+               "throughput_on": on_t, "throughput_off": off_t, "throughput_gain": median(gains)}
     for k, v in summary.items():
         log(f"  {k}: {v:.3f}")
     per_level = []
@@ -764,10 +833,12 @@ def bench_batching(ctx):
         f"Both perch servers serve MobileNetV2 with `max_batch_size: 8`; the second adds "
         f"`dynamic_batching: {{preferred_batch_sizes: [4, 8], max_queue_delay_us: "
         f"{ctx.args.batch_delay_us}}}`. Client: `perch perf --protocol grpc`.\n\n" +
-        table(["measure", "batching on", "batching off", "ratio on/off", "goal"], [
+        f"{ctx.args.repeats} pairs, sides alternating; ratios within a pair, their median "
+        f"and spread (min–max).\n\n" +
+        table(["measure", "batching on (median)", "batching off (median)", "on / off", "goal"], [
             ["p50 at concurrency 1", f"{fmt_ms(on_p50)} ms", f"{fmt_ms(off_p50)} ms",
-             f"{on_p50 / off_p50:.3f}×", verdict(on_p50 / off_p50, 1.05)],
-            ["best throughput", f"{on_t:.1f}/s", f"{off_t:.1f}/s", f"{on_t / off_t:.3f}×",
+             ratio_cell(p50_ratios), verdict(summary["p50_ratio"], 1.05)],
+            ["best throughput", f"{on_t:.1f}/s", f"{off_t:.1f}/s", ratio_cell(gains),
              "gain (no fixed goal)"],
         ]) +
         "\nPer concurrency (medians):\n\n" +
@@ -930,6 +1001,7 @@ def bench_coldstart(ctx):
                 log(f"  repeat {r + 1} bare ORT program → first result {elapsed * 1000:.1f} ms "
                     f"(load {details['load_ms']:.1f} ms, first run {details['first_infer_ms']:.1f} ms)")
     p, b = median(perch_s) * 1000, median(bare_s) * 1000
+    cold_ratios = pair_ratios(perch_s, bare_s)
     rss = {"bench models (tiny + MobileNetV2)": idle_rss(ctx, "perch-rss-bench", ctx.repos["all"]),
            "MobileNetV2 alone": idle_rss(ctx, "perch-rss-mobilenet", ctx.repos["mobilenet"])}
     sample_repo = ctx.perch_build / "sample-repo"
@@ -941,8 +1013,9 @@ def bench_coldstart(ctx):
     rss["no model"] = idle_rss(ctx, "perch-rss-empty", empty)
     bare_rss = median([d["rss_kb"] for d in bare_details])
     ctx.stop_all()
-    summary = {"perch_ms": p, "bare_ms": b, "ratio": p / b, "rss_kb": rss, "bare_rss_kb": bare_rss}
-    log(f"  cold start perch {p:.1f} ms, bare {b:.1f} ms, ratio {p / b:.2f}")
+    summary = {"perch_ms": p, "bare_ms": b, "ratio": median(cold_ratios), "rss_kb": rss,
+               "bare_rss_kb": bare_rss}
+    log(f"  cold start perch {p:.1f} ms, bare {b:.1f} ms, ratio {ratio_cell(cold_ratios)}")
     for k, v in rss.items():
         log(f"  idle RSS, {k}: {v / 1024:.1f} MiB")
     body = (
@@ -950,11 +1023,11 @@ def bench_coldstart(ctx):
         f"inference seen by the caller. perch: `perch serve --repo` (MobileNetV2 only); the "
         f"caller polls `GET /v2/models/mobilenet/ready` every 2 ms, then sends one binary REST "
         f"infer request (retried until it answers 200). Bare: "
-        f"`bench_ort_inprocess --cold-start` (Ort::Env, load, one Run, print). {repeats} runs "
-        f"each, alternating.\n\n" +
-        table(["measure", "perch", "bare ORT program", "ratio", "goal"], [
-            ["start → first inference", f"{p:.1f} ms", f"{b:.1f} ms", f"{p / b:.2f}×",
-             verdict(p / b, 1.2)]]) +
+        f"`bench_ort_inprocess --cold-start` (Ort::Env, load, one Run, print). {repeats} pairs, "
+        f"sides alternating; ratios within a pair, their median and spread (min–max).\n\n" +
+        table(["measure", "perch (median)", "bare ORT program (median)", "perch / bare", "goal"], [
+            ["start → first inference", f"{p:.1f} ms", f"{b:.1f} ms", ratio_cell(cold_ratios),
+             verdict(median(cold_ratios), 1.2)]]) +
         f"\nRuns (ms): perch {', '.join(f'{v * 1000:.0f}' for v in perch_s)}; bare "
         f"{', '.join(f'{v * 1000:.0f}' for v in bare_s)}. Bare program breakdown (median): "
         f"Ort::Env {median([d['env_ms'] for d in bare_details]):.1f} ms, load "
@@ -989,7 +1062,8 @@ def main():
                         help="models, repositories, request bodies and server logs")
     parser.add_argument("--results", default=str(BENCH / "RESULTS.md"))
     parser.add_argument("--no-results", action="store_true", help="do not touch RESULTS.md")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=10,
+                        help="interleaved pairs (rounds) per comparison")
     parser.add_argument("--max-other-load", type=float, default=0.15,
                         help="measure a point again when other work took more than this share "
                              "of the CPU during it")
@@ -998,8 +1072,10 @@ def main():
     parser.add_argument("--wait-quiet", type=float, default=60.0,
                         help="before each point, wait up to SECONDS for other work on the "
                              "machine to fall below 15%% CPU (0: do not wait)")
-    parser.add_argument("--duration", default="5s", help="measuring time per point (seconds)")
-    parser.add_argument("--warmup", default="2s", help="unmeasured time before each point")
+    parser.add_argument("--duration", default="2s",
+                        help="measuring time per point (seconds): short slices, so that the "
+                             "sides of a pair see the same machine")
+    parser.add_argument("--warmup", default="1s", help="unmeasured time before each point")
     parser.add_argument("--saturation", type=lambda s: [int(x) for x in s.split(",")],
                         default=[1, 2, 4], help="concurrency levels for saturated throughput (b)")
     parser.add_argument("--batching-concurrency", type=lambda s: [int(x) for x in s.split(",")],

@@ -26,9 +26,10 @@ debian_packages=(
   chromium chromium-driver python3-selenium
 )
 
-# The benchmarks export MobileNetV2 with torchvision: only for `bootstrap.sh bench`.
+# The benchmarks export MobileNetV2 with torchvision, measure REST against
+# nginx's `return 200` and profile with perf: only for `bootstrap.sh bench`.
 if [ "${1:-}" = bench ]; then
-  debian_packages+=(python3-torchvision)
+  debian_packages+=(python3-torchvision nginx-light linux-perf)
 fi
 # The analysers CI runs after the tests (docs/testing.md): clang with its
 # sanitizer and libFuzzer runtimes, lld, llvm-symbolizer for readable reports,
