@@ -290,8 +290,8 @@ std::vector<std::string> BatchRunner::Process(std::vector<Item>& items) const {
     InferRequest request;
     if (!item.npy.empty()) {
       auto bytes = ReadFile(item.npy);
-      auto tensor =
-          bytes.ok() ? DecodeNpy(std::move(*bytes), signature.inputs[0].name) : Result<Tensor>(bytes.status());
+      auto tensor = bytes.ok() ? DecodeNpy(std::move(*bytes), signature.inputs[0].name)
+                               : Result<Tensor>(bytes.status());
       if (!tensor.ok()) {
         records[i] = ErrorRecord(item.id, tensor.status().message());
         continue;
