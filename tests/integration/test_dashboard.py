@@ -181,6 +181,7 @@ def test_the_dashboard_in_a_browser(fleet, browser):
         go(browser, "#/device/b1")
         wait_text(browser, "#serves .signature", "refused by the signature policy")
         wait_text(browser, "#serves", "refused by the trust policy, unsigned")
+        screenshot(browser, "dashboard-signatures.png")
         go(browser, "#/deployments")
         click(browser, By.CSS_SELECTOR, "#deployment-scorer-b button.rollback")
         wait_text(browser, "#deployment-scorer-b", "rolled back")
