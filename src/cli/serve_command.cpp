@@ -129,7 +129,9 @@ int RunServe(const ServeOptions& options) {
   if (const Status checked = CheckServeOptions(options); !checked.ok()) {
     return Fail(logger, checked);
   }
-  auto trust = MakeTrustCheck(options.trust_keys, options.state, logger.ForComponent("trust"));
+  const auto signatures = std::make_shared<SignatureRecord>();
+  auto trust =
+      MakeTrustCheck(options.trust_keys, options.state, logger.ForComponent("trust"), signatures);
   if (!trust.ok()) {
     return Fail(logger, trust.status());
   }
@@ -314,6 +316,11 @@ int RunServe(const ServeOptions& options) {
     fleet->Start(models, [&](Heartbeat& heartbeat) {
       heartbeat.bundle_generation = ImportedBundleGeneration(options.state);
       FillPeerHeartbeat(peers, blobs.get(), heartbeat);
+      for (ModelReport& model : heartbeat.models) {
+        if (model.signature.state.empty()) {
+          model.signature = signatures->Find(model.digest).value_or(SignatureState{});
+        }
+      }
 #ifdef PERCH_WITH_MQTT
       if (outbox) {
         heartbeat.outbox_depth = outbox->Size();

@@ -333,7 +333,8 @@ Status FleetAgent::Apply(ModelManager& manager, const DesiredState& state) {
                .name = pulled->name,
                .version = pulled->version,
                .digest = pulled->digest,
-               .error = "unsigned, and deployment " + desired.deployment + " requires a signature"},
+               .error = "unsigned, and deployment " + desired.deployment + " requires a signature",
+               .signature = {.state = "refused"}},
            "requires a signature and model '" + pulled->name + "' version " +
                std::to_string(pulled->version) + " is unsigned");
       continue;

@@ -1,7 +1,12 @@
 #include "fleet/fleet_http.h"
 
+#include <charconv>
+#include <chrono>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <string>
+#include <system_error>
 
 #include "fleet/fleet_json.h"
 #include "fleet/metrics_store.h"
@@ -207,14 +212,82 @@ void FleetRoutes::Mount(http::Server& server) {
     }
     SendJson(response, 200, ListJson(store_.Devices()));
   });
+  // What the dashboard's overview shows, counted here so that its answer
+  // grows with the locations and rollouts, not with every device.
+  Add(server, "GET", api + "/overview", [this](const auto& request, auto& response) {
+    if (const Status allowed = RequireAdmin(request); !allowed.ok()) {
+      return SendError(response, allowed);
+    }
+    const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();
+    const auto zero = [] {
+      return json{{"online", 0}, {"offline", 0}, {"failing", 0}, {"revoked", 0}};
+    };
+    json devices = zero();
+    std::map<std::string, json> by_location;
+    json locations = json::array();
+    for (const Location& location : store_.Locations()) {
+      by_location[location.name] = zero();
+    }
+    for (const Device& device : store_.Devices()) {
+      const std::string state(DeviceStateAt(device, now, options_.online_seconds));
+      devices[state] = devices[state].get<int64_t>() + 1;
+      if (const auto found = by_location.find(device.location); found != by_location.end()) {
+        found->second[state] = found->second[state].get<int64_t>() + 1;
+      }
+    }
+    for (const Location& location : store_.Locations()) {
+      json item = by_location[location.name];
+      item["name"] = location.name;
+      item["description"] = location.description;
+      locations.push_back(std::move(item));
+    }
+    json rollouts = json::array();
+    for (const Deployment& deployment : store_.Deployments()) {
+      const Revision* current = deployment.Current();
+      if (current != nullptr && !current->promoted) {
+        rollouts.push_back({{"deployment", deployment.name},
+                            {"revision", current->number},
+                            {"reference", current->reference}});
+      }
+    }
+    SendJson(
+        response, 200,
+        json{{"now", now}, {"devices", devices}, {"locations", locations}, {"rollouts", rollouts}}
+            .dump());
+  });
+  // The event log, newest first; at most FleetStore::kMaxEvents a call.
+  Add(server, "GET", api + "/events", [this](const auto& request, auto& response) {
+    if (const Status allowed = RequireAdmin(request); !allowed.ok()) {
+      return SendError(response, allowed);
+    }
+    size_t limit = 100;
+    if (const auto found = request.query.find("limit"); found != request.query.end()) {
+      const std::string& text = found->second;
+      const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), limit);
+      if (error != std::errc() || end != text.data() + text.size() || limit < 1 ||
+          limit > FleetStore::kMaxEvents) {
+        return SendError(
+            response, InvalidArgument("limit: '" + text.substr(0, 40) + "' is not between 1 and " +
+                                      std::to_string(FleetStore::kMaxEvents)));
+      }
+    }
+    SendJson(response, 200, ToJson(store_.Events(limit)));
+  });
   Add(server, "GET", api + "/status", [this](const auto& request, auto& response) {
     if (const Status allowed = RequireAdmin(request); !allowed.ok()) {
       return SendError(response, allowed);
     }
-    const FleetStatus status{.now = std::chrono::duration_cast<std::chrono::seconds>(
-                                        std::chrono::system_clock::now().time_since_epoch())
-                                        .count(),
-                             .devices = store_.Devices()};
+    FleetStatus status{.now = std::chrono::duration_cast<std::chrono::seconds>(
+                                  std::chrono::system_clock::now().time_since_epoch())
+                                  .count(),
+                       .devices = store_.Devices()};
+    // ?location=NAME: that location's devices only (a dashboard page).
+    if (const auto location = request.query.find("location"); location != request.query.end()) {
+      std::erase_if(status.devices,
+                    [&](const Device& device) { return device.location != location->second; });
+    }
     SendJson(response, 200, ToJson(status));
   });
   Add(server, "GET", Pattern(api + "/devices/"), [this](const auto& request, auto& response) {

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <string>
 
@@ -29,6 +30,8 @@ class MetricsStore;
 struct FleetHttpOptions {
   std::string admin_token;          // required
   size_t max_body_bytes = 1 << 20;  // fleet documents are small; past it 413
+  // A device heard from within this long is online (GET /api/v1/overview).
+  int64_t online_seconds = 30;
   // Where heartbeats' device metrics go; null: they are not kept.
   MetricsStore* metrics = nullptr;
   // Called after each request with the answer and the handler's time in

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "models/repository.h"
@@ -302,6 +304,14 @@ json HeartbeatJson(const Heartbeat& heartbeat) {
     if (!model.error.empty()) {
       item["error"] = model.error;
     }
+    if (!model.signature.state.empty()) {
+      json signature = {{"state", model.signature.state}};
+      if (!model.signature.key.empty()) {
+        signature["key"] = model.signature.key;
+        signature["key_sha256"] = model.signature.key_sha256;
+      }
+      item["signature"] = std::move(signature);
+    }
     models.push_back(std::move(item));
   }
   json out = {{"models", models},
@@ -334,9 +344,19 @@ json DeviceJson(const Device& device) {
               {"enrolled_at", device.enrolled_at},
               {"last_seen", device.last_seen},
               {"revoked", device.revoked},
+              {"revoked_at", device.revoked_at},
               {"facts", json::parse(ToJson(device.facts))}};
   if (device.heartbeat) {
     out["heartbeat"] = HeartbeatJson(*device.heartbeat);
+  }
+  return out;
+}
+
+json EventJson(const FleetEvent& event) {
+  json out = {
+      {"at", event.at}, {"kind", event.kind}, {"subject", event.subject}, {"detail", event.detail}};
+  if (event.revision != 0) {
+    out["revision"] = event.revision;
   }
   return out;
 }
@@ -348,6 +368,7 @@ json RevisionJson(const Revision& revision) {
               {"rollout", RolloutJson(revision.rollout)},
               {"created_at", revision.created_at},
               {"rolled_back", revision.rolled_back},
+              {"rolled_back_at", revision.rolled_back_at},
               {"promoted", revision.promoted},
               {"replicas", revision.replicas}};
   if (revision.healthy_since) {
@@ -559,6 +580,22 @@ HeartbeatMetrics ReadMetrics(Fields& fields, Status& error) {
   return metrics;
 }
 
+// The states SignatureState names; anything else is refused, so what the
+// dashboard shows is one of them.
+SignatureState ReadSignatureState(Fields&& fields) {
+  SignatureState signature{.state = fields.String("state", true),
+                           .key = fields.String("key"),
+                           .key_sha256 = fields.String("key_sha256")};
+  static constexpr std::string_view kStates[] = {"verified", "signed", "unsigned", "refused"};
+  if (std::find(std::begin(kStates), std::end(kStates), signature.state) == std::end(kStates)) {
+    fields.Fail(fields.Path("state"), "must be verified, signed, unsigned or refused");
+  }
+  if (signature.key.size() > 256 || signature.key_sha256.size() > 64) {
+    fields.Fail(fields.Path("key"), "a key file name of at most 256 characters and its sha256");
+  }
+  return signature;
+}
+
 Heartbeat ReadHeartbeat(Fields& fields, Status& error) {
   Heartbeat heartbeat;
   fields.ForEach("models", false, [&](Fields& model) {
@@ -570,6 +607,10 @@ Heartbeat ReadHeartbeat(Fields& fields, Status& error) {
         .state = model.String("state"),
         .error = model.String("error"),
     });
+    if (const json* signature = model.Find("signature")) {
+      heartbeat.models.back().signature =
+          ReadSignatureState(Fields(*signature, model.Path("signature"), error));
+    }
   });
   heartbeat.errors = fields.Strings("errors");
   heartbeat.load = fields.Number("load");
@@ -605,6 +646,7 @@ Device ReadDevice(Fields& fields, Status& error) {
   device.enrolled_at = fields.Int("enrolled_at");
   device.last_seen = fields.Int("last_seen");
   device.revoked = fields.Bool("revoked");
+  device.revoked_at = fields.Int("revoked_at");
   if (const json* facts = fields.Find("facts")) {
     ReadFacts(fields, "facts", ParseDeviceFacts(facts->dump()), device.facts);
   }
@@ -637,6 +679,7 @@ Deployment ReadDeployment(Fields& fields, Status& error) {
     parsed.rollout = ReadRollout(rollout);
     parsed.created_at = revision.Int("created_at");
     parsed.rolled_back = revision.Bool("rolled_back");
+    parsed.rolled_back_at = revision.Int("rolled_back_at");
     parsed.promoted = revision.Bool("promoted");
     if (revision.Find("healthy_since") != nullptr) {
       parsed.healthy_since = revision.Int("healthy_since");
@@ -718,6 +761,14 @@ std::string ToJson(const FleetStatus& status) {
     devices.push_back(DeviceJson(device));
   }
   return json{{"now", status.now}, {"devices", devices}}.dump();
+}
+
+std::string ToJson(const std::vector<FleetEvent>& events) {
+  json list = json::array();
+  for (const FleetEvent& event : events) {
+    list.push_back(EventJson(event));
+  }
+  return list.dump();
 }
 
 std::string ToJson(const LocationPeers& peers) {

@@ -32,6 +32,7 @@ std::string ToJson(const WithToken<Device>& enrolled);   // {"device":…,"token
 std::string ToJson(const DeployOutcome& outcome);        // {"deployment":…,"warnings":[…]}
 std::string ToJson(const FleetStatus& status);           // {"now":…,"devices":[…]}
 std::string ToJson(const LocationPeers& peers);  // {"location":…,"peer_token":…,"peers":[…]}
+std::string ToJson(const std::vector<FleetEvent>& events);  // [{"at":…,"kind":…,…}]
 // A JSON array of already encoded JSON values.
 std::string JsonArray(const std::vector<std::string>& encoded);
 

@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+#include <utility>
+#include <vector>
+
 namespace perch {
 namespace {
 
@@ -48,12 +52,17 @@ TEST(FleetJsonTest, DevicesAndHeartbeatsRoundTrip) {
                 .last_seen = 9,
                 .revoked = false,
                 .heartbeat = Heartbeat{}};
-  device.heartbeat->models.push_back({.name = "m",
-                                      .version = 2,
-                                      .reference = "h/m:2",
-                                      .digest = "sha256:x",
-                                      .state = "READY",
-                                      .error = ""});
+  device.heartbeat->models.push_back(
+      {.name = "m",
+       .version = 2,
+       .reference = "h/m:2",
+       .digest = "sha256:x",
+       .state = "READY",
+       .error = "",
+       .signature = {
+           .state = "verified", .key = "site.pub.pem", .key_sha256 = std::string(64, 'a')}});
+  device.heartbeat->models.push_back(
+      {.name = "n", .version = 1, .state = "FAILED", .signature = {.state = "refused"}});
   device.heartbeat->outbox_depth = 3;
   device.heartbeat->memory_available_bytes = int64_t{3} << 30;
   auto parsed = ParseDevice(ToJson(device));
@@ -100,6 +109,21 @@ TEST(FleetJsonTest, BadDocumentsNameTheField) {
   EXPECT_NE(heartbeat.status().message().find("models[0].version: must be an integer"),
             std::string::npos)
       << heartbeat.status().message();
+  for (const auto& [body, message] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"models":[{"name":"m","signature":{"state":"<b>trusted</b>"}}]})",
+            "models[0].signature.state: must be verified, signed, unsigned or refused"},
+           {R"({"models":[{"name":"m","signature":{}}]})",
+            "models[0].signature.state: is required"},
+           {R"({"models":[{"name":"m","signature":"verified"}]})",
+            "models[0].signature: must be a JSON object"},
+           {R"({"models":[{"name":"m","signature":{"state":"verified","key":")" +
+                std::string(300, 'k') + R"("}}]})",
+            "models[0].signature.key: a key file name of at most 256"},
+       }) {
+    const auto bad = ParseHeartbeat(body);
+    ASSERT_FALSE(bad.ok()) << body;
+    EXPECT_NE(bad.status().message().find(message), std::string::npos) << bad.status().message();
+  }
   const auto memory = ParseHeartbeat(R"({"memory_available_bytes":"lots"})");
   ASSERT_FALSE(memory.ok());
   EXPECT_NE(memory.status().message().find("memory_available_bytes: must be an integer"),

@@ -43,12 +43,13 @@ CREATE TABLE IF NOT EXISTS devices(
   name TEXT PRIMARY KEY, location TEXT NOT NULL, labels TEXT NOT NULL,
   architecture TEXT NOT NULL, perch_version TEXT NOT NULL, addresses TEXT NOT NULL,
   token_hash TEXT NOT NULL, enrolled_at INTEGER NOT NULL, last_seen INTEGER NOT NULL,
-  revoked INTEGER NOT NULL, heartbeat TEXT);
+  revoked INTEGER NOT NULL, heartbeat TEXT, revoked_at INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS revisions(
   deployment TEXT NOT NULL, number INTEGER NOT NULL, reference TEXT NOT NULL,
   selector TEXT NOT NULL, rollout TEXT NOT NULL, created_at INTEGER NOT NULL,
   rolled_back INTEGER NOT NULL, healthy_since INTEGER, promoted INTEGER NOT NULL,
-  replicas INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(deployment, number));
+  replicas INTEGER NOT NULL DEFAULT 0, rolled_back_at INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY(deployment, number));
 CREATE TABLE IF NOT EXISTS placements(
   deployment TEXT NOT NULL, device TEXT NOT NULL, PRIMARY KEY(deployment, device));
 CREATE TABLE IF NOT EXISTS location_peer_tokens(
@@ -58,19 +59,20 @@ CREATE TABLE IF NOT EXISTS canary_verdicts(
   verdict TEXT NOT NULL, PRIMARY KEY(deployment, number, seq));
 )sql";
 
-// A database made before replicas existed gets the column (every revision
-// of it: 0, every matching device).
-Status AddReplicasColumn(SqliteDb& db) {
+// A database made before a column existed gets it, with its default:
+// replicas (0, every matching device), revoked_at and rolled_back_at (0,
+// not known).
+Status AddColumn(SqliteDb& db, const std::string& table, const std::string& column) {
   PERCH_ASSIGN_OR_RETURN(
       SqliteStatement columns,
-      db.Prepare("SELECT 1 FROM pragma_table_info('revisions') WHERE name = 'replicas'"));
+      db.Prepare("SELECT 1 FROM pragma_table_info('" + table + "') WHERE name = '" + column + "'"));
   const bool present = columns.Step();
-  PERCH_RETURN_IF_ERROR(columns.Finish("read the columns of the revisions"));
+  PERCH_RETURN_IF_ERROR(columns.Finish("read the columns of the " + table));
   if (present) {
     return Status::Ok();
   }
-  return db.Exec("ALTER TABLE revisions ADD COLUMN replicas INTEGER NOT NULL DEFAULT 0",
-                 "add replicas to the revisions");
+  return db.Exec("ALTER TABLE " + table + " ADD COLUMN " + column + " INTEGER NOT NULL DEFAULT 0",
+                 "add " + column + " to the " + table);
 }
 
 std::string TokenHash(std::string_view token) { return Sha256Of(token).str(); }
@@ -152,7 +154,9 @@ Result<std::unique_ptr<FleetStore>> FleetStore::Open(FleetStoreOptions options) 
   PERCH_ASSIGN_OR_RETURN(auto db, SqliteDb::Open({.path = options.database, .schema = kSchema}));
   PERCH_RETURN_IF_ERROR(
       db->Exec("PRAGMA wal_autocheckpoint=0", "leave checkpoints to the background thread"));
-  PERCH_RETURN_IF_ERROR(AddReplicasColumn(*db));
+  PERCH_RETURN_IF_ERROR(AddColumn(*db, "revisions", "replicas"));
+  PERCH_RETURN_IF_ERROR(AddColumn(*db, "revisions", "rolled_back_at"));
+  PERCH_RETURN_IF_ERROR(AddColumn(*db, "devices", "revoked_at"));
   PERCH_RETURN_IF_ERROR(CreateDeviceFactsTable(*db));
   PERCH_ASSIGN_OR_RETURN(auto checkpoint_db, SqliteDb::Open({.path = options.database}));
   std::unique_ptr<FleetStore> store(
@@ -194,8 +198,8 @@ Status FleetStore::Load() {
   PERCH_ASSIGN_OR_RETURN(
       SqliteStatement devices,
       db_->Prepare("SELECT name, location, labels, architecture, perch_version, "
-                   "addresses, token_hash, enrolled_at, last_seen, revoked, heartbeat "
-                   "FROM devices"));
+                   "addresses, token_hash, enrolled_at, last_seen, revoked, heartbeat, "
+                   "revoked_at FROM devices"));
   while (devices.Step()) {
     DeviceRecord record;
     Device& device = record.device;
@@ -210,6 +214,7 @@ Status FleetStore::Load() {
     device.enrolled_at = devices.Int(7);
     device.last_seen = devices.Int(8);
     device.revoked = devices.Int(9) != 0;
+    device.revoked_at = devices.Int(11);
     if (!devices.IsNull(10)) {
       Heartbeat heartbeat;
       PERCH_RETURN_IF_ERROR(ReadColumn(ParseHeartbeat(devices.Text(10)), heartbeat, what));
@@ -233,7 +238,8 @@ Status FleetStore::Load() {
   PERCH_ASSIGN_OR_RETURN(
       SqliteStatement revisions,
       db_->Prepare("SELECT deployment, number, reference, selector, rollout, "
-                   "created_at, rolled_back, healthy_since, promoted, replicas FROM revisions "
+                   "created_at, rolled_back, healthy_since, promoted, replicas, rolled_back_at "
+                   "FROM revisions "
                    "ORDER BY deployment, number"));
   while (revisions.Step()) {
     const std::string name = revisions.Text(0);
@@ -250,6 +256,7 @@ Status FleetStore::Load() {
     }
     revision.promoted = revisions.Int(8) != 0;
     revision.replicas = revisions.Int(9);
+    revision.rolled_back_at = revisions.Int(10);
     Deployment& deployment = deployments_[name];
     deployment.name = name;
     deployment.revisions.push_back(std::move(revision));
@@ -271,7 +278,7 @@ Status FleetStore::SaveDevice(const DeviceRecord& record) {
       SqliteStatement save,
       db_->Prepare("INSERT OR REPLACE INTO devices(name, location, labels, architecture, "
                    "perch_version, addresses, token_hash, enrolled_at, last_seen, revoked, "
-                   "heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+                   "heartbeat, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
   save.Bind(1, device.name)
       .Bind(2, device.location)
       .Bind(3, ToJson(device.labels))
@@ -281,7 +288,8 @@ Status FleetStore::SaveDevice(const DeviceRecord& record) {
       .Bind(7, record.token_hash)
       .Bind(8, device.enrolled_at)
       .Bind(9, device.last_seen)
-      .Bind(10, int64_t{device.revoked ? 1 : 0});
+      .Bind(10, int64_t{device.revoked ? 1 : 0})
+      .Bind(12, device.revoked_at);
   if (device.heartbeat) {
     save.Bind(11, ToJson(*device.heartbeat));
   } else {
@@ -294,8 +302,8 @@ Status FleetStore::SaveRevision(const std::string& deployment, const Revision& r
   PERCH_ASSIGN_OR_RETURN(
       SqliteStatement save,
       db_->Prepare("INSERT OR REPLACE INTO revisions(deployment, number, reference, selector, "
-                   "rollout, created_at, rolled_back, healthy_since, promoted, replicas) "
-                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+                   "rollout, created_at, rolled_back, healthy_since, promoted, replicas, "
+                   "rolled_back_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
   save.Bind(1, deployment)
       .Bind(2, revision.number)
       .Bind(3, revision.reference)
@@ -308,7 +316,9 @@ Status FleetStore::SaveRevision(const std::string& deployment, const Revision& r
   } else {
     save.BindNull(8);
   }
-  save.Bind(9, int64_t{revision.promoted ? 1 : 0}).Bind(10, revision.replicas);
+  save.Bind(9, int64_t{revision.promoted ? 1 : 0})
+      .Bind(10, revision.replicas)
+      .Bind(11, revision.rolled_back_at);
   return save.Run("save deployment " + deployment);
 }
 
@@ -450,6 +460,9 @@ Status FleetStore::RevokeDevice(std::string_view name) {
     return NotFound("no device '" + std::string(name.substr(0, 80)) + "'");
   }
   DeviceRecord record = it->second;
+  if (!record.device.revoked) {
+    record.device.revoked_at = options_.clock.UnixSeconds();
+  }
   record.device.revoked = true;
   PERCH_RETURN_IF_ERROR(SaveDevice(record));
   it->second = std::move(record);
@@ -644,6 +657,7 @@ Result<Deployment> FleetStore::Rollback(std::string_view name) {
   }
   Revision rolled_back = *deployment.Current();
   rolled_back.rolled_back = true;
+  rolled_back.rolled_back_at = options_.clock.UnixSeconds();
   PERCH_RETURN_IF_ERROR(SaveRevision(deployment.name, rolled_back));
   for (Revision& revision : deployment.revisions) {
     if (revision.number == rolled_back.number) {

@@ -147,6 +147,12 @@ class FleetStore {
   Status RecordVerdict(std::string_view deployment, int64_t number, const CanaryVerdict& verdict);
   static constexpr size_t kMaxVerdicts = 200;
 
+  // The event log (fleet_store_events.cpp): devices enrolled and revoked,
+  // revisions deployed, promoted and rolled back (with the verdict that
+  // decided it), the newest `limit` first, from what the store keeps.
+  std::vector<FleetEvent> Events(size_t limit) const;
+  static constexpr size_t kMaxEvents = 500;  // most events one call returns
+
   // Network local: the other enrolled, non-revoked, online devices of
   // `device`'s location, with the location's peer token (generated on
   // first use and kept in the database; the devices need it in the clear).

@@ -48,6 +48,7 @@ Status FleetStore::RecordVerdict(std::string_view name, int64_t number,
     updated.promoted = true;
   } else if (verdict.outcome == "rolled-back") {
     updated.rolled_back = true;
+    updated.rolled_back_at = verdict.at;
   }
   PERCH_ASSIGN_OR_RETURN(SqliteTransaction transaction, db_->Begin());
   PERCH_ASSIGN_OR_RETURN(

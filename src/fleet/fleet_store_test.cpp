@@ -1,10 +1,13 @@
 #include "fleet/fleet_store.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <map>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "core/clock.h"
 #include "fleet/fleet_json.h"
@@ -230,6 +233,39 @@ TEST_F(FleetStoreTest, EverythingSurvivesAReopen) {
   EXPECT_EQ(store_->DesiredStateFor("a1")->etag, etag);
   EXPECT_EQ(References("a1"), std::vector<std::string>{"hub/m:1"});
   MakeDevice(enrolment, "a2");
+}
+
+// The event log: each event at the time it happened, newest first, kept
+// across a restart, at most the limit asked for.
+TEST_F(FleetStoreTest, EventLogHasEnrolmentsRevocationsAndRollbacksWithTheirTimes) {
+  const std::string enrolment = MakeLocation("plant-a");
+  MakeDevice(enrolment, "a1");  // at 1000
+  clock_.Advance(std::chrono::seconds(10));
+  ASSERT_TRUE(store_->Deploy({.name = "d", .reference = "hub/m:1"}, true).ok());  // 1010
+  clock_.Advance(std::chrono::seconds(10));
+  ASSERT_TRUE(store_->Deploy({.name = "d", .reference = "hub/m:2"}, false).ok());  // 1020
+  clock_.Advance(std::chrono::seconds(10));
+  ASSERT_TRUE(store_->Rollback("d").ok());  // 1030
+  clock_.Advance(std::chrono::seconds(10));
+  ASSERT_TRUE(store_->RevokeDevice("a1").ok());  // 1040
+  clock_.Advance(std::chrono::seconds(10));
+  ASSERT_TRUE(store_->RevokeDevice("a1").ok());  // again: still revoked at 1040
+
+  Reopen();
+  EXPECT_EQ(store_->GetDevice("a1")->revoked_at, 1040);
+  EXPECT_EQ(store_->GetDeployment("d")->revisions.at(1).rolled_back_at, 1030);
+  const auto events = store_->Events(100);
+  std::vector<std::string> seen;
+  for (const FleetEvent& event : events) {
+    seen.push_back(fmt::format("{} {} {} {} {}", event.at, event.kind, event.subject,
+                               event.revision, event.detail));
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{
+                      "1040 device-revoked a1 0 location plant-a",
+                      "1030 rolled-back d 2 by an operator", "1020 deployed d 2 hub/m:2",
+                      "1010 deployed d 1 hub/m:1", "1000 device-enrolled a1 0 location plant-a"}));
+  EXPECT_EQ(store_->Events(2).size(), 2u);
+  EXPECT_EQ(store_->Events(100000).size(), 5u);
 }
 
 TEST_F(FleetStoreTest, CanaryGoesToSomeFirstThenToAllOnceHealthy) {

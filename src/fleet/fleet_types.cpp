@@ -1,5 +1,7 @@
 #include "fleet/fleet_types.h"
 
+#include <algorithm>
+
 #include "core/enum_names.h"
 
 namespace perch {
@@ -36,6 +38,21 @@ bool IsValidLabel(std::string_view key, std::string_view value) {
     }
   }
   return true;
+}
+
+std::string_view DeviceStateAt(const Device& device, int64_t now, int64_t online_seconds) {
+  if (device.revoked) {
+    return "revoked";
+  }
+  if (now - device.last_seen > online_seconds) {
+    return "offline";
+  }
+  const bool failing =
+      device.heartbeat &&
+      (!device.heartbeat->errors.empty() ||
+       std::any_of(device.heartbeat->models.begin(), device.heartbeat->models.end(),
+                   [](const ModelReport& model) { return model.state == "FAILED"; }));
+  return failing ? "failing" : "online";
 }
 
 bool Selector::Matches(const Device& candidate) const {

@@ -47,6 +47,16 @@ struct DeviceSpec {
   DeviceFacts facts{};  // what the device is (fleet/device_facts.h)
 };
 
+// What the device's trust policy said of a model version (docs/signing.md).
+struct SignatureState {
+  // "verified" (by `key`), "signed" (carries a signature the device, which
+  // trusts no key, did not check), "unsigned", "refused" (the model's error
+  // says why); empty: not known (not checked yet, or an older agent).
+  std::string state{};
+  std::string key{};         // verified: the trusted key's file name
+  std::string key_sha256{};  // verified: sha256 (hex) of the key's PEM, the signers' `hint`
+};
+
 // One model as a device reports it.
 struct ModelReport {
   std::string name{};
@@ -55,6 +65,7 @@ struct ModelReport {
   std::string digest{};     // manifest digest actually loaded
   std::string state{};      // READY, LOADING, UNAVAILABLE, FAILED
   std::string error{};
+  SignatureState signature{};
 };
 
 struct Heartbeat {
@@ -94,9 +105,16 @@ struct Device {
   int64_t enrolled_at = 0;
   int64_t last_seen = 0;  // 0: never heard from since enrolment
   bool revoked = false;
-  DeviceFacts facts{};                   // as of the enrolment or the last heartbeat that had them
+  int64_t revoked_at =
+      0;                // unix seconds; 0 when not revoked, or revoked by a hub before this field
+  DeviceFacts facts{};  // as of the enrolment or the last heartbeat that had them
   std::optional<Heartbeat> heartbeat{};  // the last one
 };
+
+// "revoked", "offline" (not heard from within `online_seconds` of `now`),
+// "failing" (online with errors or a FAILED model) or "online", as
+// `perch status`, the hub's /metrics and its dashboard count devices.
+std::string_view DeviceStateAt(const Device& device, int64_t now, int64_t online_seconds);
 
 // Which devices a deployment targets: every given field must match; an
 // empty selector matches every device.
@@ -184,6 +202,9 @@ struct Revision {
   Rollout rollout{};
   int64_t created_at = 0;
   bool rolled_back = false;
+  // Unix seconds; 0 when not rolled back, or rolled back by a hub before
+  // this field.
+  int64_t rolled_back_at = 0;
   std::optional<int64_t> healthy_since{};  // canary: every canary device READY since
   bool promoted = false;                   // canary: the rest of the devices have it too
   int64_t replicas = 0;                    // as in DeploymentSpec
@@ -262,6 +283,19 @@ struct LocationPeers {
   std::string location{};
   std::string peer_token{};
   std::vector<LocationPeer> peers{};
+};
+
+// One entry of the hub's event log (GET /api/v1/events): what happened to
+// a device or a deployment, and when.
+struct FleetEvent {
+  // 0 when not known (a revocation or rollback recorded by a hub before
+  // their times were kept).
+  int64_t at = 0;
+  // device-enrolled, device-revoked, deployed, promoted, rolled-back
+  std::string kind{};
+  std::string subject{};  // the device or deployment
+  int64_t revision = 0;   // deployment events: the revision
+  std::string detail{};   // location, reference, or the verdict that decided it
 };
 
 // Every device with the hub's clock, so that "last seen 40 s ago" is

@@ -41,18 +41,7 @@ void HubMetrics::Mount(http::Server& server, const FleetStore& store,
         std::map<std::string, int64_t> devices{
             {"online", 0}, {"offline", 0}, {"failing", 0}, {"revoked", 0}};
         for (const Device& device : store.Devices()) {
-          const bool failing =
-              device.heartbeat &&
-              (!device.heartbeat->errors.empty() ||
-               std::any_of(device.heartbeat->models.begin(), device.heartbeat->models.end(),
-                           [](const ModelReport& model) { return model.state == "FAILED"; }));
-          if (device.revoked) {
-            ++devices["revoked"];
-          } else if (now - device.last_seen > online_for.count()) {
-            ++devices["offline"];
-          } else {
-            ++devices[failing ? "failing" : "online"];
-          }
+          ++devices[std::string(DeviceStateAt(device, now, online_for.count()))];
         }
         std::map<std::string, int64_t> rollouts{{"stable", 0}, {"canary", 0}, {"rolled-back", 0}};
         for (const Deployment& deployment : store.Deployments()) {

@@ -217,14 +217,18 @@ def keep_scoring(agents, stop):
 
 
 @contextlib.contextmanager
-def two_plant_site(hubs, tmp_path, labels=None):
+def two_plant_site(hubs, tmp_path, labels=None, signed=(), sign_with=None, flags=None):
     """A hub, scorer versions 1 and 5 (slow) pushed, three agents in two
     locations (a1, a2 in plant-a; b1 in plant-b) reaching the hub through a
-    Link; `labels` by agent name. Yields (hub, references, agents, host)."""
+    Link; `labels` and extra command-line `flags` by agent name; the
+    versions in `signed` signed with the private key `sign_with` before
+    they are pushed. Yields (hub, references, agents, host)."""
     hub = hubs.start()
     link = Link(hub.port).up()
     repo = make_scorer_repo(tmp_path / "models")
     add_slow_scorer(repo, 5)
+    for version in signed:
+        perch("sign", repo / str(version), "--key", sign_with)
     host = f"127.0.0.1:{link.port}"
     references = {v: push_scorer(hub, repo, host, v) for v in (1, 5)}
     tokens = {name: create_location(hub, name) for name in ("plant-a", "plant-b")}
@@ -232,9 +236,10 @@ def two_plant_site(hubs, tmp_path, labels=None):
     agents = {}
     try:
         for name, location in (("a1", "plant-a"), ("a2", "plant-a"), ("b1", "plant-b")):
-            agents[name] = fleet_agent(tmp_path, url, tokens[location], name,
-                                       tmp_path / f"state-{name}",
-                                       labels=(labels or {}).get(name, [])).start()
+            agent = fleet_agent(tmp_path, url, tokens[location], name,
+                                tmp_path / f"state-{name}", labels=(labels or {}).get(name, []))
+            agent.command += (flags or {}).get(name, [])
+            agents[name] = agent.start()
         yield hub, references, agents, host
     finally:
         for agent in agents.values():

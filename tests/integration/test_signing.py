@@ -404,12 +404,19 @@ def test_fleet_agents_refuse_unsigned_models(hubs, tmp_path, keys):
             return " ".join(device_report(hub, name).get(
                 "heartbeat", {}).get("errors", []))
 
+        def signatures(name):
+            """The signature state each model of the heartbeat reports."""
+            return sorted((m["version"], m["state"], m.get("signature", {}).get("state"))
+                          for m in device_report(hub, name).get("heartbeat", {}).get(
+                              "models", []))
+
         # Required by the deployment: refused even without trust keys.
         admin(hub, "deploy", reference, "--name", "scorer",
               "--require-signature")
         wait_for(lambda: "requires a signature" in errors("plain"), 30,
                  what=lambda: errors("plain"))
         assert score(plain) is None
+        assert signatures("plain") == [(1, "FAILED", "refused")]
         # Not required: the agent without keys serves it; the one with a
         # trust key refuses it, and says why.
         admin(hub, "deploy", reference, "--name", "scorer")
@@ -417,6 +424,9 @@ def test_fleet_agents_refuse_unsigned_models(hubs, tmp_path, keys):
         wait_for(lambda: "refused by the trust policy, unsigned"
                  in errors("trusting"), 30, what=lambda: errors("trusting"))
         assert score(trusting) is None
+        wait_for(lambda: signatures("plain") == [(1, "READY", "unsigned")], 30,
+                 what=lambda: signatures("plain"))
+        assert signatures("trusting") == [(1, "FAILED", "refused")]
         status = admin(hub, "status").stdout
         assert "refused by the trust policy" in status, status
     finally:

@@ -7,10 +7,15 @@
 "use strict";
 
 const ONLINE_SECONDS = 30;  // as the hub's `perch status`
-const REFRESH_MS = 2000;
+const REFRESH_MS = 2000;       // the charts
+const PAGE_REFRESH_MS = 5000;  // tables: overview, devices, deployments, events
 const CHART_MINUTES = 15;
+const EVENTS_SHOWN = 100;      // the hub answers at most 500
 
-let refreshTimer = null;
+// Timers of the page shown; a new route stops them. `routeGeneration` tells
+// a page that finishes rendering after the user moved on to drop itself.
+const timers = [];
+let routeGeneration = 0;
 const charts = [];
 
 function token() { return sessionStorage.getItem("perch-admin-token") || ""; }
@@ -81,9 +86,41 @@ function signOut(message) {
 }
 
 function stopRefresh() {
-  if (refreshTimer) clearInterval(refreshTimer);
-  refreshTimer = null;
+  routeGeneration += 1;
+  while (timers.length) clearInterval(timers.pop());
   while (charts.length) charts.pop().destroy();
+}
+
+// Runs `task` every `ms` while `node` is on the page, never two at once: a
+// slow hub gets one request at a time from this tab, not a pile.
+function every(ms, node, task) {
+  let busy = false;
+  timers.push(setInterval(async () => {
+    if (busy || !node.isConnected) return;
+    busy = true;
+    try {
+      await task();
+    } catch (error) {
+      report(error);
+    } finally {
+      busy = false;
+    }
+  }, ms));
+}
+
+// A part of a page that rebuilds itself from the hub every PAGE_REFRESH_MS,
+// in place (no reload); `data-refreshes` counts the rebuilds.
+async function live(build) {
+  const box = el("div", { class: "live" });
+  const fill = (content) => box.replaceChildren(...[content].flat(2).filter((n) => n));
+  fill(await build());
+  every(PAGE_REFRESH_MS, box, async () => {
+    const content = await build();
+    if (!box.isConnected) return;  // the user moved on meanwhile
+    fill(content);
+    box.setAttribute("data-refreshes", String(Number(box.getAttribute("data-refreshes") || 0) + 1));
+  });
+  return box;
 }
 
 // --- Charts -----------------------------------------------------------
@@ -173,78 +210,89 @@ async function chartsSection(path, keyOf) {
     container.setAttribute("data-points", String(charts.reduce((n, c) => n + c.data[0].length, 0)));
   };
   await draw();
-  refreshTimer = setInterval(() => draw().catch((e) => e instanceof SignedOut || setStatus(e.message)), REFRESH_MS);
+  every(REFRESH_MS, container, draw);
   return container;
 }
 
 // --- Pages ------------------------------------------------------------
 
 async function overview() {
-  const [status, locations, deployments] = await Promise.all([
-    json("/api/v1/status"), json("/api/v1/locations"), json("/api/v1/deployments")]);
-  const counts = { online: 0, offline: 0, failing: 0, revoked: 0 };
-  const byLocation = new Map(locations.map((l) => [l.name, { online: 0, offline: 0, failing: 0, revoked: 0 }]));
-  for (const device of status.devices) {
-    const state = deviceState(device, status.now);
-    counts[state] += 1;
-    if (byLocation.has(device.location)) byLocation.get(device.location)[state] += 1;
-  }
-  const rollouts = deployments.filter((d) => {
-    const current = d.revisions.find((r) => r.revision === d.current);
-    return current && !current.promoted;
-  });
+  return [el("h1", {}, "Fleet"), await live(overviewContent)];
+}
+
+// The hub counts the devices (GET /api/v1/overview): the answer grows with
+// the locations and rollouts, not with the fleet.
+async function overviewContent() {
+  const { devices: counts, locations, rollouts } = await json("/api/v1/overview");
   return [
-    el("h1", {}, "Fleet"),
     el("div", { class: "cards" },
       ["online", "offline", "failing"].map((state) => el("div", { class: "card", id: "count-" + state },
         el("div", { class: "figure " + state }, String(counts[state])), "devices " + state)),
       el("div", { class: "card", id: "count-rollouts" }, el("div", { class: "figure" }, String(rollouts.length)), "rollouts in progress")),
     el("h2", {}, "Locations"),
     table(["Location", "Description", "Online", "Offline", "Failing"],
-      locations.map((l) => {
-        const c = byLocation.get(l.name);
-        return [el("a", { href: "#/location/" + encodeURIComponent(l.name) }, l.name), l.description, c.online, c.offline, c.failing];
-      }), "locations"),
+      locations.map((l) => [el("a", { href: "#/location/" + encodeURIComponent(l.name) }, l.name),
+        l.description, l.online, l.offline, l.failing]), "locations"),
     el("h2", {}, "Rollouts in progress"),
-    rollouts.length ? table(["Deployment", "Revision", "Reference"], rollouts.map((d) => {
-      const current = d.revisions.find((r) => r.revision === d.current);
-      return [el("a", { href: "#/deployments" }, d.name), current.revision, current.reference];
-    }), "rollouts") : el("p", {}, "None."),
+    rollouts.length ? table(["Deployment", "Revision", "Reference"], rollouts.map((r) => [
+      el("a", { href: "#/deployments" }, r.deployment), r.revision, r.reference]), "rollouts")
+      : el("p", {}, "None."),
   ];
+}
+
+// The trust policy's word on a model (docs/signing.md), when the device
+// reports one.
+function signatureText(signature) {
+  if (!signature || !signature.state) return null;
+  const text = {
+    verified: () => "signature verified by " + (signature.key || "a trusted key") +
+      (signature.key_sha256 ? " (sha256 " + signature.key_sha256.slice(0, 12) + "…)" : ""),
+    signed: () => "signed, not verified (the device trusts no key)",
+    unsigned: () => "unsigned",
+    refused: () => "refused by the signature policy",
+  }[signature.state];
+  return el("span", { class: "signature " + signature.state, title: signature.key_sha256 || "" },
+    text ? text() : signature.state);
 }
 
 function modelsCell(device) {
   const models = (device.heartbeat || {}).models || [];
-  return models.map((m) => el("div", { class: m.state === "FAILED" ? "failing" : "" },
-    m.name + " v" + m.version + " " + m.state + " " + (m.digest || "").slice(0, 19) +
-    (m.signature ? " signature " + m.signature : "") + (m.error ? " — " + m.error : "")));
+  return models.map((m) => el("div", { class: "model" + (m.state === "FAILED" ? " failing" : "") },
+    m.name + " v" + m.version + " " + m.state + " " + (m.digest || "").slice(0, 19) + " ",
+    signatureText(m.signature), m.error ? " — " + m.error : null));
 }
 
 async function locationPage(name) {
-  const status = await json("/api/v1/status");
-  const devices = status.devices.filter((d) => d.location === name);
   return [
     el("h1", {}, "Location " + name),
-    table(["Device", "State", "Labels", "Serves", "Last seen"],
-      devices.map((d) => [el("a", { href: "#/device/" + encodeURIComponent(d.name) }, d.name),
-        el("span", { class: deviceState(d, status.now) }, deviceState(d, status.now)),
-        labelsText(d.labels), modelsCell(d), when(d.last_seen)]), "devices"),
+    await live(async () => {
+      const status = await json("/api/v1/status?location=" + encodeURIComponent(name));
+      const devices = status.devices;
+      return table(["Device", "State", "Labels", "Serves", "Last seen"],
+        devices.map((d) => [el("a", { href: "#/device/" + encodeURIComponent(d.name) }, d.name),
+          el("span", { class: deviceState(d, status.now) }, deviceState(d, status.now)),
+          labelsText(d.labels), modelsCell(d), when(d.last_seen)]), "devices");
+    }),
     el("h2", {}, "Last " + CHART_MINUTES + " minutes, per device"),
     await chartsSection("/api/v1/metrics/locations/" + encodeURIComponent(name), (p) => p.device + " " + p.model),
   ];
 }
 
 async function devicePage(name) {
-  const device = await json("/api/v1/devices/" + encodeURIComponent(name));
-  const beat = device.heartbeat || {};
   return [
     el("h1", {}, "Device " + name),
-    table(["Location", "Labels", "Architecture", "perch", "Enrolled", "Last seen"],
-      [[el("a", { href: "#/location/" + encodeURIComponent(device.location) }, device.location),
-        labelsText(device.labels), device.architecture, device.perch_version,
-        when(device.enrolled_at), when(device.last_seen)]], "device"),
-    el("h2", {}, "Serves"), el("div", { id: "serves" }, modelsCell(device)),
-    (beat.errors || []).length ? el("div", { class: "error" }, beat.errors.map((e) => el("p", {}, e))) : null,
+    await live(async () => {
+      const device = await json("/api/v1/devices/" + encodeURIComponent(name));
+      const beat = device.heartbeat || {};
+      return [
+        table(["Location", "Labels", "Architecture", "perch", "Enrolled", "Last seen"],
+          [[el("a", { href: "#/location/" + encodeURIComponent(device.location) }, device.location),
+            labelsText(device.labels), device.architecture, device.perch_version,
+            when(device.enrolled_at), device.revoked ? "revoked " + when(device.revoked_at) : when(device.last_seen)]], "device"),
+        el("h2", {}, "Serves"), el("div", { id: "serves" }, modelsCell(device)),
+        (beat.errors || []).length ? el("div", { class: "error" }, beat.errors.map((e) => el("p", {}, e))) : null,
+      ];
+    }),
     el("h2", {}, "Last " + CHART_MINUTES + " minutes"),
     await chartsSection("/api/v1/metrics/devices/" + encodeURIComponent(name), (p) => p.model + " v" + p.version),
   ];
@@ -263,6 +311,30 @@ function verdictRows(deployment) {
   return rows;
 }
 
+// How far a running canary is: the analysis' windows in a row against what
+// decides it, or how long its devices have been healthy.
+function canaryProgress(revision) {
+  const rollout = revision.rollout;
+  const analysis = rollout.analysis;
+  if (analysis) {
+    // As the hub's judge counts: window verdicts of one outcome ending the list.
+    const windows = (revision.verdicts || []).filter((v) => v.window_end > 0);
+    const streak = (outcome) => {
+      let n = 0;
+      for (let i = windows.length - 1; i >= 0 && windows[i].outcome === outcome; i -= 1) n += 1;
+      return n;
+    };
+    const passing = streak("pass"), failing = streak("fail");
+    return "Canary on " + rollout.canary_percent + "% of the devices: " + passing + " of " +
+      analysis.passing_windows + " passing windows in a row to promote, " + failing + " of " +
+      analysis.failing_windows + " failing to roll back; rolled back if not promoted by " +
+      when(revision.created_at + analysis.deadline_seconds) + ".";
+  }
+  return "Canary on " + rollout.canary_percent + "% of the devices: " + (revision.healthy_since
+    ? "healthy since " + when(revision.healthy_since) + ", promoted at " + when(revision.healthy_since + rollout.canary_healthy_seconds)
+    : "waiting for every canary device to report it READY") + ".";
+}
+
 async function act(name, verb) {
   setStatus("");
   await json("/api/v1/deployments/" + encodeURIComponent(name) + "/" + verb, { method: "POST" });
@@ -270,8 +342,12 @@ async function act(name, verb) {
 }
 
 async function deploymentsPage() {
+  return [el("h1", {}, "Deployments"), await live(deploymentsContent)];
+}
+
+async function deploymentsContent() {
   const deployments = await json("/api/v1/deployments");
-  const sections = [el("h1", {}, "Deployments")];
+  const sections = [];
   for (const d of deployments) {
     const current = d.revisions.find((r) => r.revision === d.current);
     const canary = current && current.rollout.strategy === "canary" && !current.promoted;
@@ -283,6 +359,7 @@ async function deploymentsPage() {
         r.rollout.strategy + (r.rollout.canary_percent ? " " + r.rollout.canary_percent + "%" : "") + (r.rollout.analysis ? " with analysis" : ""),
         r.rolled_back ? "rolled back" : r.revision === d.current ? (r.promoted ? "current" : "current (canary)") : "",
         when(r.created_at)])),
+      canary ? el("p", { class: "progress" }, canaryProgress(current)) : null,
       el("div", {},
         el("button", { type: "button", class: "rollback", onclick: () => act(d.name, "rollback").catch(report) }, "Roll back"),
         canary ? el("button", { type: "button", class: "promote", onclick: () => act(d.name, "promote").catch(report) }, "Promote") : null),
@@ -314,26 +391,19 @@ async function registryPage() {
   return [el("h1", {}, "Registry"), table(["Repository", "Tag", "Digest", "Size", "Referrers"], rows, "registry")];
 }
 
+const EVENT_NAMES = { "device-enrolled": "device enrolled", "device-revoked": "device revoked",
+  deployed: "deployed", promoted: "promoted", "rolled-back": "rolled back" };
+
+// The hub keeps the log (GET /api/v1/events); the page asks for the newest
+// EVENTS_SHOWN only.
 async function eventsPage() {
-  const [devices, deployments] = await Promise.all([json("/api/v1/devices"), json("/api/v1/deployments")]);
-  const events = [];
-  for (const d of devices) {
-    events.push({ at: d.enrolled_at, what: "device enrolled", subject: d.name, detail: "location " + d.location });
-    if (d.revoked) events.push({ at: 0, what: "device revoked", subject: d.name, detail: "" });
-  }
-  for (const d of deployments) {
-    for (const r of d.revisions) {
-      events.push({ at: r.created_at, what: "deployed", subject: d.name, detail: "revision " + r.revision + ": " + r.reference });
-      const decided = (r.verdicts || []).filter((v) => v.outcome === "promoted" || v.outcome === "rolled-back");
-      for (const v of decided) events.push({ at: v.at, what: v.outcome === "promoted" ? "promoted" : "rolled back", subject: d.name, detail: "revision " + r.revision + ": " + v.reason });
-      if (r.rolled_back && !decided.some((v) => v.outcome === "rolled-back")) {
-        events.push({ at: 0, what: "rolled back", subject: d.name, detail: "revision " + r.revision });
-      }
-    }
-  }
-  events.sort((a, b) => b.at - a.at);
-  return [el("h1", {}, "Events"), table(["At", "Event", "Subject", "Detail"],
-    events.map((e) => [when(e.at), e.what, e.subject, e.detail]), "events")];
+  return [el("h1", {}, "Events"), el("p", {}, "The newest " + EVENTS_SHOWN + ", newest first."),
+    await live(async () => {
+      const events = await json("/api/v1/events?limit=" + EVENTS_SHOWN);
+      return table(["At", "Event", "Subject", "Detail"], events.map((e) => [
+        when(e.at), el("span", { class: e.kind }, EVENT_NAMES[e.kind] || e.kind),
+        e.subject + (e.revision ? " revision " + e.revision : ""), e.detail]), "events");
+    })];
 }
 
 function report(error) {
@@ -352,8 +422,10 @@ async function route() {
   const render = { "": overview, location: () => locationPage(name), device: () => devicePage(name),
     deployments: deploymentsPage, registry: registryPage, events: eventsPage }[page || ""] || overview;
   const target = document.getElementById("page");
+  const generation = routeGeneration;
   try {
     const content = await render();
+    if (generation !== routeGeneration) return;  // the user moved on meanwhile
     target.replaceChildren(...content.flat().filter((n) => n));
     target.hidden = false;
     document.getElementById("sign-in").hidden = true;
