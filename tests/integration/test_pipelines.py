@@ -62,6 +62,9 @@ BROKEN = {
                                  datatype="FP64"),
                        "tensor 'mel_input' is FP64 [1,1760] but model "
                        "'melspectrogram' takes FP32"),
+    # A step model that is there but fails to load (not an ONNX file).
+    "failing_model": (with_step(pipeline_json(), "mel", model="corrupt"),
+                      "step 'mel': model 'corrupt'"),
     "wrong_shape": (with_step(pipeline_json(), "mel_input", dims=[1760]),
                     "tensor 'mel_input' is FP32 [1760] but model "
                     "'melspectrogram' takes FP32 [-1,-1]"),
@@ -86,6 +89,8 @@ def repo(tmp_path_factory):
         (root / model / "1").mkdir(parents=True)
         shutil.copyfile(WAKEWORD_MODELS / f"{model}.onnx",
                         root / model / "1" / "model.onnx")
+    (root / "corrupt" / "1").mkdir(parents=True)
+    (root / "corrupt" / "1" / "model.onnx").write_bytes(b"not an onnx model")
     (root / "wakeword").mkdir()
     shutil.copyfile(WAKEWORD_JSON, root / "wakeword" / "model.json")
     for name, (body, _) in BROKEN.items():
