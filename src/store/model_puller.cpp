@@ -215,13 +215,15 @@ Result<std::vector<FetchedModel>> FetchPipelineSteps(RegistryClient& client,
   PERCH_ASSIGN_OR_RETURN(const auto pinned, PinnedStepsOf(reference, pipeline.metadata));
   for (const PinnedStep& step : pinned) {
     auto fetched = FetchModel(client, step.reference, blobs, progress);
-    if (!fetched.ok()) {
-      return Status(fetched.status().code(),
+    const Status status =
+        fetched.ok() ? CheckPinnedStep(step, fetched->metadata.name, fetched->metadata.version)
+                     : fetched.status();
+    if (!status.ok()) {
+      return Status(status.code(),
                     fmt::format("pipeline '{}': step {} (model '{}' pinned to {}): {}",
                                 pipeline.metadata.name, step.steps, step.model,
-                                step.reference.ToString(), fetched.status().message()));
+                                step.reference.ToString(), status.message()));
     }
-    PERCH_RETURN_IF_ERROR(CheckPinnedStep(step, fetched->metadata.name, fetched->metadata.version));
     steps.push_back(std::move(fetched).value());
   }
   return steps;
@@ -423,9 +425,9 @@ Result<std::vector<SyncOutcome>> ModelPuller::SyncSteps(RegistryClient& client,
     // By digest: the registry's copy and the cached one are the same bytes,
     // so an unreachable registry falls back to the cache as for any model.
     auto synced = Sync(client, step.reference, progress);
-    const Status status =
-        synced.ok() ? CheckPinnedStep(step, synced->record.model, synced->record.version)
-                    : synced.status();
+    const Status status = synced.ok()
+                              ? CheckPinnedStep(step, synced->record.model, synced->record.version)
+                              : synced.status();
     if (!status.ok()) {
       return Status(
           status.code(),
