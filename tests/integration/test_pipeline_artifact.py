@@ -6,6 +6,7 @@ hold and a step whose bytes do not match are refused, naming the step."""
 
 import json
 import shutil
+import subprocess
 
 import pytest
 
@@ -241,5 +242,32 @@ def test_fleet_deploys_a_pipeline(pushed, tmp_path):
             return response.status_code == 200 and \
                 response.json()["outputs"][0]["data"][0] == 6.0
         wait_for(answers, 30, what=lambda: agent.logs()[-3000:])
+    finally:
+        assert agent.stop() == 0
+
+
+def test_step_signatures_travel_and_meet_the_trust_policy(hubs, tmp_path):
+    """A signed step's signature is pushed with it and installed beside it;
+    the agent's trust policy checks each step as any model: the signed one
+    serves, the unsigned one is refused, and the pipeline is not ready."""
+    hub = hubs.start()
+    repo = make_repo(tmp_path / "src")
+    private, public = tmp_path / "site.pem", tmp_path / "site.pub.pem"
+    subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout",
+                    "-out", private], check=True, capture_output=True)
+    subprocess.run(["openssl", "ec", "-in", private, "-pubout", "-out", public],
+                   check=True, capture_output=True)
+    perch("sign", repo / "scorer" / "2", "--key", private)
+    ref = f"{hub.host}/pipes/chain:1"
+    out = perch("push", repo / "chain", ref, "--token", hub.admin_token).stdout
+    assert "signature: sha256:" in out, out
+    state = tmp_path / "state"
+    agent = model_server(tmp_path, [ref], state, args=["--trust-key", public]).start()
+    try:
+        assert (state / "models" / "scorer" / "2" / "model.sig").is_file()
+        assert agent.get("/v2/models/scorer/ready").status_code == 200
+        offset = index_row(agent, "offset")
+        assert "refused by the trust policy, unsigned" in offset["reason"], offset
+        assert agent.get("/v2/models/chain/ready").status_code != 200
     finally:
         assert agent.stop() == 0
