@@ -161,10 +161,18 @@ Result<std::unique_ptr<FleetAgent>> OpenHubAgent(
       logger.Warn("{}: {}; using the cached {}", text, synced.registry_status.message(),
                   synced.record.digest.str());
     }
+    std::vector<PulledModel> steps;
+    for (const SyncOutcome& step : synced.steps) {
+      steps.push_back(PulledModel{.name = step.record.model,
+                                  .version = step.record.version,
+                                  .digest = step.record.digest.str(),
+                                  .model_folder = puller->models_folder() / step.record.model});
+    }
     return PulledModel{.name = synced.record.model,
                        .version = synced.record.version,
                        .digest = synced.record.digest.str(),
-                       .model_folder = puller->models_folder() / synced.record.model};
+                       .model_folder = puller->models_folder() / synced.record.model,
+                       .steps = std::move(steps)};
   };
   ModelPruner prune = [puller](const std::map<std::string, int64_t>& keep) {
     return puller->Prune(keep);

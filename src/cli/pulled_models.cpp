@@ -60,6 +60,17 @@ Result<std::filesystem::path> PrepareModels(const std::vector<std::string>& refe
     }
     served[record.model] = record.version;
     served_by[record.model] = text;
+    // A pipeline's step models are served beside it; another reference
+    // may name the same model only in the same version.
+    for (const SyncOutcome& step : synced->steps) {
+      const auto [version, inserted] = served.emplace(step.record.model, step.record.version);
+      if (!inserted && version->second != step.record.version) {
+        return InvalidArgument(fmt::format(
+            "--model {} pins model '{}' version {} as a step, but version {} is served too; one "
+            "model name is served in one version only",
+            text, step.record.model, step.record.version, version->second));
+      }
+    }
   }
   PERCH_RETURN_IF_ERROR(puller->Prune(served));
   return puller->models_folder();

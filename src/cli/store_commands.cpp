@@ -2,6 +2,7 @@
 // against the hub or any OCI registry (docs/model-store.md).
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -12,6 +13,7 @@
 
 #include "cli/commands.h"
 #include "cli/local_model.h"
+#include "cli/pipeline_push.h"
 #include "cli/progress.h"
 #include "cli/registry_flags.h"
 #include "core/files.h"
@@ -23,6 +25,7 @@
 #include "store/model_artifact.h"
 #include "store/model_puller.h"
 #include "store/model_pusher.h"
+#include "store/pipeline_artifact.h"
 #include "store/reference.h"
 #include "store/signature_referrers.h"
 
@@ -92,6 +95,20 @@ int RunPush(const PushOptions& options) {
   if (!engine.ok()) {
     return Fail(engine.status());
   }
+  if (IsPipelineFolder(options.path)) {
+    auto client = MakeRegistryClient(reference->registry, options.registry);
+    if (!client.ok()) {
+      return Fail(client.status());
+    }
+    const Status pushed =
+        PushPipelineFolder(PipelinePush{.folder = options.path,
+                                        .reference = *reference,
+                                        .name = options.name,
+                                        .version = std::max<int64_t>(options.version, 1),
+                                        .mount_from = options.mount_from},
+                           **client, **engine);
+    return pushed.ok() ? 0 : Fail(pushed);
+  }
   const LocalModelOptions local{
       .name = options.name,
       .default_name = LastComponent(reference->repository),
@@ -117,26 +134,9 @@ int RunPush(const PushOptions& options) {
               reference->ToString().c_str(), model->files.size(),
               HumanBytes(pushed->total_bytes).c_str(), HumanBytes(pushed->uploaded_bytes).c_str(),
               pushed->manifest_digest.str().c_str());
-  if (model->signature) {
-    std::error_code error;
-    if (fs::file_size(*model->signature, error) > kMaxSignatureBundleBytes) {
-      return Fail(
-          InvalidArgument(fmt::format("{} is larger than the {} bytes a signature may be",
-                                      model->signature->string(), kMaxSignatureBundleBytes)));
-    }
-    auto bundle = ReadFile(*model->signature);
-    if (!bundle.ok()) {
-      return Fail(bundle.status());
-    }
-    const Descriptor subject{std::string(media_type::kOciManifest), pushed->manifest_digest,
-                             pushed->manifest_size};
-    auto attached = AttachSignature(**client, reference->repository, subject, *bundle);
-    if (!attached.ok()) {
-      return Fail(Status(attached.status().code(),
-                         fmt::format("the model is pushed, but its signature {} is not: {}",
-                                     model->signature->string(), attached.status().message())));
-    }
-    std::printf("signature: %s\n", attached->str().c_str());
+  if (Status attached = AttachFolderSignature(**client, reference->repository, *model, *pushed);
+      !attached.ok()) {
+    return Fail(attached);
   }
   return 0;
 }
@@ -172,6 +172,29 @@ int RunPull(const PullOptions& options) {
       return Fail(result.status());
     }
     fetched = std::move(result).value();
+  }
+  // A pipeline's pinned steps are fetched and installed before it, so a
+  // repository served from --to never holds a pipeline without its steps.
+  auto steps = FetchPipelineSteps(**client, *reference, *fetched, **blobs);
+  if (!steps.ok()) {
+    return Fail(steps.status());
+  }
+  std::vector<PinnedStep> pinned;
+  if (!steps->empty()) {
+    pinned = PinnedStepsOf(*reference, fetched->metadata).value();  // FetchPipelineSteps read them
+  }
+  for (size_t i = 0; i < steps->size(); ++i) {
+    const FetchedModel& step = (*steps)[i];
+    auto step_installed = InstallModel(**blobs, step, options.to, pinned[i].reference.ToString());
+    if (!step_installed.ok()) {
+      return Fail(step_installed.status());
+    }
+    std::printf("step model %s version %lld: %s %s\n", step.metadata.name.c_str(),
+                static_cast<long long>(step.metadata.version),
+                *step_installed ? "pulled" : "already installed", step.digest.str().c_str());
+    for (const Digest& signature : step.signatures) {
+      std::printf("  signature: %s\n", signature.str().c_str());
+    }
   }
   auto installed = InstallModel(**blobs, *fetched, options.to, reference->ToString());
   if (!installed.ok()) {

@@ -136,6 +136,15 @@ Status FleetAgent::LoadSavedState() {
   applied_etag_ = saved["etag"].get<std::string>();
   seen_etag_ = applied_etag_;
   for (const json& model : saved["models"]) {
+    std::vector<PulledModel> steps;
+    for (const json& step : model.value("steps", json::array())) {
+      if (step.is_object()) {
+        steps.push_back(PulledModel{.name = step.value("name", ""),
+                                    .version = step.value("version", int64_t{0}),
+                                    .digest = step.value("digest", ""),
+                                    .model_folder = {}});
+      }
+    }
     applied_.push_back(AppliedModel{
         .desired = DesiredModel{.deployment = model.value("deployment", ""),
                                 .revision = model.value("revision", int64_t{0}),
@@ -143,7 +152,8 @@ Status FleetAgent::LoadSavedState() {
         .pulled = PulledModel{.name = model.value("name", ""),
                               .version = model.value("version", int64_t{0}),
                               .digest = model.value("digest", ""),
-                              .model_folder = {}},
+                              .model_folder = {},
+                              .steps = std::move(steps)},
     });
   }
   serving_ = release;
@@ -161,6 +171,13 @@ Status FleetAgent::SaveCurrent() const {
                       {"name", model.pulled.name},
                       {"version", model.pulled.version},
                       {"digest", model.pulled.digest}});
+    if (!model.pulled.steps.empty()) {
+      json steps = json::array();
+      for (const PulledModel& step : model.pulled.steps) {
+        steps.push_back({{"name", step.name}, {"version", step.version}, {"digest", step.digest}});
+      }
+      models.back()["steps"] = std::move(steps);
+    }
   }
   return WriteFileAtomically(
       folder_ / kCurrentFile,
@@ -469,6 +486,9 @@ void FleetAgent::DropOldReleases() {
   std::map<std::string, int64_t> keep;
   for (const AppliedModel& model : applied_) {
     keep[model.pulled.name] = model.pulled.version;
+    for (const PulledModel& step : model.pulled.steps) {
+      keep.emplace(step.name, step.version);
+    }
   }
   if (const Status pruned = prune_(keep); !pruned.ok()) {
     logger_.Warn("cannot free the models no longer deployed: {}", pruned.message());
@@ -485,15 +505,29 @@ Result<fs::path> FleetAgent::BuildRelease(const std::string& name,
   if (error) {
     return Internal("cannot create " + staging.string() + ": " + error.message());
   }
+  std::vector<const PulledModel*> pulled;
   for (const AppliedModel& model : models) {
-    const fs::path target = staging / model.pulled.name;
+    pulled.push_back(&model.pulled);
+  }
+  // A pipeline's steps after every deployed model: a model deployed on its
+  // own and pinned by a pipeline too is linked once.
+  for (const AppliedModel& model : models) {
+    for (const PulledModel& step : model.pulled.steps) {
+      pulled.push_back(&step);
+    }
+  }
+  for (const PulledModel* model : pulled) {
+    const fs::path target = staging / model->name;
+    if (fs::exists(target, error)) {
+      continue;
+    }
     fs::create_directories(target, error);
-    const fs::path config = model.pulled.model_folder / "model.json";
+    const fs::path config = model->model_folder / "model.json";
     if (fs::exists(config, error)) {
       fs::create_hard_link(config, target / "model.json", error);
     }
-    const std::string version = std::to_string(model.pulled.version);
-    PERCH_RETURN_IF_ERROR(LinkTree(model.pulled.model_folder / version, target / version));
+    const std::string version = std::to_string(model->version);
+    PERCH_RETURN_IF_ERROR(LinkTree(model->model_folder / version, target / version));
   }
   // The release's folders and links are durable before it is switched to
   // and named in current.json (the linked files are synced blobs).

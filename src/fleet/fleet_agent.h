@@ -53,6 +53,9 @@ struct PulledModel {
   int64_t version = 0;
   std::string digest;                  // manifest digest
   std::filesystem::path model_folder;  // REPO/<name>, holding <version>/ and model.json
+  // A pipeline's step models (pulled by the digests it pins), served beside
+  // it in the release; empty for other models.
+  std::vector<PulledModel> steps{};
 };
 
 // Pulls `reference` (with `registry_token` when the registry wants one);

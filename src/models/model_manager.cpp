@@ -507,8 +507,10 @@ Result<std::shared_ptr<LoadedModel>> ModelManager::Find(std::string_view name,
     return Unavailable(
         fmt::format("model '{}' is unloaded; load it through the repository API", name));
   }
-  const auto model = models_.find(name);
-  if (model == models_.end()) {
+  const auto& table =
+      staged_ != nullptr && staging_thread_ == std::this_thread::get_id() ? *staged_ : models_;
+  const auto model = table.find(name);
+  if (model == table.end()) {
     return NotFound(fmt::format("model '{}' is not in the repository", name));
   }
   const auto& versions = model->second.versions;
@@ -841,7 +843,10 @@ std::filesystem::path ModelManager::repository() const {
 Status ModelManager::SwitchRepository(const std::filesystem::path& repository,
                                       int min_warmup_runs) {
   MutexLock reconcile(reconcile_mutex_);
-  PERCH_ASSIGN_OR_RETURN(const auto scan, ScanRepository(repository));
+  PERCH_ASSIGN_OR_RETURN(auto scan, ScanRepository(repository));
+  // Pipelines after the models they chain, so their steps are there to check.
+  std::stable_partition(scan.begin(), scan.end(),
+                        [](const ModelOnDisk& model) { return !model.config.pipeline; });
   std::map<std::string, ModelEntry, std::less<>> current;
   {
     MutexLock lock(mutex_);
@@ -875,8 +880,17 @@ Status ModelManager::SwitchRepository(const std::filesystem::path& repository,
         }
       }
       int64_t cost = 0;
+      if (disk.config.pipeline) {
+        MutexLock lock(mutex_);
+        staged_ = &next;
+        staging_thread_ = std::this_thread::get_id();
+      }
       auto loaded =
           LoadMeasured(disk, version, repository, min_warmup_runs, EstimateCost(on_disk), cost);
+      {
+        MutexLock lock(mutex_);
+        staged_ = nullptr;
+      }
       if (!loaded.ok()) {
         return Status(loaded.status().code(),
                       fmt::format("model '{}' version {} failed to load: {}", disk.name, version,

@@ -266,6 +266,11 @@ class ModelManager {
   std::map<std::string, ModelEntry, std::less<>> models_ GUARDED_BY(mutex_);
   std::set<std::string, std::less<>> unloaded_ GUARDED_BY(mutex_);
   bool ready_ GUARDED_BY(mutex_) = false;
+  // While SwitchRepository loads a pipeline, the step models it checks are
+  // the ones the new repository loaded, not yet published: Find looks them
+  // up here, for the switching thread only (requests keep seeing models_).
+  const std::map<std::string, ModelEntry, std::less<>>* staged_ GUARDED_BY(mutex_) = nullptr;
+  std::thread::id staging_thread_ GUARDED_BY(mutex_);
 
   // The memory budget: what models may use (the limit less the base at
   // Start), and what the versions loaded by the current reconciliation but

@@ -278,6 +278,36 @@ TEST_F(ModelManagerTest, SwitchRepositoryIsAllOrNothing) {
   EXPECT_NE(Acquire("n"), nullptr);
 }
 
+TEST_F(ModelManagerTest, SwitchRepositoryChecksAPipelineAgainstTheNewSteps) {
+  // The first repository serves step model m in version 1 only; the next
+  // one brings version 2 and a pipeline naming it (a fleet release of a
+  // pipeline pinning its steps): the pipeline's load must see version 2.
+  const fs::path first = root_ / "first";
+  WriteModel(first, "m", 1, "v1");
+  const fs::path session_file = root_ / "pipeline-session.onnx";
+  fs::create_directories(root_);
+  ASSERT_TRUE(WriteFileAtomically(session_file, "v1").ok());
+  manager_ = std::make_unique<ModelManager>(
+      ModelManagerOptions{.repository = first,
+                          .load_pipeline = [&](const ModelManager& models, const ModelOnDisk&,
+                                               int64_t) -> Result<std::unique_ptr<Session>> {
+                            PERCH_RETURN_IF_ERROR(models.Acquire("m", "2").status());
+                            return engine_.Load(session_file, root_, {});
+                          }},
+      engine_, metrics_, Logger::ToStderr(LogLevel::kWarn, "models"));
+  ASSERT_TRUE(manager_->Start().ok());
+
+  const fs::path next = root_ / "next";
+  WriteModel(next, "m", 2, "v2");
+  fs::create_directories(next / "pipe");
+  ASSERT_TRUE(WriteFileAtomically(next / "pipe" / "model.json", R"({"kind":"pipeline"})").ok());
+  const Status switched = manager_->SwitchRepository(next, 0);
+  ASSERT_TRUE(switched.ok()) << switched.message();
+  EXPECT_NE(Acquire("pipe"), nullptr);
+  // Outside a switch, lookups see only what serves.
+  EXPECT_EQ(manager_->Acquire("m", "1").status().code(), StatusCode::kNotFound);
+}
+
 TEST_F(ModelManagerTest, UnloadWaitsForInFlightHandles) {
   WriteModel(root_, "m", 1, "v1");
   StartManager(root_);

@@ -104,7 +104,7 @@ Result<Step> ParseStep(const json& entry) {
   }
   if (entry.contains("model")) {
     PERCH_RETURN_IF_ERROR(
-        CheckKeys(entry, where, {"name", "model", "version", "input_map", "output_map"}));
+        CheckKeys(entry, where, {"name", "model", "version", "digest", "input_map", "output_map"}));
     step.model = entry["model"].get<std::string>();
     if (entry.contains("version")) {
       const json& version = entry["version"];

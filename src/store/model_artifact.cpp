@@ -6,6 +6,7 @@
 #include <set>
 
 #include "store/media_types.h"
+#include "store/pipeline_artifact.h"
 
 namespace perch {
 namespace {
@@ -88,6 +89,11 @@ Result<std::vector<TensorInfo>> DecodeTensors(const json& config, const char* ke
 
 }  // namespace
 
+Descriptor PipelineLayer() {
+  return Descriptor{
+      std::string(media_type::kOciEmptyConfig), Sha256Of(kEmptyBlob), kEmptyBlob.size(), {}};
+}
+
 Status ValidateModelFilePath(std::string_view path) {
   const auto refuse = [path](std::string_view why) {
     return InvalidArgument(fmt::format("model file path \"{}\" {}", path, why));
@@ -161,10 +167,13 @@ Result<ModelMetadata> DecodeModelConfig(std::string_view text) {
   }
   metadata.version = version->get<int64_t>();
   PERCH_ASSIGN_OR_RETURN(metadata.platform, StringField(config, "platform", "model config"));
-  // "process": a model that is a server of its own (model.json "runtime").
-  if (metadata.platform != "onnx" && metadata.platform != "process") {
-    return InvalidArgument(fmt::format(
-        "model config: platform \"{}\" is not one perch runs (onnx, process)", metadata.platform));
+  // "process": a model that is a server of its own (model.json "runtime");
+  // "pipeline": model.json chains other models (pipeline_artifact.h).
+  if (metadata.platform != "onnx" && metadata.platform != "process" &&
+      metadata.platform != kPipelinePlatform) {
+    return InvalidArgument(
+        fmt::format("model config: platform \"{}\" is not one perch runs (onnx, process, pipeline)",
+                    metadata.platform));
   }
   metadata.architectures.clear();
   if (const json* architectures = Field(config, "architectures"); architectures != nullptr) {
@@ -197,6 +206,11 @@ std::string EncodeModelManifest(const ModelMetadata& metadata, const Descriptor&
     layer.annotations[std::string(annotation::kTitle)] = file.path;
     layer.annotations[std::string(annotation::kModelPackFilepath)] = file.path;
     layers.push_back(EncodeDescriptor(layer));
+  }
+  if (metadata.platform == kPipelinePlatform) {
+    // A pipeline has no files; OCI's guidance for an artifact without
+    // blobs is one empty descriptor, which every registry accepts.
+    layers.push_back(EncodeDescriptor(PipelineLayer()));
   }
   ordered_json annotations = {{annotation::kTitle, metadata.name},
                               {annotation::kVersion, std::to_string(metadata.version)}};
@@ -231,6 +245,18 @@ Result<ModelArtifact> ModelArtifactOf(const Manifest& manifest) {
                                        manifest.config.size, kMaxManifestBytes));
   }
   ModelArtifact artifact{manifest, {}};
+  const auto platform = manifest.annotations.find(std::string(annotation::kPerchPlatform));
+  if (platform != manifest.annotations.end() && platform->second == kPipelinePlatform) {
+    for (const auto& layer : manifest.layers) {
+      if (layer.media_type != media_type::kOciEmptyConfig || layer.digest != Sha256Of(kEmptyBlob)) {
+        return InvalidArgument(fmt::format(
+            "the pipeline manifest has layer {} ({}); a pipeline's only layer is the empty "
+            "descriptor",
+            layer.digest.str(), layer.media_type));
+      }
+    }
+    return artifact;
+  }
   std::set<std::string> paths;
   for (const auto& layer : manifest.layers) {
     auto it = layer.annotations.find(std::string(annotation::kModelPackFilepath));
@@ -255,7 +281,6 @@ Result<ModelArtifact> ModelArtifactOf(const Manifest& manifest) {
   }
   // A process model (model.json "runtime") has whatever files its server
   // needs; an ONNX model must have its model.onnx.
-  const auto platform = manifest.annotations.find(std::string(annotation::kPerchPlatform));
   const bool process = platform != manifest.annotations.end() && platform->second == "process";
   if (process ? paths.empty() : !paths.contains("model.onnx")) {
     return InvalidArgument(process ? "the process model has no file layers"

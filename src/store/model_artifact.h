@@ -72,6 +72,10 @@ std::string EncodeModelConfig(const ModelMetadata& metadata);
 // InvalidArgument naming the field that is missing or wrong.
 Result<ModelMetadata> DecodeModelConfig(std::string_view json);
 
+// The one layer of a pipeline's manifest (platform "pipeline",
+// pipeline_artifact.h): the OCI empty descriptor, "{}".
+Descriptor PipelineLayer();
+
 // The manifest of a model version whose config blob is `config` and whose
 // files are `files` (in the order given; callers sort them by path).
 std::string EncodeModelManifest(const ModelMetadata& metadata, const Descriptor& config,
@@ -80,7 +84,8 @@ std::string EncodeModelManifest(const ModelMetadata& metadata, const Descriptor&
 // Checks that `manifest` (read by ParseManifest, manifest.h) is a perch
 // model: an image manifest, not an index, with perch's artifact type and
 // config media type, one layer per file with a valid, unique path, and a
-// model.onnx. InvalidArgument naming the problem otherwise.
+// model.onnx; or a pipeline, whose only layer is the empty descriptor and
+// which has no files. InvalidArgument naming the problem otherwise.
 Result<ModelArtifact> ModelArtifactOf(const Manifest& manifest);
 
 }  // namespace perch

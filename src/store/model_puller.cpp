@@ -15,6 +15,7 @@
 #include <random>
 
 #include "core/files.h"
+#include "store/pipeline_artifact.h"
 #include "store/signature_referrers.h"
 
 namespace perch {
@@ -203,6 +204,31 @@ Result<FetchedModel> FetchModel(RegistryClient& client, const Reference& referen
   return model;
 }
 
+Result<std::vector<FetchedModel>> FetchPipelineSteps(RegistryClient& client,
+                                                     const Reference& reference,
+                                                     const FetchedModel& pipeline, BlobStore& blobs,
+                                                     const TransferProgress& progress) {
+  std::vector<FetchedModel> steps;
+  if (pipeline.metadata.platform != kPipelinePlatform) {
+    return steps;
+  }
+  PERCH_ASSIGN_OR_RETURN(const auto pinned, PinnedStepsOf(reference, pipeline.metadata));
+  for (const PinnedStep& step : pinned) {
+    auto fetched = FetchModel(client, step.reference, blobs, progress);
+    const Status status =
+        fetched.ok() ? CheckPinnedStep(step, fetched->metadata.name, fetched->metadata.version)
+                     : fetched.status();
+    if (!status.ok()) {
+      return Status(status.code(),
+                    fmt::format("pipeline '{}': step {} (model '{}' pinned to {}): {}",
+                                pipeline.metadata.name, step.steps, step.model,
+                                step.reference.ToString(), status.message()));
+    }
+    steps.push_back(std::move(fetched).value());
+  }
+  return steps;
+}
+
 Result<FetchedModel> LoadCachedModel(const BlobStore& blobs, const Digest& digest,
                                      const std::vector<Digest>& signatures) {
   PERCH_ASSIGN_OR_RETURN(const std::string bytes, blobs.Read(digest, kMaxManifestBytes));
@@ -386,19 +412,57 @@ Status ModelPuller::SaveRecords() const {
   return WriteFileAtomically(state_ / kRecordsFile, value.dump(2) + "\n");
 }
 
+Result<std::vector<SyncOutcome>> ModelPuller::SyncSteps(RegistryClient& client,
+                                                        const Reference& reference,
+                                                        const FetchedModel& model,
+                                                        const TransferProgress& progress) {
+  std::vector<SyncOutcome> steps;
+  if (model.metadata.platform != kPipelinePlatform) {
+    return steps;
+  }
+  PERCH_ASSIGN_OR_RETURN(const auto pinned, PinnedStepsOf(reference, model.metadata));
+  for (const PinnedStep& step : pinned) {
+    // By digest: the registry's copy and the cached one are the same bytes,
+    // so an unreachable registry falls back to the cache as for any model.
+    auto synced = Sync(client, step.reference, progress);
+    const Status status = synced.ok()
+                              ? CheckPinnedStep(step, synced->record.model, synced->record.version)
+                              : synced.status();
+    if (!status.ok()) {
+      return Status(
+          status.code(),
+          fmt::format("pipeline '{}': step {} (model '{}' pinned to {}): {}", model.metadata.name,
+                      step.steps, step.model, step.reference.ToString(), status.message()));
+    }
+    steps.push_back(std::move(synced).value());
+  }
+  return steps;
+}
+
 Result<SyncOutcome> ModelPuller::Sync(RegistryClient& client, const Reference& reference,
                                       const TransferProgress& progress) {
   const std::string key = reference.ToString();
   auto fetched = FetchModel(client, reference, *blobs_, progress);
+  Result<std::vector<SyncOutcome>> steps = std::vector<SyncOutcome>{};
   if (fetched.ok()) {
+    steps = SyncSteps(client, reference, *fetched, progress);
+  }
+  if (fetched.ok() && steps.ok()) {
     PERCH_ASSIGN_OR_RETURN(const bool installed, InstallModel(*blobs_, *fetched, models_, key));
     PulledRecord record{
         key,          fetched->digest,    fetched->metadata.name, fetched->metadata.version,
         NowRfc3339(), fetched->signatures};
     records_[key] = record;
     PERCH_RETURN_IF_ERROR(SaveRecords());
-    return SyncOutcome{std::move(record), false, installed, Status::Ok(),
-                       std::move(fetched->signature_notes)};
+    return SyncOutcome{std::move(record),
+                       false,
+                       installed,
+                       Status::Ok(),
+                       std::move(fetched->signature_notes),
+                       std::move(steps).value()};
+  }
+  if (fetched.ok()) {
+    fetched = steps.status();  // a pipeline whose steps cannot be had is refused whole
   }
   const auto recorded = records_.find(key);
   if (recorded == records_.end()) {
@@ -410,8 +474,15 @@ Result<SyncOutcome> ModelPuller::Sync(RegistryClient& client, const Reference& r
                   fmt::format("{}; and the cache cannot stand in: {}", fetched.status().message(),
                               cached.status().message()));
   }
+  auto cached_steps = SyncSteps(client, reference, *cached, progress);
+  if (!cached_steps.ok()) {
+    return Status(fetched.status().code(),
+                  fmt::format("{}; and the cache cannot stand in: {}", fetched.status().message(),
+                              cached_steps.status().message()));
+  }
   PERCH_ASSIGN_OR_RETURN(const bool installed, InstallModel(*blobs_, *cached, models_, key));
-  return SyncOutcome{recorded->second, true, installed, fetched.status(), {}};
+  return SyncOutcome{recorded->second, true, installed,
+                     fetched.status(), {},   std::move(cached_steps).value()};
 }
 
 Status ModelPuller::Prune(const std::map<std::string, int64_t>& keep) {

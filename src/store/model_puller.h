@@ -64,6 +64,17 @@ struct FetchedModel {
 Result<FetchedModel> FetchModel(RegistryClient& client, const Reference& reference,
                                 BlobStore& blobs, const TransferProgress& progress = nullptr);
 
+// The step models a pipeline (`pipeline`, fetched from `reference`) pins,
+// each fetched by its digest from the repository beside the pipeline's
+// (pipeline_artifact.h), verified, with its signatures, and checked to be
+// the model and version the pipeline names. Errors name the pipeline, the
+// step and the pinned reference: NotFound for a digest the registry does
+// not hold, InvalidArgument for bytes that fail verification.
+Result<std::vector<FetchedModel>> FetchPipelineSteps(RegistryClient& client,
+                                                     const Reference& reference,
+                                                     const FetchedModel& pipeline, BlobStore& blobs,
+                                                     const TransferProgress& progress = nullptr);
+
 // The model whose manifest `digest` is in `blobs`, with all its blobs and
 // the signature bundles `signatures`. NotFound when any of them is missing.
 Result<FetchedModel> LoadCachedModel(const BlobStore& blobs, const Digest& digest,
@@ -97,6 +108,9 @@ struct SyncOutcome {
   bool installed = false;                    // a version folder was (re)written
   Status registry_status;                    // why the registry could not give it, when from_cache
   std::vector<std::string> signature_notes;  // signature referrers skipped, and why
+  // A pipeline's step models, synced (and recorded) by their pinned
+  // references before the pipeline is installed; empty for other models.
+  std::vector<SyncOutcome> steps;
 };
 
 // The agent's model cache in STATE:
@@ -114,7 +128,10 @@ class ModelPuller {
   // digest. When the registry cannot be reached or sends something that
   // fails verification, falls back to what pulled.json recorded for this
   // reference (reinstalling it from the cache when needed), and says so in
-  // the outcome; the error when there is nothing to fall back to.
+  // the outcome; the error when there is nothing to fall back to. A
+  // pipeline's pinned step models are synced first (each by its digest
+  // reference); a step that cannot be had fails the pipeline's sync the
+  // way its own manifest would (the recorded pipeline stands in).
   Result<SyncOutcome> Sync(RegistryClient& client, const Reference& reference,
                            const TransferProgress& progress = nullptr);
 
@@ -130,6 +147,10 @@ class ModelPuller {
   ModelPuller(std::filesystem::path state, std::unique_ptr<BlobStore> blobs,
               std::map<std::string, PulledRecord> records);
   Status SaveRecords() const;
+  // Syncs the steps `model` pins when it is a pipeline; none otherwise.
+  Result<std::vector<SyncOutcome>> SyncSteps(RegistryClient& client, const Reference& reference,
+                                             const FetchedModel& model,
+                                             const TransferProgress& progress);
 
   const std::filesystem::path state_;
   const std::filesystem::path models_;

@@ -6,6 +6,7 @@
 
 #include "store/manifest.h"
 #include "store/media_types.h"
+#include "store/pipeline_artifact.h"
 #include "store/signature_referrers.h"
 
 namespace perch {
@@ -92,6 +93,9 @@ Result<PushOutcome> PushModel(RegistryClient& client, const std::string& reposit
       ++outcome.layers_skipped;
     }
   }
+  if (metadata.platform == kPipelinePlatform) {
+    PERCH_RETURN_IF_ERROR(client.PushSmallBlob(repository, std::string(kEmptyBlob)).status());
+  }
   PERCH_RETURN_IF_ERROR(client.PushSmallBlob(repository, config).status());
   PERCH_ASSIGN_OR_RETURN(
       outcome.manifest_digest,
@@ -114,6 +118,11 @@ Result<Digest> PushStoredModel(RegistryClient& client, const std::string& reposi
   }
   PERCH_ASSIGN_OR_RETURN(const std::string config,
                          blobs.Read(parsed.config.digest, kMaxManifestBytes));
+  for (const Descriptor& layer : parsed.layers) {
+    if (layer.digest == Sha256Of(kEmptyBlob)) {  // a pipeline's
+      PERCH_RETURN_IF_ERROR(client.PushSmallBlob(repository, std::string(kEmptyBlob)).status());
+    }
+  }
   PERCH_RETURN_IF_ERROR(client.PushSmallBlob(repository, config).status());
   PERCH_ASSIGN_OR_RETURN(
       const Digest pushed,

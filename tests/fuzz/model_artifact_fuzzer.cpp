@@ -1,5 +1,6 @@
 // A model version's manifest and config blob as a registry client pulls them
-// (store/model_artifact.h); the layer paths end up as file names on disk.
+// (store/model_artifact.h); the layer paths end up as file names on disk,
+// and a pipeline's pinned steps (store/pipeline_artifact.h) references.
 // Input: the first byte picks the parser, the rest is its JSON.
 #include <cstddef>
 #include <cstdint>
@@ -7,6 +8,7 @@
 #include "fuzz_input.h"
 #include "store/manifest.h"
 #include "store/model_artifact.h"
+#include "store/pipeline_artifact.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) {
@@ -27,6 +29,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (!again.ok() || again->name != metadata->name || again->version != metadata->version) {
         __builtin_trap();
       }
+      // A pipeline's pins become references the client fetches.
+      const auto pipeline = perch::Reference::Parse("127.0.0.1:5000/ns/pipeline:1");
+      (void)perch::PinnedStepsOf(*pipeline, *metadata);
     }
   }
   return 0;

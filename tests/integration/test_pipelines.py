@@ -62,6 +62,9 @@ BROKEN = {
                                  datatype="FP64"),
                        "tensor 'mel_input' is FP64 [1,1760] but model "
                        "'melspectrogram' takes FP32"),
+    # A step model that is there but fails to load (not an ONNX file).
+    "failing_model": (with_step(pipeline_json(), "mel", model="corrupt"),
+                      "step 'mel': model 'corrupt'"),
     "wrong_shape": (with_step(pipeline_json(), "mel_input", dims=[1760]),
                     "tensor 'mel_input' is FP32 [1760] but model "
                     "'melspectrogram' takes FP32 [-1,-1]"),
@@ -86,6 +89,8 @@ def repo(tmp_path_factory):
         (root / model / "1").mkdir(parents=True)
         shutil.copyfile(WAKEWORD_MODELS / f"{model}.onnx",
                         root / model / "1" / "model.onnx")
+    (root / "corrupt" / "1").mkdir(parents=True)
+    (root / "corrupt" / "1" / "model.onnx").write_bytes(b"not an onnx model")
     (root / "wakeword").mkdir()
     shutil.copyfile(WAKEWORD_JSON, root / "wakeword" / "model.json")
     for name, (body, _) in BROKEN.items():
@@ -327,6 +332,45 @@ def test_many_stream_ids_keep_memory_bounded(server):
     assert metric(server, "perch_pipeline_streams_dropped_total",
                   model="counter", reason="full") == count - MAX_STREAMS
     server.assert_alive()
+
+
+def batch_peak_rss(repo, workdir, stream_of):
+    """Runs `perch batch` on 100,000 requests of the counter pipeline, the
+    stream of request i named stream_of(i); returns (the last answer, the
+    process's peak resident KiB, measured by a parent of its own)."""
+    count = 100_000
+    inputs = workdir / "in.jsonl"
+    with open(inputs, "w") as out:
+        for i in range(count):
+            out.write(json.dumps({"id": str(i), "inputs": [
+                {"name": "x", "datatype": "FP32", "shape": [1], "data": [float(i)]},
+                {"name": "stream_id", "datatype": "BYTES", "shape": [1],
+                 "data": [stream_of(i)]}]}) + "\n")
+    measure = ("import resource, subprocess, sys\n"
+               "code = subprocess.run(sys.argv[1:]).returncode\n"
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+               "sys.exit(code)\n")
+    result = subprocess.run(
+        ["/usr/bin/python3", "-c", measure, str(PERCH_BIN), "batch", "--repo", str(repo),
+         "--model", "counter", "--input", str(inputs), "--output", str(workdir / "out"),
+         "--log-level", "warn"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = (workdir / "out" / "in.jsonl").read_text().splitlines()
+    assert len(lines) == count
+    last = max((json.loads(line) for line in lines[-1000:]), key=lambda r: int(r["id"]))
+    return last, int(result.stdout.split()[-1])
+
+
+def test_100000_stream_ids_keep_memory_bounded(repo, tmp_path):
+    """Issue 14's 100,000 distinct stream ids (through perch batch, in
+    process, so it takes seconds): every request answers, each new stream
+    starts afresh, and the process's peak memory is that of one stream."""
+    (tmp_path / "one").mkdir()
+    (tmp_path / "many").mkdir()
+    _, one = batch_peak_rss(repo, tmp_path / "one", lambda i: "mic")
+    last, many = batch_peak_rss(repo, tmp_path / "many", lambda i: f"s{i}")
+    assert last["outputs"][0]["data"] == [0.0, 0.0, 0.0, 99_999.0], last
+    assert many <= one + 8 * 1024, (one, many)
 
 
 def test_per_step_metrics(server):
