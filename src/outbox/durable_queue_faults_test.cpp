@@ -4,6 +4,7 @@
 // clears once space returns.
 #include <gtest/gtest.h>
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <map>
@@ -51,7 +52,7 @@ class DurableQueueFaultsTest : public ::testing::Test {
     std::error_code error;
     const fs::path memory = "/dev/shm";
     folder_ = (fs::is_directory(memory, error) ? memory : fs::temp_directory_path()) /
-              ("perch_queue_faults_" + test);
+              ("perch_queue_faults_" + test + "_" + std::to_string(getpid()));
     fs::remove_all(folder_);
     vfs_ = FaultVfs::Register("perch-fault-" + test);
     // What a restarted agent opens is read through a VFS of its own too, so
