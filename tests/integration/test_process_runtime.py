@@ -14,7 +14,7 @@ import grpc_oip
 import oip
 from grpc_oip import grpc_stubs  # noqa: F401 (a fixture)
 from harness import copy_models, wait_for
-from mqtt_harness import Broker, Client, unique
+from mqtt_harness import Broker, Client, unique, wait_online
 from registry_harness import Registry, digest_of, index_row, model_server, perch
 from process_models import train_iris, write_process_model
 
@@ -134,12 +134,13 @@ def test_mqtt_answers_equal_predict_proba(agent, broker, trained):
     model, x = trained
     client = Client(broker.port).connect()
     try:
+        wait_online(client, "lab", "d1")
         reply = unique("replies/")
         client.subscribe(reply)
         client.publish("perch/lab/d1/infer/iris", iris_request(x[:3]),
                        response_topic=reply, correlation=b"c1")
         answer = client.next(SERVER_TIMEOUT)
-        assert answer is not None, "no MQTT answer"
+        assert answer is not None, "no MQTT answer" + full_log(agent)[-4000:]
         outputs = oip.outputs_by_name(answer.json())
     finally:
         client.close()
