@@ -13,6 +13,7 @@ import pytest
 import grpc_oip
 import oip
 from grpc_oip import grpc_stubs  # noqa: F401 (a fixture)
+from fleet_harness import admin, create_location, device_report, fleet_agent
 from harness import copy_models, wait_for
 from mqtt_harness import Broker, Client, unique, wait_online
 from registry_harness import Registry, digest_of, index_row, model_server, perch
@@ -253,3 +254,74 @@ def test_travels_through_the_oci_store(trained, tmp_path):
         if agent is not None:
             assert agent.stop() == 0
         registry.stop()
+
+
+def test_a_fleet_deploys_it_like_an_onnx_model(hubs, trained, tmp_path):
+    """Pushed to the hub's registry and deployed with `perch deploy`: the
+    agent pulls it, starts its server sandboxed, serves it; a new revision
+    replaces the server; the server cannot see the agent's credentials."""
+    model, x = trained
+    hub = hubs.start()
+    marker = uuid.uuid4().hex
+    source = tmp_path / "src"
+    write_process_model(source, "iris", model, env={"MARKER": marker})
+    write_process_model(source, "iris2", model, env={
+        "MARKER": marker, "MODE": "read_state", "STATE_DIR": str(tmp_path / "state")})
+    write_process_model(source, "stuck", model, runtime={"ready_timeout_ms": 1000},
+                        env={"MODE": "never_ready"})
+    references = [f"{hub.host}/fleet/iris:{tag}" for tag in ("1", "2", "3")]
+    for folder, reference in zip(("iris", "iris2", "stuck"), references):
+        perch("push", source / folder, reference, "--name", "iris", "--token", hub.admin_token)
+    agent = fleet_agent(tmp_path, hub.url, create_location(hub, "plant"), "d1",
+                        tmp_path / "state").start()
+    try:
+        def probabilities():
+            response = agent.infer("iris", iris_request(x[:4]))
+            if response.status_code != 200:
+                return None
+            return oip.outputs_by_name(response.json())["probabilities"]
+
+        admin(hub, "deploy", references[0], "--name", "iris")
+        wait_for(lambda: probabilities() is not None, 30,
+                 what=lambda: "the agent to serve iris\n" + full_log(agent)[-3000:])
+        np.testing.assert_allclose(probabilities(), model.predict_proba(x[:4]), atol=1e-12)
+        [first] = server_pids(marker)
+        assert "model 'iris' version 1: started its server" in full_log(agent)
+        assert index_row(agent, "iris")["artifact"]["reference"] == references[0]
+
+        # A new revision: the agent swaps in the new artifact and stops the
+        # old server.
+        admin(hub, "deploy", references[1], "--name", "iris")
+        wait_for(lambda: index_row(agent, "iris").get("artifact", {}).get("reference")
+                 == references[1] and server_pids(marker) not in ([], [first]), 30,
+                 what=lambda: "the second revision's server\n" + full_log(agent)[-3000:])
+        np.testing.assert_allclose(probabilities(), model.predict_proba(x[:4]), atol=1e-12)
+        wait_for(lambda: first not in server_pids(marker), 5, what="the old server to stop")
+
+        # Its files sit in the agent's state, next to the credentials; the
+        # sandbox shows it its own version folder and nothing else there.
+        log = full_log(agent)
+        assert "STATE-ACCESS: read" in log, log[-3000:]
+        listing = log.split("STATE-ACCESS: read", 1)[1].splitlines()[0]
+        state = tmp_path / "state"
+        started = [line for line in log.splitlines() if "started its server" in line][-1]
+        version_folder = Path(started.split(" --chdir ")[1].split(" ")[0])
+        on_the_way = version_folder.relative_to(state).parts[0]
+        assert {p.name for p in state.iterdir()} - {on_the_way}  # there is more to hide
+        assert listing.strip() == repr([on_the_way]), listing
+
+        # A revision whose server never becomes ready is refused, as an ONNX
+        # model that fails its warm-up: the agent says so and serves on.
+        admin(hub, "deploy", references[2], "--name", "iris")
+        wait_for(lambda: any("refused" in error for error in device_report(hub, "d1").get(
+            "heartbeat", {}).get("errors", [])), 30,
+            what=lambda: "the agent to refuse the update: " + str(device_report(hub, "d1")))
+        report = device_report(hub, "d1")["heartbeat"]
+        assert any("did not answer GET /v2/health/ready" in error
+                   for error in report["errors"]), report
+        np.testing.assert_allclose(probabilities(), model.predict_proba(x[:4]), atol=1e-12)
+        assert server_pids_of_mode("never_ready") == []
+    finally:
+        if agent.process.poll() is None:
+            assert agent.stop() == 0
+    wait_for(lambda: server_pids(marker) == [], 5, what="no server after the agent stopped")
