@@ -197,15 +197,24 @@ void Scheduler::RunBatch(LoadedModel& model, const std::vector<std::shared_ptr<P
   const auto started = Clock::now();
   Result<std::vector<Tensor>> outputs = Internal("not run");
   std::vector<int64_t> rows;
+  // The batch is wanted until its last request's deadline; none if one of
+  // them has none.
+  std::optional<Clock::time_point> deadline = batch.front()->deadline;
+  for (const auto& pending : batch) {
+    deadline = deadline && pending->deadline ? std::max(*deadline, *pending->deadline)
+                                             : std::optional<Clock::time_point>();
+  }
   if (batch.size() == 1) {
-    outputs = model.session().Run(batch.front()->inputs, batch.front()->output_names);
+    outputs = model.session().RunWithDeadline(batch.front()->inputs, batch.front()->output_names,
+                                              deadline);
   } else {
     std::vector<const std::vector<Tensor>*> inputs;
     for (const auto& pending : batch) {
       inputs.push_back(&pending->inputs);
       rows.push_back(pending->inputs.front().shape[0]);
     }
-    outputs = model.session().Run(MergeBatch(inputs), batch.front()->output_names);
+    outputs =
+        model.session().RunWithDeadline(MergeBatch(inputs), batch.front()->output_names, deadline);
   }
   const auto finished = Clock::now();
   for (const auto& pending : batch) {

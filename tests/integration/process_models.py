@@ -10,11 +10,15 @@ from pathlib import Path
 # routes perch calls. MODE (from model.json's runtime.env) makes it
 # misbehave for the failure tests.
 SERVER = r'''
-import json, os, pickle, socket, sys
+import json, os, pickle, socket, sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 
 NAME, MODE = os.environ["PERCH_MODEL_NAME"], os.environ.get("MODE", "")
+if os.environ.get("STARTS_FILE"):  # unsandboxed: restarts take RESTART_DELAY_S longer
+    if os.path.exists(os.environ["STARTS_FILE"]):
+        time.sleep(float(os.environ["RESTART_DELAY_S"]))
+    open(os.environ["STARTS_FILE"], "a").write("started\n")
 model = pickle.load(open("model.pkl", "rb"))
 META = {"name": NAME, "platform": "sklearn",
         "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}],

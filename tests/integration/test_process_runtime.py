@@ -4,6 +4,7 @@ REST, gRPC and MQTT next to an ONNX model (issue 15)."""
 
 import os
 import signal
+import time
 import uuid
 from pathlib import Path
 
@@ -213,6 +214,39 @@ def test_a_killed_server_is_restarted_and_serves(servers, trained, tmp_path):
     # Unloading the model stops its server.
     assert agent.post("/v2/repository/models/iris/unload").status_code == 200
     wait_for(lambda: server_pids(marker) == [], 5, what="the server to stop")
+
+
+def test_requests_during_a_restart_wait_up_to_their_deadline(servers, trained, tmp_path):
+    """A request's own timeout bounds its wait for a restarting server
+    (504 when it passes), the configured request_timeout_ms bounds the
+    wait of one without (503), even when the request allows longer."""
+    model, x = trained
+    marker = uuid.uuid4().hex
+    write_process_model(tmp_path / "repo", "iris", model,
+                        runtime={"sandbox": False, "request_timeout_ms": 500},
+                        env={"MARKER": marker, "STARTS_FILE": str(tmp_path / "starts"),
+                             "RESTART_DELAY_S": "4"})
+    agent = servers.start(repo=tmp_path / "repo", args=["--state", tmp_path / "state"])
+    [pid] = server_pids(marker)
+    os.kill(pid, signal.SIGKILL)
+
+    def timed(request):
+        started = time.monotonic()
+        response = agent.infer("iris", request, timeout=SERVER_TIMEOUT)
+        return response, time.monotonic() - started
+
+    response, took = timed({**iris_request(x[:1]), "parameters": {"timeout": 300_000}})
+    assert response.status_code == 504, response.text  # DEADLINE_EXCEEDED
+    assert 0.25 <= took < 2, took
+    response, took = timed(iris_request(x[:1]))
+    assert response.status_code == 503, response.text
+    assert "restarting" in response.json()["error"]
+    assert 0.45 <= took < 2, took
+    response, took = timed({**iris_request(x[:2]), "parameters": {"timeout": 20_000_000}})
+    assert response.status_code == 200, response.text
+    assert took > 1, took  # it waited past request_timeout_ms for the restart
+    np.testing.assert_allclose(oip.outputs_by_name(response.json())["probabilities"],
+                               model.predict_proba(x[:2]), atol=1e-12)
 
 
 def test_the_server_dies_with_a_killed_agent(servers, trained, tmp_path):
