@@ -57,6 +57,11 @@ class Session {
   virtual Result<std::vector<Tensor>> Run(const std::vector<Tensor>& inputs,
                                           const std::vector<std::string>& output_names) = 0;
 
+  // True for a session whose Run mostly waits for another process (a
+  // process model's server) instead of computing: the scheduler may run it
+  // on the requesting thread, sparing two thread hand-offs.
+  virtual bool WaitsOnAnotherProcess() const { return false; }
+
   // Run for a request that is wanted until `deadline` (none: no deadline of
   // its own). A session that waits on something outside perch (a process
   // model's server restarting) waits no longer than that and answers

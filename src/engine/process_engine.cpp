@@ -31,6 +31,8 @@ class ProcessSession final : public Session {
 
   const ModelSignature& Signature() const override { return supervisor_->signature(); }
 
+  bool WaitsOnAnotherProcess() const override { return true; }
+
   Result<std::vector<Tensor>> Run(const std::vector<Tensor>& inputs,
                                   const std::vector<std::string>& output_names) override {
     return RunWithDeadline(inputs, output_names, std::nullopt);

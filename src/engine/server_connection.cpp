@@ -14,12 +14,15 @@
 #include <boost/beast/http/string_body.hpp>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 
 namespace perch {
 namespace {
 
 namespace http = boost::beast::http;
 using std::chrono::milliseconds;
+
+constexpr size_t kMaxHeaderBytes = 8192;  // Beast's own limit for a header
 
 int MillisecondsUntil(ServerConnection::Clock::time_point deadline) {
   const auto left =
@@ -137,7 +140,11 @@ Result<ServerAnswer> ServerConnection::Post(std::string_view path, std::string_v
 
   http::response_parser<http::string_body> parser;
   parser.eager(true);
-  parser.body_limit(max_body_bytes);
+  // Counted here instead, headers included (Boost 1.74's parser compares
+  // its limit inconsistently).
+  parser.body_limit(std::numeric_limits<uint64_t>::max());
+  const size_t max_bytes = max_body_bytes + kMaxHeaderBytes;
+  size_t received = 0;
   char buffer[16384];
   std::string pending;
   boost::beast::error_code error;
@@ -164,6 +171,12 @@ Result<ServerAnswer> ServerConnection::Post(std::string_view path, std::string_v
       Close();
       return Unavailable(fmt::format("the model's server did not answer: {}", reason));
     }
+    received += static_cast<size_t>(got);
+    if (received > max_bytes) {
+      Close();
+      return ResourceExhausted(
+          fmt::format("the model's server's answer is larger than {} bytes", max_body_bytes));
+    }
     // Beast takes a header only whole: what it did not take stays pending.
     pending.append(buffer, static_cast<size_t>(got));
     while (!pending.empty() && !parser.is_done()) {
@@ -175,14 +188,17 @@ Result<ServerAnswer> ServerConnection::Post(std::string_view path, std::string_v
       }
       if (error) {
         Close();
-        const bool too_big = error == http::error::body_limit;
-        return Status(too_big ? StatusCode::kResourceExhausted : StatusCode::kUnavailable,
-                      fmt::format("the model's server's answer {}: {}",
-                                  too_big ? "is too large" : "is not HTTP", error.message()));
+        return Unavailable(
+            fmt::format("the model's server's answer is not HTTP: {}", error.message()));
       }
     }
   }
   auto message = parser.release();
+  if (message.body().size() > max_body_bytes) {
+    Close();
+    return ResourceExhausted(
+        fmt::format("the model's server's answer is larger than {} bytes", max_body_bytes));
+  }
   if (!message.keep_alive() || !pending.empty()) {
     Close();
   }

@@ -60,6 +60,23 @@ Result<std::vector<Tensor>> Scheduler::Submit(const std::shared_ptr<LoadedModel>
       return Unavailable("the agent is shutting down");
     }
     ModelQueue& queue = queues_[model.get()];
+    // A model that waits on its own server runs here when it may start at
+    // once: nothing queued before it, an instance free. The same limits
+    // hold; what is spared is the hand-off to a worker and back.
+    if (queue.pending.empty() && queue.active < model->config().instances &&
+        !model->config().dynamic_batching && model->session().WaitsOnAnotherProcess()) {
+      queue.model = model;
+      ++queue.active;
+      lock.Unlock();
+      RunBatch(*model, {pending});
+      lock.Lock();
+      --queue.active;
+      List(queue);
+      if (queue.pending.empty() && queue.active == 0 && !queue.listed) {
+        queues_.erase(model.get());
+      }
+      return done.get();
+    }
     if (static_cast<int64_t>(queue.pending.size()) >= model->config().max_queue_size) {
       return ResourceExhausted(
           fmt::format("model '{}' has {} requests waiting, its max_queue_size; retry later",
