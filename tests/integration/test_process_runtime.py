@@ -89,6 +89,7 @@ def agent(module_servers, broker, trained, tmp_path_factory):
     write_process_model(repo, "stuck", model, runtime={"ready_timeout_ms": 1000},
                         env={"MODE": "never_ready"})
     write_process_model(repo, "bare", model, runtime={"sandbox": False})
+    write_process_model(repo, "local", model, runtime={"listen": "unix"})
     return module_servers.start(repo=repo, args=[
         "--state", state, "--mqtt", broker.url, "--location", "lab", "--device", "d1"])
 
@@ -109,6 +110,15 @@ def test_rest_answers_equal_predict_proba(agent, trained):
     onnx = agent.infer(ONNX_MODEL, {"inputs": [oip.json_input(
         "INPUT0", np.ones((1, 4), np.float32), "FP32")]})
     assert onnx.status_code == 200, onnx.text
+
+
+def test_a_server_on_a_unix_socket_answers_the_same(agent, trained):
+    model, x = trained
+    response = agent.infer("local", iris_request(x[:7]))
+    assert response.status_code == 200, response.text
+    np.testing.assert_allclose(oip.outputs_by_name(response.json())["probabilities"],
+                               model.predict_proba(x[:7]), atol=1e-12)
+    assert "[local:1] serving local on /" in full_log(agent)
 
 
 def test_metadata_comes_from_the_process(agent):
