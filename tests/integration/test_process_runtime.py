@@ -2,6 +2,7 @@
 OIP server, which perch starts under bubblewrap, supervises and serves over
 REST, gRPC and MQTT next to an ONNX model (issue 15)."""
 
+import json
 import os
 import signal
 import time
@@ -14,6 +15,7 @@ import pytest
 import grpc_oip
 import oip
 from grpc_oip import grpc_stubs  # noqa: F401 (a fixture)
+from batch_harness import run_batch
 from fleet_harness import admin, create_location, device_report, fleet_agent
 from harness import copy_models, wait_for
 from mqtt_harness import Broker, Client, unique, wait_online
@@ -369,3 +371,23 @@ def test_a_fleet_deploys_it_like_an_onnx_model(hubs, trained, tmp_path):
         if agent.process.poll() is None:
             assert agent.stop() == 0
     wait_for(lambda: server_pids(marker) == [], 5, what="no server after the agent stopped")
+
+
+def test_perch_batch_runs_it(trained, tmp_path):
+    """`perch batch` over a process model: its records equal predict_proba."""
+    model, x = trained
+    marker = uuid.uuid4().hex
+    write_process_model(tmp_path / "repo", "iris", model, env={"MARKER": marker})
+    requests_file = tmp_path / "in" / "rows.jsonl"
+    requests_file.parent.mkdir()
+    requests_file.write_text("".join(
+        json.dumps({"id": str(i), **iris_request(x[i:i + 2])}) + "\n" for i in range(0, 10, 2)))
+    run_batch("--model", tmp_path / "repo" / "iris", "--input", requests_file,
+              "--output", tmp_path / "out", "--state", tmp_path / "state")
+    records = [json.loads(line) for line in
+               (tmp_path / "out" / "rows.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == ["0", "2", "4", "6", "8"], records
+    for i, record in zip(range(0, 10, 2), records):
+        np.testing.assert_allclose(oip.outputs_by_name(record)["probabilities"],
+                                   model.predict_proba(x[i:i + 2]), atol=1e-12)
+    assert server_pids(marker) == []  # stopped with the job
