@@ -237,7 +237,7 @@ def test_requests_during_a_restart_wait_up_to_their_deadline(servers, trained, t
     write_process_model(tmp_path / "repo", "iris", model,
                         runtime={"sandbox": False, "request_timeout_ms": 500},
                         env={"MARKER": marker, "STARTS_FILE": str(tmp_path / "starts"),
-                             "RESTART_DELAY_S": "4"})
+                             "RESTART_DELAY_S": "2.5"})
     agent = servers.start(repo=tmp_path / "repo", args=["--state", tmp_path / "state"])
     [pid] = server_pids(marker)
     os.kill(pid, signal.SIGKILL)
