@@ -2,6 +2,7 @@
 // Sessions; a Session runs inference. ONNX Runtime is the first engine.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -55,6 +56,22 @@ class Session {
   // runtime refuses the values, Internal otherwise.
   virtual Result<std::vector<Tensor>> Run(const std::vector<Tensor>& inputs,
                                           const std::vector<std::string>& output_names) = 0;
+
+  // True for a session whose Run mostly waits for another process (a
+  // process model's server) instead of computing: the scheduler may run it
+  // on the requesting thread, sparing two thread hand-offs.
+  virtual bool WaitsOnAnotherProcess() const { return false; }
+
+  // Run for a request that is wanted until `deadline` (none: no deadline of
+  // its own). A session that waits on something outside perch (a process
+  // model's server restarting) waits no longer than that and answers
+  // DeadlineExceeded then; one that computes in perch ignores it.
+  virtual Result<std::vector<Tensor>> RunWithDeadline(
+      const std::vector<Tensor>& inputs, const std::vector<std::string>& output_names,
+      std::optional<std::chrono::steady_clock::time_point> deadline) {
+    (void)deadline;
+    return Run(inputs, output_names);
+  }
 };
 
 // Loads models. Thread-safe.

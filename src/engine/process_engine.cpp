@@ -8,7 +8,7 @@
 
 #include "engine/oip_client_codec.h"
 #include "engine/process_supervisor.h"
-#include "http/client.h"
+#include "engine/server_connection.h"
 
 namespace perch {
 namespace {
@@ -16,6 +16,8 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
+
+constexpr size_t kMaxAnswerBytes = 256 << 20;
 
 class ProcessSession final : public Session {
  public:
@@ -29,38 +31,65 @@ class ProcessSession final : public Session {
 
   const ModelSignature& Signature() const override { return supervisor_->signature(); }
 
+  bool WaitsOnAnotherProcess() const override { return true; }
+
   Result<std::vector<Tensor>> Run(const std::vector<Tensor>& inputs,
                                   const std::vector<std::string>& output_names) override {
-    const auto deadline = Clock::now() + milliseconds(spec_.request_timeout_ms);
+    return RunWithDeadline(inputs, output_names, std::nullopt);
+  }
+
+  // A request waits for a restarting server until its own deadline (then
+  // DeadlineExceeded, as any request past its timeout), or, when it has
+  // none, for runtime.request_timeout_ms (then Unavailable: 503).
+  Result<std::vector<Tensor>> RunWithDeadline(
+      const std::vector<Tensor>& inputs, const std::vector<std::string>& output_names,
+      std::optional<Clock::time_point> request_deadline) override {
+    const auto deadline =
+        request_deadline.value_or(Clock::now() + milliseconds(spec_.request_timeout_ms));
     PERCH_ASSIGN_OR_RETURN(const std::string body, EncodeOipInferRequest(inputs, output_names));
     // A server that died under a request is restarted: the request waits
     // for the new one (within its deadline) and is sent again.
     uint64_t failed_generation = 0;
     for (;;) {
-      PERCH_ASSIGN_OR_RETURN(const ServerAddress address,
-                             supervisor_->WaitReady(deadline, failed_generation));
-      PERCH_ASSIGN_OR_RETURN(auto client, TakeClient(address));
-      http::ClientRequest request;
-      request.method = "POST";
-      request.url = address.base_url + infer_path_;
-      request.headers.Set("Content-Type", "application/json");
-      request.body = body;
-      request.max_body_bytes = 256 << 20;
-      auto answer = client->Send(request);
+      auto ready = supervisor_->WaitReady(deadline, failed_generation);
+      if (!ready.ok() && request_deadline && Clock::now() >= *request_deadline) {
+        return Status(StatusCode::kDeadlineExceeded,
+                      fmt::format("{}; the request's timeout passed", ready.status().message()));
+      }
+      PERCH_ASSIGN_OR_RETURN(const ServerAddress address, std::move(ready));
+      // A kept-alive connection the server closed meanwhile (an idle
+      // timeout) fails at once: that is tried again on a new connection
+      // before the server is taken for dead.
+      Result<ServerAnswer> answer = Unavailable("not sent");
+      for (bool fresh = false; !fresh;) {
+        auto connection = TakeConnection(address, fresh);
+        if (!connection.ok()) {
+          answer = connection.status();
+          break;
+        }
+        answer = (*connection)->Post(infer_path_, body, deadline, kMaxAnswerBytes);
+        if (answer.ok() || answer.status().code() != StatusCode::kUnavailable) {
+          GiveBack(std::move(connection).value(), address);
+          break;
+        }
+      }
       if (answer.ok()) {
-        GiveBack(std::move(client), address);
         return Interpret(*answer, output_names);
       }
+      if (answer.status().code() == StatusCode::kResourceExhausted) {
+        return BadGateway(fmt::format("model '{}': {}", model_name_, answer.status().message()));
+      }
       if (Clock::now() >= deadline) {
-        return Unavailable(fmt::format("model '{}': its server did not answer: {}", model_name_,
-                                       answer.status().message()));
+        return Status(request_deadline ? StatusCode::kDeadlineExceeded : StatusCode::kUnavailable,
+                      fmt::format("model '{}': its server did not answer: {}", model_name_,
+                                  answer.status().message()));
       }
       failed_generation = address.generation;
     }
   }
 
  private:
-  Result<std::vector<Tensor>> Interpret(const http::ClientResponse& answer,
+  Result<std::vector<Tensor>> Interpret(const ServerAnswer& answer,
                                         const std::vector<std::string>& output_names) const {
     if (answer.status >= 400 && answer.status < 500) {
       return InvalidArgument(fmt::format("model '{}' refused the request (HTTP {}): {}",
@@ -82,32 +111,30 @@ class ProcessSession final : public Session {
     return text.size() > 300 ? text.substr(0, 300) + "..." : text;
   }
 
-  // One HTTP client per concurrent request (a Client serves one thread at a
-  // time); idle ones are kept for their open connections.
-  Result<std::unique_ptr<http::Client>> TakeClient(const ServerAddress& address) {
+  // One connection per concurrent request; idle ones are kept open for
+  // the next. `fresh` says whether the one returned was just opened.
+  Result<std::unique_ptr<ServerConnection>> TakeConnection(const ServerAddress& address,
+                                                           bool& fresh) {
     {
       std::lock_guard lock(mutex_);
-      if (address.base_url == pool_address_ && !idle_.empty()) {
-        auto client = std::move(idle_.back());
+      if (address.generation == pool_generation_ && !idle_.empty()) {
+        auto connection = std::move(idle_.back());
         idle_.pop_back();
-        return client;
+        return connection;
       }
     }
-    return http::Client::Create(
-        http::ClientOptions{.connect_timeout = milliseconds(2000),
-                            .read_timeout = milliseconds(spec_.request_timeout_ms),
-                            .user_agent = "perch",
-                            .unix_socket = address.unix_socket});
+    fresh = true;
+    return ServerConnection::Open(address.port, address.unix_socket, milliseconds(2000));
   }
 
-  void GiveBack(std::unique_ptr<http::Client> client, const ServerAddress& address) {
+  void GiveBack(std::unique_ptr<ServerConnection> connection, const ServerAddress& address) {
     std::lock_guard lock(mutex_);
-    if (address.base_url != pool_address_) {
+    if (address.generation != pool_generation_) {
       idle_.clear();  // connections to a server that is gone
-      pool_address_ = address.base_url;
+      pool_generation_ = address.generation;
     }
-    if (idle_.size() < 64) {
-      idle_.push_back(std::move(client));
+    if (connection->reusable() && idle_.size() < 64) {
+      idle_.push_back(std::move(connection));
     }
   }
 
@@ -116,8 +143,8 @@ class ProcessSession final : public Session {
   const std::string model_name_;
   const std::string infer_path_;
   std::mutex mutex_;
-  std::string pool_address_;                         // guarded by mutex_
-  std::vector<std::unique_ptr<http::Client>> idle_;  // guarded by mutex_
+  uint64_t pool_generation_ = 0;                         // guarded by mutex_
+  std::vector<std::unique_ptr<ServerConnection>> idle_;  // guarded by mutex_
 };
 
 class ProcessEngine final : public Engine {

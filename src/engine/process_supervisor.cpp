@@ -223,6 +223,7 @@ class ProcessSupervisor::Impl {
       PERCH_ASSIGN_OR_RETURN(launch.port, FreeLoopbackPort());
       std::lock_guard lock(mutex_);
       address_.base_url = fmt::format("http://127.0.0.1:{}", launch.port);
+      address_.port = launch.port;
       address_.unix_socket.clear();
     } else {
       launch.socket_path = socket_folder_ / "server.sock";

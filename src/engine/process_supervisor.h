@@ -40,6 +40,7 @@ struct SupervisorOptions {
 // Where a ready server answers.
 struct ServerAddress {
   std::string base_url;     // http://127.0.0.1:PORT, or http://localhost for a socket
+  int port = 0;             // on 127.0.0.1, for TCP
   std::string unix_socket;  // empty for TCP
   uint64_t generation = 0;  // counts the starts that became ready: 1, 2, ...
 };

@@ -60,6 +60,23 @@ Result<std::vector<Tensor>> Scheduler::Submit(const std::shared_ptr<LoadedModel>
       return Unavailable("the agent is shutting down");
     }
     ModelQueue& queue = queues_[model.get()];
+    // A model that waits on its own server runs here when it may start at
+    // once: nothing queued before it, an instance free. The same limits
+    // hold; what is spared is the hand-off to a worker and back.
+    if (queue.pending.empty() && queue.active < model->config().instances &&
+        !model->config().dynamic_batching && model->session().WaitsOnAnotherProcess()) {
+      queue.model = model;
+      ++queue.active;
+      lock.Unlock();
+      RunBatch(*model, {pending});
+      lock.Lock();
+      --queue.active;
+      List(queue);
+      if (queue.pending.empty() && queue.active == 0 && !queue.listed) {
+        queues_.erase(model.get());
+      }
+      return done.get();
+    }
     if (static_cast<int64_t>(queue.pending.size()) >= model->config().max_queue_size) {
       return ResourceExhausted(
           fmt::format("model '{}' has {} requests waiting, its max_queue_size; retry later",
@@ -197,15 +214,24 @@ void Scheduler::RunBatch(LoadedModel& model, const std::vector<std::shared_ptr<P
   const auto started = Clock::now();
   Result<std::vector<Tensor>> outputs = Internal("not run");
   std::vector<int64_t> rows;
+  // The batch is wanted until its last request's deadline; none if one of
+  // them has none.
+  std::optional<Clock::time_point> deadline = batch.front()->deadline;
+  for (const auto& pending : batch) {
+    deadline = deadline && pending->deadline ? std::max(*deadline, *pending->deadline)
+                                             : std::optional<Clock::time_point>();
+  }
   if (batch.size() == 1) {
-    outputs = model.session().Run(batch.front()->inputs, batch.front()->output_names);
+    outputs = model.session().RunWithDeadline(batch.front()->inputs, batch.front()->output_names,
+                                              deadline);
   } else {
     std::vector<const std::vector<Tensor>*> inputs;
     for (const auto& pending : batch) {
       inputs.push_back(&pending->inputs);
       rows.push_back(pending->inputs.front().shape[0]);
     }
-    outputs = model.session().Run(MergeBatch(inputs), batch.front()->output_names);
+    outputs =
+        model.session().RunWithDeadline(MergeBatch(inputs), batch.front()->output_names, deadline);
   }
   const auto finished = Clock::now();
   for (const auto& pending : batch) {

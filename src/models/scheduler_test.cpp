@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <mutex>
+#include <thread>
 
 #include "testing/background_calls.h"
 #include "testing/fake_engine.h"
@@ -77,6 +79,60 @@ class SchedulerTest : public ::testing::Test {
   Scheduler scheduler_{SchedulerOptions{.workers = 4}};
   BackgroundCalls calls_;
 };
+
+// A session that waits on another process, as a process model's does: it
+// notes the thread that ran it and the deadline it was given.
+class WaitingSession : public FakeSession {
+ public:
+  using FakeSession::FakeSession;
+  bool WaitsOnAnotherProcess() const override { return true; }
+  Result<std::vector<Tensor>> RunWithDeadline(const std::vector<Tensor>& inputs,
+                                              const std::vector<std::string>& output_names,
+                                              std::optional<Clock::time_point> deadline) override {
+    {
+      std::lock_guard lock(mutex);
+      threads.push_back(std::this_thread::get_id());
+      deadlines.push_back(deadline);
+    }
+    return Run(inputs, output_names);
+  }
+  std::mutex mutex;
+  std::vector<std::thread::id> threads;                     // guarded by mutex
+  std::vector<std::optional<Clock::time_point>> deadlines;  // guarded by mutex
+};
+
+TEST_F(SchedulerTest, ASessionWaitingOnAnotherProcessRunsOnTheCallingThread) {
+  scheduler_.Start();
+  auto session = std::make_unique<WaitingSession>(FakeModel{.add = 1}, runs_);
+  WaitingSession& waiting = *session;
+  const auto model = std::make_shared<LoadedModel>("fake", 1, Queued(1), FakeSignature(),
+                                                   std::move(session), metrics_);
+  const auto deadline = Clock::now() + std::chrono::seconds(30);
+  const auto outputs = scheduler_.Submit(model, {Input(1, 2)}, {"y"}, deadline);
+  ASSERT_TRUE(outputs.ok()) << outputs.status().message();
+  EXPECT_EQ(Values((*outputs)[0]), (std::vector<float>{3, 3}));
+  std::lock_guard lock(waiting.mutex);
+  EXPECT_EQ(waiting.threads, (std::vector<std::thread::id>{std::this_thread::get_id()}));
+  EXPECT_EQ(waiting.deadlines, (std::vector<std::optional<Clock::time_point>>{deadline}));
+}
+
+TEST_F(SchedulerTest, ASessionWaitingOnAnotherProcessKeepsItsInstanceLimit) {
+  scheduler_.Start();
+  const auto model =
+      std::make_shared<LoadedModel>("fake", 1, Queued(1), FakeSignature(),
+                                    std::make_unique<WaitingSession>(FakeModel{}, runs_), metrics_);
+  runs_->Hold();
+  SubmitInBackground(model, Input(1, 0));
+  ASSERT_TRUE(runs_->AwaitHeld(1));
+  SubmitInBackground(model, Input(1, 0));  // queued: the one instance is busy
+  SubmitInBackground(model, Input(1, 0));
+  runs_->Release();
+  ASSERT_TRUE(calls_.AwaitAnswers(3));
+  for (int call = 0; call < 3; ++call) {
+    EXPECT_TRUE(calls_.answer(call).ok()) << call;
+  }
+  EXPECT_EQ(runs_->max_concurrent(), 1);
+}
 
 TEST_F(SchedulerTest, RunsARequestOnItsModel) {
   scheduler_.Start();

@@ -10,11 +10,15 @@ from pathlib import Path
 # routes perch calls. MODE (from model.json's runtime.env) makes it
 # misbehave for the failure tests.
 SERVER = r'''
-import json, os, pickle, socket, sys
+import json, os, pickle, socket, socketserver, sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 
 NAME, MODE = os.environ["PERCH_MODEL_NAME"], os.environ.get("MODE", "")
+if os.environ.get("STARTS_FILE"):  # unsandboxed: restarts take RESTART_DELAY_S longer
+    if os.path.exists(os.environ["STARTS_FILE"]):
+        time.sleep(float(os.environ["RESTART_DELAY_S"]))
+    open(os.environ["STARTS_FILE"], "a").write("started\n")
 model = pickle.load(open("model.pkl", "rb"))
 META = {"name": NAME, "platform": "sklearn",
         "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}],
@@ -32,7 +36,8 @@ class Handler(BaseHTTPRequestHandler):
         super().setup()
         # Headers and body go out as two writes: without this, Nagle and
         # delayed ACKs add 40 ms to every answer on a kept-alive connection.
-        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.request.family == socket.AF_INET:
+            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     def answer(self, status, body):
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(status)
@@ -67,6 +72,12 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+if "PERCH_SOCKET" in os.environ:  # model.json "listen": "unix"
+    print("serving", NAME, "on", os.environ["PERCH_SOCKET"], flush=True)
+    UnixServer(os.environ["PERCH_SOCKET"], Handler).serve_forever()
 print("serving", NAME, "on port", os.environ["PERCH_PORT"], flush=True)
 ThreadingHTTPServer(("127.0.0.1", int(os.environ["PERCH_PORT"])), Handler).serve_forever()
 '''

@@ -2,8 +2,10 @@
 OIP server, which perch starts under bubblewrap, supervises and serves over
 REST, gRPC and MQTT next to an ONNX model (issue 15)."""
 
+import json
 import os
 import signal
+import time
 import uuid
 from pathlib import Path
 
@@ -13,8 +15,10 @@ import pytest
 import grpc_oip
 import oip
 from grpc_oip import grpc_stubs  # noqa: F401 (a fixture)
+from batch_harness import run_batch
+from fleet_harness import admin, create_location, device_report, fleet_agent
 from harness import copy_models, wait_for
-from mqtt_harness import Broker, Client, unique
+from mqtt_harness import Broker, Client, unique, wait_online
 from registry_harness import Registry, digest_of, index_row, model_server, perch
 from process_models import train_iris, write_process_model
 
@@ -87,6 +91,7 @@ def agent(module_servers, broker, trained, tmp_path_factory):
     write_process_model(repo, "stuck", model, runtime={"ready_timeout_ms": 1000},
                         env={"MODE": "never_ready"})
     write_process_model(repo, "bare", model, runtime={"sandbox": False})
+    write_process_model(repo, "local", model, runtime={"listen": "unix"})
     return module_servers.start(repo=repo, args=[
         "--state", state, "--mqtt", broker.url, "--location", "lab", "--device", "d1"])
 
@@ -107,6 +112,15 @@ def test_rest_answers_equal_predict_proba(agent, trained):
     onnx = agent.infer(ONNX_MODEL, {"inputs": [oip.json_input(
         "INPUT0", np.ones((1, 4), np.float32), "FP32")]})
     assert onnx.status_code == 200, onnx.text
+
+
+def test_a_server_on_a_unix_socket_answers_the_same(agent, trained):
+    model, x = trained
+    response = agent.infer("local", iris_request(x[:7]))
+    assert response.status_code == 200, response.text
+    np.testing.assert_allclose(oip.outputs_by_name(response.json())["probabilities"],
+                               model.predict_proba(x[:7]), atol=1e-12)
+    assert "[local:1] serving local on /" in full_log(agent)
 
 
 def test_metadata_comes_from_the_process(agent):
@@ -134,12 +148,13 @@ def test_mqtt_answers_equal_predict_proba(agent, broker, trained):
     model, x = trained
     client = Client(broker.port).connect()
     try:
+        wait_online(client, "lab", "d1")
         reply = unique("replies/")
         client.subscribe(reply)
         client.publish("perch/lab/d1/infer/iris", iris_request(x[:3]),
                        response_topic=reply, correlation=b"c1")
         answer = client.next(SERVER_TIMEOUT)
-        assert answer is not None, "no MQTT answer"
+        assert answer is not None, "no MQTT answer" + full_log(agent)[-4000:]
         outputs = oip.outputs_by_name(answer.json())
     finally:
         client.close()
@@ -213,6 +228,39 @@ def test_a_killed_server_is_restarted_and_serves(servers, trained, tmp_path):
     wait_for(lambda: server_pids(marker) == [], 5, what="the server to stop")
 
 
+def test_requests_during_a_restart_wait_up_to_their_deadline(servers, trained, tmp_path):
+    """A request's own timeout bounds its wait for a restarting server
+    (504 when it passes), the configured request_timeout_ms bounds the
+    wait of one without (503), even when the request allows longer."""
+    model, x = trained
+    marker = uuid.uuid4().hex
+    write_process_model(tmp_path / "repo", "iris", model,
+                        runtime={"sandbox": False, "request_timeout_ms": 500},
+                        env={"MARKER": marker, "STARTS_FILE": str(tmp_path / "starts"),
+                             "RESTART_DELAY_S": "2.5"})
+    agent = servers.start(repo=tmp_path / "repo", args=["--state", tmp_path / "state"])
+    [pid] = server_pids(marker)
+    os.kill(pid, signal.SIGKILL)
+
+    def timed(request):
+        started = time.monotonic()
+        response = agent.infer("iris", request, timeout=SERVER_TIMEOUT)
+        return response, time.monotonic() - started
+
+    response, took = timed({**iris_request(x[:1]), "parameters": {"timeout": 300_000}})
+    assert response.status_code == 504, response.text  # DEADLINE_EXCEEDED
+    assert 0.25 <= took < 2, took
+    response, took = timed(iris_request(x[:1]))
+    assert response.status_code == 503, response.text
+    assert "restarting" in response.json()["error"]
+    assert 0.45 <= took < 2, took
+    response, took = timed({**iris_request(x[:2]), "parameters": {"timeout": 20_000_000}})
+    assert response.status_code == 200, response.text
+    assert took > 1, took  # it waited past request_timeout_ms for the restart
+    np.testing.assert_allclose(oip.outputs_by_name(response.json())["probabilities"],
+                               model.predict_proba(x[:2]), atol=1e-12)
+
+
 def test_the_server_dies_with_a_killed_agent(servers, trained, tmp_path):
     model, _ = trained
     marker = uuid.uuid4().hex
@@ -252,3 +300,94 @@ def test_travels_through_the_oci_store(trained, tmp_path):
         if agent is not None:
             assert agent.stop() == 0
         registry.stop()
+
+
+def test_a_fleet_deploys_it_like_an_onnx_model(hubs, trained, tmp_path):
+    """Pushed to the hub's registry and deployed with `perch deploy`: the
+    agent pulls it, starts its server sandboxed, serves it; a new revision
+    replaces the server; the server cannot see the agent's credentials."""
+    model, x = trained
+    hub = hubs.start()
+    marker = uuid.uuid4().hex
+    source = tmp_path / "src"
+    write_process_model(source, "iris", model, env={"MARKER": marker})
+    write_process_model(source, "iris2", model, env={
+        "MARKER": marker, "MODE": "read_state", "STATE_DIR": str(tmp_path / "state")})
+    write_process_model(source, "stuck", model, runtime={"ready_timeout_ms": 1000},
+                        env={"MODE": "never_ready"})
+    references = [f"{hub.host}/fleet/iris:{tag}" for tag in ("1", "2", "3")]
+    for folder, reference in zip(("iris", "iris2", "stuck"), references):
+        perch("push", source / folder, reference, "--name", "iris", "--token", hub.admin_token)
+    agent = fleet_agent(tmp_path, hub.url, create_location(hub, "plant"), "d1",
+                        tmp_path / "state").start()
+    try:
+        def probabilities():
+            response = agent.infer("iris", iris_request(x[:4]))
+            if response.status_code != 200:
+                return None
+            return oip.outputs_by_name(response.json())["probabilities"]
+
+        admin(hub, "deploy", references[0], "--name", "iris")
+        wait_for(lambda: probabilities() is not None, 30,
+                 what=lambda: "the agent to serve iris\n" + full_log(agent)[-3000:])
+        np.testing.assert_allclose(probabilities(), model.predict_proba(x[:4]), atol=1e-12)
+        [first] = server_pids(marker)
+        assert "model 'iris' version 1: started its server" in full_log(agent)
+        assert index_row(agent, "iris")["artifact"]["reference"] == references[0]
+
+        # A new revision: the agent swaps in the new artifact and stops the
+        # old server.
+        admin(hub, "deploy", references[1], "--name", "iris")
+        wait_for(lambda: index_row(agent, "iris").get("artifact", {}).get("reference")
+                 == references[1] and server_pids(marker) not in ([], [first]), 30,
+                 what=lambda: "the second revision's server\n" + full_log(agent)[-3000:])
+        np.testing.assert_allclose(probabilities(), model.predict_proba(x[:4]), atol=1e-12)
+        wait_for(lambda: first not in server_pids(marker), 5, what="the old server to stop")
+
+        # Its files sit in the agent's state, next to the credentials; the
+        # sandbox shows it its own version folder and nothing else there.
+        log = full_log(agent)
+        assert "STATE-ACCESS: read" in log, log[-3000:]
+        listing = log.split("STATE-ACCESS: read", 1)[1].splitlines()[0]
+        state = tmp_path / "state"
+        started = [line for line in log.splitlines() if "started its server" in line][-1]
+        version_folder = Path(started.split(" --chdir ")[1].split(" ")[0])
+        on_the_way = version_folder.relative_to(state).parts[0]
+        assert {p.name for p in state.iterdir()} - {on_the_way}  # there is more to hide
+        assert listing.strip() == repr([on_the_way]), listing
+
+        # A revision whose server never becomes ready is refused, as an ONNX
+        # model that fails its warm-up: the agent says so and serves on.
+        admin(hub, "deploy", references[2], "--name", "iris")
+        wait_for(lambda: any("refused" in error for error in device_report(hub, "d1").get(
+            "heartbeat", {}).get("errors", [])), 30,
+            what=lambda: "the agent to refuse the update: " + str(device_report(hub, "d1")))
+        report = device_report(hub, "d1")["heartbeat"]
+        assert any("did not answer GET /v2/health/ready" in error
+                   for error in report["errors"]), report
+        np.testing.assert_allclose(probabilities(), model.predict_proba(x[:4]), atol=1e-12)
+        assert server_pids_of_mode("never_ready") == []
+    finally:
+        if agent.process.poll() is None:
+            assert agent.stop() == 0
+    wait_for(lambda: server_pids(marker) == [], 5, what="no server after the agent stopped")
+
+
+def test_perch_batch_runs_it(trained, tmp_path):
+    """`perch batch` over a process model: its records equal predict_proba."""
+    model, x = trained
+    marker = uuid.uuid4().hex
+    write_process_model(tmp_path / "repo", "iris", model, env={"MARKER": marker})
+    requests_file = tmp_path / "in" / "rows.jsonl"
+    requests_file.parent.mkdir()
+    requests_file.write_text("".join(
+        json.dumps({"id": str(i), **iris_request(x[i:i + 2])}) + "\n" for i in range(0, 10, 2)))
+    run_batch("--model", tmp_path / "repo" / "iris", "--input", requests_file,
+              "--output", tmp_path / "out", "--state", tmp_path / "state")
+    records = [json.loads(line) for line in
+               (tmp_path / "out" / "rows.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == ["0", "2", "4", "6", "8"], records
+    for i, record in zip(range(0, 10, 2), records):
+        np.testing.assert_allclose(oip.outputs_by_name(record)["probabilities"],
+                                   model.predict_proba(x[i:i + 2]), atol=1e-12)
+    assert server_pids(marker) == []  # stopped with the job
