@@ -343,7 +343,8 @@ int RunBatch(const BatchCommandOptions& options) {
                     .c_str());
     return 0;
   }
-  Scheduler scheduler(SchedulerOptions{.workers = std::max(1, options.batch.concurrency)});
+  Scheduler scheduler(SchedulerOptions{.workers = std::max(1, options.batch.concurrency),
+                                       .run_on_caller_when_free = true});
   scheduler.Start();
   const InferenceService inference(models, scheduler);
   const BatchRunner runner(inference, *model, identity, options.batch);

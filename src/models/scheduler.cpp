@@ -60,11 +60,13 @@ Result<std::vector<Tensor>> Scheduler::Submit(const std::shared_ptr<LoadedModel>
       return Unavailable("the agent is shutting down");
     }
     ModelQueue& queue = queues_[model.get()];
-    // A model that waits on its own server runs here when it may start at
-    // once: nothing queued before it, an instance free. The same limits
-    // hold; what is spared is the hand-off to a worker and back.
+    // A model that waits on its own server (or any model, when the caller
+    // is a worker itself) runs here when it may start at once: nothing
+    // queued before it, an instance free. The same limits hold; what is
+    // spared is the hand-off to a worker and back.
     if (queue.pending.empty() && queue.active < model->config().instances &&
-        !model->config().dynamic_batching && model->session().WaitsOnAnotherProcess()) {
+        !model->config().dynamic_batching &&
+        (options_.run_on_caller_when_free || model->session().WaitsOnAnotherProcess())) {
       queue.model = model;
       ++queue.active;
       lock.Unlock();
