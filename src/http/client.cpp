@@ -104,6 +104,7 @@ struct Transfer {
   bool cancelled = false;        // on_body said no
   bool too_large = false;        // more than max_body_bytes
   bool timed_out = false;        // no byte moved for read_timeout
+  bool stopped = false;          // ClientOptions::stop was requested
   std::string callback_error;    // a callback threw, or the body source failed
 
   // Body source.
@@ -111,6 +112,8 @@ struct Transfer {
   std::ifstream file;
   uint64_t body_length = 0;
   uint64_t body_sent = 0;
+
+  std::stop_token stop;
 
   // Read timeout bookkeeping: from the moment the connection is up.
   std::chrono::milliseconds read_timeout{0};
@@ -239,6 +242,10 @@ int OnSeek(void* user, curl_off_t offset, int origin) {
 int OnProgress(void* user, curl_off_t download_total, curl_off_t downloaded,
                curl_off_t upload_total, curl_off_t uploaded) {
   auto& transfer = *static_cast<Transfer*>(user);
+  if (transfer.stop.stop_requested()) {
+    transfer.stopped = true;
+    return 1;
+  }
   const auto now = SteadyClock::now();
   if (!transfer.connected) {
     // Connecting has its own timeout; the read timeout counts from the
@@ -303,10 +310,14 @@ class Client::Impl {
     // Declared first, so it runs last: the handle forgets this request's
     // options (which point at the locals below) but keeps its connections,
     // so the next call to the same server reuses one.
+    if (options_.stop.stop_requested()) {
+      return Stopped(request);
+    }
     const ForgetOptions forget{curl_};
     Transfer transfer;
     transfer.curl = curl_;
     transfer.request = &request;
+    transfer.stop = options_.stop;
     transfer.read_timeout = options_.read_timeout;
     char error_text[CURL_ERROR_SIZE] = {};
     HeaderList headers;
@@ -444,10 +455,18 @@ class Client::Impl {
     return Status::Ok();
   }
 
+  static Status Stopped(const ClientRequest& request) {
+    return Status(StatusCode::kCancelled, fmt::format("{} {}: stopped (perch is shutting down)",
+                                                      request.method, WithoutQuery(request.url)));
+  }
+
   Status Failure(const ClientRequest& request, const Transfer& transfer, CURLcode code,
                  const char* error_text) const {
     const std::string url = WithoutQuery(request.url);
     const std::string what = request.method + " " + url;
+    if (transfer.stopped) {
+      return Stopped(request);
+    }
     if (transfer.cancelled) {
       return Status(StatusCode::kCancelled, what + ": the transfer was stopped");
     }

@@ -17,7 +17,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <stop_token>
 #include <string>
+#include <thread>
 #include <vector>
 
 extern char** environ;
@@ -435,6 +437,35 @@ TEST(ClientTest, AServerThatNeverAnswersTimesOutWithinTheReadTimeout) {
   EXPECT_GE(took, milliseconds(500));
   // libcurl looks at a silent transfer about once a second.
   EXPECT_LT(took, milliseconds(2500));
+}
+
+// A component that stops (the fleet agent on SIGTERM) must not wait out a
+// minute-long read timeout on a link that went silent.
+TEST(ClientTest, AStopEndsACallWaitingOnASilentServerAndRefusesLaterOnes) {
+  SilentServer server;
+  std::stop_source stop;
+  auto client = MakeClient(ClientOptions{.read_timeout = milliseconds(60'000),
+                                         .stop = stop.get_token()});
+  const auto start = SteadyClock::now();
+  std::jthread stopper([&stop] {
+    std::this_thread::sleep_for(milliseconds(300));
+    stop.request_stop();
+  });
+  const std::string url = "http://127.0.0.1:" + std::to_string(server.port()) + "/";
+  auto response = client->Send(Get(url));
+  const auto took = SteadyClock::now() - start;
+  ASSERT_FALSE(response.ok());
+  EXPECT_EQ(response.status().code(), StatusCode::kCancelled) << response.status().ToString();
+  EXPECT_NE(response.status().message().find("shutting down"), std::string::npos)
+      << response.status().message();
+  // libcurl looks at a silent transfer about once a second.
+  EXPECT_LT(took, milliseconds(2500));
+
+  const auto again = SteadyClock::now();
+  auto later = client->Send(Get(url));
+  ASSERT_FALSE(later.ok());
+  EXPECT_EQ(later.status().code(), StatusCode::kCancelled);
+  EXPECT_LT(SteadyClock::now() - again, milliseconds(100));
 }
 
 TEST(ClientTest, ASilentAnswerTimesOutOnAKeptAliveConnection) {
