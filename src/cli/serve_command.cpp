@@ -297,8 +297,8 @@ int RunServe(const ServeOptions& options) {
     inbox = std::move(opened_inbox).value();
     MqttOptions mqtt_options = options.mqtt;
     mqtt_options.server_version = Version();
-    mqtt_options.reconnect_max = std::chrono::milliseconds(
-        static_cast<int64_t>(options.mqtt_reconnect_max_seconds * 1000));
+    mqtt_options.reconnect_max =
+        std::chrono::milliseconds(static_cast<int64_t>(options.mqtt_reconnect_max_seconds * 1000));
     auto bridge = MqttBridge::Create(mqtt_options, inference, models, *inbox, *outbox, metrics,
                                      logger.ForComponent("mqtt"));
     if (!bridge.ok()) {

@@ -444,8 +444,8 @@ TEST(ClientTest, AServerThatNeverAnswersTimesOutWithinTheReadTimeout) {
 TEST(ClientTest, AStopEndsACallWaitingOnASilentServerAndRefusesLaterOnes) {
   SilentServer server;
   std::stop_source stop;
-  auto client = MakeClient(ClientOptions{.read_timeout = milliseconds(60'000),
-                                         .stop = stop.get_token()});
+  auto client =
+      MakeClient(ClientOptions{.read_timeout = milliseconds(60'000), .stop = stop.get_token()});
   const auto start = SteadyClock::now();
   std::jthread stopper([&stop] {
     std::this_thread::sleep_for(milliseconds(300));
