@@ -169,6 +169,48 @@ TEST(ClientTest, KeepsTheConnectionAliveBetweenCalls) {
   EXPECT_NE(other->body, first->body);
 }
 
+// A link that flapped between two calls: the kept-alive connection is gone
+// (closed or reset), and the next call must not fail on it but go out on a
+// new one, a body included, whether or not the client saw the cut before.
+TEST(ClientTest, AKeptAliveConnectionCutBetweenCallsIsNotReusedIntoAFailure) {
+  for (const std::string reset : {"0", "1"}) {
+    SCOPED_TRACE("reset=" + reset);
+    TestServer server;
+    auto client = MakeClient();
+    for (int call = 0; call < 5; ++call) {
+      auto dropped = client->Send(Get(server.Url("/drop?reset=" + reset)));
+      ASSERT_TRUE(dropped.ok()) << dropped.status().ToString();
+      ClientRequest post;
+      post.method = "POST";
+      post.url = server.Url("/echo");
+      post.body = "after the cut";
+      auto posted = client->Send(post);
+      ASSERT_TRUE(posted.ok()) << posted.status().ToString();
+      EXPECT_EQ(posted->status, 200);
+      EXPECT_NE(posted->body.find("\"length\": 13"), std::string::npos) << posted->body;
+    }
+  }
+}
+
+// The connection dies while the next call is still sending its body: what
+// libcurl itself does not send again (it does when a reused connection
+// fails at the first read).
+TEST(ClientTest, AKeptAliveConnectionResetWhileSendingIsSentAgainOnANewOne) {
+  TestServer server;
+  auto client = MakeClient();
+  for (int call = 0; call < 3; ++call) {
+    auto kept = client->Send(Get(server.Url("/drop-next")));
+    ASSERT_TRUE(kept.ok()) << kept.status().ToString();
+    ClientRequest post;
+    post.method = "POST";
+    post.url = server.Url("/echo");
+    post.body.assign(size_t{8} << 20, 'x');  // more than the socket buffers take at once
+    auto posted = client->Send(post);
+    ASSERT_TRUE(posted.ok()) << posted.status().ToString();
+    EXPECT_NE(posted->body.find("\"length\": 8388608"), std::string::npos) << posted->body;
+  }
+}
+
 TEST(ClientTest, CollectsEveryResponseHeaderKeepingRepeatedOnes) {
   TestServer server;
   auto response = MakeClient()->Send(Get(server.Url("/headers")));
