@@ -89,6 +89,12 @@ class FaultProxy:
             threading.Thread(target=self._schedule, daemon=True).start()
         return self
 
+    def start_cuts(self, cut_every):
+        """Starts cutting every (min, max) seconds, for a proxy made
+        without cuts (so that a test's set-up could go through it)."""
+        self.cut_every = cut_every
+        threading.Thread(target=self._schedule, daemon=True).start()
+
     def is_down(self):
         return time.monotonic() < self._down_until
 

@@ -149,10 +149,13 @@ def test_agent_converges_to_the_hub_over_a_flapping_link(hubs, tmp_path):
     it serves throughout, and after a long outage during which the
     deployment changed twice it goes straight to the newest state."""
     hub = hubs.start()
-    proxy = FaultProxy(hub.port, seed=SEED + 1, latency=0.5,
-                       cut_every=CUT_EVERY).start()
+    proxy = FaultProxy(hub.port, seed=SEED + 1, latency=0.5).start()
     repo = make_scorer_repo(tmp_path / "models")
+    # Pushed through the proxy (the references name it, so the agent pulls
+    # through it) before it flaps: `perch push` is a command a user runs
+    # again, not something that retries.
     references = {v: push_scorer(hub, repo, proxy.url, v) for v in (1, 2, 3)}
+    proxy.start_cuts(CUT_EVERY)
     token = create_location(hub, "plant-a")
     agent = fleet_agent(tmp_path, f"http://{proxy.url}", token, "a1",
                         tmp_path / "state-a1").start()
