@@ -14,7 +14,7 @@ JOBS ?= $(shell nproc)
 SAMPLE_REPO := $(BUILD)/sample-repo
 
 .PHONY: all bootstrap build run test unit-test integration-test sample-repo test-models \
-	bench format format-check lint clean bootstrap-ci check-switches check-each-switch asan-build asan tsan fuzz soak \
+	bench flapping-links format format-check lint clean bootstrap-ci check-switches check-each-switch asan-build asan tsan fuzz soak \
 	arm64-build arm64-test package package-test
 
 CXX_SOURCES = $(shell git ls-files 'src/*.cpp' 'src/*.h' 'tests/*.cpp' 'bench/*.cpp')
@@ -73,6 +73,15 @@ bench: build
 	  PERCH_BIN=$(abspath $(BUILD))/perch $(PYTHON) $$script || failed="$$failed $$name"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "bench: FAILED:$$failed"; exit 1; fi
+
+# The long flapping-link runs of issue 19 (docs/durability.md): 600 s, or
+# PERCH_FLAP_SECONDS=7200 for the 2-hour one; `make test` runs a compressed one.
+PERCH_FLAP_SECONDS ?= 600
+flapping-links: build test-models
+	@PERCH_BIN=$(abspath $(BUILD))/perch PERCH_BUILD=$(abspath $(BUILD)) \
+	  PERCH_TEST_MODELS=$(abspath $(BUILD))/test-models \
+	  PERCH_FLAP_SECONDS=$(PERCH_FLAP_SECONDS) \
+	  $(PYTHON) -m pytest -q -s -p no:cacheprovider tests/integration/test_flapping_links.py
 
 format:
 	@clang-format -i $(CXX_SOURCES)

@@ -143,7 +143,9 @@ Result<std::unique_ptr<FleetAgent>> OpenHubAgent(
   }
   // The agent's thread alone calls these, one at a time.
   auto clients = std::make_shared<std::map<std::string, std::unique_ptr<RegistryClient>>>();
-  ModelFetcher fetch = [puller, clients, registry, logger](
+  // The agent's Stop ends a pull in progress too.
+  std::stop_source stop;
+  ModelFetcher fetch = [puller, clients, registry, logger, pulls = stop.get_token()](
                            const std::string& text,
                            const std::string& token) -> Result<PulledModel> {
     PERCH_ASSIGN_OR_RETURN(const Reference reference, Reference::Parse(text));
@@ -151,7 +153,7 @@ Result<std::unique_ptr<FleetAgent>> OpenHubAgent(
     if (!client) {
       RegistryFlags with_token = registry;
       with_token.token = token;
-      PERCH_ASSIGN_OR_RETURN(client, MakeRegistryClient(reference.registry, with_token));
+      PERCH_ASSIGN_OR_RETURN(client, MakeRegistryClient(reference.registry, with_token, pulls));
     }
     PERCH_ASSIGN_OR_RETURN(const SyncOutcome synced, puller->Sync(*client, reference));
     for (const std::string& note : synced.signature_notes) {
@@ -197,6 +199,7 @@ Result<std::unique_ptr<FleetAgent>> OpenHubAgent(
           std::chrono::milliseconds(static_cast<int64_t>(flags.heartbeat_seconds * 1000)),
       .warmup_runs = flags.warmup_runs,
       .on_peers = std::move(on_peers),
+      .stop = std::move(stop),
   };
   return FleetAgent::Open(std::move(options), std::move(fetch), std::move(prune), logger);
 }

@@ -31,7 +31,8 @@ void AddApiTokenFlag(CLI::App& app, std::string& api_token) {
 }
 
 Result<std::unique_ptr<RegistryClient>> MakeRegistryClient(const std::string& registry,
-                                                           const RegistryFlags& flags) {
+                                                           const RegistryFlags& flags,
+                                                           std::stop_token stop) {
   return RegistryClient::Create(RegistryClientOptions{
       .registry = registry,
       .insecure = flags.insecure,
@@ -41,6 +42,7 @@ Result<std::unique_ptr<RegistryClient>> MakeRegistryClient(const std::string& re
       .read_timeout = std::chrono::seconds(flags.timeout_seconds),
       .chunk_size = flags.chunk_size,
       .blob_sources = flags.blob_sources,
+      .stop = std::move(stop),
   });
 }
 

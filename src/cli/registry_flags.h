@@ -31,7 +31,9 @@ void AddCaFileFlag(CLI::App& app, std::string& ca_file);
 // from its clients (`perch infer`, `perch perf`).
 void AddApiTokenFlag(CLI::App& app, std::string& api_token);
 
+// `stop`: see RegistryClientOptions::stop.
 Result<std::unique_ptr<RegistryClient>> MakeRegistryClient(const std::string& registry,
-                                                           const RegistryFlags& flags);
+                                                           const RegistryFlags& flags,
+                                                           std::stop_token stop = {});
 
 }  // namespace perch::cli

@@ -65,6 +65,7 @@ struct ServeOptions {
 #endif
 #ifdef PERCH_WITH_MQTT
   MqttOptions mqtt;
+  double mqtt_reconnect_max_seconds = 15;
   int64_t outbox_max_records = 100000;
   std::string outbox_overflow = "reject-new";
   int64_t outbox_ttl_seconds = 0;
@@ -298,6 +299,8 @@ int RunServe(const ServeOptions& options) {
     inbox = std::move(opened_inbox).value();
     MqttOptions mqtt_options = options.mqtt;
     mqtt_options.server_version = Version();
+    mqtt_options.reconnect_max =
+        std::chrono::milliseconds(static_cast<int64_t>(options.mqtt_reconnect_max_seconds * 1000));
     auto bridge = MqttBridge::Create(mqtt_options, inference, models, *inbox, *outbox, metrics,
                                      logger.ForComponent("mqtt"));
     if (!bridge.ok()) {
@@ -447,6 +450,18 @@ CommandRunner AddServeCommand(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--location", options->mqtt.location, "This device's edge location")
       ->envname("PERCH_LOCATION")
+      ->capture_default_str();
+  app.add_option("--mqtt-keepalive", options->mqtt.keepalive_seconds,
+                 "Seconds of silence after which the agent pings the broker; a link that "
+                 "stays silent 1.5 times as long is taken for dead and dialled again")
+      ->envname("PERCH_MQTT_KEEPALIVE")
+      ->check(CLI::Range(5, 65535))
+      ->capture_default_str();
+  app.add_option("--mqtt-reconnect-max", options->mqtt_reconnect_max_seconds,
+                 "Longest wait in seconds between attempts to reach the broker (the waits "
+                 "double from 0.25 s up to this, with jitter)")
+      ->envname("PERCH_MQTT_RECONNECT_MAX")
+      ->check(CLI::Range(0.25, 3600.0))
       ->capture_default_str();
 
   app.add_option("--outbox-max-records", options->outbox_max_records,

@@ -73,7 +73,8 @@ Result<std::unique_ptr<FleetAgent>> FleetAgent::Open(FleetAgentOptions options, 
                          HubClient::Create(HubClientOptions{.url = options.hub_url,
                                                             .token = options.enrolment_token,
                                                             .timeout = std::chrono::seconds(10),
-                                                            .ca_file = options.ca_file}));
+                                                            .ca_file = options.ca_file,
+                                                            .stop = options.stop.get_token()}));
   std::unique_ptr<FleetAgent> agent(new FleetAgent(
       std::move(options), std::move(fetch), std::move(prune), std::move(logger), std::move(hub)));
   std::error_code error;
@@ -195,6 +196,7 @@ void FleetAgent::Start(ModelManager& models, std::function<void(Heartbeat&)> fil
 
 void FleetAgent::Stop() {
   if (thread_.joinable()) {
+    options_.stop.request_stop();
     thread_.request_stop();
     wake_.notify_all();
     thread_.join();
@@ -227,8 +229,11 @@ void FleetAgent::Run(const std::stop_token& stop) {
   auto next_poll = Clock::now();
   auto next_heartbeat = Clock::now();
   std::chrono::milliseconds backoff(500);
-  // Logs a problem once, not on every retry.
-  const auto report = [this](const Status& status, const std::string& context) {
+  // Logs a problem once, not on every retry; a call that Stop ended is none.
+  const auto report = [this, &stop](const Status& status, const std::string& context) {
+    if (stop.stop_requested()) {
+      return;
+    }
     const std::string problem = context + ": " + status.message();
     if (problem != last_logged_problem_) {
       logger_.Warn("{}", problem);
@@ -317,6 +322,9 @@ Status FleetAgent::Apply(ModelManager& manager, const DesiredState& state) {
   std::map<std::string, std::string> deployment_of_model;
   for (const DesiredModel& desired : state.models) {
     auto pulled = fetch_(desired.reference, device_token_);
+    if (!pulled.ok() && pulled.status().code() == StatusCode::kCancelled) {
+      return pulled.status();  // stopping: switch nothing; the next start applies the state
+    }
     if (!pulled.ok()) {
       fail(desired, ModelReport{.error = pulled.status().message()},
            "cannot pull " + desired.reference + ": " + pulled.status().message());

@@ -33,6 +33,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <stop_token>
 #include <string>
 #include <thread>
 #include <vector>
@@ -84,6 +85,10 @@ struct FleetAgentOptions {
   // The system calls of the agent's durable writes (releases, current.json,
   // device.json); null: the real ones. Tests pass one that injects faults.
   FileIo* files = nullptr;
+  // Stop requests it: a hub call or a model pull in progress then ends
+  // within about a second instead of waiting out its timeout on a dead
+  // link. The fetcher's registry clients take its token.
+  std::stop_source stop{};
 };
 
 class FleetAgent {

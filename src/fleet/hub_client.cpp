@@ -121,6 +121,7 @@ Result<std::unique_ptr<HubClient>> HubClient::Create(HubClientOptions options) {
                                         .ca_file = options.ca_file,
                                         .connect_timeout = timeout,
                                         .read_timeout = timeout,
+                                        .stop = options.stop,
                                     }));
   return std::unique_ptr<HubClient>(
       new HubClient(std::make_unique<Impl>(std::move(options), std::move(http))));

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <memory>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,9 @@ struct HubClientOptions {
   std::string token{};  // admin, device or enrolment token, as the call needs
   std::chrono::seconds timeout{10};
   std::string ca_file{};  // https: PEM CAs to trust instead of the system's
+  // Once requested, a call in progress ends with Cancelled within about a
+  // second, and later calls fail at once (http::ClientOptions::stop).
+  std::stop_token stop{};
 };
 
 class HubClient {

@@ -104,6 +104,7 @@ struct Transfer {
   bool cancelled = false;        // on_body said no
   bool too_large = false;        // more than max_body_bytes
   bool timed_out = false;        // no byte moved for read_timeout
+  bool stopped = false;          // ClientOptions::stop was requested
   std::string callback_error;    // a callback threw, or the body source failed
 
   // Body source.
@@ -111,6 +112,8 @@ struct Transfer {
   std::ifstream file;
   uint64_t body_length = 0;
   uint64_t body_sent = 0;
+
+  std::stop_token stop;
 
   // Read timeout bookkeeping: from the moment the connection is up.
   std::chrono::milliseconds read_timeout{0};
@@ -239,6 +242,10 @@ int OnSeek(void* user, curl_off_t offset, int origin) {
 int OnProgress(void* user, curl_off_t download_total, curl_off_t downloaded,
                curl_off_t upload_total, curl_off_t uploaded) {
   auto& transfer = *static_cast<Transfer*>(user);
+  if (transfer.stop.stop_requested()) {
+    transfer.stopped = true;
+    return 1;
+  }
   const auto now = SteadyClock::now();
   if (!transfer.connected) {
     // Connecting has its own timeout; the read timeout counts from the
@@ -300,6 +307,25 @@ class Client::Impl {
       return InvalidArgument(
           fmt::format("'{}' is not an http:// or https:// URL", request.url.substr(0, 200)));
     }
+    if (options_.stop.stop_requested()) {
+      return Stopped(request);
+    }
+    bool resend = false;
+    auto sent = Attempt(request, /*fresh_connection=*/false, resend);
+    if (resend) {
+      // A kept-alive connection that died since the last call (the server
+      // closed it, or the link was cut and reset): libcurl sends again by
+      // itself when such a connection fails at the first read, but not
+      // when it fails while sending. Nothing came back, so the server
+      // answered nothing: send once more, on a new connection.
+      return Attempt(request, /*fresh_connection=*/true, resend);
+    }
+    return sent;
+  }
+
+ private:
+  Result<ClientResponse> Attempt(const ClientRequest& request, bool fresh_connection,
+                                 bool& resend) {
     // Declared first, so it runs last: the handle forgets this request's
     // options (which point at the locals below) but keeps its connections,
     // so the next call to the same server reuses one.
@@ -307,10 +333,12 @@ class Client::Impl {
     Transfer transfer;
     transfer.curl = curl_;
     transfer.request = &request;
+    transfer.stop = options_.stop;
     transfer.read_timeout = options_.read_timeout;
     char error_text[CURL_ERROR_SIZE] = {};
     HeaderList headers;
     PERCH_RETURN_IF_ERROR(Configure(request, transfer, headers, error_text));
+    curl_easy_setopt(curl_, CURLOPT_FRESH_CONNECT, fresh_connection ? 1L : 0L);
 
     transfer.started = SteadyClock::now();
     const CURLcode code = curl_easy_perform(curl_);
@@ -321,7 +349,19 @@ class Client::Impl {
       transfer.response.url = effective != nullptr ? effective : request.url;
       return std::move(transfer.response);
     }
+    long new_connections = 0;
+    curl_easy_getinfo(curl_, CURLINFO_NUM_CONNECTS, &new_connections);
+    resend = !fresh_connection && code == CURLE_SEND_ERROR && new_connections == 0 &&
+             !transfer.head_called && transfer.callback_error.empty() && NothingReceived();
     return Failure(request, transfer, code, error_text);
+  }
+
+  bool NothingReceived() const {
+    curl_off_t received = 0;
+    curl_easy_getinfo(curl_, CURLINFO_SIZE_DOWNLOAD_T, &received);
+    long head_bytes = 0;
+    curl_easy_getinfo(curl_, CURLINFO_HEADER_SIZE, &head_bytes);
+    return received == 0 && head_bytes == 0;
   }
 
  private:
@@ -444,10 +484,18 @@ class Client::Impl {
     return Status::Ok();
   }
 
+  static Status Stopped(const ClientRequest& request) {
+    return Status(StatusCode::kCancelled, fmt::format("{} {}: stopped (perch is shutting down)",
+                                                      request.method, WithoutQuery(request.url)));
+  }
+
   Status Failure(const ClientRequest& request, const Transfer& transfer, CURLcode code,
                  const char* error_text) const {
     const std::string url = WithoutQuery(request.url);
     const std::string what = request.method + " " + url;
+    if (transfer.stopped) {
+      return Stopped(request);
+    }
     if (transfer.cancelled) {
       return Status(StatusCode::kCancelled, what + ": the transfer was stopped");
     }
@@ -467,11 +515,7 @@ class Client::Impl {
     long os_error = 0;
     curl_easy_getinfo(curl_, CURLINFO_OS_ERRNO, &os_error);
     const bool tls = request.url.starts_with("https://");
-    curl_off_t received = 0;
-    curl_easy_getinfo(curl_, CURLINFO_SIZE_DOWNLOAD_T, &received);
-    long head_bytes = 0;
-    curl_easy_getinfo(curl_, CURLINFO_HEADER_SIZE, &head_bytes);
-    const bool nothing_received = received == 0 && head_bytes == 0;
+    const bool nothing_received = NothingReceived();
     if (!tls && nothing_received &&
         (code == CURLE_GOT_NOTHING || code == CURLE_RECV_ERROR ||
          code == CURLE_UNSUPPORTED_PROTOCOL || code == CURLE_WEIRD_SERVER_REPLY)) {

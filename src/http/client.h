@@ -24,6 +24,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <string_view>
 
@@ -44,6 +45,11 @@ struct ClientOptions {
   // Set: every request goes over this Unix socket; the URL then only names
   // the host for the Host header and the path.
   std::string unix_socket{};
+  // Once stop is requested, a call in progress (connecting, sending or
+  // waiting for an answer) ends within about a second with Cancelled, and
+  // later calls fail at once the same way: a component that stops must not
+  // wait out a connect or read timeout on a dead link.
+  std::stop_token stop{};
 };
 
 // Where a request's body comes from: nothing, memory, or a slice of a file.

@@ -17,7 +17,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <stop_token>
 #include <string>
+#include <thread>
 #include <vector>
 
 extern char** environ;
@@ -165,6 +167,48 @@ TEST(ClientTest, KeepsTheConnectionAliveBetweenCalls) {
   auto other = MakeClient()->Send(Get(server.Url("/port")));
   ASSERT_TRUE(other.ok());
   EXPECT_NE(other->body, first->body);
+}
+
+// A link that flapped between two calls: the kept-alive connection is gone
+// (closed or reset), and the next call must not fail on it but go out on a
+// new one, a body included, whether or not the client saw the cut before.
+TEST(ClientTest, AKeptAliveConnectionCutBetweenCallsIsNotReusedIntoAFailure) {
+  for (const std::string reset : {"0", "1"}) {
+    SCOPED_TRACE("reset=" + reset);
+    TestServer server;
+    auto client = MakeClient();
+    for (int call = 0; call < 5; ++call) {
+      auto dropped = client->Send(Get(server.Url("/drop?reset=" + reset)));
+      ASSERT_TRUE(dropped.ok()) << dropped.status().ToString();
+      ClientRequest post;
+      post.method = "POST";
+      post.url = server.Url("/echo");
+      post.body = "after the cut";
+      auto posted = client->Send(post);
+      ASSERT_TRUE(posted.ok()) << posted.status().ToString();
+      EXPECT_EQ(posted->status, 200);
+      EXPECT_NE(posted->body.find("\"length\": 13"), std::string::npos) << posted->body;
+    }
+  }
+}
+
+// The connection dies while the next call is still sending its body: what
+// libcurl itself does not send again (it does when a reused connection
+// fails at the first read).
+TEST(ClientTest, AKeptAliveConnectionResetWhileSendingIsSentAgainOnANewOne) {
+  TestServer server;
+  auto client = MakeClient();
+  for (int call = 0; call < 3; ++call) {
+    auto kept = client->Send(Get(server.Url("/drop-next")));
+    ASSERT_TRUE(kept.ok()) << kept.status().ToString();
+    ClientRequest post;
+    post.method = "POST";
+    post.url = server.Url("/echo");
+    post.body.assign(size_t{8} << 20, 'x');  // more than the socket buffers take at once
+    auto posted = client->Send(post);
+    ASSERT_TRUE(posted.ok()) << posted.status().ToString();
+    EXPECT_NE(posted->body.find("\"length\": 8388608"), std::string::npos) << posted->body;
+  }
 }
 
 TEST(ClientTest, CollectsEveryResponseHeaderKeepingRepeatedOnes) {
@@ -435,6 +479,35 @@ TEST(ClientTest, AServerThatNeverAnswersTimesOutWithinTheReadTimeout) {
   EXPECT_GE(took, milliseconds(500));
   // libcurl looks at a silent transfer about once a second.
   EXPECT_LT(took, milliseconds(2500));
+}
+
+// A component that stops (the fleet agent on SIGTERM) must not wait out a
+// minute-long read timeout on a link that went silent.
+TEST(ClientTest, AStopEndsACallWaitingOnASilentServerAndRefusesLaterOnes) {
+  SilentServer server;
+  std::stop_source stop;
+  auto client =
+      MakeClient(ClientOptions{.read_timeout = milliseconds(60'000), .stop = stop.get_token()});
+  const auto start = SteadyClock::now();
+  std::jthread stopper([&stop] {
+    std::this_thread::sleep_for(milliseconds(300));
+    stop.request_stop();
+  });
+  const std::string url = "http://127.0.0.1:" + std::to_string(server.port()) + "/";
+  auto response = client->Send(Get(url));
+  const auto took = SteadyClock::now() - start;
+  ASSERT_FALSE(response.ok());
+  EXPECT_EQ(response.status().code(), StatusCode::kCancelled) << response.status().ToString();
+  EXPECT_NE(response.status().message().find("shutting down"), std::string::npos)
+      << response.status().message();
+  // libcurl looks at a silent transfer about once a second.
+  EXPECT_LT(took, milliseconds(2500));
+
+  const auto again = SteadyClock::now();
+  auto later = client->Send(Get(url));
+  ASSERT_FALSE(later.ok());
+  EXPECT_EQ(later.status().code(), StatusCode::kCancelled);
+  EXPECT_LT(SteadyClock::now() - again, milliseconds(100));
 }
 
 TEST(ClientTest, ASilentAnswerTimesOutOnAKeptAliveConnection) {

@@ -227,6 +227,15 @@ Status MqttBridge::CheckOptions(const MqttOptions& options) {
   if (options.max_inflight < 1 || options.lanes < 1) {
     return InvalidArgument("MQTT needs at least one lane and one message in flight");
   }
+  if (options.keepalive_seconds < 5 || options.keepalive_seconds > 65535) {
+    return InvalidArgument(fmt::format("the MQTT keepalive must be 5 to 65535 seconds, not {}",
+                                       options.keepalive_seconds));
+  }
+  if (options.reconnect_min.count() < 1 || options.reconnect_max < options.reconnect_min) {
+    return InvalidArgument(
+        fmt::format("the longest MQTT reconnect wait ({} ms) must be at least the shortest ({} ms)",
+                    options.reconnect_max.count(), options.reconnect_min.count()));
+  }
   return Status::Ok();
 }
 

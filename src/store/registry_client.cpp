@@ -327,6 +327,7 @@ Result<std::unique_ptr<RegistryClient>> RegistryClient::Create(RegistryClientOpt
                                         .ca_file = options.ca_file,
                                         .connect_timeout = options.connect_timeout,
                                         .read_timeout = options.read_timeout,
+                                        .stop = options.stop,
                                     }));
   return std::unique_ptr<RegistryClient>(
       new RegistryClient(std::make_unique<Impl>(std::move(options), std::move(http))));

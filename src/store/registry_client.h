@@ -29,6 +29,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <vector>
 
@@ -54,6 +55,9 @@ struct RegistryClientOptions {
   // (FetchBlob): each is verified like the registry, and any failure falls
   // back to the next source, resuming what was received.
   BlobSources blob_sources{};
+  // Once requested, a call in progress ends with Cancelled within about a
+  // second, and later calls fail at once (http::ClientOptions::stop).
+  std::stop_token stop{};
 };
 
 struct FetchedManifest {

@@ -1,13 +1,17 @@
 """A TCP fault proxy for tests of flapping links, on loopback: it sits
 between the agent and a server (the MQTT broker, the hub) and, on a seeded
 schedule, cuts the connections (a clean close or a reset), delays every
-byte (latency, order kept) and takes the link down for a while (new
-connections are reset at once). Same seed, same schedule.
+byte (latency, order kept), takes the link down for a while (new
+connections are reset at once) or silent (a black hole: nothing passes and
+nobody is told, as when a cable is pulled or a NAT forgets the flow).
+Same seed, same schedule.
 
     proxy = FaultProxy(broker.port, seed=7, latency=0.5,
                        cut_every=(5, 60)).start()
     ... agent connects to proxy.port ...
     proxy.down(120)            # a link down for two minutes, now
+    proxy.silence(10)          # a black hole for 10 s, then every
+                               # connection reset (the flow is forgotten)
     proxy.close()
 
 Threading: a thread accepts, two per connection forward (one per
@@ -22,10 +26,15 @@ import time
 
 
 def _reset(sock):
-    """Closes with a TCP RST instead of a FIN."""
+    """Closes with a TCP RST instead of a FIN. A close() alone would not
+    do: while a forwarding thread is blocked in recv() on the socket, Linux
+    keeps it open until that recv returns, so the peer would hear nothing
+    (a silent black hole, not a reset). shutdown(SHUT_RD) wakes the reader
+    without sending anything; the close after it then sends the RST."""
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                         struct.pack("ii", 1, 0))
+        sock.shutdown(socket.SHUT_RD)
     except OSError:
         pass
     try:
@@ -57,7 +66,10 @@ class FaultProxy:
         self.resets = 0
         self.connections = 0
         self.refused = 0
+        self.swallowed = 0  # reads lost in a black hole
         self._down_until = 0.0
+        self._silent_until = 0.0
+        self._held = []  # connections accepted into a black hole
         self._lock = threading.Lock()
         self._pairs = []
         self._stop = threading.Event()
@@ -77,6 +89,12 @@ class FaultProxy:
             threading.Thread(target=self._schedule, daemon=True).start()
         return self
 
+    def start_cuts(self, cut_every):
+        """Starts cutting every (min, max) seconds, for a proxy made
+        without cuts (so that a test's set-up could go through it)."""
+        self.cut_every = cut_every
+        threading.Thread(target=self._schedule, daemon=True).start()
+
     def is_down(self):
         return time.monotonic() < self._down_until
 
@@ -85,6 +103,27 @@ class FaultProxy:
         with self._lock:
             self._down_until = time.monotonic() + seconds
         self.cut(reset=True)
+
+    def is_silent(self):
+        return time.monotonic() < self._silent_until
+
+    def silence(self, seconds):
+        """Nothing passes either way for `seconds`, and nobody is told: the
+        connections stay open, new ones are accepted and hear nothing. Then
+        every connection is reset, as a NAT that forgot the flows answers
+        the next packet; bytes dropped in between make a connection useless
+        afterwards anyway."""
+        with self._lock:
+            self._silent_until = time.monotonic() + seconds
+
+        def end():
+            if not self._stop.wait(seconds):
+                with self._lock:
+                    held, self._held = self._held, []
+                for sock in held:
+                    _reset(sock)
+                self.cut(reset=True)
+        threading.Thread(target=end, daemon=True).start()
 
     def cut(self, reset=None):
         """Ends every connection now: reset (RST) or closed (FIN); None
@@ -105,6 +144,10 @@ class FaultProxy:
             self._listener.close()
         except OSError:
             pass
+        with self._lock:
+            held, self._held = self._held, []
+        for sock in held:
+            _close(sock)
         self.cut(reset=False)
 
     def _schedule(self):
@@ -113,7 +156,8 @@ class FaultProxy:
                 wait = self.random.uniform(*self.cut_every)
             if self._stop.wait(wait):
                 return
-            self.cut()
+            if not self.is_silent():  # a black hole tells nobody
+                self.cut()
 
     def _accept(self):
         while not self._stop.is_set():
@@ -125,6 +169,10 @@ class FaultProxy:
                 with self._lock:
                     self.refused += 1
                 _reset(client)
+                continue
+            if self.is_silent():
+                with self._lock:
+                    self._held.append(client)
                 continue
             try:
                 server = socket.create_connection(self.target, timeout=5)
@@ -177,6 +225,10 @@ class FaultProxy:
                 data = source.recv(65536)
             except OSError:
                 data = b""
+            if data and self.is_silent():
+                with self._lock:
+                    self.swallowed += 1
+                continue  # lost in the black hole
             with ready:
                 sequence += 1
                 heapq.heappush(pending, (time.monotonic() + self.latency,

@@ -26,7 +26,9 @@ import hashlib
 import http.server
 import json
 import os
+import socket
 import ssl
+import struct
 import subprocess
 import sys
 import time
@@ -112,6 +114,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
             time.sleep(30)
             return
+        if url.path == "/drop":
+            # Answers as if keeping the connection, then cuts it (a link
+            # that flapped between two calls): a FIN, or with reset=1 a RST.
+            self.answer(200, str(self.client_address[1]).encode())
+            self.wfile.flush()
+            if query.get("reset") == "1":
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                           struct.pack("ii", 1, 0))
+            self.close_connection = True
+            return
+        if url.path == "/drop-next":
+            # Keeps the connection, and resets it when the next request's
+            # head is in, before its body: the client is still sending.
+            self.drop_next = True
+            return self.answer(200, str(self.client_address[1]).encode())
         if url.path == "/short":
             self.send_response(200)
             self.send_header("Content-Length", "100")
@@ -129,7 +146,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_HEAD(self):
         self.route()
 
+    def reset_if_asked(self):
+        if not getattr(self, "drop_next", False):
+            return False
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                   struct.pack("ii", 1, 0))
+        self.close_connection = True
+        return True
+
     def echo(self):
+        if self.reset_if_asked():
+            return
         chunked = self.headers.get("Transfer-Encoding", "") == "chunked"
         length = int(self.headers.get("Content-Length", "0"))
         body = self.rfile.read(length) if not chunked else b""
