@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <charconv>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 namespace perch {
 namespace {
@@ -12,9 +13,22 @@ namespace {
 using nlohmann::json;
 using nlohmann::ordered_json;
 
+// The string at `key` of `object`; "" when absent, nullopt when it is there
+// but not a string (nlohmann's value() would throw).
+std::optional<std::string> StringOr(const ordered_json& object, const char* key) {
+  const auto found = object.find(key);
+  if (found == object.end()) {
+    return std::string();
+  }
+  if (!found->is_string()) {
+    return std::nullopt;
+  }
+  return found->get<std::string>();
+}
+
 Result<ordered_json> ParsePipelineJson(std::string_view model_json) {
   ordered_json body = ordered_json::parse(model_json, nullptr, false);
-  if (!body.is_object() || body.value("kind", "") != kPipelinePlatform) {
+  if (!body.is_object() || StringOr(body, "kind") != std::string(kPipelinePlatform)) {
     return InvalidArgument("the model.json is not of kind \"pipeline\"");
   }
   if (!body.contains("steps") || !body["steps"].is_array()) {
@@ -36,12 +50,14 @@ Result<std::vector<PipelineStepModel>> PipelineStepModels(std::string_view model
     if (!step.is_object() || !step.contains("model")) {
       continue;
     }
-    if (!step["model"].is_string() || !step.value("name", ordered_json()).is_string()) {
-      return InvalidArgument("a model step needs a string \"name\" and \"model\"");
+    const std::optional<std::string> digest = StringOr(step, "digest");
+    if (!step["model"].is_string() || !step.value("name", ordered_json()).is_string() || !digest) {
+      return InvalidArgument(
+          "a model step needs a string \"name\" and \"model\" (and \"digest\", if any)");
     }
     PipelineStepModel entry{step["model"].get<std::string>(),
                             step.contains("version") ? VersionText(step["version"]) : "",
-                            step.value("digest", ""),
+                            *digest,
                             {step["name"].get<std::string>()}};
     auto same = std::find_if(models.begin(), models.end(),
                              [&](const PipelineStepModel& m) { return m.model == entry.model; });

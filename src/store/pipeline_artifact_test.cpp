@@ -45,6 +45,18 @@ TEST(PipelineArtifactTest, ListsEachStepModelOnce) {
   EXPECT_EQ((*models)[1].version, "2");
 }
 
+// Found by the model_artifact fuzzer: fields of the wrong JSON type threw
+// out of the parser instead of being refused.
+TEST(PipelineArtifactTest, RefusesFieldsOfTheWrongType) {
+  EXPECT_EQ(PipelineStepModels(R"({"kind": [], "steps": []})").status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(PipelineStepModels(
+                R"({"kind": "pipeline", "steps": [{"name": "a", "model": "m", "digest": 5}]})")
+                .status()
+                .code(),
+            StatusCode::kInvalidArgument);
+}
+
 TEST(PipelineArtifactTest, RefusesOneModelInTwoVersions) {
   std::string body(kPipeline);
   body.replace(body.find(R"("name": "mel2", "model": "melspectrogram")"),
