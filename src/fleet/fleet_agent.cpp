@@ -134,29 +134,39 @@ Status FleetAgent::LoadSavedState() {
         release.string());
     return Status::Ok();
   }
+  // A field of the wrong type (a damaged file) throws out of nlohmann's
+  // value(): the file is then damaged like any other.
+  std::vector<AppliedModel> applied;
+  try {
+    for (const json& model : saved["models"]) {
+      std::vector<PulledModel> steps;
+      for (const json& step : model.value("steps", json::array())) {
+        if (step.is_object()) {
+          steps.push_back(PulledModel{.name = step.value("name", ""),
+                                      .version = step.value("version", int64_t{0}),
+                                      .digest = step.value("digest", ""),
+                                      .model_folder = {}});
+        }
+      }
+      applied.push_back(AppliedModel{
+          .desired = DesiredModel{.deployment = model.value("deployment", ""),
+                                  .revision = model.value("revision", int64_t{0}),
+                                  .reference = model.value("reference", "")},
+          .pulled = PulledModel{.name = model.value("name", ""),
+                                .version = model.value("version", int64_t{0}),
+                                .digest = model.value("digest", ""),
+                                .model_folder = {},
+                                .steps = std::move(steps)},
+      });
+    }
+  } catch (const json::exception&) {
+    logger_.Error("{} is damaged; starting with no models until the hub is reached",
+                  (folder_ / kCurrentFile).string());
+    return Status::Ok();
+  }
   applied_etag_ = saved["etag"].get<std::string>();
   seen_etag_ = applied_etag_;
-  for (const json& model : saved["models"]) {
-    std::vector<PulledModel> steps;
-    for (const json& step : model.value("steps", json::array())) {
-      if (step.is_object()) {
-        steps.push_back(PulledModel{.name = step.value("name", ""),
-                                    .version = step.value("version", int64_t{0}),
-                                    .digest = step.value("digest", ""),
-                                    .model_folder = {}});
-      }
-    }
-    applied_.push_back(AppliedModel{
-        .desired = DesiredModel{.deployment = model.value("deployment", ""),
-                                .revision = model.value("revision", int64_t{0}),
-                                .reference = model.value("reference", "")},
-        .pulled = PulledModel{.name = model.value("name", ""),
-                              .version = model.value("version", int64_t{0}),
-                              .digest = model.value("digest", ""),
-                              .model_folder = {},
-                              .steps = std::move(steps)},
-    });
-  }
+  applied_ = std::move(applied);
   serving_ = release;
   logger_.Info("serving the last applied desired state {} ({} models) from {}", applied_etag_,
                applied_.size(), release.string());

@@ -296,3 +296,15 @@ def test_bad_flags_and_damaged_state_are_refused_clearly(fleet, tmp_path):
         assert "current.json is damaged" in agent.logs()
     finally:
         assert agent.stop() == 0
+
+    # Well-formed JSON with a field of the wrong type is damaged too.
+    state = tmp_path / "x5"
+    (state / "fleet" / "releases" / "r1").mkdir(parents=True)
+    (state / "fleet" / "current.json").write_text(
+        '{"etag": "e1", "release": "r1", "models": [{"name": 5, "steps": [{"digest": []}]}]}')
+    agent = fleet_agent(tmp_path, url, tokens["plant-a"], "x5", state).start()
+    try:
+        wait_scores([agent], 11.0)
+        assert "current.json is damaged" in agent.logs()
+    finally:
+        assert agent.stop() == 0
