@@ -72,11 +72,7 @@ Result<std::vector<Tensor>> Scheduler::Submit(const std::shared_ptr<LoadedModel>
       lock.Unlock();
       RunBatch(*model, {pending});
       lock.Lock();
-      --queue.active;
-      List(queue);
-      if (queue.pending.empty() && queue.active == 0 && !queue.listed) {
-        queues_.erase(model.get());
-      }
+      FinishRun(model.get(), queue);
       return done.get();
     }
     if (static_cast<int64_t>(queue.pending.size()) >= model->config().max_queue_size) {
@@ -133,11 +129,15 @@ void Scheduler::WorkerLoop() {
     lock.Unlock();
     RunBatch(*model, batch);
     lock.Lock();
-    --queue.active;
-    List(queue);
-    if (queue.pending.empty() && queue.active == 0 && !queue.listed) {
-      queues_.erase(key);
-    }
+    FinishRun(key, queue);
+  }
+}
+
+void Scheduler::FinishRun(const LoadedModel* key, ModelQueue& queue) {
+  --queue.active;
+  List(queue);
+  if (queue.pending.empty() && queue.active == 0 && !queue.listed) {
+    queues_.erase(key);
   }
 }
 

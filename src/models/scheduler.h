@@ -81,6 +81,9 @@ class Scheduler {
   void RunBatch(LoadedModel& model, const std::vector<std::shared_ptr<Pending>>& batch)
       EXCLUDES(mutex_);
   void List(ModelQueue& queue) REQUIRES(mutex_);
+  // A run of `queue`'s model ended: frees its instance, lists what waits,
+  // and forgets an idle queue (`queue` is invalid after).
+  void FinishRun(const LoadedModel* key, ModelQueue& queue) REQUIRES(mutex_);
 
   const SchedulerOptions options_;
   Mutex mutex_;
