@@ -286,25 +286,23 @@ def test_bad_flags_and_damaged_state_are_refused_clearly(fleet, tmp_path):
     result = perch(*damaged.command[1:], check=False)
     assert result.returncode == 1 and "is damaged: remove it" in result.stderr
 
-    state = tmp_path / "x4"
-    (state / "fleet").mkdir(parents=True)
-    (state / "fleet" / "current.json").write_text("[1, 2")
     admin(hub, "deploy", references[1], "--name", "scorer")
-    agent = fleet_agent(tmp_path, url, tokens["plant-a"], "x4", state).start()
-    try:
-        wait_scores([agent], 11.0)
-        assert "current.json is damaged" in agent.logs()
-    finally:
-        assert agent.stop() == 0
 
+    def serves_the_hubs_state_over(name, current, release=None):
+        state = tmp_path / name
+        (state / "fleet").mkdir(parents=True)
+        if release:
+            (state / "fleet" / "releases" / release).mkdir(parents=True)
+        (state / "fleet" / "current.json").write_text(current)
+        agent = fleet_agent(tmp_path, url, tokens["plant-a"], name, state).start()
+        try:
+            wait_scores([agent], 11.0)
+            assert "current.json is damaged" in agent.logs()
+        finally:
+            assert agent.stop() == 0
+
+    serves_the_hubs_state_over("x4", "[1, 2")
     # Well-formed JSON with a field of the wrong type is damaged too.
-    state = tmp_path / "x5"
-    (state / "fleet" / "releases" / "r1").mkdir(parents=True)
-    (state / "fleet" / "current.json").write_text(
-        '{"etag": "e1", "release": "r1", "models": [{"name": 5, "steps": [{"digest": []}]}]}')
-    agent = fleet_agent(tmp_path, url, tokens["plant-a"], "x5", state).start()
-    try:
-        wait_scores([agent], 11.0)
-        assert "current.json is damaged" in agent.logs()
-    finally:
-        assert agent.stop() == 0
+    serves_the_hubs_state_over(
+        "x5", '{"etag": "e1", "release": "r1", '
+              '"models": [{"name": 5, "steps": [{"digest": []}]}]}', release="r1")
