@@ -62,6 +62,25 @@ Status SqliteDb::Exec(std::string_view sql, std::string_view what) {
   return Check(sqlite3_exec(db_, std::string(sql).c_str(), nullptr, nullptr, nullptr), what);
 }
 
+Status SqliteDb::SetFullSync(bool full) {
+  return Exec(full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
+              "choose when commits flush the disk");
+}
+
+Status SqliteDb::SyncWal() {
+  sqlite3_file* wal = nullptr;
+  const int found = sqlite3_file_control(db_, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal);
+  if (found != SQLITE_OK) {
+    return Check(found, "find the write-ahead log");
+  }
+  if (wal == nullptr || wal->pMethods == nullptr) {
+    return Status::Ok();  // no log open: nothing was written through it
+  }
+  // Through the file's own VFS, so that a fault-injecting one sees the flush.
+  const int synced = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
+  return Check(synced, "flush the write-ahead log to disk", sqlite3_errstr(synced));
+}
+
 Status SqliteDb::Check(int result, std::string_view what) const {
   return Check(result, what, sqlite3_errmsg(db_));
 }

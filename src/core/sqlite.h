@@ -79,6 +79,15 @@ class SqliteDb {
   // timeout). It rolls back unless committed.
   Result<SqliteTransaction> Begin();
 
+  // From now on, commits flush the disk (synchronous=FULL) or leave that to
+  // a later flush (NORMAL). For writes that need not survive a power loss
+  // until a later step depends on them: that step calls SyncWal first.
+  Status SetFullSync(bool full);
+
+  // Flushes the write-ahead log: every transaction committed so far survives
+  // a power loss once this returns Ok. Unavailable when the flush fails.
+  Status SyncWal();
+
   // Rows changed by the last INSERT, UPDATE or DELETE.
   int64_t Changes() const;
   int64_t LastInsertRowId() const;

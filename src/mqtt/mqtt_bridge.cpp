@@ -64,7 +64,7 @@ class MqttBridge::Impl final : public mqtt::ConnectionListener {
         connection_(connection_options_, *this, metrics, logger),
         inbound_(layout_, bindings_, inbox, mqtt::Inbound::Session::kPersistent,
                  std::random_device{}(), metrics, logger),
-        delivery_(outbox, connection_, options.max_inflight, metrics, logger),
+        delivery_(outbox, inbox, connection_, options.max_inflight, metrics, logger),
         lanes_(options.lanes, inference, layout_, client_id_, inbox, outbox, delivery_, logger),
         location_(connection_options_, layout_, inbox, lanes_, std::random_device{}(), metrics,
                   logger) {}

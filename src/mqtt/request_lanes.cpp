@@ -142,7 +142,11 @@ void RequestLanes::Process(Lane& lane, const QueuedRecord& record) {
     queued.sequence = *appended;
     delivery_.PublishAnswer(queued);
   }
-  if (const Status removed = inbox_.Remove({record.sequence}); !removed.ok()) {
+  // Without a disk flush of its own: the answer on disk already says the
+  // request was answered (its key is the request's), and Delivery flushes
+  // this removal before the answer leaves the outbox. A power loss before
+  // then answers the request again, under the same key.
+  if (const Status removed = inbox_.RemoveUnsynced({record.sequence}); !removed.ok()) {
     logger_.Error("MQTT: {}", removed.message());
   }
 }

@@ -141,7 +141,7 @@ class RequestLanesTest : public ::testing::Test {
 };
 
 TEST_F(RequestLanesTest, AFullDiskKeepsTheRequestUntilItsAnswerIsStored) {
-  Delivery delivery(*outbox_, connection_, 8, metrics_, logger_);
+  Delivery delivery(*outbox_, *inbox_, connection_, 8, metrics_, logger_);
   RequestLanes lanes(1, *inference_, kLayout, "d1", *inbox_, *outbox_, delivery, logger_);
   lanes.Start();
 
@@ -177,7 +177,7 @@ TEST_F(RequestLanesTest, AFullDiskKeepsTheRequestUntilItsAnswerIsStored) {
 }
 
 TEST_F(RequestLanesTest, AStopDuringAFullDiskLeavesTheRequestForTheNextStart) {
-  Delivery delivery(*outbox_, connection_, 8, metrics_, logger_);
+  Delivery delivery(*outbox_, *inbox_, connection_, 8, metrics_, logger_);
   {
     RequestLanes lanes(1, *inference_, kLayout, "d1", *inbox_, *outbox_, delivery, logger_);
     lanes.Start();
@@ -201,7 +201,7 @@ TEST_F(RequestLanesTest, AStopDuringAFullDiskLeavesTheRequestForTheNextStart) {
 
 TEST_F(RequestLanesTest, AnOutboxThatRefusesByPolicyDropsTheAnswerAsDocumented) {
   outbox_ = Open("small-outbox", 1, "");
-  Delivery delivery(*outbox_, connection_, 8, metrics_, logger_);
+  Delivery delivery(*outbox_, *inbox_, connection_, 8, metrics_, logger_);
   RequestLanes lanes(1, *inference_, kLayout, "d1", *inbox_, *outbox_, delivery, logger_);
   lanes.Start();
   lanes.Dispatch(Accept(0));

@@ -104,7 +104,11 @@ class DurableQueue::Impl {
   Result<int64_t> Append(std::string_view destination, std::string_view key,
                          std::string_view payload, std::string_view attributes) {
     MutexLock lock(mutex_);
-    return AppendLocked(destination, key, payload, attributes);
+    auto appended = AppendLocked(destination, key, payload, attributes);
+    if (appended.ok()) {
+      Synced();
+    }
+    return appended;
   }
 
   Result<AppendedRecord> AppendClaimed(std::string_view destination, std::string_view key,
@@ -123,6 +127,7 @@ class DurableQueue::Impl {
       return appended.status();
     }
     last_arrival_ = arrival;
+    Synced();
     return appended;
   }
 
@@ -159,13 +164,36 @@ class DurableQueue::Impl {
 
   Status Remove(const std::vector<int64_t>& sequences) {
     MutexLock lock(mutex_);
-    const int64_t size_before = size_;
-    const Status removed = RemoveLocked(sequences);
-    if (!removed.ok()) {
-      size_ = size_before;
+    const Status removed = RemoveCounted(sequences);
+    if (removed.ok()) {
+      Synced();
     }
-    depth_.Set(size_);
     return removed;
+  }
+
+  Status RemoveUnsynced(const std::vector<int64_t>& sequences) {
+    MutexLock lock(mutex_);
+    if (options_.sync != SyncMode::kFull) {
+      return RemoveCounted(sequences);
+    }
+    PERCH_RETURN_IF_ERROR(Named(db_->SetFullSync(false)));
+    const Status removed = RemoveCounted(sequences);
+    // Every other commit must flush again, whatever became of this one.
+    const Status restored = Named(db_->SetFullSync(true));
+    if (removed.ok()) {
+      unsynced_ = true;
+    }
+    return !removed.ok() ? removed : restored;
+  }
+
+  Status Sync() {
+    MutexLock lock(mutex_);
+    if (!unsynced_) {
+      return Status::Ok();
+    }
+    PERCH_RETURN_IF_ERROR(Named(db_->SyncWal()));
+    unsynced_ = false;
+    return Status::Ok();
   }
 
   int64_t Size() const {
@@ -312,6 +340,25 @@ class DurableQueue::Impl {
     return wall;
   }
 
+  // RemoveLocked, with the size and depth kept right when it fails.
+  Status RemoveCounted(const std::vector<int64_t>& sequences) REQUIRES(mutex_) {
+    const int64_t size_before = size_;
+    const Status removed = RemoveLocked(sequences);
+    if (!removed.ok()) {
+      size_ = size_before;
+    }
+    depth_.Set(size_);
+    return removed;
+  }
+
+  // A commit with synchronous=FULL flushed the log, and with it every
+  // unsynced removal before it.
+  void Synced() REQUIRES(mutex_) {
+    if (options_.sync == SyncMode::kFull) {
+      unsynced_ = false;
+    }
+  }
+
   Status RemoveLocked(const std::vector<int64_t>& sequences) REQUIRES(mutex_) {
     // One transaction for the lot: one disk flush however many were delivered.
     PERCH_ASSIGN_OR_RETURN(SqliteTransaction transaction, Named(db_->Begin()));
@@ -328,6 +375,7 @@ class DurableQueue::Impl {
   const std::unique_ptr<SqliteDb> db_ PT_GUARDED_BY(mutex_);
   int64_t last_arrival_ GUARDED_BY(mutex_) = 0;  // the arrival number of the latest claim
   int64_t size_ GUARDED_BY(mutex_) = 0;
+  bool unsynced_ GUARDED_BY(mutex_) = false;  // a RemoveUnsynced not flushed yet
   // The last look at both clocks, and the stamps given in this run.
   bool anchored_ GUARDED_BY(mutex_) = false;
   int64_t anchor_wall_ GUARDED_BY(mutex_) = 0;
@@ -379,6 +427,10 @@ Result<std::vector<QueuedRecord>> DurableQueue::Read(int64_t after, size_t limit
 Status DurableQueue::Remove(const std::vector<int64_t>& sequences) {
   return impl_->Remove(sequences);
 }
+Status DurableQueue::RemoveUnsynced(const std::vector<int64_t>& sequences) {
+  return impl_->RemoveUnsynced(sequences);
+}
+Status DurableQueue::Sync() { return impl_->Sync(); }
 int64_t DurableQueue::Size() const { return impl_->Size(); }
 
 bool DurableQueue::RejectsNew() const { return impl_->RejectsNew(); }

@@ -121,6 +121,19 @@ class DurableQueue {
   // Removes delivered records; unknown sequences are ignored.
   Status Remove(const std::vector<int64_t>& sequences);
 
+  // Like Remove, but with SyncMode::kFull the commit does not wait for a
+  // disk flush: the removal survives the process being killed at once, and a
+  // power loss only once Sync (or any later commit, which flushes everything
+  // before it) returned. For removals whose undoing is harmless until a
+  // later step depends on them; that step calls Sync first.
+  Status RemoveUnsynced(const std::vector<int64_t>& sequences);
+
+  // Makes every removal so far survive a power loss (a no-op when none waits,
+  // and with SyncMode::kNormal, whose every commit may be undone by one).
+  // Unavailable when the flush fails: those removals may then be undone by a
+  // power loss, and the step that depended on them must not go ahead.
+  Status Sync();
+
   int64_t Size() const;
 
   // True when the queue holds its limit and its policy refuses new records:

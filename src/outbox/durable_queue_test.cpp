@@ -66,6 +66,22 @@ TEST_F(DurableQueueTest, KeepsOrderAndFieldsAcrossReopen) {
   EXPECT_EQ(queue->Read(records[0].sequence, 10).value().size(), 1u);
 }
 
+TEST_F(DurableQueueTest, AnUnsyncedRemovalIsCommittedAtOnce) {
+  {
+    auto queue = Open();
+    const int64_t first = queue->Append("t", "k1", "one", "").value();
+    ASSERT_TRUE(queue->Append("t", "k2", "two", "").ok());
+    ASSERT_TRUE(queue->RemoveUnsynced({first}).ok());
+    EXPECT_EQ(queue->Size(), 1);
+    EXPECT_EQ(Payloads(*queue), std::vector<std::string>{"two"});
+    EXPECT_TRUE(queue->Sync().ok());
+    EXPECT_TRUE(queue->Sync().ok()) << "a second Sync with nothing to flush";
+  }
+  // Closed without Sync's flush mattering: the removal was committed.
+  auto queue = Open();
+  EXPECT_EQ(Payloads(*queue), std::vector<std::string>{"two"});
+}
+
 TEST_F(DurableQueueTest, SequencesAreNeverReused) {
   auto queue = Open();
   const int64_t first = queue->Append("t", "k", "a", "").value();
