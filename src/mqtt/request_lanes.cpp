@@ -110,7 +110,34 @@ void RequestLanes::Process(Lane& lane, const QueuedRecord& record) {
   // The answer's key comes from the request's: answering it again after a
   // crash repeats the key, so receivers can drop the repeat.
   QueuedRecord queued = AnswerRecord(answer, fmt::format("{}/{}", client_id_, record.key));
-  auto appended = outbox_.Append(queued.destination, queued.key, queued.payload, queued.attributes);
+  // Without a disk flush of its own: the answer on disk says the request was
+  // answered (its key is the request's), and Delivery flushes this removal
+  // before the answer leaves the outbox. A power loss before then answers
+  // the request again, under the same key.
+  const auto leave_inbox = [&] {
+    if (const Status removed = inbox_.RemoveUnsynced({record.sequence}); !removed.ok()) {
+      logger_.Error("MQTT: {}", removed.message());
+    }
+  };
+  // Published before its disk flush, which then overlaps the answer's way
+  // through the broker instead of delaying it; the request leaves the inbox
+  // only once the flush holds, so a power loss before then answers it again,
+  // under the same key. Sent from here rather than by waking the delivery
+  // thread: one thread hand-off less per answer.
+  auto appended =
+      outbox_.AppendUnsynced(queued.destination, queued.key, queued.payload, queued.attributes);
+  if (appended.ok()) {
+    queued.sequence = *appended;
+    delivery_.PublishAnswer(queued);
+    Status flushed = outbox_.Sync();
+    if (flushed.ok()) {
+      leave_inbox();
+      return;
+    }
+    // The answer may be undone by a power loss: stored again below, and
+    // sent again (a repeat, under the same key).
+    appended = std::move(flushed);
+  }
   // The request was acknowledged: unless the outbox's own policy refuses the
   // answer (full, reject-new), a failed write (a full disk, an I/O error) is
   // tried again until it holds, and the request stays in the inbox until
@@ -136,19 +163,10 @@ void RequestLanes::Process(Lane& lane, const QueuedRecord& record) {
     logger_.Error("MQTT: the answer to a message on {} was dropped: {}", request.topic,
                   appended.status().message());
   } else {
-    // Sent from here rather than by waking the delivery thread: one thread
-    // hand-off less per answer. The answer is on disk already, so the
-    // request may leave the inbox after.
     queued.sequence = *appended;
     delivery_.PublishAnswer(queued);
   }
-  // Without a disk flush of its own: the answer on disk already says the
-  // request was answered (its key is the request's), and Delivery flushes
-  // this removal before the answer leaves the outbox. A power loss before
-  // then answers the request again, under the same key.
-  if (const Status removed = inbox_.RemoveUnsynced({record.sequence}); !removed.ok()) {
-    logger_.Error("MQTT: {}", removed.message());
-  }
+  leave_inbox();
 }
 
 bool RequestLanes::PauseUnlessStopping(Lane& lane, std::chrono::milliseconds wait) {

@@ -1,12 +1,13 @@
 // Internal to mqtt/: processing. Requests are spread over lanes by topic, so
 // the requests of one topic are answered in the order they arrived. A lane
 // answers a request (AnswerRequest, the pure step), writes the answer to the
-// outbox, hands it to Delivery, and only then removes the request from the
-// inbox (unsynced: Delivery flushes it before the answer leaves the outbox):
-// a crash or power loss in between answers it again, under the same key. An answer
-// the outbox cannot store (a full disk) is stored again until it holds, and
-// the request stays in the inbox meanwhile: an acknowledged request is
-// never dropped for a failing disk.
+// outbox, hands it to Delivery while the outbox flushes it to disk, and only
+// then removes the request from the inbox (unsynced: Delivery flushes that
+// before the answer leaves the outbox): a crash or power loss in between
+// answers it again, under the same key. An answer the outbox cannot store
+// (a full disk) is stored again until it holds, and the request stays in the
+// inbox meanwhile: an acknowledged request is never dropped for a failing
+// disk.
 //
 // Threading: one thread per lane, started by Start. Dispatch is thread-safe
 // (the network thread calls it); Start, ResumeInbox and Stop are called from

@@ -176,6 +176,30 @@ TEST_F(RequestLanesTest, AFullDiskKeepsTheRequestUntilItsAnswerIsStored) {
   lanes.Stop();
 }
 
+// The answer is published before its disk flush; when that flush fails the
+// answer is stored again (a repeat, same key) and the request stays in the
+// inbox until one holds.
+TEST_F(RequestLanesTest, AnAnswerWhoseFlushFailsIsStoredAgainBeforeTheRequestLeaves) {
+  Delivery delivery(*outbox_, *inbox_, connection_, 8, metrics_, logger_);
+  RequestLanes lanes(1, *inference_, kLayout, "d1", *inbox_, *outbox_, delivery, logger_);
+  lanes.Start();
+  vfs_->FailSyncs(true);
+  lanes.Dispatch(Accept(0));
+  // Written, not flushed: the request stays.
+  ASSERT_TRUE(Eventually([&] { return outbox_->Size() >= 1; }));
+  EXPECT_EQ(inbox_->Size(), 1);
+
+  vfs_->FailSyncs(false);
+  ASSERT_TRUE(Eventually([&] { return inbox_->Size() == 0; }));
+  auto answers = outbox_->Read(0, 10);
+  ASSERT_TRUE(answers.ok());
+  ASSERT_FALSE(answers->empty());
+  for (const QueuedRecord& answer : *answers) {
+    EXPECT_EQ(answer.key, "d1/request-0");
+  }
+  lanes.Stop();
+}
+
 TEST_F(RequestLanesTest, AStopDuringAFullDiskLeavesTheRequestForTheNextStart) {
   Delivery delivery(*outbox_, *inbox_, connection_, 8, metrics_, logger_);
   {

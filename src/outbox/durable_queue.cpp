@@ -171,24 +171,33 @@ class DurableQueue::Impl {
     return removed;
   }
 
+  Result<int64_t> AppendUnsynced(std::string_view destination, std::string_view key,
+                                 std::string_view payload, std::string_view attributes) {
+    MutexLock lock(mutex_);
+    PERCH_RETURN_IF_ERROR(FlushCommits(false));
+    auto appended = AppendLocked(destination, key, payload, attributes);
+    const Status restored = FlushCommits(true);
+    if (!appended.ok()) {
+      return appended;
+    }
+    unsynced_ = true;
+    PERCH_RETURN_IF_ERROR(restored);
+    return appended;
+  }
+
   Status RemoveUnsynced(const std::vector<int64_t>& sequences) {
     MutexLock lock(mutex_);
-    if (options_.sync != SyncMode::kFull) {
-      return RemoveCounted(sequences);
-    }
-    PERCH_RETURN_IF_ERROR(Named(db_->SetFullSync(false)));
+    PERCH_RETURN_IF_ERROR(FlushCommits(false));
     const Status removed = RemoveCounted(sequences);
-    // Every other commit must flush again, whatever became of this one.
-    const Status restored = Named(db_->SetFullSync(true));
-    if (removed.ok()) {
-      unsynced_ = true;
-    }
-    return !removed.ok() ? removed : restored;
+    const Status restored = FlushCommits(true);
+    PERCH_RETURN_IF_ERROR(removed);
+    unsynced_ = true;
+    return restored;
   }
 
   Status Sync() {
     MutexLock lock(mutex_);
-    if (!unsynced_) {
+    if (!unsynced_ || options_.sync != SyncMode::kFull) {
       return Status::Ok();
     }
     PERCH_RETURN_IF_ERROR(Named(db_->SyncWal()));
@@ -351,6 +360,13 @@ class DurableQueue::Impl {
     return removed;
   }
 
+  // Whether the next commits flush the disk; false only between the two
+  // calls of an unsynced write (every other commit must flush). A no-op
+  // unless SyncMode::kFull.
+  Status FlushCommits(bool flush) REQUIRES(mutex_) {
+    return options_.sync == SyncMode::kFull ? Named(db_->SetFullSync(flush)) : Status::Ok();
+  }
+
   // A commit with synchronous=FULL flushed the log, and with it every
   // unsynced removal before it.
   void Synced() REQUIRES(mutex_) {
@@ -375,7 +391,7 @@ class DurableQueue::Impl {
   const std::unique_ptr<SqliteDb> db_ PT_GUARDED_BY(mutex_);
   int64_t last_arrival_ GUARDED_BY(mutex_) = 0;  // the arrival number of the latest claim
   int64_t size_ GUARDED_BY(mutex_) = 0;
-  bool unsynced_ GUARDED_BY(mutex_) = false;  // a RemoveUnsynced not flushed yet
+  bool unsynced_ GUARDED_BY(mutex_) = false;  // an unsynced commit not flushed yet
   // The last look at both clocks, and the stamps given in this run.
   bool anchored_ GUARDED_BY(mutex_) = false;
   int64_t anchor_wall_ GUARDED_BY(mutex_) = 0;
@@ -426,6 +442,11 @@ Result<std::vector<QueuedRecord>> DurableQueue::Read(int64_t after, size_t limit
 }
 Status DurableQueue::Remove(const std::vector<int64_t>& sequences) {
   return impl_->Remove(sequences);
+}
+Result<int64_t> DurableQueue::AppendUnsynced(std::string_view destination, std::string_view key,
+                                             std::string_view payload,
+                                             std::string_view attributes) {
+  return impl_->AppendUnsynced(destination, key, payload, attributes);
 }
 Status DurableQueue::RemoveUnsynced(const std::vector<int64_t>& sequences) {
   return impl_->RemoveUnsynced(sequences);

@@ -104,6 +104,14 @@ class DurableQueue {
   Result<int64_t> Append(std::string_view destination, std::string_view key,
                          std::string_view payload, std::string_view attributes);
 
+  // Like Append, but with SyncMode::kFull the commit does not wait for a
+  // disk flush: the record survives the process being killed at once, and a
+  // power loss only once Sync (or any later commit) returned. For a record
+  // that may be sent on before its flush, because what it came from stays
+  // where it was (e.g. the request in the inbox) until Sync holds.
+  Result<int64_t> AppendUnsynced(std::string_view destination, std::string_view key,
+                                 std::string_view payload, std::string_view attributes);
+
   // Like Append, and remembers `claim` with the record in the same
   // transaction. When `claim.may_repeat` and the last claim on its slot, among
   // the last `claim.window` claims, has the same fingerprint, the message is a
@@ -128,10 +136,11 @@ class DurableQueue {
   // later step depends on them; that step calls Sync first.
   Status RemoveUnsynced(const std::vector<int64_t>& sequences);
 
-  // Makes every removal so far survive a power loss (a no-op when none waits,
-  // and with SyncMode::kNormal, whose every commit may be undone by one).
-  // Unavailable when the flush fails: those removals may then be undone by a
-  // power loss, and the step that depended on them must not go ahead.
+  // Makes every unsynced append and removal so far survive a power loss (a
+  // no-op when none waits, and with SyncMode::kNormal, whose every commit may
+  // be undone by one). Unavailable when the flush fails: they may then be
+  // undone by a power loss, and the step that depended on them must not go
+  // ahead.
   Status Sync();
 
   int64_t Size() const;

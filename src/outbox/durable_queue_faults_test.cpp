@@ -95,8 +95,9 @@ class DurableQueueFaultsTest : public ::testing::Test {
   }
 
   // The agent's path for message `i`: accepted into the inbox (the PUBACK),
-  // answered into the outbox, removed from the inbox without a flush of its
-  // own (RequestLanes); every few messages the broker acknowledges the
+  // answered into the outbox (published before the flush, which the request
+  // leaving the inbox waits for), removed from the inbox without a flush of
+  // its own (RequestLanes); every few messages the broker acknowledges the
   // answers sent, the inbox's removals are flushed and the answers leave the
   // outbox (Delivery). Stops at the first failure (the power went) and
   // returns false.
@@ -111,8 +112,8 @@ class DurableQueueFaultsTest : public ::testing::Test {
       return false;
     }
     accepted_.insert(i);
-    const auto answered = outbox_->Append("answers", "out-" + id, "answer " + id, "");
-    if (!answered.ok()) {
+    const auto answered = outbox_->AppendUnsynced("answers", "out-" + id, "answer " + id, "");
+    if (!answered.ok() || !outbox_->Sync().ok()) {
       return false;
     }
     if (!inbox_->RemoveUnsynced({accepted->sequence}).ok()) {
