@@ -128,6 +128,28 @@ TEST_F(SqliteTest, ACommittedTransactionStaysAndAnAbandonedOneRollsBack) {
   EXPECT_TRUE(next->Commit().ok());
 }
 
+// The power-loss side is src/outbox/durable_queue_faults_test.cpp; here:
+// the switch takes effect and the log can be flushed before and after writes.
+TEST_F(SqliteTest, CommitsCanSkipTheFlushAndTheLogBeFlushedLater) {
+  SqliteOptions options = Options();
+  options.full_sync = true;
+  auto db = Open(options);
+  ASSERT_NE(db, nullptr);
+  EXPECT_TRUE(db->SyncWal().ok());
+  ASSERT_TRUE(db->SetFullSync(false).ok());
+  auto synchronous = db->Prepare("PRAGMA synchronous");
+  ASSERT_TRUE(synchronous.ok() && synchronous->Step());
+  EXPECT_EQ(synchronous->Int(0), 1) << "NORMAL";
+  ASSERT_TRUE(synchronous->Finish("read the pragma").ok());
+  ASSERT_TRUE(Insert(*db, "unflushed", 1).ok());
+  EXPECT_TRUE(db->SyncWal().ok());
+  ASSERT_TRUE(db->SetFullSync(true).ok());
+  ASSERT_TRUE(synchronous->Step());
+  EXPECT_EQ(synchronous->Int(0), 2) << "FULL";
+  ASSERT_TRUE(synchronous->Finish("read the pragma").ok());
+  EXPECT_EQ(Count(*db), 1);
+}
+
 TEST_F(SqliteTest, AConstraintFailureInsideATransactionRollsItAllBack) {
   auto db = Open(Options());
   ASSERT_NE(db, nullptr);

@@ -70,8 +70,11 @@ void Delivery::Loop() {
     const auto wake_at = acknowledged_.empty()
                              ? now + kPollInterval
                              : std::min(now + kPollInterval, first_acknowledged_ + kRemoveDelay);
-    wakeup_.wait_until(lock, wake_at, [this] {
-      return stopping_ || woken_ || acknowledged_.size() >= kRemoveBatch;
+    // Woken early too when a removal falls due before wake_at (the first
+    // acknowledgement of a batch came in meanwhile).
+    wakeup_.wait_until(lock, wake_at, [this, wake_at] {
+      return stopping_ || woken_ || acknowledged_.size() >= kRemoveBatch ||
+             (!acknowledged_.empty() && first_acknowledged_ + kRemoveDelay < wake_at);
     });
     woken_ = false;
   }
