@@ -74,6 +74,7 @@ class Server::Impl {
     }
     core_.routes.push_back(CompiledRoute{.method = std::string(method),
                                          .pattern = std::move(compiled),
+                                         .literal_prefix = LiteralPrefix(pattern),
                                          .handler = std::move(handler),
                                          .options = options});
   }
