@@ -24,7 +24,10 @@
 // every route, Start, Stop. Stop stops accepting, waits up to
 // `drain_timeout` for handlers in flight, then closes every connection.
 // Threading: Route before Start only; Start and Stop from one controlling
-// thread; handlers concurrently on the handler threads.
+// thread; handlers concurrently on the handler threads. Each I/O thread
+// runs an event loop of its own and each connection stays on one of them
+// (round robin), so a request costs two thread hand-offs: I/O thread to a
+// handler thread and back.
 #pragma once
 
 #include <chrono>

@@ -11,6 +11,9 @@ RouteLookup FindRoute(const std::vector<CompiledRoute>& routes, std::string_view
   RouteLookup lookup;
   std::vector<std::string> allowed;
   for (const CompiledRoute& route : routes) {
+    if (!path.starts_with(route.literal_prefix)) {
+      continue;
+    }
     std::smatch match;
     if (!std::regex_match(path, match, route.pattern)) {
       continue;
@@ -31,6 +34,20 @@ RouteLookup FindRoute(const std::vector<CompiledRoute>& routes, std::string_view
   }
   lookup.allowed = fmt::format("{}", fmt::join(allowed, ", "));
   return lookup;
+}
+
+std::string LiteralPrefix(std::string_view pattern) {
+  if (pattern.find('|') != std::string_view::npos) {
+    return {};
+  }
+  constexpr std::string_view kSpecial = R"(\^$.*+?()[]{}|)";
+  const size_t end = std::min(pattern.find_first_of(kSpecial), pattern.size());
+  std::string prefix(pattern.substr(0, end));
+  if (end < pattern.size() &&
+      std::string_view("*+?{").find(pattern[end]) != std::string_view::npos && !prefix.empty()) {
+    prefix.pop_back();  // the quantifier applies to it
+  }
+  return prefix;
 }
 
 }  // namespace perch::http

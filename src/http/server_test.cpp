@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "http/errors.h"
+#include "http/server_core.h"
 
 namespace perch::http {
 namespace {
@@ -266,6 +267,36 @@ TEST_F(ServerTest, RoutesByFullMatchOfTheDecodedPathWithGroupsAndQuery) {
   response = Exchange(port_, "GET /hello/more HTTP/1.1\r\n\r\n");
   ASSERT_TRUE(response);
   EXPECT_EQ(response->status, 404);
+}
+
+TEST(LiteralPrefixTest, StopsAtTheFirstSpecialCharacterAndLeavesQuantifiedOnesOut) {
+  EXPECT_EQ(LiteralPrefix("/v2/models/([^/]+)/infer"), "/v2/models/");
+  EXPECT_EQ(LiteralPrefix("/hello"), "/hello");
+  EXPECT_EQ(LiteralPrefix("/ab?c"), "/a");
+  EXPECT_EQ(LiteralPrefix("/ab*"), "/a");
+  EXPECT_EQ(LiteralPrefix("/ab{2}"), "/a");
+  EXPECT_EQ(LiteralPrefix("/a\\.b"), "/a");
+  EXPECT_EQ(LiteralPrefix("/x|/y"), "");
+  EXPECT_EQ(LiteralPrefix(".*"), "");
+}
+
+TEST_F(ServerTest, RoutesWhosePatternsQuantifyOrAlternateStillMatch) {
+  auto created = Server::Create({}, Logger::ToStderr(LogLevel::kWarn, "http"));
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  server_ = std::move(created).value();
+  server_->Route("GET", "/ab?c",
+                 [](Request&, Response& response) { response.SetBody("optional", "text/plain"); });
+  server_->Route("GET", "/x|/y",
+                 [](Request&, Response& response) { response.SetBody("either", "text/plain"); });
+  ASSERT_TRUE(server_->Start().ok());
+  port_ = server_->port();
+  for (const auto& [path, body] : std::vector<std::pair<std::string, std::string>>{
+           {"/ac", "optional"}, {"/abc", "optional"}, {"/x", "either"}, {"/y", "either"}}) {
+    auto response = Exchange(port_, fmt::format("GET {} HTTP/1.1\r\n\r\n", path));
+    ASSERT_TRUE(response) << path;
+    EXPECT_EQ(response->status, 200) << path;
+    EXPECT_EQ(response->body, body) << path;
+  }
 }
 
 TEST_F(ServerTest, UnknownPathIs404AndOtherMethodIs405WithAllowInJson) {

@@ -24,6 +24,7 @@ void Scheduler::Start() {
                           ? options_.workers
                           : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   MutexLock lock(mutex_);
+  worker_count_ = workers;
   for (int i = 0; i < workers; ++i) {
     workers_.emplace_back([this] { WorkerLoop(); });
   }
@@ -60,19 +61,15 @@ Result<std::vector<Tensor>> Scheduler::Submit(const std::shared_ptr<LoadedModel>
       return Unavailable("the agent is shutting down");
     }
     ModelQueue& queue = queues_[model.get()];
-    // A model that waits on its own server (or any model, when the caller
-    // is a worker itself) runs here when it may start at once: nothing
-    // queued before it, an instance free. The same limits hold; what is
-    // spared is the hand-off to a worker and back.
-    if (queue.pending.empty() && queue.active < model->config().instances &&
-        !model->config().dynamic_batching &&
-        (options_.run_on_caller_when_free || model->session().WaitsOnAnotherProcess())) {
+    if (RunsOnCaller(*model, queue, deadline.has_value())) {
+      const bool computes = !model->session().WaitsOnAnotherProcess();
       queue.model = model;
       ++queue.active;
+      computing_ += computes ? 1 : 0;
       lock.Unlock();
       RunBatch(*model, {pending});
       lock.Lock();
-      FinishRun(model.get(), queue);
+      FinishRun(model.get(), queue, computes);
       return done.get();
     }
     if (static_cast<int64_t>(queue.pending.size()) >= model->config().max_queue_size) {
@@ -95,6 +92,23 @@ Result<std::vector<Tensor>> Scheduler::Submit(const std::shared_ptr<LoadedModel>
   return done.get();
 }
 
+bool Scheduler::RunsOnCaller(const LoadedModel& model, const ModelQueue& queue,
+                             bool has_deadline) const {
+  if (!queue.pending.empty() || queue.active >= model.config().instances ||
+      model.config().dynamic_batching) {
+    return false;
+  }
+  // A model that waits on its own server, or any model when the caller is
+  // a worker itself, runs here whenever it may start: the same limits hold.
+  if (options_.run_on_caller_when_free || model.session().WaitsOnAnotherProcess()) {
+    return true;
+  }
+  // Otherwise only in a worker's stead: one is idle (no model listed for
+  // one, fewer runs computing than workers) and no deadline needs a
+  // worker's run to be answered while the model still computes.
+  return !has_deadline && ready_.empty() && computing_ < worker_count_;
+}
+
 void Scheduler::List(ModelQueue& queue) {
   if (!queue.listed && !queue.pending.empty() && queue.active < queue.model->config().instances) {
     queue.listed = true;
@@ -108,7 +122,8 @@ void Scheduler::List(ModelQueue& queue) {
 void Scheduler::WorkerLoop() {
   MutexLock lock(mutex_);
   while (true) {
-    while (!stopping_ && ready_.empty()) {
+    // A listed model waits while callers compute in every worker's stead.
+    while (!stopping_ && (ready_.empty() || computing_ >= worker_count_)) {
       lock.Wait(work_ready_);
     }
     if (ready_.empty()) {
@@ -124,17 +139,26 @@ void Scheduler::WorkerLoop() {
       continue;
     }
     ++queue.active;
-    List(queue);  // another worker may start the next batch meanwhile
     const std::shared_ptr<LoadedModel> model = queue.model;
+    const bool computes = !model->session().WaitsOnAnotherProcess();
+    computing_ += computes ? 1 : 0;
+    List(queue);  // another worker may start the next batch meanwhile
     lock.Unlock();
     RunBatch(*model, batch);
     lock.Lock();
-    FinishRun(key, queue);
+    FinishRun(key, queue, computes);
   }
 }
 
-void Scheduler::FinishRun(const LoadedModel* key, ModelQueue& queue) {
+void Scheduler::FinishRun(const LoadedModel* key, ModelQueue& queue, bool computed) {
   --queue.active;
+  if (computed) {
+    --computing_;
+    // A model listed while every worker's share was taken can start now.
+    if (!ready_.empty()) {
+      work_ready_.notify_one();
+    }
+  }
   List(queue);
   if (queue.pending.empty() && queue.active == 0 && !queue.listed) {
     queues_.erase(key);

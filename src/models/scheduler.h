@@ -5,7 +5,14 @@
 //
 // Threading: Submit is thread-safe and blocks the calling (transport) thread
 // until its request is done, refused or past its deadline. Start and Stop
-// are called from one controlling thread.
+// are called from one controlling thread. A request runs on the calling
+// thread instead of a worker when it may start at once and a worker would
+// otherwise sit idle: nothing of its model queued, an instance free, no
+// dynamic batching, no deadline (a worker's run lets Submit answer at the
+// deadline while the model still computes), and fewer runs in progress than
+// workers, so that no more models compute at once than there are workers.
+// The caller waits for its answer either way; what it spares is the hand-off
+// to a worker and back (two thread wake-ups, most of a tiny model's time).
 #pragma once
 
 #include <chrono>
@@ -33,7 +40,8 @@ struct SchedulerOptions {
   // once (nothing queued before it, an instance free), not only a model
   // that waits on its own server. For callers that are workers themselves
   // (perch batch), which then spare two thread hand-offs per request.
-  // Servers leave it off: their callers are network threads.
+  // Servers leave it off: their callers run a request themselves only while
+  // a worker is idle (see above).
   bool run_on_caller_when_free = false;
 };
 
@@ -81,13 +89,22 @@ class Scheduler {
   void RunBatch(LoadedModel& model, const std::vector<std::shared_ptr<Pending>>& batch)
       EXCLUDES(mutex_);
   void List(ModelQueue& queue) REQUIRES(mutex_);
-  // A run of `queue`'s model ended: frees its instance, lists what waits,
-  // and forgets an idle queue (`queue` is invalid after).
-  void FinishRun(const LoadedModel* key, ModelQueue& queue) REQUIRES(mutex_);
+  // Whether Submit runs a request of `model` on the calling thread.
+  bool RunsOnCaller(const LoadedModel& model, const ModelQueue& queue, bool has_deadline) const
+      REQUIRES(mutex_);
+  // A run of `queue`'s model ended: frees its instance (and its worker's
+  // share when it `computed`), lists what waits, and forgets an idle queue
+  // (`queue` is invalid after).
+  void FinishRun(const LoadedModel* key, ModelQueue& queue, bool computed) REQUIRES(mutex_);
 
   const SchedulerOptions options_;
   Mutex mutex_;
   std::vector<std::thread> workers_ GUARDED_BY(mutex_);
+  int worker_count_ GUARDED_BY(mutex_) = 0;
+  // Runs in progress that compute in perch (all but those of sessions that
+  // wait on another process), on workers and callers: at most worker_count_
+  // but for callers that are workers themselves (run_on_caller_when_free).
+  int computing_ GUARDED_BY(mutex_) = 0;
   std::condition_variable work_ready_;  // a model was listed in ready_
   std::condition_variable batch_grew_;  // a request joined a queue a batch waits on
   int batching_waiters_ GUARDED_BY(mutex_) = 0;

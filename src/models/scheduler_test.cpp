@@ -80,12 +80,14 @@ class SchedulerTest : public ::testing::Test {
   BackgroundCalls calls_;
 };
 
-// A session that waits on another process, as a process model's does: it
-// notes the thread that ran it and the deadline it was given.
+// A session that notes the thread that ran it and the deadline it was
+// given; it waits on another process, as a process model's does, when
+// `waits` is set.
 class WaitingSession : public FakeSession {
  public:
-  using FakeSession::FakeSession;
-  bool WaitsOnAnotherProcess() const override { return true; }
+  WaitingSession(FakeModel model, std::shared_ptr<FakeRuns> runs, bool waits = true)
+      : FakeSession(model, std::move(runs)), waits_(waits) {}
+  bool WaitsOnAnotherProcess() const override { return waits_; }
   Result<std::vector<Tensor>> RunWithDeadline(const std::vector<Tensor>& inputs,
                                               const std::vector<std::string>& output_names,
                                               std::optional<Clock::time_point> deadline) override {
@@ -99,7 +101,49 @@ class WaitingSession : public FakeSession {
   std::mutex mutex;
   std::vector<std::thread::id> threads;                     // guarded by mutex
   std::vector<std::optional<Clock::time_point>> deadlines;  // guarded by mutex
+
+ private:
+  const bool waits_;
 };
+
+TEST_F(SchedulerTest, ARequestRunsOnTheCallingThreadWhileAWorkerIsIdle) {
+  scheduler_.Start();
+  auto session = std::make_unique<WaitingSession>(FakeModel{.add = 1}, runs_, false);
+  WaitingSession& recorded = *session;
+  const auto model = std::make_shared<LoadedModel>("fake", 1, Queued(1), FakeSignature(),
+                                                   std::move(session), metrics_);
+  const auto outputs = scheduler_.Submit(model, {Input(1, 2)}, {"y"}, std::nullopt);
+  ASSERT_TRUE(outputs.ok()) << outputs.status().message();
+  EXPECT_EQ(Values((*outputs)[0]), (std::vector<float>{3, 3}));
+  // With a deadline a worker runs it, so that the deadline can answer while
+  // the model still computes.
+  const auto deadline = Clock::now() + std::chrono::seconds(30);
+  ASSERT_TRUE(scheduler_.Submit(model, {Input(1, 2)}, {"y"}, deadline).ok());
+  std::lock_guard lock(recorded.mutex);
+  ASSERT_EQ(recorded.threads.size(), 2U);
+  EXPECT_EQ(recorded.threads[0], std::this_thread::get_id());
+  EXPECT_NE(recorded.threads[1], std::this_thread::get_id());
+}
+
+TEST_F(SchedulerTest, CallersComputeNoMoreAtOnceThanThereAreWorkers) {
+  Scheduler one_worker(SchedulerOptions{.workers = 1});
+  one_worker.Start();
+  const auto model = Model(Queued(4));
+  runs_->Hold();
+  for (int i = 0; i < 3; ++i) {
+    calls_.Start([&one_worker, model] {
+      return one_worker.Submit(model, {Input(1, 0)}, {"y"}, std::nullopt);
+    });
+  }
+  ASSERT_TRUE(runs_->AwaitHeld(1));
+  runs_->Release();
+  ASSERT_TRUE(calls_.AwaitAnswers(3));
+  for (int call = 0; call < 3; ++call) {
+    EXPECT_TRUE(calls_.answer(call).ok()) << call;
+  }
+  // The model allows four at once; the one worker's share allows one.
+  EXPECT_EQ(runs_->max_concurrent(), 1);
+}
 
 TEST_F(SchedulerTest, ASessionWaitingOnAnotherProcessRunsOnTheCallingThread) {
   scheduler_.Start();
