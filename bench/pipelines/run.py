@@ -44,15 +44,13 @@ PERIOD = 0.08
 
 def chunk_body(samples, stream_id):
     audio = struct.pack(f"<{CHUNK}h", *samples)
-    stream = struct.pack("<I", len(stream_id)) + stream_id.encode()
     header = json.dumps({
+        "parameters": {"stream_id": stream_id},
         "inputs": [
             {"name": "audio", "datatype": "INT16", "shape": [CHUNK],
-             "parameters": {"binary_data_size": len(audio)}},
-            {"name": "stream_id", "datatype": "BYTES", "shape": [1],
-             "parameters": {"binary_data_size": len(stream)}}],
+             "parameters": {"binary_data_size": len(audio)}}],
         "outputs": [{"name": "vad"}, {"name": "hey_jarvis"}, {"name": "alexa"}]}).encode()
-    return header + audio + stream, {
+    return header + audio, {
         "Inference-Header-Content-Length": str(len(header)),
         "Content-Type": "application/octet-stream"}
 

@@ -138,6 +138,47 @@ Result<int64_t> Int64Parameter(
   return it->second.int64_param();
 }
 
+// The request's own parameters, "timeout" (read above) left out.
+Status DecodeParameters(
+    const google::protobuf::Map<std::string, inference::InferParameter>& parameters,
+    InferParameters& out) {
+  for (const auto& [name, parameter] : parameters) {
+    if (IsTransportParameter(name)) {
+      continue;
+    }
+    PERCH_RETURN_IF_ERROR(CheckInferParameterName(name));
+    InferParameterValue value;
+    switch (parameter.parameter_choice_case()) {
+      case inference::InferParameter::kBoolParam:
+        value = parameter.bool_param();
+        break;
+      case inference::InferParameter::kInt64Param:
+        value = parameter.int64_param();
+        break;
+      case inference::InferParameter::kStringParam:
+        value = parameter.string_param();
+        break;
+      case inference::InferParameter::kDoubleParam:
+        value = parameter.double_param();
+        break;
+      case inference::InferParameter::kUint64Param:
+        if (parameter.uint64_param() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+          return InvalidArgument(fmt::format(
+              "parameter \"{}\" is a uint64_param past 2^63-1; send it as a string_param", name));
+        }
+        value = static_cast<int64_t>(parameter.uint64_param());
+        break;
+      case inference::InferParameter::PARAMETER_CHOICE_NOT_SET:
+        return InvalidArgument(fmt::format(
+            "parameter \"{}\" has no value: set one of bool_param, int64_param, string_param, "
+            "double_param, uint64_param",
+            name));
+    }
+    PERCH_RETURN_IF_ERROR(AddInferParameter(out, name, std::move(value)));
+  }
+  return Status::Ok();
+}
+
 template <typename T, typename Repeated>
 void FillTyped(const std::string& data, Repeated* values) {
   const size_t count = data.size() / sizeof(T);
@@ -205,6 +246,7 @@ Result<DecodedInfer> DecodeInferRequest(const inference::ModelInferRequest& mess
   request.id = message.id();
   PERCH_ASSIGN_OR_RETURN(const int64_t timeout_us, Int64Parameter(message.parameters(), "timeout"));
   request.timeout = std::chrono::microseconds(timeout_us);
+  PERCH_RETURN_IF_ERROR(DecodeParameters(message.parameters(), request.parameters));
 
   const bool raw = message.raw_input_contents_size() > 0;
   decoded.raw_outputs = raw;

@@ -21,7 +21,9 @@ struct DecodedInfer {
 
 // InvalidArgument naming the input for every malformed part: unknown
 // datatypes, bad shapes, raw contents of the wrong size, typed contents of
-// the wrong type or count, both raw and typed contents.
+// the wrong type or count, both raw and typed contents; a parameter without a
+// value, past the limits of infer_parameters.h or a uint64 past int64. The
+// parameters but "timeout" go to request.parameters.
 Result<DecodedInfer> DecodeInferRequest(const inference::ModelInferRequest& message);
 
 void EncodeInferResponse(const InferResponse& response, bool raw_outputs,

@@ -2,7 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <cstring>
+#include <functional>
+#include <limits>
 
 namespace perch::grpc_api {
 namespace {
@@ -90,6 +93,59 @@ TEST(GrpcCodecTest, RefusesBadInput) {
   auto timeout = RequestWith("FP32", {0});
   (*timeout.mutable_parameters())["timeout"].set_string_param("soon");
   ExpectInvalid(DecodeInferRequest(timeout), "\"timeout\"");
+}
+
+TEST(GrpcCodecTest, RequestParametersAreKeptButTimeout) {
+  auto request = RequestWith("FP32", {0});
+  auto& parameters = *request.mutable_parameters();
+  parameters["stream_id"].set_string_param("mic-1");
+  parameters["gain"].set_int64_param(-2);
+  parameters["ratio"].set_double_param(0.5);
+  parameters["loud"].set_bool_param(true);
+  parameters["count"].set_uint64_param(7);
+  parameters["timeout"].set_int64_param(1500);
+  const auto decoded = DecodeInferRequest(request);
+  ASSERT_TRUE(decoded.ok()) << decoded.status().message();
+  EXPECT_EQ(decoded->request.parameters, (InferParameters{{"stream_id", std::string("mic-1")},
+                                                          {"gain", int64_t{-2}},
+                                                          {"ratio", 0.5},
+                                                          {"loud", true},
+                                                          {"count", int64_t{7}}}));
+  EXPECT_EQ(decoded->request.timeout, std::chrono::microseconds(1500));
+}
+
+TEST(GrpcCodecTest, RefusesBadRequestParameters) {
+  const auto with = [](const std::function<void(inference::ModelInferRequest&)>& set) {
+    auto request = RequestWith("FP32", {0});
+    set(request);
+    return DecodeInferRequest(request);
+  };
+  ExpectInvalid(with([](auto& r) { (*r.mutable_parameters())["stream_id"]; }),
+                "parameter \"stream_id\" has no value");
+  ExpectInvalid(
+      with([](auto& r) { (*r.mutable_parameters())["big"].set_uint64_param(UINT64_MAX); }),
+      "\"big\" is a uint64_param past 2^63-1");
+  ExpectInvalid(with([](auto& r) {
+                  (*r.mutable_parameters())["s"].set_string_param(std::string(5000, 'v'));
+                }),
+                "\"s\" is a string of 5000 bytes");
+  ExpectInvalid(
+      with([](auto& r) { (*r.mutable_parameters())[std::string(200, 'n')].set_bool_param(true); }),
+      "1 to 128 bytes, not 200");
+  ExpectInvalid(
+      with([](auto& r) {
+        (*r.mutable_parameters())["nan"].set_double_param(std::numeric_limits<double>::quiet_NaN());
+      }),
+      "\"nan\" must be a finite number");
+  ExpectInvalid(with([](auto& r) {
+                  for (int i = 0; i < 65; ++i) {
+                    (*r.mutable_parameters())["p" + std::to_string(i)].set_int64_param(i);
+                  }
+                }),
+                "at most 64 parameters");
+  ExpectInvalid(
+      with([](auto& r) { (*r.mutable_parameters())["timeout"].set_string_param("soon"); }),
+      "\"timeout\" must be a non-negative int64_param");
 }
 
 TEST(GrpcCodecTest, EncodesTypedOrRaw) {

@@ -336,7 +336,8 @@ std::vector<std::string> BatchRunner::Process(std::vector<Item>& items) const {
       if (!InModelOrder(signature, next.inputs) ||
           !CanMerge(decoded[start].request.inputs, next.inputs) ||
           next.requested_outputs != decoded[start].request.requested_outputs ||
-          RowsOf(next.inputs) <= 0 || (max_rows > 0 && rows + RowsOf(next.inputs) > max_rows)) {
+          next.parameters != decoded[start].request.parameters || RowsOf(next.inputs) <= 0 ||
+          (max_rows > 0 && rows + RowsOf(next.inputs) > max_rows)) {
         break;
       }
       rows += RowsOf(next.inputs);
@@ -359,6 +360,7 @@ std::vector<std::string> BatchRunner::Process(std::vector<Item>& items) const {
         .id = {},
         .inputs = MergeBatch(parts),
         .requested_outputs = decoded[start].request.requested_outputs,
+        .parameters = decoded[start].request.parameters,
     };
     auto response = inference_.Infer(std::move(merged));
     auto split = response.ok() ? SplitBatch(response->outputs, part_rows)

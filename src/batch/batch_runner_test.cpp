@@ -121,6 +121,23 @@ TEST_F(BatchRunnerTest, MaxBatchMergesLinesAndSplitsTheAnswers) {
   EXPECT_NE(lines[4].find(R"("data":[6,6])"), std::string::npos) << lines[4];
 }
 
+TEST_F(BatchRunnerTest, OnlyLinesWithEqualParametersAreMerged) {
+  // The request's parameters are the model's (a pipeline's stream): lines
+  // of different streams never share an engine call.
+  const auto with_stream = [](float value, const std::string& stream) {
+    return R"({"parameters":{"stream_id":")" + stream + R"("},)" + Line(value).substr(1);
+  };
+  const std::string input = with_stream(1, "a") + "\n" + with_stream(2, "a") + "\n" +
+                            with_stream(3, "b") + "\n" + with_stream(4, "a") + "\n" + Line(5) +
+                            "\n";
+  std::ostringstream out;
+  ASSERT_TRUE(Run(input, out, {.concurrency = 1, .max_batch = 8}).ok());
+  EXPECT_EQ(engine_.runs().batch_rows(), (std::vector<int64_t>{2, 1, 1, 1}));
+  const auto lines = LinesOf(out.str());
+  ASSERT_EQ(lines.size(), 5u);
+  EXPECT_NE(lines[3].find(R"("data":[5,5])"), std::string::npos) << lines[3];
+}
+
 TEST_F(BatchRunnerTest, ARefusedLineInAMergedGroupFailsAlone) {
   const std::string wrong =
       R"({"id":"wrong","inputs":[{"name":"x","datatype":"FP32","shape":[1,3],"data":[1,2,3]}]})";

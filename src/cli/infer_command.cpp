@@ -27,6 +27,7 @@ struct InferOptions {
   std::string model;
   std::vector<std::string> inputs;  // NAME=FILE
   std::vector<std::string> outputs;
+  std::vector<std::string> parameters;  // NAME=VALUE
   std::string url = "http://127.0.0.1:8000";
   std::string version;
   std::string ca_file;
@@ -175,10 +176,34 @@ Status AddJsonInput(const std::string& name, const std::string& text, Client& cl
   return Status::Ok();
 }
 
+// The request's "parameters" from --parameter NAME=VALUE: VALUE as JSON when
+// it is a number, a boolean or a quoted string, otherwise as the text it is
+// (so stream_id=kitchen needs no quotes). The agent checks the limits.
+Result<json> Parameters(const std::vector<std::string>& specs) {
+  json parameters = json::object();
+  for (const auto& spec : specs) {
+    const auto equals = spec.find('=');
+    if (equals == std::string::npos || equals == 0) {
+      return InvalidArgument(fmt::format("--parameter takes NAME=VALUE, not \"{}\"", spec));
+    }
+    const std::string name = spec.substr(0, equals);
+    const std::string text = spec.substr(equals + 1);
+    json value = json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (value.is_discarded() || !(value.is_number() || value.is_boolean() || value.is_string())) {
+      value = text;
+    }
+    parameters[name] = std::move(value);
+  }
+  return parameters;
+}
+
 Result<json> Run(const InferOptions& options) {
   PERCH_ASSIGN_OR_RETURN(const std::unique_ptr<Client> made, Client::Create(options));
   Client& client = *made;
   json request = {{"inputs", json::array()}};
+  if (!options.parameters.empty()) {
+    PERCH_ASSIGN_OR_RETURN(request["parameters"], Parameters(options.parameters));
+  }
   std::string binary;
   for (const auto& spec : options.inputs) {
     const auto equals = spec.find('=');
@@ -207,7 +232,8 @@ Result<json> Run(const InferOptions& options) {
   for (const auto& name : options.outputs) {
     request["outputs"].push_back({{"name", name}});
   }
-  std::string body = request.dump();
+  // Text from the command line may not be UTF-8: replaced, not thrown on.
+  std::string body = request.dump(-1, ' ', false, json::error_handler_t::replace);
   const size_t json_size = body.size();
   body += binary;
   PERCH_ASSIGN_OR_RETURN(const std::string answer, client.Infer(std::move(body), json_size));
@@ -224,6 +250,9 @@ CommandRunner AddInferCommand(CLI::App& app) {
                  "{\"datatype\", \"shape\", \"data\"}")
       ->required();
   app.add_option("--output,-o", options->outputs, "Only these outputs (default: all)");
+  app.add_option("--parameter", options->parameters,
+                 "NAME=VALUE, a request parameter (repeatable), e.g. stream_id=kitchen for a "
+                 "pipeline's stream; VALUE is a number, true, false or text");
   app.add_option("--url", options->url, "The agent's REST address")
       ->envname("PERCH_URL")
       ->capture_default_str();

@@ -43,6 +43,15 @@ struct SessionOptions {
   std::vector<std::string> execution_providers;
 };
 
+// What a request brings to a run besides its tensors.
+struct RunContext {
+  // Until when the request is wanted; none: no deadline of its own.
+  std::optional<std::chrono::steady_clock::time_point> deadline{};
+  // The request's parameters (OIP): a pipeline reads its stream from them,
+  // a process model's server receives them.
+  InferParameters parameters{};
+};
+
 // A loaded model. Run is thread-safe: concurrent requests may share one Session.
 class Session {
  public:
@@ -62,14 +71,15 @@ class Session {
   // on the requesting thread, sparing two thread hand-offs.
   virtual bool WaitsOnAnotherProcess() const { return false; }
 
-  // Run for a request that is wanted until `deadline` (none: no deadline of
-  // its own). A session that waits on something outside perch (a process
-  // model's server restarting) waits no longer than that and answers
-  // DeadlineExceeded then; one that computes in perch ignores it.
-  virtual Result<std::vector<Tensor>> RunWithDeadline(
-      const std::vector<Tensor>& inputs, const std::vector<std::string>& output_names,
-      std::optional<std::chrono::steady_clock::time_point> deadline) {
-    (void)deadline;
+  // Run for one request (or a batch of requests with equal parameters),
+  // with what it brings besides tensors: see RunContext. A session that
+  // waits on something outside perch (a process model's server restarting)
+  // waits no longer than the deadline and answers DeadlineExceeded then; one
+  // that computes in perch ignores it. ONNX models ignore the parameters.
+  virtual Result<std::vector<Tensor>> RunWithContext(const std::vector<Tensor>& inputs,
+                                                     const std::vector<std::string>& output_names,
+                                                     const RunContext& context) {
+    (void)context;
     return Run(inputs, output_names);
   }
 };

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <variant>
 
 #include "tensor/half.h"
 
@@ -219,8 +220,15 @@ Result<std::vector<TensorSpec>> SpecsOf(const json& root, const char* key) {
 }  // namespace
 
 Result<std::string> EncodeOipInferRequest(const std::vector<Tensor>& inputs,
-                                          const std::vector<std::string>& output_names) {
+                                          const std::vector<std::string>& output_names,
+                                          const InferParameters& parameters) {
   json body = {{"inputs", json::array()}, {"outputs", json::array()}};
+  if (!parameters.empty()) {
+    json& out = body["parameters"];
+    for (const auto& [name, value] : parameters) {
+      std::visit([&out, &name](const auto& v) { out[name] = v; }, value);
+    }
+  }
   for (const Tensor& input : inputs) {
     PERCH_ASSIGN_OR_RETURN(json data, DataOf(input));
     body["inputs"].push_back({{"name", input.name},

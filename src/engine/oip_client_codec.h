@@ -14,10 +14,11 @@
 
 namespace perch {
 
-// The body of POST /v2/models/<name>/infer. InvalidArgument when a tensor's
-// data does not match its shape.
+// The body of POST /v2/models/<name>/infer, with the request's `parameters`
+// passed through. InvalidArgument when a tensor's data does not match its shape.
 Result<std::string> EncodeOipInferRequest(const std::vector<Tensor>& inputs,
-                                          const std::vector<std::string>& output_names);
+                                          const std::vector<std::string>& output_names,
+                                          const InferParameters& parameters = {});
 
 // The outputs of an infer answer, in the order `output_names` asks for.
 // BadGateway naming what is wrong when `body` is not a valid answer or

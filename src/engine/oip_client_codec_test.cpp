@@ -15,6 +15,20 @@ TEST(OipClientCodecTest, EncodesInputsAsJsonArrays) {
                    R"("outputs":[{"name":"probabilities"}]})");
 }
 
+TEST(OipClientCodecTest, PassesTheRequestParametersThrough) {
+  Tensor input{.name = "x", .datatype = DataType::kInt64, .shape = {1}, .data = {}};
+  AppendElement<int64_t>(input.data, 3);
+  const auto body = EncodeOipInferRequest({input}, {"y"},
+                                          InferParameters{{"stream_id", std::string("mic-1")},
+                                                          {"gain", int64_t{-2}},
+                                                          {"ratio", 0.5},
+                                                          {"loud", true}});
+  ASSERT_TRUE(body.ok());
+  EXPECT_EQ(*body, R"({"inputs":[{"data":[3],"datatype":"INT64","name":"x","shape":[1]}],)"
+                   R"("outputs":[{"name":"y"}],)"
+                   R"("parameters":{"gain":-2,"loud":true,"ratio":0.5,"stream_id":"mic-1"}})");
+}
+
 TEST(OipClientCodecTest, DecodesOutputsInTheOrderAsked) {
   const auto outputs = DecodeOipInferResponse(
       R"({"model_name": "m", "outputs": [

@@ -35,18 +35,21 @@ class ProcessSession final : public Session {
 
   Result<std::vector<Tensor>> Run(const std::vector<Tensor>& inputs,
                                   const std::vector<std::string>& output_names) override {
-    return RunWithDeadline(inputs, output_names, std::nullopt);
+    return RunWithContext(inputs, output_names, RunContext{});
   }
 
   // A request waits for a restarting server until its own deadline (then
   // DeadlineExceeded, as any request past its timeout), or, when it has
-  // none, for runtime.request_timeout_ms (then Unavailable: 503).
-  Result<std::vector<Tensor>> RunWithDeadline(
-      const std::vector<Tensor>& inputs, const std::vector<std::string>& output_names,
-      std::optional<Clock::time_point> request_deadline) override {
+  // none, for runtime.request_timeout_ms (then Unavailable: 503). The
+  // server gets the request's parameters.
+  Result<std::vector<Tensor>> RunWithContext(const std::vector<Tensor>& inputs,
+                                             const std::vector<std::string>& output_names,
+                                             const RunContext& context) override {
+    const std::optional<Clock::time_point>& request_deadline = context.deadline;
     const auto deadline =
         request_deadline.value_or(Clock::now() + milliseconds(spec_.request_timeout_ms));
-    PERCH_ASSIGN_OR_RETURN(const std::string body, EncodeOipInferRequest(inputs, output_names));
+    PERCH_ASSIGN_OR_RETURN(const std::string body,
+                           EncodeOipInferRequest(inputs, output_names, context.parameters));
     // A server that died under a request is restarted: the request waits
     // for the new one (within its deadline) and is sent again.
     uint64_t failed_generation = 0;

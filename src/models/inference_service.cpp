@@ -126,8 +126,9 @@ Result<InferResponse> InferenceService::Infer(InferRequest request) const {
                                 [&](const Tensor& t) { return t.name == spec.name; });
       inputs.push_back(std::move(*input));
     }
-    PERCH_ASSIGN_OR_RETURN(auto outputs, scheduler_.Submit(model, std::move(inputs),
-                                                           std::move(output_names), deadline));
+    PERCH_ASSIGN_OR_RETURN(
+        auto outputs, scheduler_.Submit(model, std::move(inputs), std::move(output_names), deadline,
+                                        std::move(request.parameters)));
     return InferResponse{
         .model_name = model->name(),
         .model_version = std::to_string(model->version()),

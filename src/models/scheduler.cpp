@@ -48,11 +48,13 @@ void Scheduler::Stop() {
 Result<std::vector<Tensor>> Scheduler::Submit(const std::shared_ptr<LoadedModel>& model,
                                               std::vector<Tensor> inputs,
                                               std::vector<std::string> output_names,
-                                              std::optional<Clock::time_point> deadline) {
+                                              std::optional<Clock::time_point> deadline,
+                                              InferParameters parameters) {
   auto pending = std::make_shared<Pending>();
   pending->inputs = std::move(inputs);
   pending->output_names = std::move(output_names);
   pending->deadline = deadline;
+  pending->parameters = std::move(parameters);
   pending->enqueued = Clock::now();
   auto done = pending->done.get_future();
   {
@@ -196,6 +198,7 @@ std::vector<std::shared_ptr<Scheduler::Pending>> Scheduler::TakeBatch(ModelQueue
       const int64_t more = pending->inputs.front().shape[0];
       if (!CanMerge(queue.pending.front()->inputs, pending->inputs) ||
           pending->output_names != queue.pending.front()->output_names ||
+          pending->parameters != queue.pending.front()->parameters ||
           rows + more > config.max_batch_size) {
         break;
       }
@@ -224,9 +227,10 @@ std::vector<std::shared_ptr<Scheduler::Pending>> Scheduler::TakeBatch(ModelQueue
   while (!queue.pending.empty()) {
     const auto& next = queue.pending.front();
     const int64_t more = next->inputs.front().shape[0];
-    if (!batch.empty() && (!CanMerge(batch.front()->inputs, next->inputs) ||
-                           next->output_names != batch.front()->output_names ||
-                           rows + more > config.max_batch_size)) {
+    if (!batch.empty() &&
+        (!CanMerge(batch.front()->inputs, next->inputs) ||
+         next->output_names != batch.front()->output_names ||
+         next->parameters != batch.front()->parameters || rows + more > config.max_batch_size)) {
       break;
     }
     rows += more;
@@ -241,15 +245,17 @@ void Scheduler::RunBatch(LoadedModel& model, const std::vector<std::shared_ptr<P
   Result<std::vector<Tensor>> outputs = Internal("not run");
   std::vector<int64_t> rows;
   // The batch is wanted until its last request's deadline; none if one of
-  // them has none.
-  std::optional<Clock::time_point> deadline = batch.front()->deadline;
+  // them has none. Its requests' parameters are equal (TakeBatch).
+  RunContext context{.deadline = batch.front()->deadline,
+                     .parameters = std::move(batch.front()->parameters)};
   for (const auto& pending : batch) {
-    deadline = deadline && pending->deadline ? std::max(*deadline, *pending->deadline)
-                                             : std::optional<Clock::time_point>();
+    context.deadline = context.deadline && pending->deadline
+                           ? std::max(*context.deadline, *pending->deadline)
+                           : std::optional<Clock::time_point>();
   }
   if (batch.size() == 1) {
-    outputs = model.session().RunWithDeadline(batch.front()->inputs, batch.front()->output_names,
-                                              deadline);
+    outputs =
+        model.session().RunWithContext(batch.front()->inputs, batch.front()->output_names, context);
   } else {
     std::vector<const std::vector<Tensor>*> inputs;
     for (const auto& pending : batch) {
@@ -257,7 +263,7 @@ void Scheduler::RunBatch(LoadedModel& model, const std::vector<std::shared_ptr<P
       rows.push_back(pending->inputs.front().shape[0]);
     }
     outputs =
-        model.session().RunWithDeadline(MergeBatch(inputs), batch.front()->output_names, deadline);
+        model.session().RunWithContext(MergeBatch(inputs), batch.front()->output_names, context);
   }
   const auto finished = Clock::now();
   for (const auto& pending : batch) {

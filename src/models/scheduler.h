@@ -59,18 +59,22 @@ class Scheduler {
   void Stop();
 
   // Runs `inputs` (validated, in the model's input order) on `model` and
-  // returns `output_names`. ResourceExhausted when the model's queue is full;
-  // DeadlineExceeded past `deadline`; Unavailable once stopping.
+  // returns `output_names`; the session gets the request's `parameters`
+  // (only requests with equal parameters are batched together).
+  // ResourceExhausted when the model's queue is full; DeadlineExceeded past
+  // `deadline`; Unavailable once stopping.
   Result<std::vector<Tensor>> Submit(const std::shared_ptr<LoadedModel>& model,
                                      std::vector<Tensor> inputs,
                                      std::vector<std::string> output_names,
-                                     std::optional<Clock::time_point> deadline);
+                                     std::optional<Clock::time_point> deadline,
+                                     InferParameters parameters = {});
 
  private:
   struct Pending {
     std::vector<Tensor> inputs;
     std::vector<std::string> output_names;
     std::optional<Clock::time_point> deadline;
+    InferParameters parameters;
     Clock::time_point enqueued;
     std::promise<Result<std::vector<Tensor>>> done;
   };

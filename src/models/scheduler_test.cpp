@@ -80,27 +80,29 @@ class SchedulerTest : public ::testing::Test {
   BackgroundCalls calls_;
 };
 
-// A session that notes the thread that ran it and the deadline it was
-// given; it waits on another process, as a process model's does, when
-// `waits` is set.
+// A session that notes the thread that ran it and the deadline and
+// parameters it was given; it waits on another process, as a process
+// model's does, when `waits` is set.
 class WaitingSession : public FakeSession {
  public:
   WaitingSession(FakeModel model, std::shared_ptr<FakeRuns> runs, bool waits = true)
       : FakeSession(model, std::move(runs)), waits_(waits) {}
   bool WaitsOnAnotherProcess() const override { return waits_; }
-  Result<std::vector<Tensor>> RunWithDeadline(const std::vector<Tensor>& inputs,
-                                              const std::vector<std::string>& output_names,
-                                              std::optional<Clock::time_point> deadline) override {
+  Result<std::vector<Tensor>> RunWithContext(const std::vector<Tensor>& inputs,
+                                             const std::vector<std::string>& output_names,
+                                             const RunContext& context) override {
     {
       std::lock_guard lock(mutex);
       threads.push_back(std::this_thread::get_id());
-      deadlines.push_back(deadline);
+      deadlines.push_back(context.deadline);
+      parameters.push_back(context.parameters);
     }
     return Run(inputs, output_names);
   }
   std::mutex mutex;
   std::vector<std::thread::id> threads;                     // guarded by mutex
   std::vector<std::optional<Clock::time_point>> deadlines;  // guarded by mutex
+  std::vector<InferParameters> parameters;                  // guarded by mutex
 
  private:
   const bool waits_;
@@ -152,12 +154,14 @@ TEST_F(SchedulerTest, ASessionWaitingOnAnotherProcessRunsOnTheCallingThread) {
   const auto model = std::make_shared<LoadedModel>("fake", 1, Queued(1), FakeSignature(),
                                                    std::move(session), metrics_);
   const auto deadline = Clock::now() + std::chrono::seconds(30);
-  const auto outputs = scheduler_.Submit(model, {Input(1, 2)}, {"y"}, deadline);
+  const InferParameters parameters{{"stream_id", std::string("mic-1")}, {"gain", int64_t{2}}};
+  const auto outputs = scheduler_.Submit(model, {Input(1, 2)}, {"y"}, deadline, parameters);
   ASSERT_TRUE(outputs.ok()) << outputs.status().message();
   EXPECT_EQ(Values((*outputs)[0]), (std::vector<float>{3, 3}));
   std::lock_guard lock(waiting.mutex);
   EXPECT_EQ(waiting.threads, (std::vector<std::thread::id>{std::this_thread::get_id()}));
   EXPECT_EQ(waiting.deadlines, (std::vector<std::optional<Clock::time_point>>{deadline}));
+  EXPECT_EQ(waiting.parameters, (std::vector<InferParameters>{parameters}));
 }
 
 TEST_F(SchedulerTest, ASessionWaitingOnAnotherProcessKeepsItsInstanceLimit) {

@@ -7,6 +7,7 @@
 #include <future>
 #include <map>
 #include <sstream>
+#include <variant>
 
 #include "models/inference_service.h"
 #include "pipeline/operations.h"
@@ -80,20 +81,28 @@ class PipelineSession : public Session {
 
   Result<std::vector<Tensor>> Run(const std::vector<Tensor>& inputs,
                                   const std::vector<std::string>& output_names) override {
+    return RunWithContext(inputs, output_names, RunContext{});
+  }
+
+  // The stream is the request's parameter spec_.stream_parameter; step
+  // models get the request's parameters and deadline as they are.
+  Result<std::vector<Tensor>> RunWithContext(const std::vector<Tensor>& inputs,
+                                             const std::vector<std::string>& output_names,
+                                             const RunContext& context) override {
     Values values;
     for (const Tensor& input : inputs) {
       values[input.name] = input;
     }
     std::shared_ptr<StreamState> stream;
     std::unique_lock<std::mutex> stream_lock;
-    if (!spec_.stream_input.empty()) {
-      PERCH_ASSIGN_OR_RETURN(const std::string id, StreamId(values));
+    if (spec_.stateful) {
+      PERCH_ASSIGN_OR_RETURN(const std::string id, StreamId(context.parameters));
       stream = streams_.Get(id);
       stream_lock = std::unique_lock(stream->mutex);
     }
     std::vector<bool> ran(spec_.steps.size(), false);
     for (const auto& level : levels_) {
-      PERCH_RETURN_IF_ERROR(RunLevel(level, values, stream.get(), ran));
+      PERCH_RETURN_IF_ERROR(RunLevel(level, values, stream.get(), ran, context));
     }
     // State carried to the stream's next request; a step that did not run
     // leaves the last value in place.
@@ -119,18 +128,35 @@ class PipelineSession : public Session {
   }
 
  private:
-  Result<std::string> StreamId(const Values& values) const {
-    const Tensor& tensor = values.at(spec_.stream_input);
-    PERCH_ASSIGN_OR_RETURN(const auto elements, SplitBytesElements(tensor.data, 1));
-    if (elements.front().empty() || elements.front().size() > kMaxStreamIdBytes) {
-      return InvalidArgument(fmt::format("input '{}' must name the stream in 1 to {} bytes",
-                                         spec_.stream_input, kMaxStreamIdBytes));
+  // The stream's id: a string parameter, or an integer one in decimal.
+  Result<std::string> StreamId(const InferParameters& parameters) const {
+    const std::string& key = spec_.stream_parameter;
+    const auto found = parameters.find(key);
+    if (found == parameters.end()) {
+      return InvalidArgument(fmt::format(
+          "pipeline '{}' keeps state per stream: name the stream in the request parameter "
+          "\"{}\", e.g. {{\"parameters\": {{\"{}\": \"mic-1\"}}, \"inputs\": [...]}}",
+          name_, key, key));
     }
-    return std::string(elements.front());
+    std::string id;
+    if (const auto* text = std::get_if<std::string>(&found->second)) {
+      id = *text;
+    } else if (const auto* number = std::get_if<int64_t>(&found->second)) {
+      id = std::to_string(*number);
+    } else {
+      return InvalidArgument(
+          fmt::format("parameter \"{}\" must be a string (or an integer), not {}", key,
+                      InferParameterTypeName(found->second)));
+    }
+    if (id.empty() || id.size() > kMaxStreamIdBytes) {
+      return InvalidArgument(fmt::format("parameter \"{}\" must name the stream in 1 to {} bytes",
+                                         key, kMaxStreamIdBytes));
+    }
+    return id;
   }
 
   Status RunLevel(const std::vector<size_t>& level, Values& values, StreamState* stream,
-                  std::vector<bool>& ran) {
+                  std::vector<bool>& ran, const RunContext& context) {
     std::vector<size_t> to_run;
     for (size_t index : level) {
       const Step& step = spec_.steps[index];
@@ -157,15 +183,15 @@ class PipelineSession : public Session {
       }
     }
     for (size_t i = 0; i + 1 < models.size(); ++i) {
-      running.emplace_back(models[i],
-                           std::async(std::launch::async, [this, &values, index = models[i]] {
-                             return RunModelStep(index, values);
-                           }));
+      running.emplace_back(
+          models[i], std::async(std::launch::async, [this, &values, &context, index = models[i]] {
+            return RunModelStep(index, values, context);
+          }));
     }
     Status status = Status::Ok();
     std::vector<std::pair<size_t, std::vector<Tensor>>> results;
     if (!models.empty()) {
-      auto last = RunModelStep(models.back(), values);
+      auto last = RunModelStep(models.back(), values, context);
       if (last.ok()) {
         results.emplace_back(models.back(), std::move(last).value());
       } else {
@@ -207,10 +233,11 @@ class PipelineSession : public Session {
     return Status::Ok();
   }
 
-  Result<std::vector<Tensor>> RunModelStep(size_t index, const Values& values) const {
+  Result<std::vector<Tensor>> RunModelStep(size_t index, const Values& values,
+                                           const RunContext& context) const {
     const Step& step = spec_.steps[index];
     const auto started = Clock::now();
-    auto result = RunModel(step, values);
+    auto result = RunModel(step, values, context);
     step_metrics_[index].seconds.Observe(
         std::chrono::duration<double>(Clock::now() - started).count());
     if (!result.ok()) {
@@ -221,7 +248,8 @@ class PipelineSession : public Session {
     return result;
   }
 
-  Result<std::vector<Tensor>> RunModel(const Step& step, const Values& values) const {
+  Result<std::vector<Tensor>> RunModel(const Step& step, const Values& values,
+                                       const RunContext& context) const {
     // Acquired per request, so a step model that is hot reloaded serves the
     // pipeline's next request.
     PERCH_ASSIGN_OR_RETURN(const auto model, steps_(step.model, step.version));
@@ -234,7 +262,7 @@ class PipelineSession : public Session {
         ValidateInputs(model->signature(), model->config().max_batch_size, inputs));
     model->requests.Increment();
     const auto started = Clock::now();
-    auto outputs = model->session().Run(inputs, step.model_outputs);
+    auto outputs = model->session().RunWithContext(inputs, step.model_outputs, context);
     model->compute_seconds.Observe(std::chrono::duration<double>(Clock::now() - started).count());
     if (!outputs.ok()) {
       model->failures.Increment();

@@ -389,9 +389,22 @@ Result<PipelineSpec> ParsePipeline(std::string_view model_json) {
     }
     if (root.contains("streams")) {
       const json& streams = root["streams"];
+      if (streams.is_object() && streams.contains("input")) {
+        return InvalidArgument(
+            "\"streams\": \"input\" is gone: a stream is named by a request parameter "
+            "(\"parameter\", default \"stream_id\"), not by an input tensor; drop \"input\" "
+            "and the BYTES input it named");
+      }
       PERCH_RETURN_IF_ERROR(
-          CheckKeys(streams, "streams", {"input", "max_streams", "idle_seconds"}));
-      spec.stream_input = streams.value("input", std::string());
+          CheckKeys(streams, "streams", {"parameter", "max_streams", "idle_seconds"}));
+      spec.stream_parameter = streams.value("parameter", spec.stream_parameter);
+      if (!CheckInferParameterName(spec.stream_parameter).ok() ||
+          IsTransportParameter(spec.stream_parameter)) {
+        return InvalidArgument(fmt::format(
+            "\"streams\": \"parameter\" must be a parameter name of 1 to {} bytes, other than "
+            "timeout and binary_data_output",
+            kMaxInferParameterNameBytes));
+      }
       const auto max_streams = streams.value("max_streams", int64_t{1000});
       const auto idle_seconds = streams.value("idle_seconds", 600.0);
       if (max_streams < 1 || max_streams > 1'000'000 || idle_seconds <= 0) {
@@ -461,17 +474,7 @@ Result<std::vector<std::vector<size_t>>> Plan(PipelineSpec& spec, const StepMode
       spec.steps[target->second].gate = i;
     }
   }
-  if (stateful) {
-    const auto input =
-        std::find_if(spec.inputs.begin(), spec.inputs.end(),
-                     [&](const TensorSpec& t) { return t.name == spec.stream_input; });
-    if (spec.stream_input.empty() || input == spec.inputs.end() ||
-        input->datatype != DataType::kBytes || input->shape != Shape{1}) {
-      return InvalidArgument(
-          "a pipeline with window or state steps needs \"streams\": {\"input\": NAME} naming an "
-          "input of datatype BYTES and dims [1], the stream id");
-    }
-  }
+  spec.stateful = stateful;
   // Kahn's algorithm, by levels.
   std::vector<size_t> level(spec.steps.size(), 0);
   std::vector<size_t> waiting(spec.steps.size());

@@ -71,7 +71,10 @@ struct PipelineSpec {
   std::vector<TensorSpec> inputs;
   std::vector<TensorSpec> outputs;
   std::vector<Step> steps;
-  std::string stream_input;  // "" when no step keeps state
+  // The request parameter that names a request's stream ("streams":
+  // {"parameter": ...}); read only when a step keeps state.
+  std::string stream_parameter = "stream_id";
+  bool stateful = false;  // a window or state step: set by Plan
   StreamLimits stream_limits;
 };
 

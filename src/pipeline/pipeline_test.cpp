@@ -19,10 +19,12 @@ Tensor Floats(std::string name, Shape shape, std::vector<float> values) {
   return tensor;
 }
 
-Tensor StreamId(std::string_view id) {
-  Tensor tensor{.name = "stream", .datatype = DataType::kBytes, .shape = {1}, .data = {}};
-  AppendBytesElement(tensor.data, id);
-  return tensor;
+InferParameters StreamId(std::string_view id) {
+  return InferParameters{{"stream_id", std::string(id)}};
+}
+
+RunContext WithParameters(InferParameters parameters) {
+  return RunContext{.deadline = std::nullopt, .parameters = std::move(parameters)};
 }
 
 std::vector<float> Values(const Tensor& tensor) {
@@ -59,12 +61,13 @@ class PipelineTest : public ::testing::Test {
                         PipelineOptions{.now = [this] { return now_; }});
   }
 
-  std::map<std::string, std::vector<float>> Run(Session& session, std::vector<Tensor> inputs) {
+  std::map<std::string, std::vector<float>> Run(Session& session, std::vector<Tensor> inputs,
+                                                InferParameters parameters = {}) {
     std::vector<std::string> names;
     for (const auto& output : session.Signature().outputs) {
       names.push_back(output.name);
     }
-    auto outputs = session.Run(inputs, names);
+    auto outputs = session.RunWithContext(inputs, names, WithParameters(std::move(parameters)));
     EXPECT_TRUE(outputs.ok()) << outputs.status().message();
     std::map<std::string, std::vector<float>> by_name;
     for (const auto& output : outputs.ok() ? *outputs : std::vector<Tensor>{}) {
@@ -145,9 +148,6 @@ TEST_F(PipelineTest, RefusesBadPipelinesSayingWhy) {
       {"unknown tensor",
        R"({"name": "one", "model": "plus1", "input_map": {"x": "nope"}, "output_map": {"y": "out"}})",
        "reads tensor 'nope', which no step or input produces"},
-      {"window without stream",
-       R"({"name": "w", "op": "window", "input": "x", "output": "out", "frames": 3})",
-       "needs \"streams\""},
   };
   for (const auto& bad : cases) {
     const std::string json = R"({"kind": "pipeline",
@@ -164,13 +164,12 @@ TEST_F(PipelineTest, RefusesBadPipelinesSayingWhy) {
 
 constexpr std::string_view kStateful = R"({
   "kind": "pipeline",
-  "inputs": [{"name": "x", "datatype": "FP32", "dims": [1]},
-             {"name": "stream", "datatype": "BYTES", "dims": [1]}],
+  "inputs": [{"name": "x", "datatype": "FP32", "dims": [1]}],
   "outputs": [{"name": "last3", "datatype": "FP32", "dims": [3]},
               {"name": "previous", "datatype": "FP32", "dims": [1]},
               {"name": "branch", "datatype": "BYTES", "dims": [1]},
               {"name": "doubled", "datatype": "FP32", "dims": [1]}],
-  "streams": {"input": "stream", "max_streams": 2, "idle_seconds": 60},
+  "streams": {"max_streams": 2, "idle_seconds": 60},
   "steps": [
     {"name": "window", "op": "window", "input": "x", "output": "last3", "frames": 3},
     {"name": "previous", "op": "state", "output": "previous", "from": "x", "datatype": "FP32",
@@ -183,12 +182,12 @@ constexpr std::string_view kStateful = R"({
 TEST_F(PipelineTest, KeepsWindowsAndStatePerStream) {
   auto session = Load(std::string(kStateful));
   ASSERT_TRUE(session.ok()) << session.status().message();
-  Run(**session, {Floats("x", {1}, {1}), StreamId("a")});
-  Run(**session, {Floats("x", {1}, {5}), StreamId("b")});
-  auto a = Run(**session, {Floats("x", {1}, {2}), StreamId("a")});
+  Run(**session, {Floats("x", {1}, {1})}, StreamId("a"));
+  Run(**session, {Floats("x", {1}, {5})}, StreamId("b"));
+  auto a = Run(**session, {Floats("x", {1}, {2})}, StreamId("a"));
   EXPECT_EQ(a["last3"], (std::vector<float>{0, 1, 2}));
   EXPECT_EQ(a["previous"], (std::vector<float>{1}));
-  auto b = Run(**session, {Floats("x", {1}, {6}), StreamId("b")});
+  auto b = Run(**session, {Floats("x", {1}, {6})}, StreamId("b"));
   EXPECT_EQ(b["last3"], (std::vector<float>{0, 5, 6}));
   EXPECT_EQ(b["previous"], (std::vector<float>{5}));
 }
@@ -196,10 +195,10 @@ TEST_F(PipelineTest, KeepsWindowsAndStatePerStream) {
 TEST_F(PipelineTest, SwitchRunsItsBranchOnlyWhenTheConditionHolds) {
   auto session = Load(std::string(kStateful));
   ASSERT_TRUE(session.ok()) << session.status().message();
-  auto low = Run(**session, {Floats("x", {1}, {3}), StreamId("a")});
+  auto low = Run(**session, {Floats("x", {1}, {3})}, StreamId("a"));
   EXPECT_EQ(low["branch"], (std::vector<float>{0}));
   EXPECT_FALSE(low.contains("doubled"));
-  auto high = Run(**session, {Floats("x", {1}, {12}), StreamId("a")});
+  auto high = Run(**session, {Floats("x", {1}, {12})}, StreamId("a"));
   EXPECT_EQ(high["branch"], (std::vector<float>{1}));
   EXPECT_EQ(high["doubled"], (std::vector<float>{24}));
 }
@@ -207,14 +206,14 @@ TEST_F(PipelineTest, SwitchRunsItsBranchOnlyWhenTheConditionHolds) {
 TEST_F(PipelineTest, DropsIdleAndLeastRecentlyUsedStreams) {
   auto session = Load(std::string(kStateful));
   ASSERT_TRUE(session.ok()) << session.status().message();
-  Run(**session, {Floats("x", {1}, {1}), StreamId("a")});
-  Run(**session, {Floats("x", {1}, {2}), StreamId("b")});
-  Run(**session, {Floats("x", {1}, {3}), StreamId("a")});
-  Run(**session, {Floats("x", {1}, {4}), StreamId("c")});  // the cap is 2: "b" goes
-  EXPECT_EQ(Run(**session, {Floats("x", {1}, {5}), StreamId("b")})["previous"],
+  Run(**session, {Floats("x", {1}, {1})}, StreamId("a"));
+  Run(**session, {Floats("x", {1}, {2})}, StreamId("b"));
+  Run(**session, {Floats("x", {1}, {3})}, StreamId("a"));
+  Run(**session, {Floats("x", {1}, {4})}, StreamId("c"));  // the cap is 2: "b" goes
+  EXPECT_EQ(Run(**session, {Floats("x", {1}, {5})}, StreamId("b"))["previous"],
             (std::vector<float>{-1}));
   now_ += std::chrono::seconds(61);
-  EXPECT_EQ(Run(**session, {Floats("x", {1}, {6}), StreamId("b")})["previous"],
+  EXPECT_EQ(Run(**session, {Floats("x", {1}, {6})}, StreamId("b"))["previous"],
             (std::vector<float>{-1}));
   const std::string text = metrics_.RenderPrometheus();
   EXPECT_NE(text.find(R"(perch_pipeline_streams_dropped_total{model="p",reason="full"} 2)"),
@@ -229,8 +228,10 @@ TEST_F(PipelineTest, HundredThousandStreamIdsStayWithinTheCap) {
   auto session = Load(std::string(kStateful));
   ASSERT_TRUE(session.ok()) << session.status().message();
   for (int i = 0; i < 100'000; ++i) {
-    ASSERT_TRUE(
-        (*session)->Run({Floats("x", {1}, {1}), StreamId(std::to_string(i))}, {"last3"}).ok());
+    ASSERT_TRUE((*session)
+                    ->RunWithContext({Floats("x", {1}, {1})}, {"last3"},
+                                     WithParameters(StreamId(std::to_string(i))))
+                    .ok());
   }
   const std::string text = metrics_.RenderPrometheus();
   EXPECT_NE(text.find(R"(perch_pipeline_streams{model="p"} 2)"), std::string::npos) << text;
@@ -239,11 +240,68 @@ TEST_F(PipelineTest, HundredThousandStreamIdsStayWithinTheCap) {
       << text;
 }
 
-TEST_F(PipelineTest, RefusesAnEmptyStreamId) {
+struct BadStream {
+  std::string what;
+  InferParameters parameters;
+  std::string message;
+};
+
+TEST_F(PipelineTest, RefusesARequestWithoutAUsableStreamId) {
   auto session = Load(std::string(kStateful));
   ASSERT_TRUE(session.ok()) << session.status().message();
-  const auto outputs = (*session)->Run({Floats("x", {1}, {1}), StreamId("")}, {"last3"});
-  EXPECT_EQ(outputs.status().code(), StatusCode::kInvalidArgument);
+  const std::vector<BadStream> cases = {
+      {"missing", {{"other", std::string("a")}}, "request parameter \"stream_id\""},
+      {"empty", StreamId(""), "\"stream_id\" must name the stream in 1 to 256 bytes"},
+      {"too long", StreamId(std::string(257, 's')), "in 1 to 256 bytes"},
+      {"a boolean", {{"stream_id", true}}, "must be a string (or an integer), not a boolean"},
+      {"a number", {{"stream_id", 1.5}}, "not a number"},
+  };
+  for (const auto& bad : cases) {
+    const auto outputs = (*session)->RunWithContext({Floats("x", {1}, {1})}, {"last3"},
+                                                    WithParameters(bad.parameters));
+    ASSERT_FALSE(outputs.ok()) << bad.what;
+    EXPECT_EQ(outputs.status().code(), StatusCode::kInvalidArgument) << bad.what;
+    EXPECT_NE(outputs.status().message().find(bad.message), std::string::npos)
+        << bad.what << ": " << outputs.status().message();
+  }
+  // The plain Run has no parameters: the same refusal.
+  EXPECT_EQ((*session)->Run({Floats("x", {1}, {1})}, {"last3"}).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+TEST_F(PipelineTest, AnIntegerStreamIdIsItsDecimalText) {
+  auto session = Load(std::string(kStateful));
+  ASSERT_TRUE(session.ok()) << session.status().message();
+  Run(**session, {Floats("x", {1}, {4})}, {{"stream_id", int64_t{7}}});
+  EXPECT_EQ(Run(**session, {Floats("x", {1}, {5})}, StreamId("7"))["previous"],
+            (std::vector<float>{4}));
+}
+
+TEST_F(PipelineTest, TheStreamParameterCanBeRenamed) {
+  std::string json(kStateful);
+  json.replace(json.find(R"("streams": {)"), 12, R"("streams": {"parameter": "mic", )");
+  auto session = Load(json);
+  ASSERT_TRUE(session.ok()) << session.status().message();
+  Run(**session, {Floats("x", {1}, {4})}, {{"mic", std::string("kitchen")}});
+  EXPECT_EQ(Run(**session, {Floats("x", {1}, {5})}, {{"mic", std::string("kitchen")}})["previous"],
+            (std::vector<float>{4}));
+  const auto unnamed = (*session)->RunWithContext({Floats("x", {1}, {1})}, {"last3"},
+                                                  WithParameters(StreamId("kitchen")));
+  EXPECT_NE(unnamed.status().message().find("request parameter \"mic\""), std::string::npos)
+      << unnamed.status().message();
+}
+
+TEST_F(PipelineTest, AStreamInputTensorIsRefusedAtLoadSayingWhatReplacedIt) {
+  std::string json(kStateful);
+  json.replace(json.find(R"("streams": {)"), 12, R"("streams": {"input": "stream", )");
+  const auto session = Load(json);
+  ASSERT_FALSE(session.ok());
+  EXPECT_NE(session.status().message().find("a stream is named by a request parameter"),
+            std::string::npos)
+      << session.status().message();
+  json = std::string(kStateful);
+  json.replace(json.find(R"("streams": {)"), 12, R"("streams": {"parameter": "timeout", )");
+  EXPECT_FALSE(Load(json).ok());
 }
 
 }  // namespace

@@ -230,6 +230,44 @@ Result<bool> GetBoolParameter(const std::optional<simdjson::dom::object>& parame
   return bool(value);
 }
 
+// The request's own parameters, those the codec reads for this hop left out.
+Status DecodeParameters(const std::optional<simdjson::dom::object>& parameters,
+                        InferParameters& out) {
+  if (!parameters) {
+    return Status::Ok();
+  }
+  for (const auto field : *parameters) {
+    if (IsTransportParameter(field.key)) {
+      continue;
+    }
+    PERCH_RETURN_IF_ERROR(CheckInferParameterName(field.key));
+    InferParameterValue value;
+    switch (field.value.type()) {
+      case element_type::STRING:
+        value = std::string(std::string_view(field.value));
+        break;
+      case element_type::INT64:
+        value = int64_t(field.value);
+        break;
+      case element_type::DOUBLE:
+        value = double(field.value);
+        break;
+      case element_type::BOOL:
+        value = bool(field.value);
+        break;
+      case element_type::UINT64:
+        return InvalidArgument(fmt::format(
+            "parameter \"{}\" is an integer past 2^63-1; send it as a string", field.key));
+      default:
+        return InvalidArgument(fmt::format(
+            "parameter \"{}\" is {}; a parameter's value must be a string, a number or a boolean",
+            field.key, JsonTypeName(field.value.type())));
+    }
+    PERCH_RETURN_IF_ERROR(AddInferParameter(out, field.key, std::move(value)));
+  }
+  return Status::Ok();
+}
+
 Result<Shape> DecodeShape(const simdjson::dom::object& input, const std::string& where) {
   element shape_value;
   if (input.at_key("shape").get(shape_value) != simdjson::SUCCESS) {
@@ -408,6 +446,7 @@ Result<JsonInferRequest> DecodeJsonInferRequest(std::string_view json, std::stri
     }
     decoded.request.timeout = std::chrono::microseconds(int64_t(timeout));
   }
+  PERCH_RETURN_IF_ERROR(DecodeParameters(parameters, decoded.request.parameters));
 
   element inputs_value;
   if (root.at_key("inputs").get(inputs_value) != simdjson::SUCCESS ||

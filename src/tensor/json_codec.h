@@ -28,7 +28,9 @@ struct JsonInferRequest {
 
 // Decodes `json` (the whole body, or its first Inference-Header-Content-Length
 // bytes) and takes tensor data for inputs marked "binary_data_size" from
-// `binary`, in input order. Every error is InvalidArgument naming what was
+// `binary`, in input order. The request's "parameters" but "timeout" and
+// "binary_data_output" go to request.parameters, each a string, number or
+// boolean within the limits of infer_parameters.h. Every error is InvalidArgument naming what was
 // wrong; nesting deeper than `max_depth` is refused before any allocation
 // proportional to it. `model_name` and `model_version` are left to the caller.
 Result<JsonInferRequest> DecodeJsonInferRequest(std::string_view json, std::string_view binary,

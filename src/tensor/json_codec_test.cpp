@@ -1,5 +1,6 @@
 #include "tensor/json_codec.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -118,6 +119,55 @@ TEST(JsonDecodeTest, RefusesBadInput) {
   ExpectError(Decode(R"({"parameters":{"timeout":-1},"inputs":[]})"), "\"timeout\"");
   ExpectError(Decode(R"({"inputs":[],"outputs":[{"name":"a","parameters":{"binary_data":1}}]})"),
               "true or false");
+}
+
+TEST(JsonDecodeTest, RequestParametersAreKeptButTheCodecsOwn) {
+  const auto decoded =
+      Decode(R"({"parameters":{"stream_id":"mic-1","gain":-2,"ratio":0.5,"loud":true,)"
+             R"("timeout":1500,"binary_data_output":true},"inputs":[]})");
+  ASSERT_TRUE(decoded.ok()) << decoded.status().message();
+  EXPECT_EQ(decoded->request.parameters, (InferParameters{{"stream_id", std::string("mic-1")},
+                                                          {"gain", int64_t{-2}},
+                                                          {"ratio", 0.5},
+                                                          {"loud", true}}));
+  EXPECT_EQ(decoded->request.timeout, std::chrono::microseconds(1500));
+  EXPECT_TRUE(decoded->all_outputs_binary);
+  // The binary extension's JSON header carries them the same way.
+  const std::string x("\x01\x00\x02\x00", 4);
+  const auto binary =
+      Decode(R"({"parameters":{"stream_id":"kitchen"},"inputs":[{"name":"x","datatype":"INT16",)"
+             R"("shape":[2],"parameters":{"binary_data_size":4}}]})",
+             x);
+  ASSERT_TRUE(binary.ok()) << binary.status().message();
+  EXPECT_EQ(binary->request.parameters, (InferParameters{{"stream_id", std::string("kitchen")}}));
+  EXPECT_EQ(binary->request.inputs[0].data, x);
+  const auto none = Decode(R"({"inputs":[]})");
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->request.parameters.empty());
+}
+
+TEST(JsonDecodeTest, RefusesBadRequestParameters) {
+  const auto with = [](const std::string& parameters) {
+    return Decode(R"({"parameters":)" + parameters + R"(,"inputs":[]})");
+  };
+  ExpectError(with(R"(["stream_id"])"), "\"parameters\" of the request must be an object");
+  ExpectError(with(R"("mic-1")"), "must be an object, not a string");
+  ExpectError(with(R"({"stream_id":{"id":"a"}})"),
+              "parameter \"stream_id\" is an object; a parameter's value must be a string, a "
+              "number or a boolean");
+  ExpectError(with(R"({"stream_id":["a"]})"), "parameter \"stream_id\" is an array");
+  ExpectError(with(R"({"stream_id":null})"), "parameter \"stream_id\" is null");
+  ExpectError(with(R"({"big":18446744073709551615})"), "past 2^63-1; send it as a string");
+  ExpectError(with(R"({"s":"a","s":"b"})"), "\"s\" is given twice");
+  ExpectError(with(R"({"":1})"), "a parameter name must have 1 to 128 bytes");
+  ExpectError(with(R"({")" + std::string(200, 'n') + R"(":1})"), "1 to 128 bytes, not 200");
+  ExpectError(with(R"({"s":")" + std::string(5000, 'v') + R"("})"),
+              "\"s\" is a string of 5000 bytes");
+  std::string many = "{";
+  for (int i = 0; i < 65; ++i) {
+    many += (i > 0 ? "," : "") + fmt::format(R"("p{}":{})", i, i);
+  }
+  ExpectError(with(many + "}"), "at most 64 parameters");
 }
 
 TEST(JsonDecodeTest, RefusesBadBinary) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "tensor/infer_parameters.h"
 
 namespace perch {
 
@@ -96,6 +97,7 @@ struct InferRequest {
   std::vector<Tensor> inputs;
   std::vector<std::string> requested_outputs;  // empty: every output, in model order
   std::chrono::microseconds timeout{0};        // 0: no limit
+  InferParameters parameters{};                // the request's own (infer_parameters.h)
 };
 
 struct InferResponse {

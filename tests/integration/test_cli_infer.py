@@ -170,3 +170,42 @@ def test_server_not_reachable(tmp_path):
     path = save_npy(tmp_path / "x.npy", np.zeros((1, 4), np.float32))
     error_message(perch_infer(f"http://127.0.0.1:{free_port()}",
                               "add_sub", {"INPUT0": path}))
+
+
+# A pipeline that keeps the last 4 values of each stream, the stream named by
+# the request parameter stream_id.
+WINDOW = {
+    "kind": "pipeline",
+    "inputs": [{"name": "x", "datatype": "FP32", "dims": [1]}],
+    "outputs": [{"name": "last", "datatype": "FP32", "dims": [4]}],
+    "steps": [{"name": "window", "op": "window", "input": "x",
+               "output": "last", "frames": 4}],
+}
+
+
+@pytest.fixture(scope="module")
+def pipeline_server(module_servers):
+    server = module_servers.prepare()
+    (server.repo / "window").mkdir()
+    (server.repo / "window" / "model.json").write_text(json.dumps(WINDOW))
+    return server.start()
+
+
+def test_parameters_name_a_pipelines_stream(pipeline_server, tmp_path):
+    def last(value, *args):
+        path = tmp_path / "x.json"
+        path.write_text(json.dumps([value]))
+        answer = printed_response(perch_infer(
+            pipeline_server.url, "window", {"x": path}, *args))
+        return oip.outputs_by_name(answer)["last"].tolist()
+    assert last(1.5, "--parameter", "stream_id=kitchen") == [0, 0, 0, 1.5]
+    assert last(2.5, "--parameter", "stream_id=kitchen",
+                "--parameter", "gain=2") == [0, 0, 1.5, 2.5]
+    # An integer names a stream of its own; a quoted one is the same text.
+    assert last(3.5, "--parameter", "stream_id=7") == [0, 0, 0, 3.5]
+    assert last(4.5, "--parameter", 'stream_id="7"') == [0, 0, 3.5, 4.5]
+    path = tmp_path / "x.json"
+    assert 'request parameter "stream_id"' in error_message(
+        perch_infer(pipeline_server.url, "window", {"x": path}))
+    assert "--parameter takes NAME=VALUE" in error_message(perch_infer(
+        pipeline_server.url, "window", {"x": path}, "--parameter", "=x"))

@@ -2,6 +2,7 @@
 with models of its own and --peer to the other two; any agent answers any
 model over REST and gRPC, naming the device that served it."""
 
+import json
 import signal
 import time
 
@@ -27,16 +28,34 @@ PLACEMENT = {
     "beta": ["identity_int32", "slow"],
     "gamma": ["identity_fp64", "fixed"],
 }
+# Pipelines (model.json alone) of a device: a stateful one keeps a window
+# per stream, the stream named by the request parameter stream_id.
+PIPELINES = {
+    "beta": {"stream_window": {
+        "kind": "pipeline",
+        "inputs": [{"name": "x", "datatype": "FP32", "dims": [1]}],
+        "outputs": [{"name": "last", "datatype": "FP32", "dims": [4]}],
+        "steps": [{"name": "window", "op": "window", "input": "x",
+                   "output": "last", "frames": 4}]}},
+}
 HOME = {model: device for device, models in PLACEMENT.items()
-        for model in models}
+        for model in models} | {
+    name: device for device, pipelines in PIPELINES.items()
+    for name in pipelines}
 DISCOVERY_TIMEOUT = 30
 
 
-def start_location(pool, placement, extra_args=()):
-    """One agent per device of placement, each with --peer to the others,
-    started once every one knows its peers' models."""
+def start_location(pool, placement, extra_args=(), pipelines=None):
+    """One agent per device of placement (and of pipelines: {device: {name:
+    model.json}}), each with --peer to the others, started once every one
+    knows its peers' models."""
+    pipelines = pipelines or {}
     agents = {device: pool.prepare(models)
               for device, models in placement.items()}
+    for device, bodies in pipelines.items():
+        for name, body in bodies.items():
+            (agents[device].repo / name).mkdir()
+            (agents[device].repo / name / "model.json").write_text(json.dumps(body))
     for device, agent in agents.items():
         agent.command += ["--device", device, "--peer-token", PEER_TOKEN,
                           "--api-token", API_TOKEN, *extra_args]
@@ -45,7 +64,8 @@ def start_location(pool, placement, extra_args=()):
                 agent.command += ["--peer", peer.url]
     for agent in agents.values():
         agent.start()
-    every_model = sorted(m for models in placement.values() for m in models)
+    every_model = sorted([m for models in placement.values() for m in models]
+                         + [n for bodies in pipelines.values() for n in bodies])
     for device, agent in agents.items():
         wait_for(lambda: sorted(row["name"] for row in location_index(agent))
                  == every_model, DISCOVERY_TIMEOUT,
@@ -62,7 +82,7 @@ def location_index(agent):
 
 @pytest.fixture(scope="module")
 def location(module_servers):
-    return start_location(module_servers, PLACEMENT)
+    return start_location(module_servers, PLACEMENT, pipelines=PIPELINES)
 
 
 @pytest.fixture(scope="module")
@@ -288,6 +308,36 @@ def test_grpc_deadline_carries_over_to_the_peer(clients, location):
         request, timeout=REQUEST_TIMEOUT, metadata=auth)
     assert trailer(call, "perch-device") == "beta"
     np.testing.assert_allclose(response_arrays(response)[0]["OUTPUT0"], x * 2)
+
+
+def test_request_parameters_travel_with_a_forwarded_request(location, clients):
+    """A stream's window kept on beta grows by one value per request,
+    whichever agent the request came to over REST or gRPC: the stream_id
+    parameter reaches beta with every forwarded request."""
+    for k, asked in enumerate(["alpha", "beta", "gamma"]):
+        response = location[asked].infer("stream_window", {
+            "parameters": {"stream_id": "forwarded"},
+            "inputs": [oip.json_input("x", np.array([k + 1.0], np.float32),
+                                      "FP32")]}, headers=CLIENT)
+        assert response.status_code == 200, response.text
+        assert response.headers["Perch-Device"] == "beta"
+        assert oip.outputs_by_name(response.json())["last"].tolist() == \
+            [0.0] * (3 - k) + [float(v) for v in range(1, k + 2)]
+    client = clients["gamma"]
+    request = infer_request(client.pb, "stream_window", [grpc_oip.typed_input(
+        client.pb, "x", np.array([4.0], np.float32), "FP32")])
+    request.parameters["stream_id"].string_param = "forwarded"
+    response, call = client.stub.ModelInfer.with_call(
+        request, timeout=REQUEST_TIMEOUT,
+        metadata=[("authorization", f"Bearer {API_TOKEN}")])
+    assert trailer(call, "perch-device") == "beta"
+    assert response_arrays(response)[0]["last"].tolist() == [1.0, 2.0, 3.0, 4.0]
+    # Without it, beta's refusal comes back through alpha.
+    missing = location["alpha"].infer("stream_window", {"inputs": [
+        oip.json_input("x", np.array([5.0], np.float32), "FP32")]},
+        headers=CLIENT)
+    assert missing.status_code == 400, missing.text
+    assert "request parameter \"stream_id\"" in missing.json()["error"]
 
 
 # A peer that goes away

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import requests
 
+import grpc
 import grpc_oip
 import oip
 from harness import (ORT_REFERENCE, PERCH_BIN, REQUEST_TIMEOUT,
@@ -73,10 +74,9 @@ BROKEN = {
 # A small stateful pipeline of built-in operations: the stream cap test.
 COUNTER = {
     "kind": "pipeline",
-    "inputs": [{"name": "x", "datatype": "FP32", "dims": [1]},
-               {"name": "stream_id", "datatype": "BYTES", "dims": [1]}],
+    "inputs": [{"name": "x", "datatype": "FP32", "dims": [1]}],
     "outputs": [{"name": "last", "datatype": "FP32", "dims": [4]}],
-    "streams": {"input": "stream_id", "max_streams": MAX_STREAMS},
+    "streams": {"max_streams": MAX_STREAMS},
     "steps": [{"name": "window", "op": "window", "input": "x",
                "output": "last", "frames": 4}],
 }
@@ -191,11 +191,15 @@ def reference_chain(workdir, samples):
     return results
 
 
+def chunk_request(stream_id, chunk, **fields):
+    """An infer request of one chunk, its stream named by the request
+    parameter stream_id, as the Open Inference Protocol carries parameters."""
+    return {**fields, "parameters": {"stream_id": stream_id},
+            "inputs": [oip.json_input("audio", chunk, "INT16")]}
+
+
 def infer_chunk(server, stream_id, chunk, model="wakeword"):
-    return server.infer(model, {"inputs": [
-        oip.json_input("audio", chunk, "INT16"),
-        {"name": "stream_id", "datatype": "BYTES", "shape": [1],
-         "data": [stream_id]}]})
+    return server.infer(model, chunk_request(stream_id, chunk))
 
 
 def answers_by_name(response):
@@ -276,7 +280,8 @@ def test_a_broken_pipeline_is_not_ready_and_says_why(server, name):
 
 def test_pipeline_metadata(server):
     body = server.get("/v2/models/wakeword").json()
-    assert [i["name"] for i in body["inputs"]] == ["audio", "stream_id"]
+    # The stream is a request parameter, not an input.
+    assert [i["name"] for i in body["inputs"]] == ["audio"]
     assert body["inputs"][0] == {"name": "audio", "datatype": "INT16",
                                  "shape": [1280]}
     assert [o["name"] for o in body["outputs"]] == [
@@ -292,13 +297,68 @@ def test_a_chunk_of_the_wrong_length_is_refused(server):
 
 
 def test_a_missing_stream_id_is_refused(server):
+    silence = np.zeros(CHUNK, np.int16)
     response = server.infer("wakeword", {"inputs": [
-        oip.json_input("audio", np.zeros(CHUNK, np.int16), "INT16")]})
+        oip.json_input("audio", silence, "INT16")]})
     assert response.status_code == 400, response.text
-    assert "stream_id" in response.json()["error"]
-    empty = infer_chunk(server, "", np.zeros(CHUNK, np.int16))
+    assert "pipeline 'wakeword' keeps state per stream: name the stream in " \
+        "the request parameter \"stream_id\"" in response.json()["error"]
+    other = server.infer("wakeword", {**chunk_request("x", silence),
+                                      "parameters": {"stream": "x"}})
+    assert other.status_code == 400, other.text
+    assert "request parameter \"stream_id\"" in other.json()["error"]
+    empty = infer_chunk(server, "", silence)
     assert empty.status_code == 400, empty.text
-    assert "stream_id" in empty.json()["error"]
+    assert "\"stream_id\" must name the stream in 1 to 256 bytes" \
+        in empty.json()["error"]
+    too_long = infer_chunk(server, "s" * 257, silence)
+    assert too_long.status_code == 400, too_long.text
+    wrong_type = infer_chunk(server, True, silence)
+    assert wrong_type.status_code == 400, wrong_type.text
+    assert "\"stream_id\" must be a string (or an integer), not a boolean" \
+        in wrong_type.json()["error"]
+    # The stream as a BYTES input, as before parameters: not an input now.
+    as_input = server.infer("wakeword", {"inputs": [
+        oip.json_input("audio", silence, "INT16"),
+        {"name": "stream_id", "datatype": "BYTES", "shape": [1],
+         "data": ["kitchen"]}]})
+    assert as_input.status_code == 400, as_input.text
+    assert "stream_id" in as_input.json()["error"]
+    # An integer names a stream too, as its decimal text.
+    assert infer_chunk(server, 7, silence).status_code == 200
+    server.assert_alive()
+
+
+@pytest.mark.parametrize("parameters, message", [
+    (["stream_id", "a"], "\"parameters\" of the request must be an object"),
+    ({"stream_id": {"id": "a"}}, "parameter \"stream_id\" is an object"),
+    ({"stream_id": ["a"]}, "parameter \"stream_id\" is an array"),
+    ({f"p{i}": i for i in range(65)}, "at most 64 parameters"),
+    ({"p" * 200: 1}, "a parameter name must have 1 to 128 bytes"),
+    ({"note": "n" * 5000}, "\"note\" is a string of 5000 bytes"),
+])
+def test_bad_parameters_are_refused(server, parameters, message):
+    """Bad parameters are refused by every model, a pipeline or not."""
+    for model in ("wakeword", "melspectrogram"):
+        response = server.infer(model, {"parameters": parameters, "inputs": []})
+        assert response.status_code == 400, response.text
+        assert message in response.json()["error"], response.text
+
+
+def test_binary_requests_carry_the_stream_in_their_json_header(server):
+    """The binary tensor extension: parameters in the JSON header, the audio
+    after it; the same answers as JSON requests of another stream."""
+    chunks = noise_chunks(3, seed=14)
+    expected = rest_answers(server, "json-twin", chunks)
+    answers = []
+    for chunk in chunks:
+        described, raw = oip.binary_input("audio", chunk, "INT16")
+        body, headers = oip.binary_body(
+            {"parameters": {"stream_id": "binary-1"}, "inputs": [described]},
+            [raw])
+        answers.append(answers_by_name(server.infer("wakeword", body,
+                                                    headers=headers)))
+    assert_same_scores(answers, expected)
 
 
 def metric(server, name, **labels):
@@ -320,11 +380,9 @@ def test_many_stream_ids_keep_memory_bounded(server):
         for i in range(count):
             response = session.post(
                 server.url + "/v2/models/counter/infer",
-                json={"inputs": [
+                json={"parameters": {"stream_id": f"s{i}"}, "inputs": [
                     {"name": "x", "datatype": "FP32", "shape": [1],
-                     "data": [float(i)]},
-                    {"name": "stream_id", "datatype": "BYTES", "shape": [1],
-                     "data": [f"s{i}"]}]},
+                     "data": [float(i)]}]},
                 timeout=REQUEST_TIMEOUT)
             assert response.status_code == 200, response.text
     assert metric(server, "perch_pipeline_streams", model="counter") \
@@ -342,10 +400,10 @@ def batch_peak_rss(repo, workdir, stream_of):
     inputs = workdir / "in.jsonl"
     with open(inputs, "w") as out:
         for i in range(count):
-            out.write(json.dumps({"id": str(i), "inputs": [
-                {"name": "x", "datatype": "FP32", "shape": [1], "data": [float(i)]},
-                {"name": "stream_id", "datatype": "BYTES", "shape": [1],
-                 "data": [stream_of(i)]}]}) + "\n")
+            out.write(json.dumps({
+                "id": str(i), "parameters": {"stream_id": stream_of(i)},
+                "inputs": [{"name": "x", "datatype": "FP32", "shape": [1],
+                            "data": [float(i)]}]}) + "\n")
     measure = ("import resource, subprocess, sys\n"
                "code = subprocess.run(sys.argv[1:]).returncode\n"
                "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
@@ -417,12 +475,23 @@ def test_grpc_streams_answer_as_rest_does(server, grpc_stubs):
         answers = []
         for chunk in chunks:
             request = pb.ModelInferRequest(model_name="wakeword", inputs=[
-                grpc_oip.typed_input(pb, "audio", chunk, "INT16"),
-                grpc_oip.typed_input(pb, "stream_id",
-                                     np.array([b"grpc-1"], dtype=object),
-                                     "BYTES")])
+                grpc_oip.typed_input(pb, "audio", chunk, "INT16")])
+            request.parameters["stream_id"].string_param = "grpc-1"
             response = client.infer(request)
             answers.append(grpc_oip.response_arrays(response)[0])
+        # No stream: INVALID_ARGUMENT naming the parameter.
+        request = pb.ModelInferRequest(model_name="wakeword", inputs=[
+            grpc_oip.typed_input(pb, "audio", chunks[0], "INT16")])
+        with pytest.raises(grpc.RpcError) as missing:
+            client.infer(request)
+        assert missing.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "request parameter \"stream_id\"" in missing.value.details()
+        # A parameter without a value is refused as the decoder reads it.
+        request.parameters["stream_id"].Clear()
+        with pytest.raises(grpc.RpcError) as empty:
+            client.infer(request)
+        assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "parameter \"stream_id\" has no value" in empty.value.details()
     finally:
         client.close()
     assert_same_scores(answers, expected)
@@ -432,10 +501,9 @@ def test_perch_batch_streams_a_file_of_chunks(server, repo, tmp_path):
     chunks = noise_chunks(5, seed=12)
     expected = rest_answers(server, "batch-rest", chunks)
     inputs = tmp_path / "mic.jsonl"
-    inputs.write_text("".join(json.dumps({"id": str(k), "inputs": [
-        oip.json_input("audio", chunk, "INT16"),
-        {"name": "stream_id", "datatype": "BYTES", "shape": [1],
-         "data": ["mic"]}]}) + "\n" for k, chunk in enumerate(chunks)))
+    inputs.write_text("".join(
+        json.dumps(chunk_request("mic", chunk, id=str(k))) + "\n"
+        for k, chunk in enumerate(chunks)))
     result = subprocess.run(
         [str(PERCH_BIN), "batch", "--repo", str(repo), "--model", "wakeword",
          "--input", str(inputs), "--output", str(tmp_path / "out"),
@@ -477,11 +545,8 @@ def test_an_mqtt_microphone_gets_detections_as_events(
         listener.subscribe(events)
         chunks = noise_chunks(6, seed=13)
         for k, chunk in enumerate(chunks):
-            listener.publish(f"{base}/kitchen/audio", json.dumps({
-                "id": str(k), "inputs": [
-                    oip.json_input("audio", chunk, "INT16"),
-                    {"name": "stream_id", "datatype": "BYTES", "shape": [1],
-                     "data": ["kitchen"]}]}))
+            listener.publish(f"{base}/kitchen/audio", json.dumps(
+                chunk_request("kitchen", chunk, id=str(k))))
         messages = listener.collect(len(chunks))
     finally:
         listener.close()

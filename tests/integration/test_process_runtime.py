@@ -144,6 +144,34 @@ def test_grpc_answers_equal_predict_proba(agent, trained, grpc_stubs):  # noqa: 
                                model.predict_proba(x[:5]), atol=1e-12)
 
 
+def test_request_parameters_reach_the_server(agent, trained, grpc_stubs):  # noqa: F811
+    """The Open Inference Protocol passes a request's parameters through: the
+    model's server gets them over REST and gRPC, but for the ones perch reads
+    for its own hop (timeout, binary_data_output)."""
+    _, x = trained
+    response = agent.infer("iris", {**iris_request(x[:1]), "parameters": {
+        "stream_id": "rest-1", "gain": 2, "ratio": 0.5, "loud": True,
+        "timeout": 10_000_000, "binary_data_output": False}})
+    assert response.status_code == 200, response.text
+    wait_for(lambda: 'PARAMETERS: {"gain": 2, "loud": true, "ratio": 0.5, '
+             '"stream_id": "rest-1"}' in full_log(agent), SERVER_TIMEOUT,
+             what=lambda: "the REST parameters in the server's output: "
+             + full_log(agent)[-2000:])
+    client = grpc_oip.connect(grpc_stubs, agent)
+    try:
+        pb = grpc_stubs.pb
+        request = grpc_oip.infer_request(pb, "iris", [grpc_oip.typed_input(
+            pb, "input", x[:1], "FP32")])
+        request.parameters["stream_id"].string_param = "grpc-1"
+        request.parameters["timeout"].int64_param = 10_000_000
+        client.infer(request)
+    finally:
+        client.close()
+    wait_for(lambda: 'PARAMETERS: {"stream_id": "grpc-1"}' in full_log(agent),
+             SERVER_TIMEOUT, what=lambda: "the gRPC parameters in the server's "
+             "output: " + full_log(agent)[-2000:])
+
+
 def test_mqtt_answers_equal_predict_proba(agent, broker, trained):
     model, x = trained
     client = Client(broker.port).connect()
