@@ -218,18 +218,20 @@ void FleetAgent::Stop() {
 
 Result<std::string> FleetAgent::EnrolmentKey() const {
   const fs::path file = folder_ / kEnrolmentKeyFile;
-  if (auto saved = ReadFile(file); saved.ok()) {
+  auto saved = ReadFile(file);
+  if (saved.ok()) {
     std::string key = std::move(saved).value();
     while (!key.empty() && (key.back() == '\n' || key.back() == '\r')) {
       key.pop_back();
     }
     if (!IsValidEnrolmentKey(key)) {
       return InvalidArgument(file.string() +
-                             " is damaged: remove it (a new key is made, and a name the hub "
-                             "enrolled with the old one must then be revoked or changed)");
+                             " is damaged: remove it to have a new key made (a device name the "
+                             "hub enrolled with the old key must then be revoked or changed)");
     }
     return key;
-  } else if (saved.status().code() != StatusCode::kNotFound) {
+  }
+  if (saved.status().code() != StatusCode::kNotFound) {
     return saved.status();
   }
   std::array<unsigned char, 32> bytes{};

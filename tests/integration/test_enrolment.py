@@ -129,3 +129,18 @@ def test_a_malformed_enrolment_key_is_refused(api_hub, key, message):
     assert response.json()["code"] == "InvalidArgument"
     assert message in response.json()["error"], response.text
     assert hub.request("GET", "/api/v1/devices/bad-key").status_code == 404
+
+
+def test_a_damaged_enrolment_key_is_reported_not_replaced(api_hub, tmp_path):
+    hub, token = api_hub
+    state = tmp_path / "state-damaged"
+    (state / "fleet").mkdir(parents=True)
+    (state / "fleet" / "enrolment-key").write_text("not a key\n")
+    agent = fleet_agent(tmp_path, hub.url, token, "damaged", state).start()
+    try:
+        wait_for(lambda: "enrolment-key is damaged: remove it" in agent.logs(), 10,
+                 what=lambda: "the damaged key to be reported:\n" + agent.logs()[-2000:])
+        assert (state / "fleet" / "enrolment-key").read_text() == "not a key\n"
+        assert hub.request("GET", "/api/v1/devices/damaged").status_code == 404
+    finally:
+        assert agent.stop() == 0, agent.logs()[-3000:]
