@@ -1,10 +1,12 @@
 #include "fleet/fleet_agent.h"
 
 #include <fmt/format.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -24,6 +26,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 constexpr const char* kDeviceFile = "device.json";
+constexpr const char* kEnrolmentKeyFile = "enrolment-key";
 constexpr const char* kCurrentFile = "current.json";
 constexpr const char* kEmptyRelease = "empty";
 
@@ -213,13 +216,48 @@ void FleetAgent::Stop() {
   }
 }
 
+Result<std::string> FleetAgent::EnrolmentKey() const {
+  const fs::path file = folder_ / kEnrolmentKeyFile;
+  auto saved = ReadFile(file);
+  if (saved.ok()) {
+    std::string key = std::move(saved).value();
+    while (!key.empty() && (key.back() == '\n' || key.back() == '\r')) {
+      key.pop_back();
+    }
+    if (!IsValidEnrolmentKey(key)) {
+      return InvalidArgument(file.string() +
+                             " is damaged: remove it to have a new key made (a device name the "
+                             "hub enrolled with the old key must then be revoked or changed)");
+    }
+    return key;
+  }
+  if (saved.status().code() != StatusCode::kNotFound) {
+    return saved.status();
+  }
+  std::array<unsigned char, 32> bytes{};
+  if (getrandom(bytes.data(), bytes.size(), 0) != static_cast<ssize_t>(bytes.size())) {
+    return Unavailable("the system's random source could not be read for an enrolment key");
+  }
+  std::string key;
+  for (const unsigned char byte : bytes) {
+    key += fmt::format("{:02x}", byte);
+  }
+  PERCH_RETURN_IF_ERROR(WriteFileAtomically(file, key + "\n", 0600, Files()));
+  return key;
+}
+
 Status FleetAgent::Enrol() {
   if (options_.enrolment_token.empty()) {
     return InvalidArgument(
         "this device is not enrolled yet: give the location's enrolment "
         "token with --token");
   }
-  PERCH_ASSIGN_OR_RETURN(const WithToken<Device> enrolled, hub_->Enrol(options_.device));
+  // Durable before the first request, so that every repeat (the answer
+  // lost in a cut, the agent killed before device.json) sends the same key
+  // and the hub answers this device again instead of refusing its name.
+  DeviceSpec spec = options_.device;
+  PERCH_ASSIGN_OR_RETURN(spec.enrolment_key, EnrolmentKey());
+  PERCH_ASSIGN_OR_RETURN(const WithToken<Device> enrolled, hub_->Enrol(spec));
   const json saved = {{"hub", hub_->url()},
                       {"name", enrolled.value.name},
                       {"location", enrolled.value.location},

@@ -9,6 +9,10 @@
 //
 // Everything needed to keep serving without the hub lives in STATE/fleet/:
 //   device.json        the device's name, location and token (mode 0600)
+//   enrolment-key      a random secret made before the first enrolment
+//                      request and sent with each (mode 0600): the hub
+//                      answers a repeat with this key (a lost answer) with
+//                      the same device instead of refusing its name
 //   current.json       the last desired state applied, with what each
 //                      reference resolved to
 //   releases/<etag>/   the repository served for that state: hard links to
@@ -138,6 +142,9 @@ class FleetAgent {
   FileIo& Files() const { return options_.files != nullptr ? *options_.files : SystemFileIo(); }
   void Run(const std::stop_token& stop);
   Status Enrol();
+  // The key of STATE/fleet/enrolment-key, made (durably) when missing.
+  // InvalidArgument for a damaged file.
+  Result<std::string> EnrolmentKey() const;
   Result<std::filesystem::path> BuildRelease(const std::string& name,
                                              const std::vector<AppliedModel>& models) const;
   // `models` plus, for each failed deployment, what this device served for

@@ -199,10 +199,19 @@ void FleetRoutes::Mount(http::Server& server) {
       return SendError(response, spec.status());
     }
     const auto enrolled = store_.Enrol(*token, *spec);
-    if (enrolled.ok()) {
-      logger_.Info("device '{}' enrolled in location '{}'", spec->name, enrolled->value.location);
+    if (!enrolled.ok()) {
+      return SendError(response, enrolled.status());
     }
-    Answer(response, enrolled, 201, [](const auto& value) { return ToJson(value); });
+    if (enrolled->again) {
+      // Nothing new was made: 200, the same device with a new token.
+      logger_.Info(
+          "device '{}' enrolled again with its enrolment key (its answer or device.json was "
+          "lost): its previous device token no longer works",
+          spec->name);
+      return SendJson(response, 200, ToJson(static_cast<const WithToken<Device>&>(*enrolled)));
+    }
+    logger_.Info("device '{}' enrolled in location '{}'", spec->name, enrolled->value.location);
+    SendJson(response, 201, ToJson(static_cast<const WithToken<Device>&>(*enrolled)));
   });
 
   // Devices.

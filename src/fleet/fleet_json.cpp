@@ -807,13 +807,16 @@ std::string ToJson(const LocationSpec& spec) {
 }
 
 std::string ToJson(const DeviceSpec& spec) {
-  return json{{"name", spec.name},
-              {"labels", LabelsJson(spec.labels)},
-              {"architecture", spec.architecture},
-              {"perch_version", spec.perch_version},
-              {"addresses", spec.addresses},
-              {"facts", json::parse(ToJson(spec.facts))}}
-      .dump();
+  json body{{"name", spec.name},
+            {"labels", LabelsJson(spec.labels)},
+            {"architecture", spec.architecture},
+            {"perch_version", spec.perch_version},
+            {"addresses", spec.addresses},
+            {"facts", json::parse(ToJson(spec.facts))}};
+  if (!spec.enrolment_key.empty()) {
+    body["enrolment_key"] = spec.enrolment_key;
+  }
+  return body.dump();
 }
 
 std::string ToJson(const DeploymentSpec& spec) {
@@ -873,6 +876,15 @@ Result<DeviceSpec> ParseDeviceSpec(std::string_view text) {
     spec.addresses = fields.Strings("addresses");
     if (const json* facts = fields.Find("facts")) {
       ReadFacts(fields, "facts", ParseDeviceFacts(facts->dump()), spec.facts);
+    }
+    // Absent: an agent before enrolment keys. Present, it must be one: an
+    // empty key would make every key-less repeat look like the same agent.
+    // (Fail keeps the first problem: a number is "must be a string".)
+    if (fields.Find("enrolment_key") != nullptr) {
+      spec.enrolment_key = fields.String("enrolment_key");
+      if (!IsValidEnrolmentKey(spec.enrolment_key)) {
+        fields.Fail(fields.Path("enrolment_key"), kEnrolmentKeyRule);
+      }
     }
     return spec;
   });

@@ -131,6 +131,40 @@ TEST(FleetJsonTest, BadDocumentsNameTheField) {
       << memory.status().message();
 }
 
+TEST(FleetJsonTest, DeviceSpecsCarryTheEnrolmentKeyOnlyWhenThereIsOne) {
+  DeviceSpec spec{.name = "pi-1", .enrolment_key = std::string(64, 'f')};
+  auto parsed = ParseDeviceSpec(ToJson(spec));
+  ASSERT_TRUE(parsed.ok()) << parsed.status().message();
+  EXPECT_EQ(parsed->enrolment_key, spec.enrolment_key);
+  // An agent before enrolment keys sends none; so does the spec without one
+  // (an older hub would ignore the field, but there is no need to send it).
+  spec.enrolment_key.clear();
+  EXPECT_EQ(ToJson(spec).find("enrolment_key"), std::string::npos);
+  parsed = ParseDeviceSpec(R"({"name":"pi-1"})");
+  ASSERT_TRUE(parsed.ok());
+  EXPECT_TRUE(parsed->enrolment_key.empty());
+
+  for (const std::string& body : {
+           std::string(R"({"name":"pi-1","enrolment_key":""})"),
+           R"({"name":"pi-1","enrolment_key":")" + std::string(129, 'a') + R"("})",
+           R"({"name":"pi-1","enrolment_key":")" + std::string(31, 'a') + R"("})",
+           R"({"name":"pi-1","enrolment_key":"../)" + std::string(40, 'a') + R"("})",
+       }) {
+    const auto bad = ParseDeviceSpec(body);
+    ASSERT_FALSE(bad.ok()) << body;
+    EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(bad.status().message().find("enrolment_key: must be 32 to 128"), std::string::npos)
+        << bad.status().message();
+  }
+  for (const char* body :
+       {R"({"name":"pi-1","enrolment_key":42})", R"({"name":"pi-1","enrolment_key":["k"]})"}) {
+    const auto bad = ParseDeviceSpec(body);
+    ASSERT_FALSE(bad.ok()) << body;
+    EXPECT_NE(bad.status().message().find("enrolment_key: must be a string"), std::string::npos)
+        << bad.status().message();
+  }
+}
+
 TEST(FleetJsonTest, DeploymentsCarryWhereTheyArePlaced) {
   Deployment deployment{
       .name = "d",

@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS devices(
   name TEXT PRIMARY KEY, location TEXT NOT NULL, labels TEXT NOT NULL,
   architecture TEXT NOT NULL, perch_version TEXT NOT NULL, addresses TEXT NOT NULL,
   token_hash TEXT NOT NULL, enrolled_at INTEGER NOT NULL, last_seen INTEGER NOT NULL,
-  revoked INTEGER NOT NULL, heartbeat TEXT, revoked_at INTEGER NOT NULL DEFAULT 0);
+  revoked INTEGER NOT NULL, heartbeat TEXT, revoked_at INTEGER NOT NULL DEFAULT 0,
+  enrolment_key_hash TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS revisions(
   deployment TEXT NOT NULL, number INTEGER NOT NULL, reference TEXT NOT NULL,
   selector TEXT NOT NULL, rollout TEXT NOT NULL, created_at INTEGER NOT NULL,
@@ -61,8 +62,9 @@ CREATE TABLE IF NOT EXISTS canary_verdicts(
 
 // A database made before a column existed gets it, with its default:
 // replicas (0, every matching device), revoked_at and rolled_back_at (0,
-// not known).
-Status AddColumn(SqliteDb& db, const std::string& table, const std::string& column) {
+// not known), enrolment_key_hash ('', enrolled without a key).
+Status AddColumn(SqliteDb& db, const std::string& table, const std::string& column,
+                 const std::string& type = "INTEGER NOT NULL DEFAULT 0") {
   PERCH_ASSIGN_OR_RETURN(
       SqliteStatement columns,
       db.Prepare("SELECT 1 FROM pragma_table_info('" + table + "') WHERE name = '" + column + "'"));
@@ -71,11 +73,9 @@ Status AddColumn(SqliteDb& db, const std::string& table, const std::string& colu
   if (present) {
     return Status::Ok();
   }
-  return db.Exec("ALTER TABLE " + table + " ADD COLUMN " + column + " INTEGER NOT NULL DEFAULT 0",
+  return db.Exec("ALTER TABLE " + table + " ADD COLUMN " + column + " " + type,
                  "add " + column + " to the " + table);
 }
-
-std::string TokenHash(std::string_view token) { return Sha256Of(token).str(); }
 
 bool SameRevisionContent(const Revision& revision, const DeploymentSpec& spec) {
   return revision.reference == spec.reference && revision.replicas == spec.replicas &&
@@ -112,6 +112,8 @@ Status ValidateSpec(const DeploymentSpec& spec) {
 }
 
 }  // namespace
+
+std::string FleetStore::TokenHash(std::string_view token) { return Sha256Of(token).str(); }
 
 FleetStore::FleetStore(FleetStoreOptions options, std::unique_ptr<SqliteDb> db,
                        std::unique_ptr<SqliteDb> checkpoint_db)
@@ -157,6 +159,8 @@ Result<std::unique_ptr<FleetStore>> FleetStore::Open(FleetStoreOptions options) 
   PERCH_RETURN_IF_ERROR(AddColumn(*db, "revisions", "replicas"));
   PERCH_RETURN_IF_ERROR(AddColumn(*db, "revisions", "rolled_back_at"));
   PERCH_RETURN_IF_ERROR(AddColumn(*db, "devices", "revoked_at"));
+  PERCH_RETURN_IF_ERROR(
+      AddColumn(*db, "devices", "enrolment_key_hash", "TEXT NOT NULL DEFAULT ''"));
   PERCH_RETURN_IF_ERROR(CreateDeviceFactsTable(*db));
   PERCH_ASSIGN_OR_RETURN(auto checkpoint_db, SqliteDb::Open({.path = options.database}));
   std::unique_ptr<FleetStore> store(
@@ -199,7 +203,7 @@ Status FleetStore::Load() {
       SqliteStatement devices,
       db_->Prepare("SELECT name, location, labels, architecture, perch_version, "
                    "addresses, token_hash, enrolled_at, last_seen, revoked, heartbeat, "
-                   "revoked_at FROM devices"));
+                   "revoked_at, enrolment_key_hash FROM devices"));
   while (devices.Step()) {
     DeviceRecord record;
     Device& device = record.device;
@@ -215,6 +219,7 @@ Status FleetStore::Load() {
     device.last_seen = devices.Int(8);
     device.revoked = devices.Int(9) != 0;
     device.revoked_at = devices.Int(11);
+    record.enrolment_key_hash = devices.Text(12);
     if (!devices.IsNull(10)) {
       Heartbeat heartbeat;
       PERCH_RETURN_IF_ERROR(ReadColumn(ParseHeartbeat(devices.Text(10)), heartbeat, what));
@@ -278,7 +283,8 @@ Status FleetStore::SaveDevice(const DeviceRecord& record) {
       SqliteStatement save,
       db_->Prepare("INSERT OR REPLACE INTO devices(name, location, labels, architecture, "
                    "perch_version, addresses, token_hash, enrolled_at, last_seen, revoked, "
-                   "heartbeat, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+                   "heartbeat, revoked_at, enrolment_key_hash) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
   save.Bind(1, device.name)
       .Bind(2, device.location)
       .Bind(3, ToJson(device.labels))
@@ -289,7 +295,8 @@ Status FleetStore::SaveDevice(const DeviceRecord& record) {
       .Bind(8, device.enrolled_at)
       .Bind(9, device.last_seen)
       .Bind(10, int64_t{device.revoked ? 1 : 0})
-      .Bind(12, device.revoked_at);
+      .Bind(12, device.revoked_at)
+      .Bind(13, record.enrolment_key_hash);
   if (device.heartbeat) {
     save.Bind(11, ToJson(*device.heartbeat));
   } else {
@@ -395,48 +402,6 @@ Result<std::string> FleetStore::RotateEnrolmentToken(std::string_view location) 
   PERCH_RETURN_IF_ERROR(save.Run("save location " + it->first));
   it->second.enrolment_hash = hash;
   return token;
-}
-
-Result<WithToken<Device>> FleetStore::Enrol(std::string_view enrolment_token,
-                                            const DeviceSpec& spec) {
-  if (!IsValidFleetName(spec.name)) {
-    return InvalidArgument("name: '" + spec.name.substr(0, 80) +
-                           "' is not a valid device name: 1 to 64 of lowercase letters, "
-                           "digits, '.', '_' and '-'");
-  }
-  const std::string hash = TokenHash(enrolment_token);
-  std::lock_guard lock(mutex_);
-  const auto location = std::find_if(locations_.begin(), locations_.end(), [&](const auto& entry) {
-    return entry.second.enrolment_hash == hash;
-  });
-  if (location == locations_.end()) {
-    return Status(StatusCode::kUnauthenticated,
-                  "the enrolment token is not valid: ask the hub's admin for the location's "
-                  "current token");
-  }
-  if (devices_.contains(spec.name)) {
-    return Status(StatusCode::kAlreadyExists,
-                  "a device named '" + spec.name + "' is already enrolled");
-  }
-  PERCH_ASSIGN_OR_RETURN(std::string token, GenerateToken());
-  DeviceRecord record{
-      .device = Device{.name = spec.name,
-                       .location = location->first,
-                       .labels = spec.labels,
-                       .architecture = spec.architecture,
-                       .perch_version = spec.perch_version,
-                       .addresses = spec.addresses,
-                       .enrolled_at = options_.clock.UnixSeconds(),
-                       .facts = spec.facts},
-      .token_hash = TokenHash(token),
-  };
-  PERCH_RETURN_IF_ERROR(SaveDeviceFacts(*db_, spec.name, spec.facts));
-  PERCH_RETURN_IF_ERROR(SaveDevice(record));
-  device_by_token_[record.token_hash] = spec.name;
-  devices_[spec.name] = record;
-  Changed();
-  PlaceWhereShort(devices_.at(spec.name).device, record.device.enrolled_at);
-  return WithToken<Device>{record.device, std::move(token)};
 }
 
 Result<Device> FleetStore::AuthenticateDevice(std::string_view device_token) const {

@@ -75,6 +75,12 @@ struct FleetStoreOptions {
   std::chrono::seconds peer_online_for{30};
 };
 
+// What FleetStore::Enrol answers: the device and its new token; `again`
+// when the device was already enrolled (the same agent, by its key).
+struct Enrolment : WithToken<Device> {
+  bool again = false;
+};
+
 class FleetStore {
  public:
   // Unavailable when the database cannot be opened or read.
@@ -90,9 +96,19 @@ class FleetStore {
   // A new enrolment token for the location; the old one stops working.
   Result<std::string> RotateEnrolmentToken(std::string_view location);
 
-  // Enrols a device into the location whose enrolment token this is.
-  // Unauthenticated for an unknown token; AlreadyExists for a taken name.
-  Result<WithToken<Device>> Enrol(std::string_view enrolment_token, const DeviceSpec& spec);
+  // Enrols a device into the location whose enrolment token this is
+  // (fleet_store_enrol.cpp). Idempotent for an agent that sends an
+  // enrolment key: a repeat with the name and key of an enrolled device (its
+  // answer was lost, or its device.json) answers that device again with a
+  // new device token, and the previous token stops working (only its hash
+  // was kept, so it cannot be answered again). The repeat's labels, facts
+  // and versions replace the device's; its enrolment time, heartbeat and
+  // placements stay.
+  // Unauthenticated for an unknown token; InvalidArgument for a bad name or
+  // key; AlreadyExists, with what the operator can do, for a taken name
+  // whose device has another key (or none, or the request has none), is
+  // revoked, or belongs to another location.
+  Result<Enrolment> Enrol(std::string_view enrolment_token, const DeviceSpec& spec);
   // The device a device token belongs to. Unauthenticated if unknown or
   // revoked.
   Result<Device> AuthenticateDevice(std::string_view device_token) const;
@@ -163,6 +179,7 @@ class FleetStore {
   struct DeviceRecord {
     Device device;
     std::string token_hash;
+    std::string enrolment_key_hash{};  // empty: enrolled without a key
   };
   struct LocationRecord {
     Location location;
@@ -171,6 +188,11 @@ class FleetStore {
 
   FleetStore(FleetStoreOptions options, std::unique_ptr<SqliteDb> db,
              std::unique_ptr<SqliteDb> checkpoint_db);
+  // SHA-256 of a token or key, hex: all the store keeps of a secret.
+  static std::string TokenHash(std::string_view token);
+  // A repeat enrolment of `record`'s name into `location`; requires mutex_.
+  Result<Enrolment> EnrolAgain(DeviceRecord& record, const std::string& location,
+                               const DeviceSpec& spec);
   void CheckpointLoop(std::stop_token stop);
   Status Load();
   Status SaveDevice(const DeviceRecord& record);

@@ -40,6 +40,16 @@ bool IsValidLabel(std::string_view key, std::string_view value) {
   return true;
 }
 
+bool IsValidEnrolmentKey(std::string_view key) {
+  if (key.size() < 32 || key.size() > 128) {
+    return false;
+  }
+  return std::all_of(key.begin(), key.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_';
+  });
+}
+
 std::string_view DeviceStateAt(const Device& device, int64_t now, int64_t online_seconds) {
   if (device.revoked) {
     return "revoked";

@@ -24,6 +24,12 @@ bool IsValidFleetName(std::string_view name);
 // Label keys follow the fleet name rule; values are at most 256 printable
 // characters.
 bool IsValidLabel(std::string_view key, std::string_view value);
+// An enrolment key: 32 to 128 of letters, digits, '-' and '_' (agents make
+// 64 hex digits); shorter would be guessable by whoever has the enrolment
+// token.
+bool IsValidEnrolmentKey(std::string_view key);
+constexpr const char* kEnrolmentKeyRule =
+    "must be 32 to 128 of letters, digits, '-' and '_' (perch makes 64 hex digits)";
 
 struct LocationSpec {
   std::string name{};
@@ -45,6 +51,11 @@ struct DeviceSpec {
   std::string perch_version{};
   std::vector<std::string> addresses{};
   DeviceFacts facts{};  // what the device is (fleet/device_facts.h)
+  // The agent's own random secret, kept in its state folder from before its
+  // first enrolment request: a repeat enrolment of the same name with the
+  // same key is that agent again (its answer was lost), not another device.
+  // Empty: an agent before enrolment keys (a repeat is refused, as it was).
+  std::string enrolment_key{};
 };
 
 // What the device's trust policy said of a model version (docs/signing.md).

@@ -10,6 +10,8 @@
 #include <cstring>
 #include <random>
 
+#include "mqtt/tcp_probe.h"
+
 namespace perch::mqtt {
 namespace {
 
@@ -194,6 +196,18 @@ void Connection::NetworkLoop() {
         }
       }
       fresh_client = false;
+      // Bounded and stoppable, unlike the blocking connect below.
+      if (const Status reachable =
+              ProbeTcp(options_.address.host, options_.address.port, options_.connect_timeout,
+                       [this] { return Stopping(); });
+          !reachable.ok()) {
+        if (reachable.code() != StatusCode::kCancelled && (attempt == 0 || attempt % 10 == 0)) {
+          logger_.Warn("{}: cannot reach {}:{} ({}); retrying", options_.name,
+                       options_.address.host, options_.address.port, reachable.message());
+        }
+        WaitBeforeRetry(attempt++);
+        continue;
+      }
       mosquitto_property* properties = nullptr;
       if (options_.persistent_session) {
         mosquitto_property_add_int32(&properties, MQTT_PROP_SESSION_EXPIRY_INTERVAL,

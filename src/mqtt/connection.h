@@ -56,6 +56,9 @@ struct ConnectionOptions {
   std::string name = "MQTT";                  // in log lines
   std::chrono::milliseconds reconnect_min{250};
   std::chrono::milliseconds reconnect_max{15000};
+  // How long a connection attempt waits for the broker's address to answer
+  // (tcp_probe.h); then it counts as failed and the backoff retries.
+  std::chrono::milliseconds connect_timeout{10000};
   uint64_t seed = 0;  // of the reconnect jitter
 };
 

@@ -12,6 +12,8 @@ Same seed, same schedule.
     proxy.down(120)            # a link down for two minutes, now
     proxy.silence(10)          # a black hole for 10 s, then every
                                # connection reset (the flow is forgotten)
+    proxy.lose_replies(b"POST /api/v1/enrol")  # the next such request
+                               # reaches the server, its reply never returns
     proxy.close()
 
 Threading: a thread accepts, two per connection forward (one per
@@ -67,6 +69,8 @@ class FaultProxy:
         self.connections = 0
         self.refused = 0
         self.swallowed = 0  # reads lost in a black hole
+        self.replies_lost = 0
+        self._lose = None  # [request bytes, replies still to lose]
         self._down_until = 0.0
         self._silent_until = 0.0
         self._held = []  # connections accepted into a black hole
@@ -124,6 +128,15 @@ class FaultProxy:
                     _reset(sock)
                 self.cut(reset=True)
         threading.Thread(target=end, daemon=True).start()
+
+    def lose_replies(self, request_contains, count=1):
+        """The next `count` requests whose bytes contain `request_contains`
+        reach the server whole, and their replies never come back: the
+        connection is reset as the reply starts, so the server has acted on
+        the request by then (a link lost between a request and its answer,
+        the case that tests whether a retry is safe)."""
+        with self._lock:
+            self._lose = [request_contains, count]
 
     def cut(self, reset=None):
         """Ends every connection now: reset (RST) or closed (FIN); None
@@ -185,11 +198,30 @@ class FaultProxy:
             with self._lock:
                 self._pairs.append((client, server))
                 self.connections += 1
-            for source, sink in ((client, server), (server, client)):
-                threading.Thread(target=self._forward, args=(source, sink),
+            # Shared by both directions: a request seen on the way in
+            # marks the reply on the way out to be lost.
+            flow = {"lose_reply": False, "pair": (client, server)}
+            for source, sink, inbound in ((client, server, True),
+                                          (server, client, False)):
+                threading.Thread(target=self._forward,
+                                 args=(source, sink, flow, inbound),
                                  daemon=True).start()
 
-    def _forward(self, source, sink):
+    def _losing(self, flow, data, inbound):
+        """Whether `data` is a reply to lose (and the connection with it);
+        marks the flow when `data` is a request whose reply is to be lost."""
+        with self._lock:
+            if inbound:
+                if self._lose and self._lose[1] > 0 and self._lose[0] in data:
+                    self._lose[1] -= 1
+                    flow["lose_reply"] = True
+                return False
+            if flow["lose_reply"]:
+                self.replies_lost += 1
+                return True
+            return False
+
+    def _forward(self, source, sink, flow, inbound):
         """Reads from source and writes to sink `latency` seconds later,
         in order (a delay line: a heap of (due, sequence, bytes))."""
         pending = []
@@ -229,6 +261,10 @@ class FaultProxy:
                 with self._lock:
                     self.swallowed += 1
                 continue  # lost in the black hole
+            if data and self._losing(flow, data, inbound):
+                for sock in flow["pair"]:
+                    _reset(sock)
+                data = b""
             with ready:
                 sequence += 1
                 heapq.heappush(pending, (time.monotonic() + self.latency,

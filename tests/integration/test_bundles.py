@@ -395,6 +395,9 @@ def test_a_site_back_in_touch_reports_its_bundle_generation(hubs, tmp_path):
     imported(state, bundle, public)
     agent = fleet_agent(tmp_path, central.url, enrolment, "edge-1", state).start()
     try:
+        # Enrolled first: the agent is ready before it has asked the hub.
+        wait_for(lambda: central.request("GET", "/api/v1/devices/edge-1").status_code == 200,
+                 SWITCH_TIMEOUT, what=lambda: "the agent to enrol:\n" + agent.logs()[-2000:])
         wait_for(lambda: (device_report(central, "edge-1").get("heartbeat") or {})
                  .get("bundle_generation") == 9, SWITCH_TIMEOUT,
                  what="the agent to report bundle generation 9")
