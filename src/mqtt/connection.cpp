@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -383,6 +384,16 @@ void Connection::Unsubscribe(const std::string& filter) {
   std::lock_guard lock(client_mutex_);
   if (client_) {
     mosquitto_unsubscribe_v5(client_->get(), nullptr, filter.c_str(), nullptr);
+  }
+}
+
+void Connection::DropBeforeAcknowledging() {
+  // On the network thread, which uses client_ without the lock.
+  const int socket = mosquitto_socket(client_->get());
+  if (socket >= 0) {
+    // The queued PUBACK's write then fails; the loop reconnects as after any
+    // lost connection.
+    ::shutdown(socket, SHUT_RDWR);
   }
 }
 

@@ -136,6 +136,11 @@ class Connection {
   // connection, when nothing is sent: OnConnected is where to subscribe.
   int Subscribe(const std::string& filter);
   void Unsubscribe(const std::string& filter);
+  // From OnMessage only: closes the connection before libmosquitto sends
+  // the acknowledgement it queued for the message (it queues the PUBACK
+  // before calling OnMessage and writes it after), so the broker keeps the
+  // message and sends it again on the next connection.
+  void DropBeforeAcknowledging();
 
  private:
   Status ReplaceClient();

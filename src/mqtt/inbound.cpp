@@ -58,7 +58,7 @@ void Inbound::NewConnection(bool session_present) {
   ids_seen_.reset();
 }
 
-std::optional<QueuedRecord> Inbound::Accept(const IncomingMessage& message) {
+Result<std::optional<QueuedRecord>> Inbound::Accept(const IncomingMessage& message) {
   InboundRequest request{.topic = message.topic,
                          .model = {},
                          .payload = std::string(message.payload),
@@ -71,7 +71,7 @@ std::optional<QueuedRecord> Inbound::Accept(const IncomingMessage& message) {
     request.model = std::move(binding->model);
     request.stream_output = std::move(binding->output_topic);
   } else {
-    return std::nullopt;  // a subscription since dropped
+    return std::optional<QueuedRecord>();  // a subscription since dropped
   }
   const std::string attributes = EncodeRequestAttributes(request);
 
@@ -79,7 +79,7 @@ std::optional<QueuedRecord> Inbound::Accept(const IncomingMessage& message) {
   if (!accepted.ok()) {
     logger_.Error("MQTT: a message on {} could not be accepted: {}", request.topic,
                   accepted.status().message());
-    return std::nullopt;
+    return accepted.status();
   }
   if (accepted->repeat) {
     // Accepted before the agent stopped or the connection dropped, but the
@@ -88,15 +88,15 @@ std::optional<QueuedRecord> Inbound::Accept(const IncomingMessage& message) {
     logger_.Debug("MQTT: message {} on {} came again; already accepted as {}", message.message_id,
                   request.topic, accepted->key);
     redelivered_.Increment();
-    return std::nullopt;
+    return std::optional<QueuedRecord>();
   }
   received_.Increment();
-  return QueuedRecord{.sequence = accepted->sequence,
-                      .destination = request.topic,
-                      .key = std::move(accepted->key),
-                      .payload = std::move(request.payload),
-                      .attributes = attributes,
-                      .created_unix_ms = 0};
+  return std::optional(QueuedRecord{.sequence = accepted->sequence,
+                                    .destination = request.topic,
+                                    .key = std::move(accepted->key),
+                                    .payload = std::move(request.payload),
+                                    .attributes = attributes,
+                                    .created_unix_ms = 0});
 }
 
 Result<AppendedRecord> Inbound::Append(const IncomingMessage& message,

@@ -41,9 +41,10 @@ class Inbound {
   void NewConnection(bool session_present);
 
   // The inbox record of `message`, to process. nullopt for a message on no
-  // request topic or binding (a subscription since dropped), a redelivery,
-  // or one the inbox refused (logged).
-  std::optional<QueuedRecord> Accept(const IncomingMessage& message);
+  // request topic or binding (a subscription since dropped) or a
+  // redelivery. An error (logged) when the inbox could not take it (a full
+  // or failing disk): the broker must not get its acknowledgement.
+  Result<std::optional<QueuedRecord>> Accept(const IncomingMessage& message);
 
   static constexpr size_t kPacketIds = 65536;
 

@@ -48,8 +48,13 @@ void LocationLink::OnConnectedChanged(bool connected) {
 }
 
 void LocationLink::OnMessage(const IncomingMessage& message) {
-  if (auto record = inbound_.Accept(message)) {
-    lanes_.Dispatch(std::move(*record));
+  auto accepted = inbound_.Accept(message);
+  if (!accepted.ok()) {
+    if (message.qos > 0) {
+      connection_.DropBeforeAcknowledging();
+    }
+  } else if (*accepted) {
+    lanes_.Dispatch(std::move(**accepted));
   }
 }
 

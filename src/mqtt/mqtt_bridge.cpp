@@ -131,8 +131,13 @@ class MqttBridge::Impl final : public mqtt::ConnectionListener {
   void OnConnectedChanged(bool /*connected*/) override { delivery_.Wake(); }
 
   void OnMessage(const mqtt::IncomingMessage& message) override {
-    if (auto record = inbound_.Accept(message)) {
-      lanes_.Dispatch(std::move(*record));
+    auto accepted = inbound_.Accept(message);
+    if (!accepted.ok()) {
+      if (message.qos > 0) {
+        connection_.DropBeforeAcknowledging();
+      }
+    } else if (*accepted) {
+      lanes_.Dispatch(std::move(**accepted));
     }
   }
 
