@@ -7,8 +7,8 @@ with 1 % malformed requests. Every 30 s it records the agent's RSS, open
 files, the size of its --state, and the p99 of request -> answer over the
 last interval, into build/soak/samples.csv; at the end it checks:
 
-    RSS drift < 5 %, open files and disk flat, p99 within 1.2x of the first
-    10 minutes, 0 crashes, 0 acknowledged requests lost, 0 duplicates after
+    RSS drift < 5 %, open files flat, disk flat once its bounded tables are
+    full (CLAIM_SLOTS below), p99 within 1.2x of the first 10 minutes, 0 crashes, 0 acknowledged requests lost, 0 duplicates after
     dedupe (a repeat only under the same idempotency key), answers in order.
 
 and prints a summary for bench/RESULTS.md. Exits 1 when a check fails.
@@ -35,7 +35,7 @@ from fault_proxy import FaultProxy  # noqa: E402
 from fleet_harness import (admin, create_location, make_scorer_repo,  # noqa: E402
                            push_scorer, wait_scores, fleet_agent)
 from hub_harness import HubServer  # noqa: E402
-from mqtt_harness import Broker, Client, metric, unique  # noqa: E402
+from mqtt_harness import Broker, Client, unique  # noqa: E402
 
 OUT = ROOT / "build" / "soak"
 LOCATION = "soak"
@@ -45,6 +45,13 @@ FLAP_EVERY = 600
 OUTAGE_EVERY = 3600
 OUTAGE = 60
 MALFORMED_SHARE = 0.01
+# The inbox remembers the last request under each of MQTT's 65,536 packet
+# identifiers (docs/mqtt.md, "What counts as a redelivery"): a table that
+# grows over the first 65,536 requests and then keeps its size, as SQLite's
+# WAL files grow to their checkpoint size and stay there. The state folder
+# is judged flat once both are full.
+CLAIM_SLOTS = 65536
+WAL_FILL_REQUESTS = 2000
 
 
 def log(message):
@@ -183,6 +190,7 @@ def main():
         wait_scores([agent], 11.0, timeout=120)
         load = Load(broker, f"perch/{LOCATION}/{DEVICE}/infer/scorer")
         capacity = measure_capacity(load, args.capacity_seconds)
+        capacity_requests = len(load.sent)
         rate = 0.7 * capacity
         with load.lock:
             load.order.clear()  # order is checked over the soak's numbers
@@ -226,7 +234,8 @@ def main():
                     "t_s": round(now - start), "rss_kib": rss,
                     "open_files": files, "state_bytes": disk,
                     "p99_ms": round(percentile(recent, 0.99) * 1000, 1),
-                    "answered": load.answered(), "sent": number})
+                    "answered": load.answered(), "sent": number,
+                    "requests": capacity_requests + number})
                 log(f"{samples[-1]}")
                 next_sample += SAMPLE_EVERY
             time.sleep(0.02)
@@ -247,8 +256,12 @@ def main():
             statistics.median(s["rss_kib"] for s in first) - 1
         files_range = max(s["open_files"] for s in samples[len(first):] or
                           samples) - min(s["open_files"] for s in first)
+        full = [s for s in samples
+                if s["requests"] >= CLAIM_SLOTS + WAL_FILL_REQUESTS]
+        disk_from = full[:len(first)]
+        disk_judged = len(full) > len(last)
         disk_growth = max(s["state_bytes"] for s in last) / \
-            max(1, max(s["state_bytes"] for s in first)) - 1
+            max(1, max(s["state_bytes"] for s in disk_from or first)) - 1
         p99_first = statistics.median(s["p99_ms"] for s in first)
         p99_last = statistics.median(s["p99_ms"] for s in last)
         lost = sorted(set(load.sent) - set(load.keys))
@@ -262,6 +275,8 @@ def main():
             "outages": outages, "rss_drift": round(rss_drift, 4),
             "open_files_range": files_range,
             "disk_growth": round(disk_growth, 4),
+            "disk_growth_from_s": disk_from[0]["t_s"] if disk_judged else None,
+            "state_bytes_first": max(s["state_bytes"] for s in first),
             "p99_first_ms": p99_first, "p99_last_ms": p99_last,
             "lost": len(lost), "rekeyed": len(rekeyed),
             "out_of_order": out_of_order,
@@ -273,8 +288,13 @@ def main():
             failures.append(f"RSS drifted {rss_drift:.1%}")
         if files_range > 5:
             failures.append(f"open files varied by {files_range}")
-        if disk_growth > 0.10:
-            failures.append(f"--state grew {disk_growth:.1%}")
+        if not disk_judged:
+            log(f"--state not judged: the inbox's claim table is full after "
+                f"{CLAIM_SLOTS + WAL_FILL_REQUESTS} requests, and this run "
+                f"had {samples[-1]['requests']}")
+        elif disk_growth > 0.10:
+            failures.append(f"--state grew {disk_growth:.1%} after "
+                            f"t = {disk_from[0]['t_s']} s")
         if p99_first and p99_last > 1.2 * p99_first:
             failures.append(f"p99 {p99_last} ms > 1.2 x {p99_first} ms")
         if lost:
