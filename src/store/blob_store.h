@@ -28,9 +28,10 @@
 namespace perch {
 
 // What a download into a BlobWriter asks its HTTP client to read at once
-// (http::ClientRequest::receive_buffer_bytes): a 256 MiB blob in 512
-// reads rather than 16,000.
-inline constexpr size_t kBlobReceiveBufferBytes = size_t{512} << 10;
+// (http::ClientRequest::receive_buffer_bytes): a quarter of the reads of
+// libcurl's 16 KiB, while each read's bytes are still in the CPU's cache
+// when they are copied into a chunk (512 KiB reads measured no faster).
+inline constexpr size_t kBlobReceiveBufferBytes = size_t{64} << 10;
 
 class BlobWriter {
  public:
