@@ -20,6 +20,8 @@ constexpr long kMaxRedirects = 5;
 // send() per buffer. A larger one sends a 600 KB image in two instead of ten.
 constexpr uint64_t kLargeBodyBytes = 64 << 10;
 constexpr long kLargeUploadBufferBytes = 512 << 10;
+// Beyond libcurl's own cap (10 MiB since 7.88), which it applies itself.
+constexpr size_t kMaxReceiveBufferBytes = 10 << 20;
 
 // libcurl must be initialised once per process before the first handle and
 // is not safe to initialise from two threads at once; a function-local
@@ -395,6 +397,11 @@ class Client::Impl {
     curl_easy_setopt(curl, CURLOPT_HEADERDATA, &transfer);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, OnWrite);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &transfer);
+    if (request.receive_buffer_bytes > 0) {
+      curl_easy_setopt(
+          curl, CURLOPT_BUFFERSIZE,
+          static_cast<long>(std::min(request.receive_buffer_bytes, kMaxReceiveBufferBytes)));
+    }
     curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, OnProgress);
     curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &transfer);

@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -263,6 +264,29 @@ TEST(ClientTest, StreamsTheBodyPieceByPieceAfterTheHead) {
   EXPECT_EQ(streamed.substr(99997), "eee");
   EXPECT_EQ(last_total, 100000u);
   EXPECT_EQ(last_done, 100000u);
+}
+
+TEST(ClientTest, AReceiveBufferBoundsEachPieceAndDoesNotOutliveItsCall) {
+  TestServer server;
+  auto client = MakeClient();
+  for (const size_t buffer : {size_t{64} << 10, size_t{0}}) {
+    ClientRequest request = Get(server.Url("/stream?pieces=5&size=200000"));
+    request.receive_buffer_bytes = buffer;
+    std::string streamed;
+    size_t largest = 0;
+    request.on_body = [&](std::string_view piece) {
+      streamed.append(piece);
+      largest = std::max(largest, piece.size());
+      return true;
+    };
+    auto response = client->Send(request);
+    ASSERT_TRUE(response.ok()) << response.status().ToString();
+    ASSERT_EQ(streamed.size(), 1'000'000u);
+    EXPECT_EQ(streamed.substr(0, 3), "aaa");
+    EXPECT_EQ(streamed.substr(999'997), "eee");
+    // 0: libcurl's own 16 KiB again on the same handle.
+    EXPECT_LE(largest, buffer > 0 ? buffer : size_t{16} << 10) << "buffer " << buffer;
+  }
 }
 
 TEST(ClientTest, OnBodyStoppingIsCancelledAndTheClientStaysUsable) {

@@ -201,6 +201,7 @@ class PeerFetch {
         }
         return status == 200 || status == 206;
       };
+      request.receive_buffer_bytes = kBlobReceiveBufferBytes;
       request.on_body = [&](std::string_view piece) {
         if (writer->size() + piece.size() > blob_.size) {
           failure = fmt::format("sent more than the {} bytes the descriptor says", blob_.size);

@@ -4,12 +4,20 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <fstream>
+#include <mutex>
+#include <new>
 #include <random>
+#include <system_error>
+#include <thread>
+#include <utility>
 
 namespace perch {
 namespace {
@@ -18,8 +26,14 @@ namespace fs = std::filesystem;
 
 std::string ErrnoText() { return std::strerror(errno); }
 
-// Gathered appends are written out in pieces of this size.
-constexpr size_t kWriteBytes = size_t{1} << 20;
+// Appends are gathered into chunks of this size, each written with one
+// call and then hashed.
+constexpr size_t kChunkBytes = size_t{1} << 20;
+// Chunks written and waiting to be hashed, or being hashed, at most: the
+// receiving thread waits for the hashing thread beyond this.
+constexpr size_t kMaxChunks = 4;
+
+constexpr std::align_val_t kChunkAlignment{4096};
 
 bool IsValidWriterName(std::string_view name) {
   if (name.empty() || name.size() > 100) {
@@ -55,6 +69,102 @@ Status SyncDirectory(const fs::path& dir) {
 
 }  // namespace
 
+// Hashes a writer's chunks in order on a thread of its own while the
+// writer's thread receives and writes the next ones, and hands each chunk
+// back for reuse once hashed.
+//
+// Threading: Take, Submit and the destructor are called from the writer's
+// thread; the hashing thread owns the Sha256 from construction until the
+// destructor returns (which hashes every submitted chunk first).
+class BlobWriter::ChunkHasher {
+ public:
+  // nullptr when no thread can be started: the writer then hashes inline.
+  static std::unique_ptr<ChunkHasher> Start(Sha256& hasher) {
+    auto started = std::unique_ptr<ChunkHasher>(new ChunkHasher(hasher));
+    try {
+      started->thread_ = std::thread([hashing = started.get()] { hashing->Run(); });
+    } catch (const std::system_error&) {
+      return nullptr;
+    }
+    return started;
+  }
+
+  ~ChunkHasher() {
+    {
+      const std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    changed_.notify_all();
+    if (thread_.joinable()) {
+      thread_.join();
+    }
+  }
+  ChunkHasher(const ChunkHasher&) = delete;
+  ChunkHasher& operator=(const ChunkHasher&) = delete;
+
+  // An empty chunk; waits while kMaxChunks are queued or being hashed.
+  Chunk Take() {
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [this] { return !free_.empty() || allocated_ < kMaxChunks; });
+    if (free_.empty()) {
+      ++allocated_;
+      lock.unlock();
+      return NewChunk();
+    }
+    Chunk chunk = std::move(free_.back());
+    free_.pop_back();
+    return chunk;
+  }
+
+  // Queues the first `size` bytes of `chunk` (from Take, or the writer's
+  // first chunk) for hashing after those queued before.
+  void Submit(Chunk chunk, size_t size) {
+    {
+      const std::lock_guard lock(mutex_);
+      queued_.emplace_back(std::move(chunk), size);
+    }
+    changed_.notify_all();
+  }
+
+ private:
+  // The writer's first chunk counts as allocated here.
+  explicit ChunkHasher(Sha256& hasher) : hasher_(hasher) {}
+
+  void Run() {
+    std::unique_lock lock(mutex_);
+    while (true) {
+      changed_.wait(lock, [this] { return stopping_ || !queued_.empty(); });
+      if (queued_.empty()) {
+        return;  // stopping, and everything submitted is hashed
+      }
+      auto [chunk, size] = std::move(queued_.front());
+      queued_.pop_front();
+      lock.unlock();
+      hasher_.Update(std::string_view(chunk.get(), size));
+      lock.lock();
+      free_.push_back(std::move(chunk));
+      changed_.notify_all();
+    }
+  }
+
+  Sha256& hasher_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::deque<std::pair<Chunk, size_t>> queued_;
+  std::vector<Chunk> free_;
+  size_t allocated_ = 1;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+void BlobWriter::ChunkDelete::operator()(char* chunk) const {
+  ::operator delete[](chunk, kChunkAlignment);
+}
+
+BlobWriter::Chunk BlobWriter::NewChunk() {
+  return Chunk(static_cast<char*>(::operator new[](kChunkBytes, kChunkAlignment)));
+}
+
 BlobWriter::BlobWriter(fs::path path, fs::path store_root, std::string name, int fd, uint64_t size,
                        std::unique_ptr<Sha256> hasher)
     : path_(std::move(path)),
@@ -62,9 +172,11 @@ BlobWriter::BlobWriter(fs::path path, fs::path store_root, std::string name, int
       name_(std::move(name)),
       fd_(fd),
       size_(size),
+      written_(size),
       hasher_(std::move(hasher)) {}
 
 BlobWriter::~BlobWriter() {
+  background_.reset();
   if (fd_ >= 0) {
     ::close(fd_);
   }
@@ -78,14 +190,29 @@ Status BlobWriter::Append(std::string_view bytes) {
   if (done_) {
     return Internal("blob " + name_ + " was already committed");
   }
-  hasher_->Update(bytes);
-  size_ += bytes.size();
-  pending_.append(bytes);
-  return pending_.size() >= kWriteBytes ? Flush() : Status::Ok();
+  PERCH_RETURN_IF_ERROR(failed_);
+  while (!bytes.empty()) {
+    if (chunk_ == nullptr) {
+      chunk_ = background_ != nullptr ? background_->Take() : NewChunk();
+    }
+    const size_t taken = std::min(bytes.size(), kChunkBytes - filled_);
+    std::memcpy(chunk_.get() + filled_, bytes.data(), taken);
+    filled_ += taken;
+    size_ += taken;
+    bytes.remove_prefix(taken);
+    if (filled_ == kChunkBytes) {
+      PERCH_RETURN_IF_ERROR(Flush(/*last=*/false));
+    }
+  }
+  return Status::Ok();
 }
 
-Status BlobWriter::Flush() {
-  std::string_view bytes = pending_;
+Status BlobWriter::Flush(bool last) {
+  PERCH_RETURN_IF_ERROR(failed_);
+  if (filled_ == 0) {
+    return Status::Ok();
+  }
+  std::string_view bytes(chunk_.get(), filled_);
   while (!bytes.empty()) {
     const ssize_t written = ::write(fd_, bytes.data(), bytes.size());
     if (written < 0) {
@@ -93,15 +220,27 @@ Status BlobWriter::Flush() {
         continue;
       }
       const std::string message = "cannot write " + path_.string() + ": " + ErrnoText();
-      return errno == ENOSPC ? ResourceExhausted(message) : Internal(message);
+      // The file now ends somewhere in this chunk; a resume re-hashes
+      // whatever is there, so nothing wrong is kept.
+      failed_ = errno == ENOSPC ? ResourceExhausted(message) : Internal(message);
+      return failed_;
     }
     bytes.remove_prefix(static_cast<size_t>(written));
   }
-  // Starts writing the new bytes back now, so the disk works while the
-  // network does and the fsync at Commit has little left to wait for.
-  ::sync_file_range(fd_, static_cast<off_t>(size_ - pending_.size()),
-                    static_cast<off_t>(pending_.size()), SYNC_FILE_RANGE_WRITE);
-  pending_.clear();
+  // Starts writing the chunk back now, so the disk works while the network
+  // does and the fsync at Commit has little left to wait for.
+  ::sync_file_range(fd_, static_cast<off_t>(written_), static_cast<off_t>(filled_),
+                    SYNC_FILE_RANGE_WRITE);
+  written_ += filled_;
+  if (background_ == nullptr && !last) {
+    background_ = ChunkHasher::Start(*hasher_);
+  }
+  if (background_ != nullptr) {
+    background_->Submit(std::move(chunk_), filled_);
+  } else {
+    hasher_->Update(std::string_view(chunk_.get(), filled_));
+  }
+  filled_ = 0;
   return Status::Ok();
 }
 
@@ -111,12 +250,13 @@ Result<Digest> BlobWriter::Commit(const std::optional<Digest>& expected,
     return Internal("blob " + name_ + " was already committed");
   }
   done_ = true;  // from here on, any failure leaves nothing behind
-  const Digest actual = hasher_->Finish();
   std::error_code ignored;
-  if (const Status flushed = Flush(); !flushed.ok()) {
+  if (const Status flushed = Flush(/*last=*/true); !flushed.ok()) {
     fs::remove(path_, ignored);
     return flushed;
   }
+  background_.reset();  // hashes what is queued; the hasher is this thread's again
+  const Digest actual = hasher_->Finish();
   if (expected_size && *expected_size != size_) {
     fs::remove(path_, ignored);
     return InvalidArgument("size mismatch: expected " + std::to_string(*expected_size) +
@@ -164,7 +304,7 @@ void BlobWriter::Keep() {
   if (fd_ >= 0) {
     // A failed write leaves a shorter partial file; a resume re-hashes
     // whatever is there, so nothing wrong is kept.
-    (void)Flush();
+    (void)Flush(/*last=*/true);
     ::fsync(fd_);
   }
 }

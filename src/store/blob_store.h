@@ -7,10 +7,13 @@
 // registry and the agent's pull cache both keep their blobs here.
 //
 // Threading: BlobStore is safe to use from any thread. A BlobWriter belongs
-// to one thread at a time; two writers must not share a name.
+// to one thread at a time; two writers must not share a name. A writer of
+// more than one chunk (1 MiB) hashes on a thread of its own, which it starts
+// at its first full chunk and joins before Commit returns or it is destroyed.
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -24,15 +27,24 @@
 
 namespace perch {
 
+// What a download into a BlobWriter asks its HTTP client to read at once
+// (http::ClientRequest::receive_buffer_bytes): a quarter of the reads of
+// libcurl's 16 KiB, while each read's bytes are still in the CPU's cache
+// when they are copied into a chunk (512 KiB reads measured no faster).
+inline constexpr size_t kBlobReceiveBufferBytes = size_t{64} << 10;
+
 class BlobWriter {
  public:
   ~BlobWriter();  // removes the file unless committed or kept
   BlobWriter(const BlobWriter&) = delete;
   BlobWriter& operator=(const BlobWriter&) = delete;
 
-  // Internal on a write error (disk full: the message says so). Bytes are
-  // gathered into large writes: a network read is a few KiB, and a write
-  // call per read would cost more than the transfer.
+  // Internal on a write error (disk full: ResourceExhausted); after one,
+  // every call fails the same way. Bytes are gathered into 1 MiB chunks:
+  // each is written with one call, its writeback started, and its hashing
+  // handed to the writer's hashing thread, so SHA-256 of one chunk runs
+  // while the next arrives (hashing costs about as much CPU as receiving
+  // and writing).
   Status Append(std::string_view bytes);
   // Bytes appended so far, including those found when resuming.
   uint64_t size() const { return size_; }
@@ -48,7 +60,19 @@ class BlobWriter {
   void Keep();
 
  private:
-  Status Flush();
+  class ChunkHasher;
+  // A page-aligned chunk: the kernel copies it into the page cache with
+  // source and target equally aligned (several times faster on this AMD
+  // EPYC than from malloc's 16-byte offset).
+  struct ChunkDelete {
+    void operator()(char* chunk) const;
+  };
+  using Chunk = std::unique_ptr<char[], ChunkDelete>;
+  static Chunk NewChunk();
+
+  // Writes the gathered chunk and hashes it: on the hashing thread, started
+  // here unless `last` (the end of the blob: nothing would overlap).
+  Status Flush(bool last);
 
   friend class BlobStore;
   BlobWriter(std::filesystem::path path, std::filesystem::path store_root, std::string name, int fd,
@@ -58,9 +82,13 @@ class BlobWriter {
   std::filesystem::path store_root_;
   std::string name_;
   int fd_;
-  uint64_t size_;
-  std::unique_ptr<Sha256> hasher_;
-  std::string pending_;  // appended, not yet written
+  uint64_t size_;                   // appended, including what is not written yet
+  uint64_t written_;                // in the file
+  std::unique_ptr<Sha256> hasher_;  // the hashing thread's while it runs
+  Chunk chunk_;                     // appended, not yet written
+  size_t filled_ = 0;               // of chunk_
+  std::unique_ptr<ChunkHasher> background_;
+  Status failed_;  // the first write error; sticky
   bool done_ = false;
 };
 

@@ -542,6 +542,7 @@ Status RegistryClient::FetchBlobFromRegistry(const std::string& repository, cons
       }
       return true;
     };
+    request.receive_buffer_bytes = kBlobReceiveBufferBytes;
     request.on_body = [&](std::string_view piece) {
       if (status != 200 && status != 206) {
         if (error_body.size() < kMaxErrorBodyBytes) {
