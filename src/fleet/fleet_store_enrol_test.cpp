@@ -7,6 +7,7 @@
 #include "core/clock.h"
 #include "core/sqlite.h"
 #include "fleet/fleet_store.h"
+#include "fleet/old_database_testing.h"
 
 namespace perch {
 namespace {
@@ -162,28 +163,21 @@ TEST_F(FleetStoreEnrolTest, RefusesAMalformedKey) {
 
 TEST_F(FleetStoreEnrolTest, OpensADatabaseFromBeforeEnrolmentKeys) {
   store_.reset();
-  for (const char* suffix : {"", "-wal", "-shm"}) {
-    fs::remove(path_.string() + suffix);
-  }
-  {
-    auto db = SqliteDb::Open({.path = path_});
-    ASSERT_TRUE(db.ok());
-    ASSERT_TRUE((*db)
-                    ->Exec("CREATE TABLE locations(name TEXT PRIMARY KEY, description TEXT NOT "
-                           "NULL, labels TEXT NOT NULL, enrolment_hash TEXT NOT NULL, created_at "
-                           "INTEGER NOT NULL);"
-                           "CREATE TABLE devices(name TEXT PRIMARY KEY, location TEXT NOT NULL, "
-                           "labels TEXT NOT NULL, architecture TEXT NOT NULL, perch_version TEXT "
-                           "NOT NULL, addresses TEXT NOT NULL, token_hash TEXT NOT NULL, "
-                           "enrolled_at INTEGER NOT NULL, last_seen INTEGER NOT NULL, revoked "
-                           "INTEGER NOT NULL, heartbeat TEXT, revoked_at INTEGER NOT NULL "
-                           "DEFAULT 0);"
-                           "INSERT INTO locations VALUES ('plant-a', '', '{}', 'x', 5);"
-                           "INSERT INTO devices VALUES ('old', 'plant-a', '{}', 'amd64', '0.1.0', "
-                           "'[]', 'y', 5, 0, 0, NULL, 0)",
-                           "an old database")
-                    .ok());
-  }
+  ASSERT_TRUE(
+      WriteOldDatabase(path_,
+                       "CREATE TABLE locations(name TEXT PRIMARY KEY, description TEXT NOT "
+                       "NULL, labels TEXT NOT NULL, enrolment_hash TEXT NOT NULL, created_at "
+                       "INTEGER NOT NULL);"
+                       "CREATE TABLE devices(name TEXT PRIMARY KEY, location TEXT NOT NULL, "
+                       "labels TEXT NOT NULL, architecture TEXT NOT NULL, perch_version TEXT "
+                       "NOT NULL, addresses TEXT NOT NULL, token_hash TEXT NOT NULL, "
+                       "enrolled_at INTEGER NOT NULL, last_seen INTEGER NOT NULL, revoked "
+                       "INTEGER NOT NULL, heartbeat TEXT, revoked_at INTEGER NOT NULL "
+                       "DEFAULT 0);"
+                       "INSERT INTO locations VALUES ('plant-a', '', '{}', 'x', 5);"
+                       "INSERT INTO devices VALUES ('old', 'plant-a', '{}', 'amd64', '0.1.0', "
+                       "'[]', 'y', 5, 0, 0, NULL, 0)")
+          .ok());
   Reopen();
   ASSERT_TRUE(store_);
   ASSERT_TRUE(store_->GetDevice("old").ok());

@@ -11,6 +11,7 @@
 
 #include "core/clock.h"
 #include "fleet/fleet_json.h"
+#include "fleet/old_database_testing.h"
 
 namespace perch {
 namespace {
@@ -610,23 +611,16 @@ TEST_F(FleetStoreTest, PlacementsSurviveAReopenAndARestartDoesNotMoveThem) {
 
 TEST_F(FleetStoreTest, OpensADatabaseFromBeforeReplicas) {
   store_.reset();
-  for (const char* suffix : {"", "-wal", "-shm"}) {
-    fs::remove(path_.string() + suffix);
-  }
-  {
-    auto db = SqliteDb::Open({.path = path_});
-    ASSERT_TRUE(db.ok());
-    ASSERT_TRUE((*db)
-                    ->Exec("CREATE TABLE revisions(deployment TEXT NOT NULL, number INTEGER NOT "
-                           "NULL, reference TEXT NOT NULL, selector TEXT NOT NULL, rollout TEXT "
-                           "NOT NULL, created_at INTEGER NOT NULL, rolled_back INTEGER NOT NULL, "
-                           "healthy_since INTEGER, promoted INTEGER NOT NULL, "
-                           "PRIMARY KEY(deployment, number));"
-                           "INSERT INTO revisions VALUES ('d', 1, 'hub/m:1', '{}', "
-                           "'{\"strategy\":\"all-at-once\"}', 5, 0, NULL, 1)",
-                           "an old database")
-                    .ok());
-  }
+  ASSERT_TRUE(
+      WriteOldDatabase(path_,
+                       "CREATE TABLE revisions(deployment TEXT NOT NULL, number INTEGER NOT "
+                       "NULL, reference TEXT NOT NULL, selector TEXT NOT NULL, rollout TEXT "
+                       "NOT NULL, created_at INTEGER NOT NULL, rolled_back INTEGER NOT NULL, "
+                       "healthy_since INTEGER, promoted INTEGER NOT NULL, "
+                       "PRIMARY KEY(deployment, number));"
+                       "INSERT INTO revisions VALUES ('d', 1, 'hub/m:1', '{}', "
+                       "'{\"strategy\":\"all-at-once\"}', 5, 0, NULL, 1)")
+          .ok());
   Reopen();
   ASSERT_TRUE(store_);
   auto deployment = store_->GetDeployment("d");

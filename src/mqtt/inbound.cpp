@@ -136,6 +136,17 @@ Result<AppendedRecord> Inbound::Append(const IncomingMessage& message,
                                             .window = kRedeliveryWindow});
 }
 
+void Inbound::Take(const IncomingMessage& message, Connection& connection, RequestLanes& lanes) {
+  auto accepted = Accept(message);
+  if (!accepted.ok()) {
+    if (message.qos > 0) {
+      connection.DropBeforeAcknowledging();
+    }
+  } else if (*accepted) {
+    lanes.Dispatch(std::move(**accepted));
+  }
+}
+
 std::string Inbound::NewKey() { return fmt::format("{:016x}{:016x}", random_(), random_()); }
 
 }  // namespace perch::mqtt

@@ -23,6 +23,7 @@
 #include "mqtt/connection.h"
 #include "mqtt/mqtt_topics.h"
 #include "mqtt/request_answer.h"
+#include "mqtt/request_lanes.h"
 #include "mqtt/stream_bindings.h"
 #include "outbox/durable_queue.h"
 
@@ -45,6 +46,11 @@ class Inbound {
   // redelivery. An error (logged) when the inbox could not take it (a full
   // or failing disk): the broker must not get its acknowledgement.
   Result<std::optional<QueuedRecord>> Accept(const IncomingMessage& message);
+
+  // For a connection listener's OnMessage: Accept, then the record to
+  // `lanes`; or, when the inbox could not take a QoS 1 request, `connection`
+  // dropped before the request's acknowledgement leaves.
+  void Take(const IncomingMessage& message, Connection& connection, RequestLanes& lanes);
 
   static constexpr size_t kPacketIds = 65536;
 

@@ -48,14 +48,7 @@ void LocationLink::OnConnectedChanged(bool connected) {
 }
 
 void LocationLink::OnMessage(const IncomingMessage& message) {
-  auto accepted = inbound_.Accept(message);
-  if (!accepted.ok()) {
-    if (message.qos > 0) {
-      connection_.DropBeforeAcknowledging();
-    }
-  } else if (*accepted) {
-    lanes_.Dispatch(std::move(**accepted));
-  }
+  inbound_.Take(message, connection_, lanes_);
 }
 
 // Answers go out on the agent's own connection; this link publishes only the

@@ -131,14 +131,7 @@ class MqttBridge::Impl final : public mqtt::ConnectionListener {
   void OnConnectedChanged(bool /*connected*/) override { delivery_.Wake(); }
 
   void OnMessage(const mqtt::IncomingMessage& message) override {
-    auto accepted = inbound_.Accept(message);
-    if (!accepted.ok()) {
-      if (message.qos > 0) {
-        connection_.DropBeforeAcknowledging();
-      }
-    } else if (*accepted) {
-      lanes_.Dispatch(std::move(**accepted));
-    }
+    inbound_.Take(message, connection_, lanes_);
   }
 
   void OnPublished(int message_id, const Status& outcome) override {
