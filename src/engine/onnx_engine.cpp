@@ -12,6 +12,7 @@
 #include <string_view>
 #include <system_error>
 
+#include "core/thread_annotations.h"
 #include "engine/engine.h"
 #include "engine/execution_providers.h"
 #include "engine/onnx_external_data.h"
@@ -278,16 +279,23 @@ void AppendExecutionProvider(Ort::SessionOptions& session_options, const std::st
   }
 }
 
+// The environment (its thread pool, kernel registry and telemetry) is made
+// by the first load, not at start-up: with no model it would be about half of
+// an idle agent's memory, and made on the loading thread it overlaps the
+// servers starting. Threading: Load is thread-safe; env_mutex_ guards the
+// environment's creation only.
 class OnnxEngine final : public Engine {
  public:
-  OnnxEngine(Ort::Env env, Logger logger) : env_(std::move(env)), logger_(std::move(logger)) {}
+  OnnxEngine(const OnnxEngineOptions& options, Logger logger)
+      : options_(options), logger_(std::move(logger)) {}
 
   Result<std::unique_ptr<Session>> Load(const fs::path& model_file, const fs::path& allowed_root,
                                         const SessionOptions& options) override {
     PERCH_ASSIGN_OR_RETURN(const ModelBytes bytes, ReadModelFile(model_file, allowed_root));
     PERCH_RETURN_IF_ERROR(CheckExternalData(bytes.view(), model_file, allowed_root));
     try {
-      return LoadOrThrow(bytes.view(), model_file, options);
+      PERCH_ASSIGN_OR_RETURN(Ort::Env* const env, Environment());
+      return LoadOrThrow(*env, bytes.view(), model_file, options);
     } catch (const Ort::Exception& error) {
       return FromOrtException(error,
                               fmt::format("ONNX Runtime cannot load {}", model_file.string()));
@@ -297,7 +305,27 @@ class OnnxEngine final : public Engine {
   }
 
  private:
-  Result<std::unique_ptr<Session>> LoadOrThrow(std::string_view bytes, const fs::path& model_file,
+  Result<Ort::Env*> Environment() {
+    MutexLock lock(env_mutex_);
+    if (!env_) {
+      try {
+        Ort::ThreadingOptions threading;
+        threading.SetGlobalIntraOpNumThreads(options_.intra_op_threads);
+        threading.SetGlobalInterOpNumThreads(options_.inter_op_threads);
+        env_.emplace(threading, ORT_LOGGING_LEVEL_WARNING, "perch");
+      } catch (const Ort::Exception& error) {
+        return FromOrtException(error, "starting ONNX Runtime failed");
+      }
+      logger_.Info("ONNX Runtime {} ready, shared thread pool of {} threads",
+                   Ort::GetVersionString(),
+                   options_.intra_op_threads > 0 ? std::to_string(options_.intra_op_threads)
+                                                 : std::string("one per core"));
+    }
+    return &*env_;
+  }
+
+  Result<std::unique_ptr<Session>> LoadOrThrow(Ort::Env& env, std::string_view bytes,
+                                               const fs::path& model_file,
                                                const SessionOptions& options) {
     PERCH_ASSIGN_OR_RETURN(
         const ExecutionProviderPlan plan,
@@ -322,13 +350,13 @@ class OnnxEngine final : public Engine {
       session_options.AddConfigEntry("session.model_external_initializers_file_folder_path",
                                      folder.c_str());
       if (candidate == "cpu") {
-        session.emplace(env_, bytes.data(), bytes.size(), session_options);
+        session.emplace(env, bytes.data(), bytes.size(), session_options);
         provider = candidate;
         break;
       }
       try {
         AppendExecutionProvider(session_options, candidate);
-        session.emplace(env_, bytes.data(), bytes.size(), session_options);
+        session.emplace(env, bytes.data(), bytes.size(), session_options);
         provider = candidate;
         break;
       } catch (const Ort::Exception& error) {
@@ -364,8 +392,10 @@ class OnnxEngine final : public Engine {
         std::make_unique<OnnxSession>(std::move(*session), std::move(signature)));
   }
 
-  Ort::Env env_;
+  const OnnxEngineOptions options_;
   Logger logger_;
+  Mutex env_mutex_;
+  std::optional<Ort::Env> env_ GUARDED_BY(env_mutex_);
 };
 
 }  // namespace
@@ -391,18 +421,7 @@ std::vector<std::string> AvailableExecutionProviders() {
 }
 
 Result<std::unique_ptr<Engine>> CreateOnnxEngine(const OnnxEngineOptions& options, Logger logger) {
-  try {
-    Ort::ThreadingOptions threading;
-    threading.SetGlobalIntraOpNumThreads(options.intra_op_threads);
-    threading.SetGlobalInterOpNumThreads(options.inter_op_threads);
-    Ort::Env env(threading, ORT_LOGGING_LEVEL_WARNING, "perch");
-    logger.Info("ONNX Runtime {} ready, shared thread pool of {} threads", Ort::GetVersionString(),
-                options.intra_op_threads > 0 ? std::to_string(options.intra_op_threads)
-                                             : std::string("one per core"));
-    return std::unique_ptr<Engine>(std::make_unique<OnnxEngine>(std::move(env), std::move(logger)));
-  } catch (const Ort::Exception& error) {
-    return FromOrtException(error, "starting ONNX Runtime failed");
-  }
+  return std::unique_ptr<Engine>(std::make_unique<OnnxEngine>(options, std::move(logger)));
 }
 
 }  // namespace perch
