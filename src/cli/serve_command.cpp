@@ -218,6 +218,10 @@ int RunServe(const ServeOptions& options) {
           .memory_limit_bytes = *ResolveMemoryLimit(options.memory_limit),  // checked above
       },
       **engine, metrics, logger.ForComponent("models"));
+  // Models load while the servers start (both take tens of milliseconds):
+  // readiness stays false until the loads are done, liveness answers meanwhile.
+  Status loaded = Status::Ok();
+  std::jthread loading([&models, &loaded] { loaded = models.Start(); });
   Scheduler scheduler(SchedulerOptions{.workers = options.workers});
   scheduler.Start();
   const InferenceService inference(models, scheduler);
@@ -235,8 +239,6 @@ int RunServe(const ServeOptions& options) {
     return Fail(logger, grpc.status());
   }
 #endif
-  // Listen first, so that liveness answers while models load; readiness
-  // says when loading is done.
   if (const Status started = (*http)->Start(); !started.ok()) {
     return Fail(logger, started);
   }
@@ -264,7 +266,8 @@ int RunServe(const ServeOptions& options) {
   if (*static_peers) {
     (*static_peers)->Start();
   }
-  if (const Status loaded = models.Start(); !loaded.ok()) {
+  loading.join();
+  if (!loaded.ok()) {
     (*http)->Stop();
     return Fail(logger, loaded);
   }

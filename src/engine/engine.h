@@ -104,7 +104,9 @@ struct OnnxEngineOptions {
 };
 
 // ONNX Runtime on the CPU, one environment and one thread pool shared by all
-// sessions that do not ask for their own.
+// sessions that do not ask for their own. The environment is made by the
+// first load (an agent with no model does not hold it); a failure to make it
+// fails that load.
 Result<std::unique_ptr<Engine>> CreateOnnxEngine(const OnnxEngineOptions& options, Logger logger);
 
 }  // namespace perch

@@ -7,9 +7,12 @@
 #include <array>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <optional>
+#include <string_view>
 #include <system_error>
 
+#include "core/thread_annotations.h"
 #include "engine/engine.h"
 #include "engine/execution_providers.h"
 #include "engine/onnx_external_data.h"
@@ -81,7 +84,17 @@ bool IsWithin(const fs::path& path, const fs::path& root) {
   return mismatch.first == root.end();
 }
 
-Result<std::string> ReadModelFile(const fs::path& model_file, const fs::path& allowed_root) {
+// A model file's bytes, read once and handed to ONNX Runtime. Not a
+// std::string: that would zero every byte before the read overwrites it, a
+// pass over the whole model that shows in the cold start.
+struct ModelBytes {
+  std::unique_ptr<char[]> data;
+  size_t size = 0;
+
+  std::string_view view() const { return {data.get(), size}; }
+};
+
+Result<ModelBytes> ReadModelFile(const fs::path& model_file, const fs::path& allowed_root) {
   std::error_code error;
   const fs::path root = fs::canonical(allowed_root, error);
   if (error) {
@@ -102,8 +115,9 @@ Result<std::string> ReadModelFile(const fs::path& model_file, const fs::path& al
   // One sized read: a character iterator takes ten times as long on a large model.
   const auto size = fs::file_size(file, error);
   std::ifstream in(file, std::ios::binary);
-  std::string bytes(error ? 0 : size, '\0');
-  if (error || !in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()))) {
+  ModelBytes bytes{.data = std::make_unique_for_overwrite<char[]>(error ? 0 : size),
+                   .size = error ? 0 : size};
+  if (error || !in.read(bytes.data.get(), static_cast<std::streamsize>(bytes.size))) {
     return Internal(fmt::format("reading {} failed", file.string()));
   }
   return bytes;
@@ -265,16 +279,23 @@ void AppendExecutionProvider(Ort::SessionOptions& session_options, const std::st
   }
 }
 
+// The environment (its thread pool, kernel registry and telemetry) is made
+// by the first load, not at start-up: with no model it would be about half of
+// an idle agent's memory, and made on the loading thread it overlaps the
+// servers starting. Threading: Load is thread-safe; env_mutex_ guards the
+// environment's creation only.
 class OnnxEngine final : public Engine {
  public:
-  OnnxEngine(Ort::Env env, Logger logger) : env_(std::move(env)), logger_(std::move(logger)) {}
+  OnnxEngine(const OnnxEngineOptions& options, Logger logger)
+      : options_(options), logger_(std::move(logger)) {}
 
   Result<std::unique_ptr<Session>> Load(const fs::path& model_file, const fs::path& allowed_root,
                                         const SessionOptions& options) override {
-    PERCH_ASSIGN_OR_RETURN(const std::string bytes, ReadModelFile(model_file, allowed_root));
-    PERCH_RETURN_IF_ERROR(CheckExternalData(bytes, model_file, allowed_root));
+    PERCH_ASSIGN_OR_RETURN(const ModelBytes bytes, ReadModelFile(model_file, allowed_root));
+    PERCH_RETURN_IF_ERROR(CheckExternalData(bytes.view(), model_file, allowed_root));
     try {
-      return LoadOrThrow(bytes, model_file, options);
+      PERCH_ASSIGN_OR_RETURN(Ort::Env* const env, Environment());
+      return LoadOrThrow(*env, bytes.view(), model_file, options);
     } catch (const Ort::Exception& error) {
       return FromOrtException(error,
                               fmt::format("ONNX Runtime cannot load {}", model_file.string()));
@@ -284,7 +305,27 @@ class OnnxEngine final : public Engine {
   }
 
  private:
-  Result<std::unique_ptr<Session>> LoadOrThrow(const std::string& bytes, const fs::path& model_file,
+  Result<Ort::Env*> Environment() {
+    MutexLock lock(env_mutex_);
+    if (!env_) {
+      try {
+        Ort::ThreadingOptions threading;
+        threading.SetGlobalIntraOpNumThreads(options_.intra_op_threads);
+        threading.SetGlobalInterOpNumThreads(options_.inter_op_threads);
+        env_.emplace(threading, ORT_LOGGING_LEVEL_WARNING, "perch");
+      } catch (const Ort::Exception& error) {
+        return FromOrtException(error, "starting ONNX Runtime failed");
+      }
+      logger_.Info("ONNX Runtime {} ready, shared thread pool of {} threads",
+                   Ort::GetVersionString(),
+                   options_.intra_op_threads > 0 ? std::to_string(options_.intra_op_threads)
+                                                 : std::string("one per core"));
+    }
+    return &*env_;
+  }
+
+  Result<std::unique_ptr<Session>> LoadOrThrow(Ort::Env& env, std::string_view bytes,
+                                               const fs::path& model_file,
                                                const SessionOptions& options) {
     PERCH_ASSIGN_OR_RETURN(
         const ExecutionProviderPlan plan,
@@ -309,13 +350,13 @@ class OnnxEngine final : public Engine {
       session_options.AddConfigEntry("session.model_external_initializers_file_folder_path",
                                      folder.c_str());
       if (candidate == "cpu") {
-        session.emplace(env_, bytes.data(), bytes.size(), session_options);
+        session.emplace(env, bytes.data(), bytes.size(), session_options);
         provider = candidate;
         break;
       }
       try {
         AppendExecutionProvider(session_options, candidate);
-        session.emplace(env_, bytes.data(), bytes.size(), session_options);
+        session.emplace(env, bytes.data(), bytes.size(), session_options);
         provider = candidate;
         break;
       } catch (const Ort::Exception& error) {
@@ -351,8 +392,10 @@ class OnnxEngine final : public Engine {
         std::make_unique<OnnxSession>(std::move(*session), std::move(signature)));
   }
 
-  Ort::Env env_;
+  const OnnxEngineOptions options_;
   Logger logger_;
+  Mutex env_mutex_;
+  std::optional<Ort::Env> env_ GUARDED_BY(env_mutex_);
 };
 
 }  // namespace
@@ -378,18 +421,7 @@ std::vector<std::string> AvailableExecutionProviders() {
 }
 
 Result<std::unique_ptr<Engine>> CreateOnnxEngine(const OnnxEngineOptions& options, Logger logger) {
-  try {
-    Ort::ThreadingOptions threading;
-    threading.SetGlobalIntraOpNumThreads(options.intra_op_threads);
-    threading.SetGlobalInterOpNumThreads(options.inter_op_threads);
-    Ort::Env env(threading, ORT_LOGGING_LEVEL_WARNING, "perch");
-    logger.Info("ONNX Runtime {} ready, shared thread pool of {} threads", Ort::GetVersionString(),
-                options.intra_op_threads > 0 ? std::to_string(options.intra_op_threads)
-                                             : std::string("one per core"));
-    return std::unique_ptr<Engine>(std::make_unique<OnnxEngine>(std::move(env), std::move(logger)));
-  } catch (const Ort::Exception& error) {
-    return FromOrtException(error, "starting ONNX Runtime failed");
-  }
+  return std::unique_ptr<Engine>(std::make_unique<OnnxEngine>(options, std::move(logger)));
 }
 
 }  // namespace perch

@@ -157,8 +157,9 @@ ModelManager::~ModelManager() { Stop(); }
 
 Status ModelManager::Start() {
   if (Budgeted()) {
-    // What the process holds before any model (the engine, the servers'
-    // threads) is not the models' to use.
+    // What the process holds before any model (the engine) is not the
+    // models' to use. The servers may still be starting: what they add
+    // meanwhile is charged to the first loads, on the safe side.
     const int64_t base = ResidentBytes();
     models_budget_ = options_.memory_limit_bytes - base;
     if (models_budget_ <= 0) {
