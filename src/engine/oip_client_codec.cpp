@@ -226,7 +226,8 @@ Result<std::string> EncodeOipInferRequest(const std::vector<Tensor>& inputs,
   if (!parameters.empty()) {
     json& out = body["parameters"];
     for (const auto& [name, value] : parameters) {
-      std::visit([&out, &name](const auto& v) { out[name] = v; }, value);
+      json& slot = out[name];
+      std::visit([&slot](const auto& v) { slot = v; }, value);
     }
   }
   for (const Tensor& input : inputs) {
