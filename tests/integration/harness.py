@@ -54,6 +54,17 @@ class WaitTimeout(AssertionError):
     """A wait_for that ran out of time: it fails the test that waited."""
 
 
+def assert_stops_within(server, seconds, during):
+    """Stops server (SIGTERM) and fails unless it exits 0 within seconds;
+    during says what it was doing, for the failure message."""
+    stopped_at = time.monotonic()
+    status = server.stop()
+    took = time.monotonic() - stopped_at
+    assert status == 0 and took < seconds, (
+        f"perch exited {status} {took:.1f} s after SIGTERM, {during}\n"
+        + server.logs()[-4000:])
+
+
 def describe(condition):
     """The source of condition (a lambda's line), for a failure message."""
     try:
