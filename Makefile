@@ -43,11 +43,21 @@ test-models: bootstrap
 unit-test: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
+# The 10-minute flapping-link run of issue 19 (docs/durability.md) mostly
+# waits on a slow link: it runs beside the rest of the suite, not after it.
 integration-test: build test-models
-	@PERCH_BIN=$(abspath $(BUILD))/perch PERCH_BUILD=$(abspath $(BUILD)) \
+	@export PERCH_BIN=$(abspath $(BUILD))/perch PERCH_BUILD=$(abspath $(BUILD)) \
 	  PERCH_TEST_MODELS=$(abspath $(BUILD))/test-models \
-	  PERCH_WAKEWORD_MODELS=$(abspath .deps/openwakeword) \
-	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+	  PERCH_WAKEWORD_MODELS=$(abspath .deps/openwakeword) PYTHON=$(PYTHON); \
+	scripts/flapping_links.sh 600 $(BUILD)/flapping-links >$(BUILD)/flapping-links.out 2>&1 & \
+	flapping=$$!; \
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration \
+	  --deselect tests/integration/test_flapping_links.py::test_stream_over_a_flapping_link \
+	  --deselect tests/integration/test_flapping_links.py::test_agent_converges_to_the_hub_over_a_flapping_link; \
+	suite=$$?; \
+	echo "waiting for the 10-minute flapping-link run"; wait $$flapping; flapped=$$?; \
+	cat $(BUILD)/flapping-links.out; \
+	[ $$suite -eq 0 ] && [ $$flapped -eq 0 ]
 
 test: unit-test integration-test
 
@@ -74,14 +84,13 @@ bench: build
 	done; \
 	if [ -n "$$failed" ]; then echo "bench: FAILED:$$failed"; exit 1; fi
 
-# The long flapping-link runs of issue 19 (docs/durability.md): 600 s, or
-# PERCH_FLAP_SECONDS=7200 for the 2-hour one; `make test` runs a compressed one.
+# The long flapping-link runs of issue 19 (docs/durability.md): PERCH_FLAP_SECONDS=7200
+# for the 2-hour one; `make test` runs the 10-minute one beside its suite.
 PERCH_FLAP_SECONDS ?= 600
 flapping-links: build test-models
 	@PERCH_BIN=$(abspath $(BUILD))/perch PERCH_BUILD=$(abspath $(BUILD)) \
-	  PERCH_TEST_MODELS=$(abspath $(BUILD))/test-models \
-	  PERCH_FLAP_SECONDS=$(PERCH_FLAP_SECONDS) \
-	  $(PYTHON) -m pytest -q -s -p no:cacheprovider tests/integration/test_flapping_links.py
+	  PERCH_TEST_MODELS=$(abspath $(BUILD))/test-models PYTHON=$(PYTHON) \
+	  scripts/flapping_links.sh $(PERCH_FLAP_SECONDS) $(BUILD)/flapping-links-$(PERCH_FLAP_SECONDS)
 
 format:
 	@clang-format -i $(CXX_SOURCES)

@@ -3,6 +3,7 @@
 import http.client
 import inspect
 import os
+import random
 import re
 import shutil
 import signal
@@ -33,10 +34,23 @@ SLOWDOWN = 4 if os.environ.get("PERCH_EMULATED") else 1
 REQUEST_TIMEOUT = 10 * SLOWDOWN
 READY_TIMEOUT = 20 * SLOWDOWN
 STOP_TIMEOUT = 10
+PORT_RANGE = tuple(int(port) for port in os.environ["PERCH_TEST_PORTS"].split("-")) \
+    if os.environ.get("PERCH_TEST_PORTS") else None
 
 
 def free_port():
-    """A loopback TCP port that nothing listened on a moment ago."""
+    """A loopback TCP port that nothing listened on a moment ago: from
+    PERCH_TEST_PORTS ("LOW-HIGH") when set, which keeps a run beside another
+    suite from picking a port that suite picked a moment before."""
+    if PORT_RANGE:
+        for _ in range(200):
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", random.randint(*PORT_RANGE)))
+                except OSError:
+                    continue
+                return probe.getsockname()[1]
+        raise AssertionError(f"no free port in PERCH_TEST_PORTS {PORT_RANGE}")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -159,6 +173,10 @@ class PerchServer:
     def logs(self):
         stderr = self._stderr_path.read_text(errors="replace")
         return f"--- perch stderr (last 4000 chars) ---\n{stderr[-4000:]}"
+
+    def whole_log(self):
+        """Everything perch wrote to stderr so far."""
+        return self._stderr_path.read_text(errors="replace")
 
     def get(self, path, **kwargs):
         kwargs.setdefault("timeout", REQUEST_TIMEOUT)
