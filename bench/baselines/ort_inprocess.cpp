@@ -263,6 +263,8 @@ int ColdStart(const Options& options, Clock::time_point process_start) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // As perch's main does: no ONNX Runtime telemetry, on both sides alike.
+  setenv("ORT_DISABLE_TELEMETRY", "1", /*overwrite=*/0);
   const auto process_start = Clock::now();
   const Options options = Parse(argc, argv);
   try {

@@ -29,6 +29,8 @@ namespace {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // As perch's main does: no ONNX Runtime telemetry, on both sides alike.
+  setenv("ORT_DISABLE_TELEMETRY", "1", /*overwrite=*/0);
   std::string model;
   int threads = 0;
   long requests = 2000;

@@ -87,6 +87,8 @@ void RunOnce(Ort::Session& session) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // As perch's main does: no ONNX Runtime telemetry, on both sides alike.
+  setenv("ORT_DISABLE_TELEMETRY", "1", /*overwrite=*/0);
   std::string model;
   int count = 500;
   int threads = 0;

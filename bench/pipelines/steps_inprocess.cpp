@@ -48,6 +48,8 @@ void Push(std::vector<float>& window, const std::vector<float>& rows) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // As perch's main does: no ONNX Runtime telemetry, on both sides alike.
+  setenv("ORT_DISABLE_TELEMETRY", "1", /*overwrite=*/0);
   std::string dir;
   long chunks = 200;
   int threads = 0;

@@ -1,6 +1,7 @@
 // perch: one binary for every role (agent, hub, client tools).
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <string>
 
@@ -22,6 +23,12 @@ sigset_t BlockStopSignals() {
 }  // namespace perch::cli
 
 int main(int argc, char** argv) {
+  // ONNX Runtime 1.29 and later send usage telemetry to Microsoft and keep a
+  // device id and an event cache under ~/.cache and /tmp unless this is set
+  // before its first Ort::Env: an edge agent must not call out or write there
+  // unasked (docs/architecture.md). Set before any thread starts, as setenv
+  // requires; a value the user set wins.
+  setenv("ORT_DISABLE_TELEMETRY", "1", /*overwrite=*/0);
   CLI::App app{"perch: run ML models at the edge, served over the Open Inference Protocol"};
   app.require_subcommand(1);
   app.set_version_flag("--version", perch::cli::Version());

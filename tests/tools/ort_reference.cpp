@@ -21,6 +21,7 @@
 
 #include <array>
 #include <cstdint>
+#include <cstdlib>
 #include <exception>
 #include <fstream>
 #include <iostream>
@@ -314,6 +315,8 @@ Json Run(const std::string& model_path, const Json& request, const Carry& carry)
 }  // namespace
 
 int main(int argc, char** argv) {
+  // As perch's main does: no ONNX Runtime telemetry, on both sides alike.
+  setenv("ORT_DISABLE_TELEMETRY", "1", /*overwrite=*/0);
   Carry carry;
   for (int i = 3; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
