@@ -93,11 +93,19 @@ Result<DynamicBatching> ParseDynamicBatching(const json& value, int64_t max_batc
         "merged along dim 0 up to that size");
   }
   PERCH_RETURN_IF_ERROR(
-      CheckKeys(value, "dynamic_batching", {"preferred_batch_sizes", "max_queue_delay_us"}));
+      CheckKeys(value, "dynamic_batching",
+                {"preferred_batch_sizes", "max_queue_delay_us", "wait_when_idle"}));
   DynamicBatching batching;
   if (value.contains("max_queue_delay_us")) {
     PERCH_ASSIGN_OR_RETURN(batching.max_queue_delay_us,
                            GetInteger(value, "max_queue_delay_us", 0, 10'000'000));
+  }
+  if (value.contains("wait_when_idle")) {
+    if (!value["wait_when_idle"].is_boolean()) {
+      return InvalidArgument(fmt::format("dynamic_batching.wait_when_idle is {}, not true or false",
+                                         value["wait_when_idle"].dump()));
+    }
+    batching.wait_when_idle = value["wait_when_idle"].get<bool>();
   }
   for (const json& size : value.value("preferred_batch_sizes", json::array())) {
     if (!size.is_number_integer() || size.get<int64_t>() < 1 ||

@@ -40,6 +40,13 @@ struct DynamicBatching {
   std::vector<int64_t> preferred_batch_sizes;
   // How long the oldest request may wait for others to join its batch.
   int64_t max_queue_delay_us = 0;
+  // Whether that wait applies while no instance of the model is running.
+  // Off: a request that finds its model idle runs at once with whatever is
+  // queued, and batches form from what arrives while a batch runs, so a
+  // lone request pays nothing for batching. On (Triton's way): every batch
+  // waits up to max_queue_delay_us for company, fuller batches at moderate
+  // load for that delay on every request at low load.
+  bool wait_when_idle = false;
 };
 
 // An event stream: every message on `input_topic` is a request to the model,

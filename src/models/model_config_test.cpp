@@ -8,7 +8,8 @@ namespace {
 TEST(ModelConfigTest, ParsesEveryKey) {
   const auto config = ParseModelConfig(R"({
     "max_batch_size": 8, "instances": 2, "threads": 1, "max_queue_size": 16,
-    "dynamic_batching": {"preferred_batch_sizes": [4, 8], "max_queue_delay_us": 500},
+    "dynamic_batching": {"preferred_batch_sizes": [4, 8], "max_queue_delay_us": 500,
+                         "wait_when_idle": true},
     "version_policy": {"specific": {"versions": [1, 3]}},
     "inputs": [{"name": "x", "datatype": "FP32", "dims": [-1, 16]}],
     "outputs": [{"name": "y"}],
@@ -30,6 +31,7 @@ TEST(ModelConfigTest, ParsesEveryKey) {
   ASSERT_TRUE(config->dynamic_batching.has_value());
   EXPECT_EQ(config->dynamic_batching->preferred_batch_sizes, (std::vector<int64_t>{4, 8}));
   EXPECT_EQ(config->dynamic_batching->max_queue_delay_us, 500);
+  EXPECT_TRUE(config->dynamic_batching->wait_when_idle);
 }
 
 TEST(ModelConfigTest, EmptyObjectGivesDefaults) {
@@ -87,6 +89,8 @@ TEST(ModelConfigTest, RefusesMistakesByName) {
   expect_error(R"({"dynamic_batching": {}})", "needs \"max_batch_size\" above 0");
   expect_error(R"({"max_batch_size": 4, "dynamic_batching": {"preferred_batch_sizes": [8]}})",
                "preferred_batch_sizes lists 8");
+  expect_error(R"({"max_batch_size": 4, "dynamic_batching": {"wait_when_idle": "yes"}})",
+               "dynamic_batching.wait_when_idle is \"yes\", not true or false");
   expect_error(R"({"max_batch_size": 4, "dynamic_batching": {"max_delay": 1}})",
                "unknown key \"max_delay\"");
   expect_error(R"({"max_queue_size": 0})", "max_queue_size");

@@ -72,6 +72,7 @@ class LoadedModel {
   Histogram& queue_seconds;
   Histogram& compute_seconds;
   Histogram& batch_size;  // requests merged into one engine run
+  Gauge& pending;         // requests queued for a worker, set by the scheduler
 
   // The manager's use clock at the last Acquire: the least recently used
   // idle version is unloaded first when the memory budget is short.

@@ -81,6 +81,7 @@ Result<std::vector<Tensor>> Scheduler::Submit(const std::shared_ptr<LoadedModel>
     }
     queue.model = model;
     queue.pending.push_back(std::move(pending));
+    model->pending.Set(static_cast<int64_t>(queue.pending.size()));
     List(queue);
     if (batching_waiters_ > 0) {
       batch_grew_.notify_all();
@@ -96,8 +97,13 @@ Result<std::vector<Tensor>> Scheduler::Submit(const std::shared_ptr<LoadedModel>
 
 bool Scheduler::RunsOnCaller(const LoadedModel& model, const ModelQueue& queue,
                              bool has_deadline) const {
-  if (!queue.pending.empty() || queue.active >= model.config().instances ||
-      model.config().dynamic_batching) {
+  if (!queue.pending.empty() || queue.active >= model.config().instances) {
+    return false;
+  }
+  // A batching model's request waits for company unless the model is idle
+  // and need not wait then (TakeBatch).
+  if (const auto& batching = model.config().dynamic_batching;
+      batching && (batching->wait_when_idle || queue.active > 0)) {
     return false;
   }
   // A model that waits on its own server, or any model when the caller is
@@ -135,6 +141,7 @@ void Scheduler::WorkerLoop() {
     ready_.pop_front();
     ModelQueue& queue = queues_.at(key);
     auto batch = TakeBatch(queue, lock);
+    queue.model->pending.Set(static_cast<int64_t>(queue.pending.size()));
     queue.listed = false;
     if (batch.empty()) {
       List(queue);
@@ -214,10 +221,13 @@ std::vector<std::shared_ptr<Scheduler::Pending>> Scheduler::TakeBatch(ModelQueue
   };
   const auto flush_at = queue.pending.front()->enqueued +
                         std::chrono::microseconds(config.dynamic_batching->max_queue_delay_us);
-  // `listed` stays set while waiting, so new requests of this model wake us
-  // instead of listing the model for a second worker.
+  // An idle model does not wait (DynamicBatching::wait_when_idle): what
+  // arrives while this batch runs forms the next one. `listed` stays set
+  // while waiting, so new requests of this model wake us instead of listing
+  // the model for a second worker.
+  const bool waits = config.dynamic_batching->wait_when_idle || queue.active > 0;
   ++batching_waiters_;
-  while (!stopping_ && !full() && lock.WaitUntil(batch_grew_, flush_at)) {
+  while (waits && !stopping_ && !full() && lock.WaitUntil(batch_grew_, flush_at)) {
   }
   --batching_waiters_;
   expire(Clock::now());

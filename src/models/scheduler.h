@@ -7,8 +7,9 @@
 // until its request is done, refused or past its deadline. Start and Stop
 // are called from one controlling thread. A request runs on the calling
 // thread instead of a worker when it may start at once and a worker would
-// otherwise sit idle: nothing of its model queued, an instance free, no
-// dynamic batching, no deadline (a worker's run lets Submit answer at the
+// otherwise sit idle: nothing of its model queued, an instance free (with
+// dynamic batching: no batch of it running, and wait_when_idle off), no
+// deadline (a worker's run lets Submit answer at the
 // deadline while the model still computes), and fewer runs in progress than
 // workers, so that no more models compute at once than there are workers.
 // The caller waits for its answer either way; what it spares is the hand-off

@@ -40,13 +40,29 @@ ModelConfig Queued(int instances, int64_t max_queue_size = 64) {
 }
 
 // Dynamic batching whose delay is far longer than any test: a batch goes
-// when it is full or of a preferred size, never because time passed.
-ModelConfig Batching(int64_t max_batch_size, std::vector<int64_t> preferred = {}) {
+// when it is full or of a preferred size, never because time passed (and,
+// unless `wait_when_idle` is false, not because the model was idle).
+ModelConfig Batching(int64_t max_batch_size, std::vector<int64_t> preferred = {},
+                     bool wait_when_idle = true) {
   ModelConfig config;
   config.max_batch_size = max_batch_size;
   config.dynamic_batching = DynamicBatching{.preferred_batch_sizes = std::move(preferred),
-                                            .max_queue_delay_us = 60'000'000};
+                                            .max_queue_delay_us = 60'000'000,
+                                            .wait_when_idle = wait_when_idle};
   return config;
+}
+
+// Polls `condition` until it holds or `timeout` passes; false then, and the
+// test must fail.
+template <typename Condition>
+[[nodiscard]] bool Eventually(Condition condition,
+                              std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
 }
 
 class SchedulerTest : public ::testing::Test {
@@ -298,6 +314,37 @@ TEST_F(SchedulerTest, DynamicBatchingDispatchesAPreferredSizeAtOnce) {
   EXPECT_EQ(runs_->batch_rows(), (std::vector<int64_t>{3}));
   EXPECT_EQ((*calls_.answer(0))[0].shape, (Shape{2, 2}));
   EXPECT_EQ((*calls_.answer(1))[0].shape, (Shape{1, 2}));
+}
+
+TEST_F(SchedulerTest, DynamicBatchingRunsALoneRequestAtOnceWhenItsModelIsIdle) {
+  scheduler_.Start();
+  // A 60 s delay: an answer within the wait below means nobody waited it.
+  const auto model = Model(Batching(4, {}, /*wait_when_idle=*/false), 10);
+  SubmitInBackground(model, Input(1, 1));
+  ASSERT_TRUE(calls_.AwaitAnswers(1));
+  EXPECT_EQ(runs_->batch_rows(), (std::vector<int64_t>{1}));
+  EXPECT_EQ(Values((*calls_.answer(0))[0]), (std::vector<float>(2, 11)));
+}
+
+TEST_F(SchedulerTest, DynamicBatchingBatchesWhatQueuedWhileItsModelRan) {
+  scheduler_.Start();
+  const auto model = Model(Batching(4, {}, /*wait_when_idle=*/false), 10);
+  runs_->Hold();
+  SubmitInBackground(model, Input(1, 0));
+  ASSERT_TRUE(runs_->AwaitHeld(1));
+  for (int i = 1; i < 4; ++i) {
+    SubmitInBackground(model, Input(1, static_cast<float>(i)));
+  }
+  // Its one instance is busy: the three wait, counted, for it.
+  ASSERT_TRUE(Eventually([&] { return model->pending.Value() == 3; }))
+      << model->pending.Value() << " pending";
+  runs_->Release();
+  ASSERT_TRUE(calls_.AwaitAnswers(4));
+  EXPECT_EQ(runs_->batch_rows(), (std::vector<int64_t>{1, 3}));
+  EXPECT_EQ(model->pending.Value(), 0);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(Values((*calls_.answer(i))[0]), (std::vector<float>(2, static_cast<float>(i) + 10)));
+  }
 }
 
 TEST_F(SchedulerTest, FailedBatchFailsEveryRequestInIt) {

@@ -36,9 +36,9 @@ void WriteFile(const fs::path& path, const std::string& text) { std::ofstream(pa
 
 // A model repository of the test models' row_wise graph under two configs:
 // "row_wise" as the test models serve it, and "queued", which holds one
-// request at most and waits up to 10 s for a second to batch it with, so a
-// second concurrent request always finds its queue full. One per process:
-// CTest runs the tests of this file in parallel processes.
+// request at most and waits up to 10 s for a second to batch it with, even
+// while idle, so a second concurrent request always finds its queue full.
+// One per process: CTest runs the tests of this file in parallel processes.
 fs::path MakeRepository() {
   const fs::path repository =
       fs::path(testing::TempDir()) / ("mqtt_request_answer_models_" + std::to_string(getpid()));
@@ -51,7 +51,7 @@ fs::path MakeRepository() {
   WriteFile(repository / "row_wise" / "model.json", R"({"max_batch_size": 8})");
   WriteFile(repository / "queued" / "model.json",
             R"({"max_batch_size": 2, "max_queue_size": 1,
-                "dynamic_batching": {"max_queue_delay_us": 10000000}})");
+                "dynamic_batching": {"max_queue_delay_us": 10000000, "wait_when_idle": true}})");
   return repository;
 }
 

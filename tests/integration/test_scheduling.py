@@ -27,11 +27,12 @@ grpc_stubs = grpc_oip.grpc_stubs
 
 BATCH_SIZE = "perch_inference_batch_size"
 SLOW_MAX_QUEUE_SIZE = 2
-MODELS = ["slow", "dynamic_batched", "preferred_batched", "row_wise",
+MODELS = ["slow", "dynamic_batched", "preferred_batched", "idle_batched", "row_wise",
           "add_sub"]
 
-# dynamic_batched waits 20 ms for company; preferred_batched 1 s, unless
-# two rows make its preferred batch.
+# dynamic_batched waits 20 ms for company while a batch of it runs;
+# preferred_batched 1 s even when idle, unless two rows make its preferred
+# batch; idle_batched 1 s, only while a batch of it runs.
 PREFERRED_DELAY_S = 1.0
 
 
@@ -313,6 +314,16 @@ def test_lone_request_waits_for_company_at_most_the_delay(server):
     assert_row_wise_answers([infer_row_wise(server, "preferred_batched", 0)])
     seconds = time.monotonic() - started
     assert PREFERRED_DELAY_S * 0.9 <= seconds < PREFERRED_DELAY_S + 2, seconds
+
+
+def test_idle_model_runs_a_lone_request_without_waiting_for_company(server):
+    before_count, before_sum, _ = batch_sizes(server, "idle_batched")
+    started = time.monotonic()
+    assert_row_wise_answers([infer_row_wise(server, "idle_batched", 0)])
+    seconds = time.monotonic() - started
+    assert seconds < PREFERRED_DELAY_S / 2, seconds
+    count, total, _ = batch_sizes(server, "idle_batched")
+    assert (count - before_count, total - before_sum) == (1, 1)
 
 
 # Timeouts

@@ -286,11 +286,18 @@ WRITERS = {
     "dynamic_batched": write_row_wise({
         "max_batch_size": 8,
         "dynamic_batching": {"max_queue_delay_us": 20000}}),
-    # Waits up to 1 s for company, unless two requests make a batch of 2.
+    # Waits up to 1 s for company, unless two requests make a batch of 2,
+    # even while idle.
     "preferred_batched": write_row_wise({
         "max_batch_size": 4,
         "dynamic_batching": {"preferred_batch_sizes": [2],
-                             "max_queue_delay_us": 1000000}}),
+                             "max_queue_delay_us": 1000000,
+                             "wait_when_idle": True}}),
+    # The same 1 s for company, but only while a batch runs: idle, it runs
+    # a request at once.
+    "idle_batched": write_row_wise({
+        "max_batch_size": 4,
+        "dynamic_batching": {"max_queue_delay_us": 1000000}}),
     # The same graph, run one request at a time.
     "row_wise": write_row_wise({"max_batch_size": 8}),
 }
