@@ -59,6 +59,7 @@ SqliteDb::~SqliteDb() {
 }
 
 Status SqliteDb::Exec(std::string_view sql, std::string_view what) {
+  PERCH_RETURN_IF_ERROR(failed_flush_);
   return Check(sqlite3_exec(db_, std::string(sql).c_str(), nullptr, nullptr, nullptr), what);
 }
 
@@ -68,6 +69,7 @@ Status SqliteDb::SetFullSync(bool full) {
 }
 
 Status SqliteDb::SyncWal() {
+  PERCH_RETURN_IF_ERROR(failed_flush_);
   sqlite3_file* wal = nullptr;
   const int found = sqlite3_file_control(db_, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal);
   if (found != SQLITE_OK) {
@@ -78,7 +80,33 @@ Status SqliteDb::SyncWal() {
   }
   // Through the file's own VFS, so that a fault-injecting one sees the flush.
   const int synced = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
-  return Check(synced, "flush the write-ahead log to disk", sqlite3_errstr(synced));
+  const Status status = Check(synced, "flush the write-ahead log to disk", sqlite3_errstr(synced));
+  if (!status.ok()) {
+    StopAfterFailedFlush(status);
+  }
+  return status;
+}
+
+Status SqliteDb::Checkpoint() {
+  PERCH_RETURN_IF_ERROR(failed_flush_);
+  const int result =
+      sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+  const Status status = Check(result, "checkpoint the write-ahead log");
+  // Disk full (copying into the database file) leaves the log to grow until
+  // the next attempt; an I/O error may have been the log's flush.
+  if ((result & 0xff) == SQLITE_IOERR) {
+    StopAfterFailedFlush(status);
+  }
+  return status;
+}
+
+void SqliteDb::StopAfterFailedFlush(const Status& cause) {
+  sqlite3_db_config(db_, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
+  failed_flush_ = Unavailable(
+      fmt::format("{}; what was written to {} since its last flush is in doubt, so perch uses "
+                  "it no more: check the disk (dmesg), then restart perch, which recovers the "
+                  "file up to what the disk holds",
+                  cause.message(), path_.string()));
 }
 
 Status SqliteDb::Check(int result, std::string_view what) const {
@@ -120,6 +148,7 @@ Status SqliteDb::Check(int result, std::string_view what, const char* detail) co
 }
 
 Result<SqliteStatement> SqliteDb::Prepare(std::string_view sql) {
+  PERCH_RETURN_IF_ERROR(failed_flush_);
   const auto prepare = [&](unsigned flags) -> Result<sqlite3_stmt*> {
     sqlite3_stmt* statement = nullptr;
     const int result = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()), flags,

@@ -85,8 +85,21 @@ class SqliteDb {
   Status SetFullSync(bool full);
 
   // Flushes the write-ahead log: every transaction committed so far survives
-  // a power loss once this returns Ok. Unavailable when the flush fails.
+  // a power loss once this returns Ok. Unavailable when the flush fails, and
+  // from then on every use of this SqliteDb fails the same way: the kernel
+  // may have dropped the log's unflushed pages, leaving a gap that SQLite
+  // still counts as written, and anything committed after the gap would be
+  // lost with it on a power loss however well flushed. Opening the file
+  // again (a restart) recovers the log up to the gap; closing this one
+  // leaves the log as it is for that (no checkpoint of what may be gone).
   Status SyncWal();
+
+  // Copies the log into the database file as far as no reader still needs
+  // it, without waiting for anyone (a PASSIVE checkpoint; it flushes the log
+  // first). A failed flush on the way ends this SqliteDb's use as in SyncWal.
+  Status Checkpoint();
+  // Ok, or why this SqliteDb is no longer used (SyncWal).
+  const Status& failed_flush() const { return failed_flush_; }
 
   // Rows changed by the last INSERT, UPDATE or DELETE.
   int64_t Changes() const;
@@ -110,11 +123,14 @@ class SqliteDb {
   };
 
   Status Check(int result, std::string_view what, const char* detail) const;
+  // After a failed flush (`cause`): see SyncWal.
+  void StopAfterFailedFlush(const Status& cause);
 
   SqliteDb(sqlite3* db, const SqliteOptions& options)
       : db_(db), path_(options.path), busy_timeout_(options.busy_timeout) {}
 
   sqlite3* db_;
+  Status failed_flush_;  // set by the first failed SyncWal, see there
   const std::filesystem::path path_;
   const std::chrono::milliseconds busy_timeout_;
   // Node-based: a handle's pointer to its entry's in_use stays valid.

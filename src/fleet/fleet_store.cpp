@@ -132,9 +132,14 @@ void FleetStore::CheckpointLoop(std::stop_token stop) {
     if (stop.stop_requested()) {
       return;
     }
-    // PASSIVE: copies what no reader still needs and never blocks writers.
-    // A failure (disk full) leaves the WAL to grow until the next attempt.
-    (void)checkpoint_db_->Exec("PRAGMA wal_checkpoint(PASSIVE)", "checkpoint");
+    // A failure (disk full) leaves the WAL to grow until the next attempt,
+    // unless it was the log's flush: then nothing more is acknowledged.
+    (void)checkpoint_db_->Checkpoint();
+    if (!checkpoint_db_->failed_flush().ok()) {
+      std::lock_guard store_lock(mutex_);
+      checkpoint_failure_ = checkpoint_db_->failed_flush();
+      return;
+    }
   }
 }
 
@@ -153,7 +158,8 @@ void FleetStore::PlacementLoop(std::stop_token stop) {
 FleetStore::~FleetStore() = default;
 
 Result<std::unique_ptr<FleetStore>> FleetStore::Open(FleetStoreOptions options) {
-  PERCH_ASSIGN_OR_RETURN(auto db, SqliteDb::Open({.path = options.database, .schema = kSchema}));
+  PERCH_ASSIGN_OR_RETURN(
+      auto db, SqliteDb::Open({.path = options.database, .vfs = options.vfs, .schema = kSchema}));
   PERCH_RETURN_IF_ERROR(
       db->Exec("PRAGMA wal_autocheckpoint=0", "leave checkpoints to the background thread"));
   PERCH_RETURN_IF_ERROR(AddColumn(*db, "revisions", "replicas"));
@@ -162,7 +168,8 @@ Result<std::unique_ptr<FleetStore>> FleetStore::Open(FleetStoreOptions options) 
   PERCH_RETURN_IF_ERROR(
       AddColumn(*db, "devices", "enrolment_key_hash", "TEXT NOT NULL DEFAULT ''"));
   PERCH_RETURN_IF_ERROR(CreateDeviceFactsTable(*db));
-  PERCH_ASSIGN_OR_RETURN(auto checkpoint_db, SqliteDb::Open({.path = options.database}));
+  PERCH_ASSIGN_OR_RETURN(auto checkpoint_db,
+                         SqliteDb::Open({.path = options.database, .vfs = options.vfs}));
   std::unique_ptr<FleetStore> store(
       new FleetStore(std::move(options), std::move(db), std::move(checkpoint_db)));
   PERCH_RETURN_IF_ERROR(store->Load());
@@ -329,6 +336,11 @@ Status FleetStore::SaveRevision(const std::string& deployment, const Revision& r
   return save.Run("save deployment " + deployment);
 }
 
+Status FleetStore::FlushAcknowledged() {
+  PERCH_RETURN_IF_ERROR(checkpoint_failure_);
+  return db_->SyncWal();
+}
+
 void FleetStore::Changed() {
   // Enrolments, revocations, deployments and rollbacks are what decide who
   // is a canary; a promotion does not, but is rare enough not to matter.
@@ -366,6 +378,7 @@ Result<WithToken<Location>> FleetStore::CreateLocation(const LocationSpec& spec)
       .Bind(4, record.enrolment_hash)
       .Bind(5, record.location.created_at);
   PERCH_RETURN_IF_ERROR(save.Run("save location " + spec.name));
+  PERCH_RETURN_IF_ERROR(FlushAcknowledged());
   locations_[spec.name] = record;
   return WithToken<Location>{record.location, std::move(token)};
 }
@@ -400,6 +413,7 @@ Result<std::string> FleetStore::RotateEnrolmentToken(std::string_view location) 
                          db_->Prepare("UPDATE locations SET enrolment_hash = ? WHERE name = ?"));
   save.Bind(1, hash).Bind(2, it->first);
   PERCH_RETURN_IF_ERROR(save.Run("save location " + it->first));
+  PERCH_RETURN_IF_ERROR(FlushAcknowledged());
   it->second.enrolment_hash = hash;
   return token;
 }
@@ -430,6 +444,7 @@ Status FleetStore::RevokeDevice(std::string_view name) {
   }
   record.device.revoked = true;
   PERCH_RETURN_IF_ERROR(SaveDevice(record));
+  PERCH_RETURN_IF_ERROR(FlushAcknowledged());
   it->second = std::move(record);
   Changed();
   const int64_t now = options_.clock.UnixSeconds();
@@ -599,6 +614,7 @@ Result<Deployment> FleetStore::Deploy(const DeploymentSpec& spec, bool create_on
   revision.promoted = spec.rollout.strategy != RolloutStrategy::kCanary || current == nullptr;
   revision.replicas = spec.replicas;
   PERCH_RETURN_IF_ERROR(SaveRevision(spec.name, revision));
+  PERCH_RETURN_IF_ERROR(FlushAcknowledged());
   deployment.revisions.push_back(std::move(revision));
   deployments_[spec.name] = deployment;
   Changed();
@@ -624,6 +640,7 @@ Result<Deployment> FleetStore::Rollback(std::string_view name) {
   rolled_back.rolled_back = true;
   rolled_back.rolled_back_at = options_.clock.UnixSeconds();
   PERCH_RETURN_IF_ERROR(SaveRevision(deployment.name, rolled_back));
+  PERCH_RETURN_IF_ERROR(FlushAcknowledged());
   for (Revision& revision : deployment.revisions) {
     if (revision.number == rolled_back.number) {
       revision = rolled_back;

@@ -73,6 +73,9 @@ struct FleetStoreOptions {
   // Network local: a device heard from within this long is online, and so
   // listed to the other devices of its location as a peer.
   std::chrono::seconds peer_online_for{30};
+  // The SQLite VFS to open the database through (tests: a fault-injecting
+  // one); empty: SQLite's default.
+  std::string vfs{};
 };
 
 // What FleetStore::Enrol answers: the device and its new token; `again`
@@ -197,6 +200,12 @@ class FleetStore {
   Status Load();
   Status SaveDevice(const DeviceRecord& record);
   Status SaveRevision(const std::string& deployment, const Revision& revision);
+  // Flushes what was committed to the disk. Commits are not flushed one by
+  // one (synchronous=NORMAL: heartbeats are many and repeated anyway); what
+  // the hub acknowledges (an enrolment's token, a location, a deployment, a
+  // revocation) is flushed before its answer, so that a power loss of the
+  // hub cannot take back what it answered (docs/durability.md).
+  Status FlushAcknowledged();
   Status LoadVerdicts();  // requires mutex_
   void PlacementLoop(std::stop_token stop);
   DesiredState ComputeDesiredState(const Device& device) const;  // requires mutex_
@@ -253,7 +262,10 @@ class FleetStore {
   // Deployment -> the devices it is placed on (deployments with replicas).
   std::map<std::string, std::set<std::string>, std::less<>> placements_;  // guarded by mutex_
   std::set<std::string> unsettled_;  // placements not stored yet; guarded by mutex_
-  int64_t opened_at_ = 0;            // unix seconds
+  // Why checkpoints stopped: a failed flush of the log (SqliteDb::SyncWal),
+  // after which nothing more is acknowledged. Guarded by mutex_.
+  Status checkpoint_failure_;
+  int64_t opened_at_ = 0;  // unix seconds
 
   // Used by checkpointer_ only; the thread is declared after them, so it
   // stops first.

@@ -59,6 +59,7 @@ Result<Enrolment> FleetStore::Enrol(std::string_view enrolment_token, const Devi
   };
   PERCH_RETURN_IF_ERROR(SaveDeviceFacts(*db_, spec.name, spec.facts));
   PERCH_RETURN_IF_ERROR(SaveDevice(record));
+  PERCH_RETURN_IF_ERROR(FlushAcknowledged());
   device_by_token_[record.token_hash] = spec.name;
   devices_[spec.name] = record;
   Changed();
@@ -108,6 +109,7 @@ Result<Enrolment> FleetStore::EnrolAgain(DeviceRecord& record, const std::string
   updated.token_hash = TokenHash(token);
   PERCH_RETURN_IF_ERROR(SaveDeviceFacts(*db_, spec.name, spec.facts));
   PERCH_RETURN_IF_ERROR(SaveDevice(updated));
+  PERCH_RETURN_IF_ERROR(FlushAcknowledged());
   device_by_token_.erase(record.token_hash);
   device_by_token_[updated.token_hash] = spec.name;
   record = std::move(updated);

@@ -64,6 +64,18 @@ std::optional<SyncMode> SyncModeFromString(std::string_view name) {
   return EnumFromString(kSyncNames, name);
 }
 
+namespace {
+
+SqliteOptions QueueDatabase(const DurableQueueOptions& options) {
+  return {.path = options.path,
+          .full_sync = options.sync == SyncMode::kFull,
+          .vfs = options.vfs,
+          .schema = kSchema,
+          .busy_timeout = std::chrono::seconds(5)};
+}
+
+}  // namespace
+
 class DurableQueue::Impl {
  public:
   Impl(const DurableQueueOptions& options, std::unique_ptr<SqliteDb> db, MetricsRegistry& metrics)
@@ -88,6 +100,10 @@ class DurableQueue::Impl {
 
   Status Initialize() {
     MutexLock lock(mutex_);
+    return InitializeLocked();
+  }
+
+  Status InitializeLocked() REQUIRES(mutex_) {
     // Prepared now, so a file with other tables of the same names is
     // refused at open rather than on the first record.
     for (const std::string_view sql :
@@ -104,6 +120,7 @@ class DurableQueue::Impl {
   Result<int64_t> Append(std::string_view destination, std::string_view key,
                          std::string_view payload, std::string_view attributes) {
     MutexLock lock(mutex_);
+    PERCH_RETURN_IF_ERROR(Named(Recovered()));
     auto appended = AppendLocked(destination, key, payload, attributes);
     if (appended.ok()) {
       Synced();
@@ -115,6 +132,7 @@ class DurableQueue::Impl {
                                        std::string_view payload, std::string_view attributes,
                                        const DeliveryClaim& claim) {
     MutexLock lock(mutex_);
+    PERCH_RETURN_IF_ERROR(Named(Recovered()));
     const int64_t arrival = last_arrival_ + 1;
     const std::optional<std::string> first_key = FirstDelivery(claim, arrival);
     const int64_t size_before = size_;
@@ -133,6 +151,7 @@ class DurableQueue::Impl {
 
   Result<std::vector<QueuedRecord>> Read(int64_t after, size_t limit) {
     MutexLock lock(mutex_);
+    PERCH_RETURN_IF_ERROR(Named(Recovered()));
     if (options_.ttl.count() > 0) {
       PERCH_ASSIGN_OR_RETURN(SqliteStatement expire, Named(db_->Prepare(kExpire)));
       PERCH_ASSIGN_OR_RETURN(const int64_t now, StampLocked());
@@ -164,6 +183,7 @@ class DurableQueue::Impl {
 
   Status Remove(const std::vector<int64_t>& sequences) {
     MutexLock lock(mutex_);
+    PERCH_RETURN_IF_ERROR(Named(Recovered()));
     const Status removed = RemoveCounted(sequences);
     if (removed.ok()) {
       Synced();
@@ -174,6 +194,7 @@ class DurableQueue::Impl {
   Result<int64_t> AppendUnsynced(std::string_view destination, std::string_view key,
                                  std::string_view payload, std::string_view attributes) {
     MutexLock lock(mutex_);
+    PERCH_RETURN_IF_ERROR(Named(Recovered()));
     PERCH_RETURN_IF_ERROR(FlushCommits(false));
     auto appended = AppendLocked(destination, key, payload, attributes);
     const Status restored = FlushCommits(true);
@@ -187,6 +208,7 @@ class DurableQueue::Impl {
 
   Status RemoveUnsynced(const std::vector<int64_t>& sequences) {
     MutexLock lock(mutex_);
+    PERCH_RETURN_IF_ERROR(Named(Recovered()));
     PERCH_RETURN_IF_ERROR(FlushCommits(false));
     const Status removed = RemoveCounted(sequences);
     const Status restored = FlushCommits(true);
@@ -197,6 +219,7 @@ class DurableQueue::Impl {
 
   Status Sync() {
     MutexLock lock(mutex_);
+    PERCH_RETURN_IF_ERROR(Named(Recovered()));
     if (!unsynced_ || options_.sync != SyncMode::kFull) {
       return Status::Ok();
     }
@@ -216,6 +239,21 @@ class DurableQueue::Impl {
   }
 
  private:
+  // After a failed flush the log may have a gap that SQLite counts as
+  // written (SqliteDb::SyncWal), and nothing committed after it would
+  // survive a power loss. The file is opened again instead, which recovers
+  // it up to the gap (what was flushed), and the counts are read again from
+  // what it holds; until that succeeds every operation fails.
+  Status Recovered() REQUIRES(mutex_) {
+    if (db_ != nullptr && db_->failed_flush().ok()) {
+      return Status::Ok();
+    }
+    db_.reset();
+    PERCH_ASSIGN_OR_RETURN(db_, SqliteDb::Open(QueueDatabase(options_)));
+    unsynced_ = true;
+    return InitializeLocked();
+  }
+
   // Says which queue a failure is about: the outbox and the inbox share code.
   Status Named(const Status& status) const {
     return status.ok()
@@ -388,8 +426,8 @@ class DurableQueue::Impl {
 
   const DurableQueueOptions options_;
   mutable Mutex mutex_;
-  const std::unique_ptr<SqliteDb> db_ PT_GUARDED_BY(mutex_);
-  int64_t last_arrival_ GUARDED_BY(mutex_) = 0;  // the arrival number of the latest claim
+  std::unique_ptr<SqliteDb> db_ GUARDED_BY(mutex_);  // null while it cannot be opened again
+  int64_t last_arrival_ GUARDED_BY(mutex_) = 0;      // the arrival number of the latest claim
   int64_t size_ GUARDED_BY(mutex_) = 0;
   bool unsynced_ GUARDED_BY(mutex_) = false;  // an unsynced commit not flushed yet
   // The last look at both clocks, and the stamps given in this run.
@@ -410,11 +448,7 @@ Result<std::unique_ptr<DurableQueue>> DurableQueue::Open(const DurableQueueOptio
   if (options.max_records < 1) {
     return InvalidArgument(fmt::format("the {} needs room for at least one record", options.name));
   }
-  auto db = SqliteDb::Open({.path = options.path,
-                            .full_sync = options.sync == SyncMode::kFull,
-                            .vfs = options.vfs,
-                            .schema = kSchema,
-                            .busy_timeout = std::chrono::seconds(5)});
+  auto db = SqliteDb::Open(QueueDatabase(options));
   if (!db.ok()) {
     return Status(db.status().code(),
                   fmt::format("the {}: {}", options.name, db.status().message()));
