@@ -1,34 +1,26 @@
 #!/usr/bin/python3
 """CPU cost of the wakeword pipeline per 80 ms chunk: `perf stat` of the
-perch process while one stream sends --chunks chunks back to back (the
-latency side of run.py), against the same count for the in-process steps
+perch process while --streams streams send --chunks chunks each back to
+back (bench_pipeline_client, as run.py's latency side), against the same count for the in-process steps
 (bench_pipeline_steps, its start-up taken off by a one-chunk run). CPU time
 and context switches per chunk move far less with the machine's load than
 wall time does, so they show what a change to the pipeline's overhead did.
 
-    /usr/bin/python3 bench/pipelines/cost.py [--chunks 2000] [--streams 1]
+    /usr/bin/python3 bench/pipelines/cost.py [--chunks 2000] [--streams 1] [--repeats 1]
 
 Needs `perf` (Debian's linux-perf) and perf_event_paranoid <= 1 or root.
 """
 
 import argparse
-import importlib.util
 import re
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 import run as bench  # noqa: E402  (bench/run.py: helpers)
-
-# bench/pipelines/run.py, whose module name bench/run.py already holds.
-_spec = importlib.util.spec_from_file_location("pipelines_run", HERE / "run.py")
-pipelines = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(pipelines)
-Streamer = pipelines.Streamer
 
 EVENTS = "task-clock,context-switches,cpu-migrations"
 
@@ -43,22 +35,13 @@ def parse_perf(text):
     return counts
 
 
-def perch_cost(port, pid, chunks, streams):
+def perch_cost(args, port, pid, streams):
     stat = subprocess.Popen(["perf", "stat", "-x,", "-e", EVENTS, "-p", str(pid)],
                             stderr=subprocess.PIPE, text=True)
     try:
-        def send(index):
-            streamer = Streamer(port, f"cost-{index}")
-            try:
-                for k in range(chunks):
-                    streamer.send(k)
-            finally:
-                streamer.close()
-        threads = [threading.Thread(target=send, args=(i,)) for i in range(streams)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        subprocess.run([args.client, "--port", str(port), "--streams", str(streams), "--chunks",
+                        str(args.chunks), "--period-ms", "0", "--prefix", "cost"],
+                       check=True, stdout=subprocess.DEVNULL)
     finally:
         stat.send_signal(2)
         _, err = stat.communicate(timeout=30)
@@ -87,6 +70,7 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--perch", default=str(ROOT / "build/perch"))
     parser.add_argument("--baseline", default=str(ROOT / "build/bench/bench_pipeline_steps"))
+    parser.add_argument("--client", default=str(ROOT / "build/bench/bench_pipeline_client"))
     parser.add_argument("--chunks", type=int, default=2000)
     parser.add_argument("--streams", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=1)
@@ -102,10 +86,11 @@ def main():
                              stdout=log, stderr=log)
     try:
         bench.wait_http_ready(port, process=perch)
-        Streamer(port, "warmup").send(0)
+        subprocess.run([args.client, "--port", str(port), "--chunks", "20", "--period-ms", "0",
+                        "--prefix", "warmup"], check=True, stdout=subprocess.DEVNULL)
         for _ in range(args.repeats):
             report(f"perch ({args.streams} stream(s))",
-                   perch_cost(port, perch.pid, args.chunks, args.streams),
+                   perch_cost(args, port, perch.pid, args.streams),
                    args.chunks * args.streams)
             report("steps in-process", steps_cost(args.baseline, repo, args.chunks), args.chunks)
     finally:
