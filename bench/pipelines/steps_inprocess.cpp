@@ -2,9 +2,11 @@
 // other in-process with ONNX Runtime, set up as perch sets it up (one
 // Ort::Env with a global intra-op pool, ORT_ENABLE_ALL, no per-session
 // threads), on the same windows the pipeline keeps: the sum of its steps.
-// Prints one JSON line with the per-chunk wall times in microseconds.
+// Prints one JSON line with the per-chunk wall times in microseconds of
+// --chunks chunks, after --warmup chunks not timed (perch's side is warm
+// too: run.py sends it chunks before it measures).
 //
-// Usage: bench_pipeline_steps --models DIR [--chunks N] [--threads N]
+// Usage: bench_pipeline_steps --models DIR [--chunks N] [--warmup N] [--threads N]
 #include <onnxruntime_cxx_api.h>
 
 #include <algorithm>
@@ -20,7 +22,7 @@ namespace {
 [[noreturn]] void Usage(const char* error) {
   std::fprintf(stderr,
                "error: %s\nusage: bench_pipeline_steps --models DIR [--chunks N] "
-               "[--threads N]\n",
+               "[--warmup N] [--threads N]\n",
                error);
   std::exit(2);
 }
@@ -52,6 +54,7 @@ int main(int argc, char** argv) {
   setenv("ORT_DISABLE_TELEMETRY", "1", /*overwrite=*/0);
   std::string dir;
   long chunks = 200;
+  long warmup = 20;
   int threads = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -63,14 +66,16 @@ int main(int argc, char** argv) {
       dir = value;
     } else if (arg == "--chunks") {
       chunks = std::stol(value);
+    } else if (arg == "--warmup") {
+      warmup = std::stol(value);
     } else if (arg == "--threads") {
       threads = std::stoi(value);
     } else {
       Usage(("unknown option " + arg).c_str());
     }
   }
-  if (dir.empty() || chunks < 1) {
-    Usage("--models is required; --chunks is positive");
+  if (dir.empty() || chunks < 1 || warmup < 0) {
+    Usage("--models is required; --chunks is positive, --warmup not negative");
   }
   Ort::ThreadingOptions threading;
   threading.SetGlobalIntraOpNumThreads(threads);
@@ -96,7 +101,7 @@ int main(int argc, char** argv) {
   std::vector<float> h(2 * 64, 0.0F);
   std::vector<float> c(2 * 64, 0.0F);
   std::vector<long> micros;
-  for (long chunk = 0; chunk < chunks; ++chunk) {
+  for (long chunk = 0; chunk < warmup + chunks; ++chunk) {
     std::vector<float> audio(1280);
     for (auto& sample : audio) {
       sample = static_cast<float>(static_cast<int16_t>(uniform(random)));
@@ -134,9 +139,11 @@ int main(int argc, char** argv) {
     auto state = vad.Run(Ort::RunOptions{nullptr}, vad_inputs, vad_in.data(), 4, vad_outputs, 3);
     std::copy_n(state[1].GetTensorData<float>(), h.size(), h.begin());
     std::copy_n(state[2].GetTensorData<float>(), c.size(), c.begin());
-    micros.push_back(static_cast<long>(std::chrono::duration_cast<std::chrono::microseconds>(
-                                           std::chrono::steady_clock::now() - started)
-                                           .count()));
+    if (chunk >= warmup) {
+      micros.push_back(static_cast<long>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                             std::chrono::steady_clock::now() - started)
+                                             .count()));
+    }
   }
   std::printf("{\"chunks\":%ld,\"micros\":[", chunks);
   for (size_t i = 0; i < micros.size(); ++i) {

@@ -173,37 +173,57 @@ class PipelineSession : public Session {
         step_metrics_[index].skipped.Increment();
       }
     }
-    // Models run at once, each on a thread of its own but the last, which
-    // runs here; built-in operations are cheap enough to run in turn.
-    std::vector<std::pair<size_t, std::future<Result<std::vector<Tensor>>>>> running;
-    std::vector<size_t> models;
-    for (size_t index : to_run) {
-      if (spec_.steps[index].op == Op::kModel) {
-        models.push_back(index);
-      }
-    }
-    for (size_t i = 0; i + 1 < models.size(); ++i) {
-      running.emplace_back(
-          models[i], std::async(std::launch::async, [this, &values, &context, index = models[i]] {
-            return RunModelStep(index, values, context);
-          }));
-    }
+    // Model steps that wait on another process (a process model's server)
+    // run at once, each on a thread of its own. Those that compute in perch
+    // run in turn on the request's thread: they share the engine's thread
+    // pool, which already spreads each one over the cores, so running them
+    // at once only makes them contend for the cores and costs a thread start
+    // and two wake-ups each (bench/RESULTS.md, "Pipeline overhead").
+    // Built-in operations are cheap enough to run in turn.
     Status status = Status::Ok();
-    std::vector<std::pair<size_t, std::vector<Tensor>>> results;
-    if (!models.empty()) {
-      auto last = RunModelStep(models.back(), values, context);
-      if (last.ok()) {
-        results.emplace_back(models.back(), std::move(last).value());
+    std::vector<std::pair<size_t, std::future<Result<std::vector<Tensor>>>>> waiting;
+    std::vector<std::pair<size_t, std::shared_ptr<LoadedModel>>> computing;
+    for (size_t index : to_run) {
+      const Step& step = spec_.steps[index];
+      if (step.op != Op::kModel) {
+        continue;
+      }
+      // Acquired per request, so a step model that is hot reloaded serves
+      // the pipeline's next request.
+      auto model = steps_(step.model, step.version);
+      if (!model.ok()) {
+        step_metrics_[index].failures.Increment();
+        status = StepError(step, model.status());
+        break;
+      }
+      if ((*model)->session().WaitsOnAnotherProcess()) {
+        waiting.emplace_back(
+            index, std::async(std::launch::async,
+                              [this, &values, &context, index, model = std::move(model).value()] {
+                                return RunModelStep(index, *model, values, context);
+                              }));
       } else {
-        status = last.status();
+        computing.emplace_back(index, std::move(model).value());
       }
     }
-    for (auto& [index, future] : running) {
-      auto result = future.get();
-      if (result.ok()) {
-        results.emplace_back(index, std::move(result).value());
+    std::vector<std::pair<size_t, std::vector<Tensor>>> results;
+    for (const auto& [index, model] : computing) {
+      if (!status.ok()) {
+        break;
+      }
+      auto outputs = RunModelStep(index, *model, values, context);
+      if (outputs.ok()) {
+        results.emplace_back(index, std::move(outputs).value());
+      } else {
+        status = outputs.status();
+      }
+    }
+    for (auto& [index, future] : waiting) {
+      auto outputs = future.get();
+      if (outputs.ok()) {
+        results.emplace_back(index, std::move(outputs).value());
       } else if (status.ok()) {
-        status = result.status();
+        status = outputs.status();
       }
     }
     PERCH_RETURN_IF_ERROR(status);
@@ -233,39 +253,38 @@ class PipelineSession : public Session {
     return Status::Ok();
   }
 
-  Result<std::vector<Tensor>> RunModelStep(size_t index, const Values& values,
+  Result<std::vector<Tensor>> RunModelStep(size_t index, LoadedModel& model, const Values& values,
                                            const RunContext& context) const {
     const Step& step = spec_.steps[index];
     const auto started = Clock::now();
-    auto result = RunModel(step, values, context);
+    auto result = RunModel(step, model, values, context);
     step_metrics_[index].seconds.Observe(
         std::chrono::duration<double>(Clock::now() - started).count());
     if (!result.ok()) {
       step_metrics_[index].failures.Increment();
-      return Status(result.status().code(),
-                    fmt::format("step '{}': {}", step.name, result.status().message()));
+      return StepError(step, result.status());
     }
     return result;
   }
 
-  Result<std::vector<Tensor>> RunModel(const Step& step, const Values& values,
-                                       const RunContext& context) const {
-    // Acquired per request, so a step model that is hot reloaded serves the
-    // pipeline's next request.
-    PERCH_ASSIGN_OR_RETURN(const auto model, steps_(step.model, step.version));
+  static Status StepError(const Step& step, const Status& status) {
+    return Status(status.code(), fmt::format("step '{}': {}", step.name, status.message()));
+  }
+
+  static Result<std::vector<Tensor>> RunModel(const Step& step, LoadedModel& model,
+                                              const Values& values, const RunContext& context) {
     std::vector<Tensor> inputs;
     for (size_t i = 0; i < step.inputs.size(); ++i) {
       inputs.push_back(values.at(step.inputs[i]));
       inputs.back().name = step.model_inputs[i];
     }
-    PERCH_RETURN_IF_ERROR(
-        ValidateInputs(model->signature(), model->config().max_batch_size, inputs));
-    model->requests.Increment();
+    PERCH_RETURN_IF_ERROR(ValidateInputs(model.signature(), model.config().max_batch_size, inputs));
+    model.requests.Increment();
     const auto started = Clock::now();
-    auto outputs = model->session().RunWithContext(inputs, step.model_outputs, context);
-    model->compute_seconds.Observe(std::chrono::duration<double>(Clock::now() - started).count());
+    auto outputs = model.session().RunWithContext(inputs, step.model_outputs, context);
+    model.compute_seconds.Observe(std::chrono::duration<double>(Clock::now() - started).count());
     if (!outputs.ok()) {
-      model->failures.Increment();
+      model.failures.Increment();
     }
     return outputs;
   }

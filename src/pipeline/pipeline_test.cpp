@@ -38,11 +38,17 @@ std::vector<float> Values(const Tensor& tensor) {
 class PipelineTest : public ::testing::Test {
  protected:
   // Serves fake models "plus1" (y = x + 1) and "plus2" (y = x + 2), x FP32 [-1, 2].
-  PipelineTest() {
+  PipelineTest() { Serve(false); }
+
+  // Serves "plus1" and "plus2" anew as models that compute in perch, or as
+  // models that wait on another process (process models).
+  void Serve(bool waiting) {
     for (const auto& [name, add] : {std::pair{"plus1", 1.0F}, std::pair{"plus2", 2.0F}}) {
       models_[name] = std::make_shared<LoadedModel>(
           name, 1, ModelConfig{}, FakeSignature(),
-          std::make_unique<FakeSession>(FakeModel{.add = add}, runs_), metrics_);
+          std::make_unique<FakeSession>(FakeModel{.add = add, .waits_on_another_process = waiting},
+                                        runs_),
+          metrics_);
     }
   }
 
@@ -105,7 +111,8 @@ TEST_F(PipelineTest, ChainsModelsAndOperations) {
   EXPECT_EQ(outputs["ab"], (std::vector<float>{2, 3, 3, 4}));
 }
 
-TEST_F(PipelineTest, RunsIndependentStepsAtOnce) {
+TEST_F(PipelineTest, RunsIndependentStepsThatWaitOnAnotherProcessAtOnce) {
+  Serve(true);
   auto session = Load(std::string(kTwoModels));
   ASSERT_TRUE(session.ok()) << session.status().message();
   runs_->Hold();
@@ -116,6 +123,18 @@ TEST_F(PipelineTest, RunsIndependentStepsAtOnce) {
   runs_->Release();
   EXPECT_TRUE(both_held) << "the two independent model steps did not run at once";
   EXPECT_TRUE(running.get().ok());
+}
+
+// Models that compute in perch share the engine's thread pool: run at once
+// they would only contend for the cores, so they run in turn.
+TEST_F(PipelineTest, RunsIndependentStepsThatComputeInTurn) {
+  auto session = Load(std::string(kTwoModels));
+  ASSERT_TRUE(session.ok()) << session.status().message();
+  runs_->SetLatency(std::chrono::milliseconds(5));
+  auto outputs = Run(**session, {Floats("x", {1, 2}, {1, 2})});
+  EXPECT_EQ(outputs["ab"], (std::vector<float>{2, 3, 3, 4}));
+  EXPECT_EQ(runs_->started(), 2);
+  EXPECT_EQ(runs_->max_concurrent(), 1);
 }
 
 struct BadPipeline {

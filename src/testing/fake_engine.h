@@ -35,6 +35,9 @@ struct FakeModel {
   ModelSignature signature = FakeSignature();
   float add = 0;           // every output is the first input, FP32, plus this
   Status load_error = {};  // not Ok: Load returns it
+  // What its sessions' WaitsOnAnotherProcess answers: true stands for a
+  // process model, whose runs wait instead of computing.
+  bool waits_on_another_process = false;
 };
 
 // What the sessions of one engine share: how runs behave now, and what the
@@ -89,6 +92,7 @@ class FakeSession : public Session {
   FakeSession& operator=(const FakeSession&) = delete;
 
   const ModelSignature& Signature() const override { return model_.signature; }
+  bool WaitsOnAnotherProcess() const override { return model_.waits_on_another_process; }
   // Each of `output_names` is inputs[0] + add, named as asked.
   // InvalidArgument when inputs[0] is missing or not FP32; the error given
   // to FakeRuns::SetError when one is set.
