@@ -210,7 +210,13 @@ int RunHub(const HubOptions& options) {
       **server, **registry,
       RegistryHttpOptions{.tokens = std::move(tokens).value(), .observe = observe("registry")},
       logger.ForComponent("registry"));
-  (*server)->Route("GET", "/healthz", [](http::Request&, http::Response& response) {
+  // Unhealthy once the fleet database failed a flush: the hub takes no more
+  // changes until restarted, and a supervisor should know.
+  (*server)->Route("GET", "/healthz", [&store = **fleet](http::Request&, http::Response& response) {
+    if (const Status health = store.Health(); !health.ok()) {
+      http::SetError(response, health);
+      return;
+    }
     http::SetJson(response, 200, R"({"status":"ok"})");
   });
   if (const Status started = (*server)->Start(); !started.ok()) {

@@ -336,6 +336,12 @@ Status FleetStore::SaveRevision(const std::string& deployment, const Revision& r
   return save.Run("save deployment " + deployment);
 }
 
+Status FleetStore::Health() const {
+  std::lock_guard lock(mutex_);
+  PERCH_RETURN_IF_ERROR(checkpoint_failure_);
+  return db_->failed_flush();
+}
+
 Status FleetStore::FlushAcknowledged() {
   PERCH_RETURN_IF_ERROR(checkpoint_failure_);
   return db_->SyncWal();

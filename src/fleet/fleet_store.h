@@ -115,6 +115,9 @@ class FleetStore {
   // The device a device token belongs to. Unauthenticated if unknown or
   // revoked.
   Result<Device> AuthenticateDevice(std::string_view device_token) const;
+  // Ok, or why the store takes no more changes (a failed flush of its
+  // database: the hub must be restarted).
+  Status Health() const;
   Status RevokeDevice(std::string_view name);
   std::vector<Device> Devices() const;
   Result<Device> GetDevice(std::string_view name) const;

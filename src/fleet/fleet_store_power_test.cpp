@@ -118,10 +118,12 @@ TEST_F(FleetStorePowerTest, AFailedFlushAnswersNothingMoreUntilTheHubRestarts) {
   ASSERT_FALSE(still_refused.ok());
   EXPECT_NE(still_refused.status().message().find("restart perch"), std::string::npos)
       << still_refused.status().message();
+  EXPECT_EQ(store_->Health().code(), StatusCode::kUnavailable) << "the hub's /healthz says so";
 
   // Restarted on what the disk holds: what was answered is there, and the
   // agent that was refused enrols with its key.
   PowerLossAndRestart();
+  EXPECT_TRUE(store_->Health().ok());
   EXPECT_TRUE(store_->AuthenticateDevice(before->token).ok());
   const auto enrolled = Enrol(location->token, "pi-1");
   ASSERT_TRUE(enrolled.ok()) << enrolled.status().message();
