@@ -109,10 +109,12 @@ Result<ServerAnswer> ServerConnection::Post(std::string_view path, std::string_v
   }
   // One write: a request split over two segments costs the server a second
   // read, and without TCP_NODELAY on its side a delayed-ACK stall.
-  std::string request = fmt::format(
-      "POST {} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: perch\r\n"
-      "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-      path, body.size());
+  std::string request;
+  request.reserve(path.size() + body.size() + 128);
+  fmt::format_to(std::back_inserter(request),
+                 "POST {} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: perch\r\n"
+                 "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                 path, body.size());
   request.append(body);
   size_t sent = 0;
   while (sent < request.size()) {
@@ -148,17 +150,19 @@ Result<ServerAnswer> ServerConnection::Post(std::string_view path, std::string_v
   char buffer[16384];
   std::string pending;
   boost::beast::error_code error;
+  // Right after the request went out its answer cannot be there yet, nor
+  // more of it after a read that did not fill the buffer: those wait in
+  // poll first, sparing a recv that would only say EAGAIN.
+  bool wait_first = true;
   while (!parser.is_done()) {
-    const ssize_t got = ::recv(fd_, buffer, sizeof(buffer), MSG_DONTWAIT);
-    if (got < 0 && errno == EINTR) {
-      continue;
+    if (wait_first && !Await(fd_, POLLIN, deadline)) {
+      Close();
+      return Status(StatusCode::kDeadlineExceeded, "the model's server did not answer in time");
     }
-    if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      if (!Await(fd_, POLLIN, deadline)) {
-        Close();
-        return Status(StatusCode::kDeadlineExceeded, "the model's server did not answer in time");
-      }
-      continue;
+    const ssize_t got = ::recv(fd_, buffer, sizeof(buffer), MSG_DONTWAIT);
+    wait_first = got < static_cast<ssize_t>(sizeof(buffer));
+    if (got < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) {
+      continue;  // EINTR, or a wake-up without data: poll again
     }
     if (got <= 0) {
       const std::string reason = got == 0 ? "it closed the connection" : std::strerror(errno);
