@@ -273,17 +273,17 @@ std::string_view Dump(const element& value, std::string& text) {
   return text;
 }
 
-Result<Shape> AnswerShapeOf(const simdjson::dom::object& output, const std::string& where) {
+Result<Shape> AnswerShapeOf(const simdjson::dom::object& output, std::string_view name) {
   element value;
   if (output.at_key("shape").get(value) != simdjson::SUCCESS ||
       value.type() != element_type::ARRAY) {
-    return BadGateway(fmt::format("{} has no \"shape\" array", where));
+    return BadGateway(fmt::format("output '{}' has no \"shape\" array", name));
   }
   Shape shape;
   for (const element dim : simdjson::dom::array(value)) {
     if (dim.type() != element_type::INT64 || int64_t(dim) < 0) {
       std::string text;
-      return BadGateway(fmt::format("{} has a shape of {}", where, Dump(value, text)));
+      return BadGateway(fmt::format("output '{}' has a shape of {}", name, Dump(value, text)));
     }
     shape.push_back(int64_t(dim));
   }
@@ -408,7 +408,7 @@ Result<std::vector<Tensor>> DecodeOipInferResponse(std::string_view body,
     if (!found) {
       return BadGateway(fmt::format("the answer has no output '{}'", name));
     }
-    const std::string where = fmt::format("output '{}'", name);
+    // Messages name the output as "output 'NAME'" (formatted on errors only).
     Tensor tensor;
     tensor.name = name;
     std::string_view datatype_name;
@@ -416,19 +416,19 @@ Result<std::vector<Tensor>> DecodeOipInferResponse(std::string_view body,
                               ? DataTypeFromString(datatype_name)
                               : std::nullopt;
     if (!datatype) {
-      return BadGateway(fmt::format("{} has no known \"datatype\"", where));
+      return BadGateway(fmt::format("output '{}' has no known \"datatype\"", name));
     }
     tensor.datatype = *datatype;
-    PERCH_ASSIGN_OR_RETURN(tensor.shape, AnswerShapeOf(*found, where));
+    PERCH_ASSIGN_OR_RETURN(tensor.shape, AnswerShapeOf(*found, name));
     element data;
     if (found->at_key("data").get(data) != simdjson::SUCCESS ||
         !AppendAll(tensor.datatype, tensor.data, data)) {
-      return BadGateway(fmt::format("{} has \"data\" that is not an array of {} values", where,
-                                    ToString(tensor.datatype)));
+      return BadGateway(fmt::format("output '{}' has \"data\" that is not an array of {} values",
+                                    name, ToString(tensor.datatype)));
     }
     const Status valid = ValidateTensorData(tensor);
     if (!valid.ok()) {
-      return BadGateway(fmt::format("{}: {}", where, valid.message()));
+      return BadGateway(fmt::format("output '{}': {}", name, valid.message()));
     }
     outputs.push_back(std::move(tensor));
   }
