@@ -12,7 +12,7 @@ point it also reports what perch itself spent per request, which the
 machine's other load moves much less than latency: CPU time (utime+stime
 of all its threads, from /proc), context switches (voluntary and not, summed
 over /proc/PID/task/*/status) and, with --strace, system calls (strace -c -f
-over a separate 3 s run, which slows perch: not used for latency). Writes the
+around a separate 3 s run, which slows perch: not used for latency). Writes the
 "## Process runtime" section of bench/RESULTS.md (between
 <!-- section:runtimes --> markers) unless --no-results.
 
@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -93,19 +94,19 @@ def per_request(before, after):
 
 
 def syscalls_per_request(perch, pid, url, body):
-    """System calls of perch per request under strace -c -f (a 3 s run)."""
-    load = subprocess.Popen([str(perch), "perf", "iris", "--protocol", "rest", "--url", url,
-                             "--concurrency", "1", "--duration", "5s", "--warmup", "0s",
-                             "--input-data", str(body), "--json"], stdout=subprocess.DEVNULL)
+    """System calls of perch per request: strace -c -f attached around a
+    3 s perch perf run (which it slows down: not used for latency)."""
+    report = WORK / "strace.txt"
+    tracer = subprocess.Popen(["strace", "-c", "-f", "-p", str(pid), "-o", str(report)],
+                              stderr=subprocess.DEVNULL)
     try:
-        time.sleep(1)
+        time.sleep(1)  # attached to every thread before the first request
         before = perch_counters(pid, url)
-        report = WORK / "strace.txt"
-        subprocess.run(["timeout", "-s", "INT", "3", "strace", "-c", "-f", "-p", str(pid),
-                        "-o", str(report)], capture_output=True, check=False)
+        perf_p50(perch, url, "3s", "0s", body)
         after = perch_counters(pid, url)
     finally:
-        load.wait(60)
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(30)
     total = re.search(r"^\s*100\.00\s+\S+\s+\S+\s+(\d+)", report.read_text(), re.M)
     return int(total.group(1)) / max(after[2] - before[2], 1) if total else None
 
