@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+
+#include "tensor/half.h"
+
 namespace perch {
 namespace {
 
@@ -27,6 +31,57 @@ TEST(OipClientCodecTest, PassesTheRequestParametersThrough) {
   EXPECT_EQ(*body, R"({"inputs":[{"data":[3],"datatype":"INT64","name":"x","shape":[1]}],)"
                    R"("outputs":[{"name":"y"}],)"
                    R"("parameters":{"gain":-2,"loud":true,"ratio":0.5,"stream_id":"mic-1"}})");
+}
+
+// Written without a JSON tree: every datatype, escaping, and the values
+// JSON has no number for, as nlohmann wrote them before.
+TEST(OipClientCodecTest, EncodesEveryDatatypeAndEscapesStrings) {
+  Tensor flags{.name = "f", .datatype = DataType::kBool, .shape = {2}, .data = {}};
+  flags.data = std::string("\1\0", 2);
+  Tensor half{.name = "h", .datatype = DataType::kFp16, .shape = {1}, .data = {}};
+  AppendElement<uint16_t>(half.data, FloatToHalf(0.5f));
+  Tensor small{.name = "u", .datatype = DataType::kUint8, .shape = {2}, .data = {}};
+  AppendElement<uint8_t>(small.data, 255);
+  AppendElement<uint8_t>(small.data, 0);
+  Tensor odd{.name = "d", .datatype = DataType::kFp64, .shape = {3}, .data = {}};
+  AppendElement<double>(odd.data, std::numeric_limits<double>::quiet_NaN());
+  AppendElement<double>(odd.data, 1e300);
+  AppendElement<double>(odd.data, -0.1);
+  Tensor text{.name = "q\"\\\n", .datatype = DataType::kBytes, .shape = {2}, .data = {}};
+  AppendBytesElement(text.data, "a\"b");
+  AppendBytesElement(text.data, "\xff");
+  const auto body = EncodeOipInferRequest({flags, half, small, odd, text}, {"y\t"},
+                                          InferParameters{{"s", std::string("\xc3\xa9")}});
+  ASSERT_TRUE(body.ok()) << body.status().message();
+  EXPECT_EQ(*body, R"({"inputs":[{"data":[true,false],"datatype":"BOOL","name":"f","shape":[2]},)"
+                   R"({"data":[0.5],"datatype":"FP16","name":"h","shape":[1]},)"
+                   R"({"data":[255,0],"datatype":"UINT8","name":"u","shape":[2]},)"
+                   R"({"data":[null,1e+300,-0.1],"datatype":"FP64","name":"d","shape":[3]},)"
+                   R"({"data":["a\"b",")"
+                   "\xef\xbf\xbd"  // U+FFFD for the invalid byte
+                   R"("],"datatype":"BYTES","name":"q\"\\\n","shape":[2]}],)"
+                   R"("outputs":[{"name":"y\t"}],"parameters":{"s":"é"}})");
+  Tensor short_data{.name = "x", .datatype = DataType::kFp32, .shape = {2}, .data = {}};
+  AppendElement<float>(short_data.data, 1.0f);
+  EXPECT_EQ(EncodeOipInferRequest({short_data}, {"y"}).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+TEST(OipClientCodecTest, DecodesEveryDatatypeWithinItsRange) {
+  const auto outputs = DecodeOipInferResponse(
+      R"({"outputs": [
+          {"name": "b", "datatype": "BOOL", "shape": [2], "data": [true, false]},
+          {"name": "h", "datatype": "FP16", "shape": [1], "data": [2]},
+          {"name": "u", "datatype": "UINT64", "shape": [1], "data": [18446744073709551615]},
+          {"name": "i", "datatype": "INT8", "shape": [2], "data": [-128, 127]},
+          {"name": "s", "datatype": "BYTES", "shape": [1], "data": ["caf\u00e9"]}]})",
+      {"b", "h", "u", "i", "s"});
+  ASSERT_TRUE(outputs.ok()) << outputs.status().message();
+  EXPECT_EQ((*outputs)[0].data, std::string("\1\0", 2));
+  EXPECT_EQ(HalfToFloat(ReadElement<uint16_t>((*outputs)[1].data, 0)), 2.0f);
+  EXPECT_EQ(ReadElement<uint64_t>((*outputs)[2].data, 0), std::numeric_limits<uint64_t>::max());
+  EXPECT_EQ(ReadElement<int8_t>((*outputs)[3].data, 0), -128);
+  EXPECT_EQ((*outputs)[4].data.substr((*outputs)[4].data.size() - 5), "caf\xc3\xa9");
 }
 
 TEST(OipClientCodecTest, DecodesOutputsInTheOrderAsked) {
@@ -56,6 +111,27 @@ TEST(OipClientCodecTest, GarbageIsABadGatewayNamingWhatIsWrong) {
        "not an array of UINT8"},
       {R"({"outputs": [{"name": "p", "datatype": "FP32", "shape": [3], "data": [1]}]})",
        "output 'p'"},
+      {R"({"outputs": [{"name": "p", "datatype": "INT64", "shape": [1], "data": [1.5]}]})",
+       "not an array of INT64"},
+      {R"({"outputs": [{"name": "p", "datatype": "INT8", "shape": [1], "data": [-129]}]})",
+       "not an array of INT8"},
+      {R"({"outputs": [{"name": "p", "datatype": "INT64", "shape": [1],)"
+       R"( "data": [18446744073709551615]}]})",
+       "not an array of INT64"},
+      {R"({"outputs": [{"name": "p", "datatype": "BOOL", "shape": [1], "data": [1]}]})",
+       "not an array of BOOL"},
+      {R"({"outputs": [{"name": "p", "datatype": "BYTES", "shape": [1], "data": [1]}]})",
+       "not an array of BYTES"},
+      {R"({"outputs": [{"name": "p", "datatype": "FP16", "shape": [1], "data": [null]}]})",
+       "not an array of FP16"},
+      {R"({"outputs": [{"name": "p", "datatype": "FP32", "shape": [1]}]})", "\"data\""},
+      {R"({"outputs": [{"name": "p", "datatype": "FP32", "shape": 1, "data": [1]}]})",
+       "no \"shape\" array"},
+      {R"({"outputs": [{"name": "p", "shape": [1], "data": [1]}]})", "no known \"datatype\""},
+      {R"({"outputs": [7, {"name": 3}, {"name": "q"}]})", "no output 'p'"},
+      {R"([{"outputs": []}])", "no \"outputs\" array"},
+      {R"({"outputs": [{"name": "p", "datatype": "FP32", "shape": [1], "data": [1]}])",
+       "no \"outputs\" array"},
   };
   for (const auto& [body, message] : cases) {
     const auto outputs = DecodeOipInferResponse(body, {"p"});
@@ -64,6 +140,14 @@ TEST(OipClientCodecTest, GarbageIsABadGatewayNamingWhatIsWrong) {
     EXPECT_NE(outputs.status().message().find(message), std::string::npos)
         << body << " -> " << outputs.status().message();
   }
+}
+
+TEST(OipClientCodecTest, DataNestedTooDeeplyIsABadGateway) {
+  const std::string deep = std::string(100, '[') + "1" + std::string(100, ']');
+  const auto outputs = DecodeOipInferResponse(
+      R"({"outputs": [{"name": "p", "datatype": "FP32", "shape": [1], "data": )" + deep + "}]}",
+      {"p"});
+  EXPECT_EQ(outputs.status().code(), StatusCode::kBadGateway);
 }
 
 TEST(OipClientCodecTest, ReadsTheSignatureFromModelMetadata) {

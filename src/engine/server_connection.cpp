@@ -6,6 +6,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -99,7 +100,34 @@ Result<std::unique_ptr<ServerConnection>> ServerConnection::Open(int port,
       return Unavailable(fmt::format("cannot connect to {}: {}", where, std::strerror(error)));
     }
   }
+  // Receives block (bounded by SO_RCVTIMEO, see Post); sends do not
+  // (MSG_DONTWAIT), so a server that stops reading cannot hold perch past
+  // a deadline.
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+    return Unavailable(
+        fmt::format("cannot configure the socket to {}: {}", where, std::strerror(errno)));
+  }
   return connection;
+}
+
+bool ServerConnection::BoundReceiveWait(Clock::time_point deadline) {
+  const auto left = std::chrono::ceil<std::chrono::microseconds>(deadline - Clock::now());
+  if (left.count() <= 0) {
+    return false;
+  }
+  // Set only when the bound is too long for this deadline, or so short
+  // that the wait would wake more than twice: most requests set nothing.
+  if (receive_bound_.count() > 0 && left >= receive_bound_ && left <= 2 * receive_bound_) {
+    return true;
+  }
+  const timeval bound{.tv_sec = static_cast<time_t>(left.count() / 1000000),
+                      .tv_usec = static_cast<suseconds_t>(left.count() % 1000000)};
+  if (::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof(bound)) != 0) {
+    return false;
+  }
+  receive_bound_ = left;
+  return true;
 }
 
 Result<ServerAnswer> ServerConnection::Post(std::string_view path, std::string_view body,
@@ -109,10 +137,12 @@ Result<ServerAnswer> ServerConnection::Post(std::string_view path, std::string_v
   }
   // One write: a request split over two segments costs the server a second
   // read, and without TCP_NODELAY on its side a delayed-ACK stall.
-  std::string request = fmt::format(
-      "POST {} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: perch\r\n"
-      "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-      path, body.size());
+  std::string request;
+  request.reserve(path.size() + body.size() + 128);
+  fmt::format_to(std::back_inserter(request),
+                 "POST {} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: perch\r\n"
+                 "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                 path, body.size());
   request.append(body);
   size_t sent = 0;
   while (sent < request.size()) {
@@ -149,16 +179,15 @@ Result<ServerAnswer> ServerConnection::Post(std::string_view path, std::string_v
   std::string pending;
   boost::beast::error_code error;
   while (!parser.is_done()) {
-    const ssize_t got = ::recv(fd_, buffer, sizeof(buffer), MSG_DONTWAIT);
-    if (got < 0 && errno == EINTR) {
-      continue;
+    // A blocking recv bounded by SO_RCVTIMEO: one call waits for the
+    // answer and takes it, where poll + recv took two.
+    if (!BoundReceiveWait(deadline)) {
+      Close();
+      return Status(StatusCode::kDeadlineExceeded, "the model's server did not answer in time");
     }
-    if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      if (!Await(fd_, POLLIN, deadline)) {
-        Close();
-        return Status(StatusCode::kDeadlineExceeded, "the model's server did not answer in time");
-      }
-      continue;
+    const ssize_t got = ::recv(fd_, buffer, sizeof(buffer), 0);
+    if (got < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) {
+      continue;  // interrupted, or the wait bound passed: the deadline decides
     }
     if (got <= 0) {
       const std::string reason = got == 0 ? "it closed the connection" : std::strerror(errno);

@@ -1,10 +1,11 @@
 // One kept-alive HTTP/1.1 connection from perch to a process model's own
 // server (loopback TCP or a Unix socket), for the request path: a request
 // goes out as one write (headers and body together, TCP_NODELAY) and the
-// answer is read with Beast's parser, so a call costs a send and a receive
-// and no more. perch's general HTTP client (libcurl) polls and writes
-// headers and body separately: on a tiny model that was most of what perch
-// added in front of the server (docs/runtimes.md).
+// answer is read by a blocking receive (bounded by the deadline) into
+// Beast's parser, so a call costs a send and a receive and no more. perch's
+// general HTTP client (libcurl) polls and writes headers and body
+// separately: on a tiny model that was most of what perch added in front of
+// the server (docs/runtimes.md).
 //
 // Threading: one thread at a time per connection.
 #pragma once
@@ -48,8 +49,12 @@ class ServerConnection {
  private:
   explicit ServerConnection(int fd) : fd_(fd) {}
   void Close();
+  // Bounds a blocking receive so that it returns by `deadline`; false when
+  // the deadline passed.
+  bool BoundReceiveWait(Clock::time_point deadline);
 
   int fd_ = -1;
+  std::chrono::microseconds receive_bound_{0};  // the socket's SO_RCVTIMEO; 0: none set
 };
 
 }  // namespace perch

@@ -130,5 +130,42 @@ TEST(ServerConnectionTest, ASilentServerRunsIntoTheDeadline) {
   EXPECT_LT(Clock::now() - started, milliseconds(1400));
 }
 
+// The wait bound a connection keeps from one request must not carry a
+// longer wait into the next: a kept-alive connection answered first under a
+// long deadline still gives up at the second request's short one.
+TEST(ServerConnectionTest, AKeptAliveConnectionHoldsEachRequestsOwnDeadline) {
+  const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  ASSERT_EQ(::listen(listener, 1), 0);
+  std::thread server([listener] {
+    const int client = ::accept(listener, nullptr, nullptr);
+    char buffer[4096];
+    (void)!::recv(client, buffer, sizeof(buffer), 0);  // the first request, answered
+    const std::string answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+    (void)!::send(client, answer.data(), answer.size(), MSG_NOSIGNAL);
+    (void)!::recv(client, buffer, sizeof(buffer), 0);  // the second: silence until perch closes
+    (void)!::recv(client, buffer, sizeof(buffer), 0);
+    ::close(client);
+  });
+  auto connection = ServerConnection::Open(ntohs(address.sin_port), "", milliseconds(1000));
+  ASSERT_TRUE(connection.ok()) << connection.status().message();
+  auto first = (*connection)->Post("/p", "{}", Clock::now() + std::chrono::seconds(30), 1 << 20);
+  ASSERT_TRUE(first.ok()) << first.status().message();
+  EXPECT_TRUE((*connection)->reusable());
+  const auto started = Clock::now();
+  auto second = (*connection)->Post("/p", "{}", Clock::now() + milliseconds(150), 1 << 20);
+  EXPECT_EQ(second.status().code(), StatusCode::kDeadlineExceeded) << second.status().message();
+  EXPECT_GE(Clock::now() - started, milliseconds(150));
+  EXPECT_LT(Clock::now() - started, milliseconds(1000));
+  connection->reset();  // closes: the server's last recv returns
+  server.join();
+  ::close(listener);
+}
+
 }  // namespace
 }  // namespace perch

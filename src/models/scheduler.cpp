@@ -56,7 +56,7 @@ Result<std::vector<Tensor>> Scheduler::Submit(const std::shared_ptr<LoadedModel>
   pending->deadline = deadline;
   pending->parameters = std::move(parameters);
   pending->enqueued = Clock::now();
-  auto done = pending->done.get_future();
+  std::future<Result<std::vector<Tensor>>> done;
   {
     MutexLock lock(mutex_);
     if (stopping_ || workers_.empty()) {
@@ -69,10 +69,10 @@ Result<std::vector<Tensor>> Scheduler::Submit(const std::shared_ptr<LoadedModel>
       ++queue.active;
       computing_ += computes ? 1 : 0;
       lock.Unlock();
-      RunBatch(*model, {pending});
+      auto outputs = RunOne(*model, *pending);
       lock.Lock();
       FinishRun(model.get(), queue, computes);
-      return done.get();
+      return outputs;
     }
     if (static_cast<int64_t>(queue.pending.size()) >= model->config().max_queue_size) {
       return ResourceExhausted(
@@ -80,6 +80,7 @@ Result<std::vector<Tensor>> Scheduler::Submit(const std::shared_ptr<LoadedModel>
                       model->name(), queue.pending.size()));
     }
     queue.model = model;
+    done = pending->done.get_future();
     queue.pending.push_back(std::move(pending));
     model->pending.Set(static_cast<int64_t>(queue.pending.size()));
     List(queue);
@@ -250,9 +251,22 @@ std::vector<std::shared_ptr<Scheduler::Pending>> Scheduler::TakeBatch(ModelQueue
   return batch;
 }
 
-void Scheduler::RunBatch(LoadedModel& model, const std::vector<std::shared_ptr<Pending>>& batch) {
+Result<std::vector<Tensor>> Scheduler::RunOne(LoadedModel& model, Pending& pending) {
   const auto started = Clock::now();
-  Result<std::vector<Tensor>> outputs = Internal("not run");
+  RunContext context{.deadline = pending.deadline, .parameters = std::move(pending.parameters)};
+  auto outputs = model.session().RunWithContext(pending.inputs, pending.output_names, context);
+  model.queue_seconds.Observe(SecondsBetween(pending.enqueued, started));
+  model.compute_seconds.Observe(SecondsBetween(started, Clock::now()));
+  model.batch_size.Observe(1);
+  return outputs;
+}
+
+void Scheduler::RunBatch(LoadedModel& model, const std::vector<std::shared_ptr<Pending>>& batch) {
+  if (batch.size() == 1) {
+    batch.front()->done.set_value(RunOne(model, *batch.front()));
+    return;
+  }
+  const auto started = Clock::now();
   std::vector<int64_t> rows;
   // The batch is wanted until its last request's deadline; none if one of
   // them has none. Its requests' parameters are equal (TakeBatch).
@@ -263,28 +277,19 @@ void Scheduler::RunBatch(LoadedModel& model, const std::vector<std::shared_ptr<P
                            ? std::max(*context.deadline, *pending->deadline)
                            : std::optional<Clock::time_point>();
   }
-  if (batch.size() == 1) {
-    outputs =
-        model.session().RunWithContext(batch.front()->inputs, batch.front()->output_names, context);
-  } else {
-    std::vector<const std::vector<Tensor>*> inputs;
-    for (const auto& pending : batch) {
-      inputs.push_back(&pending->inputs);
-      rows.push_back(pending->inputs.front().shape[0]);
-    }
-    outputs =
-        model.session().RunWithContext(MergeBatch(inputs), batch.front()->output_names, context);
+  std::vector<const std::vector<Tensor>*> inputs;
+  for (const auto& pending : batch) {
+    inputs.push_back(&pending->inputs);
+    rows.push_back(pending->inputs.front().shape[0]);
   }
+  const Result<std::vector<Tensor>> outputs =
+      model.session().RunWithContext(MergeBatch(inputs), batch.front()->output_names, context);
   const auto finished = Clock::now();
   for (const auto& pending : batch) {
     model.queue_seconds.Observe(SecondsBetween(pending->enqueued, started));
     model.compute_seconds.Observe(SecondsBetween(started, finished));
   }
   model.batch_size.Observe(static_cast<double>(batch.size()));
-  if (batch.size() == 1) {
-    batch.front()->done.set_value(std::move(outputs));
-    return;
-  }
   if (!outputs.ok()) {
     for (const auto& pending : batch) {
       pending->done.set_value(outputs.status());

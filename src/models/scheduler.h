@@ -93,6 +93,9 @@ class Scheduler {
       REQUIRES(mutex_);
   void RunBatch(LoadedModel& model, const std::vector<std::shared_ptr<Pending>>& batch)
       EXCLUDES(mutex_);
+  // One request, answered by return: a caller that runs its own request
+  // needs no promise (setting one costs a futex wake even with no waiter).
+  Result<std::vector<Tensor>> RunOne(LoadedModel& model, Pending& pending) EXCLUDES(mutex_);
   void List(ModelQueue& queue) REQUIRES(mutex_);
   // Whether Submit runs a request of `model` on the calling thread.
   bool RunsOnCaller(const LoadedModel& model, const ModelQueue& queue, bool has_deadline) const
