@@ -63,7 +63,7 @@ Result<std::vector<Tensor>> Scheduler::Submit(const std::shared_ptr<LoadedModel>
       return Unavailable("the agent is shutting down");
     }
     ModelQueue& queue = queues_[model.get()];
-    if (RunsOnCaller(*model, queue, deadline.has_value())) {
+    if (RunsOnCaller(*model, &queue, deadline)) {
       const bool computes = !model->session().WaitsOnAnotherProcess();
       queue.model = model;
       ++queue.active;
@@ -72,6 +72,14 @@ Result<std::vector<Tensor>> Scheduler::Submit(const std::shared_ptr<LoadedModel>
       RunBatch(*model, {pending});
       lock.Lock();
       FinishRun(model.get(), queue, computes);
+      // A quick model run here in a worker's stead answers as a worker's
+      // run would have: DeadlineExceeded once past the deadline.
+      const bool in_workers_stead = !options_.run_on_caller_when_free && computes;
+      if (in_workers_stead && deadline && Clock::now() > *deadline) {
+        return Status(
+            StatusCode::kDeadlineExceeded,
+            fmt::format("model '{}' did not answer within the request's timeout", model->name()));
+      }
       return done.get();
     }
     if (static_cast<int64_t>(queue.pending.size()) >= model->config().max_queue_size) {
@@ -94,10 +102,25 @@ Result<std::vector<Tensor>> Scheduler::Submit(const std::shared_ptr<LoadedModel>
   return done.get();
 }
 
-bool Scheduler::RunsOnCaller(const LoadedModel& model, const ModelQueue& queue,
-                             bool has_deadline) const {
-  if (!queue.pending.empty() || queue.active >= model.config().instances ||
-      model.config().dynamic_batching) {
+bool Scheduler::RunsAtOnce(const LoadedModel& model) {
+  const auto typical = model.typical_run();
+  if (typical.count() == 0 || typical > kQuickRun || model.session().WaitsOnAnotherProcess()) {
+    return false;
+  }
+  MutexLock lock(mutex_);
+  if (stopping_ || workers_.empty()) {
+    return false;
+  }
+  const auto queue = queues_.find(&model);
+  return RunsOnCaller(model, queue == queues_.end() ? nullptr : &queue->second, std::nullopt);
+}
+
+bool Scheduler::RunsOnCaller(const LoadedModel& model, const ModelQueue* queue,
+                             std::optional<Clock::time_point> deadline) const {
+  if (queue != nullptr && (!queue->pending.empty() || queue->active >= model.config().instances)) {
+    return false;
+  }
+  if (model.config().dynamic_batching) {
     return false;
   }
   // A model that waits on its own server, or any model when the caller is
@@ -107,8 +130,17 @@ bool Scheduler::RunsOnCaller(const LoadedModel& model, const ModelQueue& queue,
   }
   // Otherwise only in a worker's stead: one is idle (no model listed for
   // one, fewer runs computing than workers) and no deadline needs a
-  // worker's run to be answered while the model still computes.
-  return !has_deadline && ready_.empty() && computing_ < worker_count_;
+  // worker's run to be answered while the model still computes: none, or
+  // one far beyond what a quick model takes.
+  if (!ready_.empty() || computing_ >= worker_count_) {
+    return false;
+  }
+  if (!deadline) {
+    return true;
+  }
+  const auto typical = model.typical_run();
+  return typical.count() > 0 && typical <= kQuickRun &&
+         *deadline - Clock::now() >= kQuickRunDeadline;
 }
 
 void Scheduler::List(ModelQueue& queue) {
@@ -271,6 +303,7 @@ void Scheduler::RunBatch(LoadedModel& model, const std::vector<std::shared_ptr<P
     model.compute_seconds.Observe(SecondsBetween(started, finished));
   }
   model.batch_size.Observe(static_cast<double>(batch.size()));
+  model.RecordRun(finished - started);
   if (batch.size() == 1) {
     batch.front()->done.set_value(std::move(outputs));
     return;
