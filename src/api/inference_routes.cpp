@@ -128,6 +128,25 @@ void HandleInfer(const Context& context, const http::Request& request, http::Res
   }
 }
 
+// A request body up to this size decodes in microseconds (simdjson, or the
+// binary extension's copy): small enough to handle on the I/O thread.
+constexpr size_t kInlineBodyBytes = 16 << 10;
+
+// Whether an infer request is answered on the I/O thread (http::RouteOptions::
+// run_inline): a small body for a quick model served here that would start
+// at once. A timeout in the body sends it to a worker when the scheduler
+// needs one; then the I/O thread waits one quick run at most.
+bool InferInline(const Context& context, const http::Request& request) {
+  if (request.body.size() > kInlineBodyBytes) {
+    return false;
+  }
+  const std::string_view model = request.match(1);
+  const bool forwarded = request.headers.Has(kForwardedByHeader);
+  return RouteRequest(context.models, context.peers, forwarded, model, request.match(2)) ==
+             Destination::kHere &&
+         context.inference.RunsAtOnce(model, request.match(2));
+}
+
 using LocalHandler = void (*)(const Context&, const http::Request&, http::Response&);
 
 // Answers here with `local`, or has a peer answer (forwarding.h); either way
@@ -160,7 +179,10 @@ void RegisterInferenceRoutes(http::Server& server, const Context& context) {
   const std::string model_path = kModelPath;
   server.Route("GET", model_path, WithApiToken(context, Answer(context, HandleMetadata)));
   server.Route("GET", model_path + "/ready", WithApiToken(context, Answer(context, HandleReady)));
-  server.Route("POST", model_path + "/infer", WithApiToken(context, Answer(context, HandleInfer)));
+  server.Route("POST", model_path + "/infer", WithApiToken(context, Answer(context, HandleInfer)),
+               {.run_inline = [&context](const http::Request& request) {
+                 return InferInline(context, request);
+               }});
 }
 
 }  // namespace perch::api

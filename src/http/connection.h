@@ -3,7 +3,8 @@
 // that Beast and Asio stay out of every other file. Not a public header.
 //
 // Threading: every step runs on the connection's strand, but the handler,
-// which runs on a handler thread (see Connection below).
+// which runs on a handler thread unless its route runs it inline (see
+// Connection below).
 #pragma once
 
 #include <fmt/format.h>
@@ -75,10 +76,11 @@ inline bool IgnoreCaseEqual(std::string_view a, std::string_view b) {
 }
 
 // One client connection: reads a request head, routes it, reads or streams
-// its body, runs the handler on a handler thread, writes the answer, and
-// waits for the next request. Every step but the handler runs on the
-// connection's strand; the handler thread touches request_ and response_
-// only while the strand leaves them alone (between Dispatch and Write).
+// its body, runs the handler on a handler thread (or inline, when its
+// route's run_inline says so), writes the answer, and waits for the next
+// request. Every step but a handler thread's runs on the connection's
+// strand; the handler thread touches request_ and response_ only while the
+// strand leaves them alone (between Dispatch and Write).
 template <typename Stream>
 class Connection final : public ConnectionBase,
                          public std::enable_shared_from_this<Connection<Stream>> {
@@ -449,12 +451,23 @@ class Connection final : public ConnectionBase,
 
   void Dispatch() {
     in_flight_ = true;
-    handler_running_ = true;
     core_.BeginRequest();
-    core_.pool->Post([self = this->shared_from_this()] { self->RunHandler(); });
+    if (bridge_ == nullptr && route_->options.run_inline && route_->options.run_inline(request_)) {
+      RunHandler();
+      Write();
+      return;
+    }
+    handler_running_ = true;
+    core_.pool->Post([self = this->shared_from_this()] {
+      self->RunHandler();
+      asio::post(self->stream_.get_executor(), [self] {
+        self->handler_running_ = false;
+        self->Write();
+      });
+    });
   }
 
-  // On a handler thread.
+  // On a handler thread, or on the strand when the route runs it inline.
   void RunHandler() {
     try {
       route_->handler(request_, response_);
@@ -476,10 +489,6 @@ class Connection final : public ConnectionBase,
         response_.close = true;
       }
     }
-    asio::post(stream_.get_executor(), [self = this->shared_from_this()] {
-      self->handler_running_ = false;
-      self->Write();
-    });
   }
 
   // An answer the server makes itself, on the strand.

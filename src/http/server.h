@@ -11,8 +11,10 @@
 //   before any body byte is read; buffered bodies are counted again after
 //   decompression (gzip, deflate, br) and chunked bodies as they arrive;
 // - past `max_connections` open connections, new ones get 503 and are closed;
-// - handlers run on `handler_threads`, never on an I/O thread, so a handler
-//   that waits (inference waits for its answer) holds no connection but its own;
+// - handlers run on `handler_threads`, so a handler that waits (inference
+//   waits for its answer) holds no connection but its own; only a route's
+//   `run_inline` may have one run on the I/O thread, for a request it
+//   vouches needs no waiting and little CPU;
 // - a decoded path over 4 KiB answers 414 without being routed;
 // - an exception thrown by a handler answers 500 with the JSON error body;
 //   unknown paths answer 404, known paths with another method 405 (with
@@ -27,7 +29,7 @@
 // thread; handlers concurrently on the handler threads. Each I/O thread
 // runs an event loop of its own and each connection stays on one of them
 // (round robin), so a request costs two thread hand-offs: I/O thread to a
-// handler thread and back.
+// handler thread and back, none when its route's `run_inline` says so.
 #pragma once
 
 #include <chrono>
@@ -86,6 +88,13 @@ struct RouteOptions {
   // body over the limit, 415, a broken body) go through here; unset: the
   // JSON error body of errors.h.
   ErrorFormatter error_answer{};
+  // Set (buffered routes only): asked on the I/O thread once a request's
+  // body is in; true runs the handler right there, sparing the hand-off to
+  // a handler thread and back (two thread wake-ups, more than a tiny
+  // inference costs). Only for requests the handler answers without
+  // waiting and within tens of microseconds: meanwhile the I/O thread
+  // serves none of its other connections.
+  std::function<bool(const Request& request)> run_inline{};
 };
 
 using Handler = std::function<void(Request& request, Response& response)>;

@@ -555,6 +555,44 @@ TEST_F(ServerTest, HandlerExceptionAnswers500AndTheServerGoesOn) {
   EXPECT_EQ(response->status, 200);
 }
 
+TEST_F(ServerTest, ARouteMayRunItsHandlerOnTheIoThread) {
+  std::mutex mutex;
+  std::thread::id asked_on;    // guarded by mutex: where run_inline was asked
+  std::thread::id handled_on;  // guarded by mutex
+  auto created = Server::Create({}, Logger::ToStderr(LogLevel::kWarn, "http"));
+  ASSERT_TRUE(created.ok());
+  server_ = std::move(created).value();
+  server_->Route("POST", "/maybe-inline",
+                 [&](Request& request, Response& response) {
+                   if (request.body == "throw") {
+                     throw std::runtime_error("inline bug");
+                   }
+                   const std::lock_guard lock(mutex);
+                   handled_on = std::this_thread::get_id();
+                   response.SetBody(request.body, "text/plain");
+                 },
+                 {.run_inline = [&](const Request& request) {
+                   const std::lock_guard lock(mutex);
+                   asked_on = std::this_thread::get_id();
+                   return request.body != "pool";
+                 }});
+  ASSERT_TRUE(server_->Start().ok());
+  const auto handled_where = [&](const std::string& body) {
+    const auto response = Exchange(server_->port(), Post("/maybe-inline", body));
+    EXPECT_TRUE(response && response->status == 200 && response->body == body);
+    const std::lock_guard lock(mutex);
+    return asked_on == handled_on;
+  };
+  EXPECT_TRUE(handled_where("inline"));
+  EXPECT_FALSE(handled_where("pool"));
+  // An inline handler's exception is answered as a handler thread's is.
+  const auto response = Exchange(server_->port(), Post("/maybe-inline", "throw"));
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 500);
+  EXPECT_NE(response->body.find("inline bug"), std::string::npos);
+  EXPECT_TRUE(handled_where("inline"));
+}
+
 TEST_F(ServerTest, HalfAHeadIsDisconnectedAfterTheHeaderTimeout) {
   ServerOptions options;
   options.header_timeout = 200ms;

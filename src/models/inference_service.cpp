@@ -102,6 +102,12 @@ void InferenceService::RecordUndecodable(std::string_view model_name,
   }
 }
 
+bool InferenceService::RunsAtOnce(std::string_view model_name,
+                                  std::string_view model_version) const {
+  const auto model = models_.Resident(model_name, model_version);
+  return model != nullptr && scheduler_.RunsAtOnce(*model);
+}
+
 Result<InferResponse> InferenceService::Infer(InferRequest request) const {
   const auto received = Clock::now();
   // Timeouts past a year mean "none": adding them to the clock could overflow.

@@ -29,6 +29,11 @@ class InferenceService {
   // unknown models are not counted: their names would be unbounded labels.
   void RecordUndecodable(std::string_view model_name, std::string_view model_version) const;
 
+  // Whether a request for this model and version, without a timeout, would
+  // run at once on the calling thread and briefly (Scheduler::RunsAtOnce):
+  // false for a version that is not loaded.
+  bool RunsAtOnce(std::string_view model_name, std::string_view model_version) const;
+
  private:
   const ModelManager& models_;
   Scheduler& scheduler_;

@@ -503,6 +503,18 @@ Status ModelManager::Lookup(std::string_view name, std::string_view version) con
   return found.ok() || load ? Status::Ok() : found.status();
 }
 
+std::shared_ptr<LoadedModel> ModelManager::Resident(std::string_view name,
+                                                    std::string_view version) const {
+  const auto wanted = WantedVersion(name, version);
+  if (!wanted.ok()) {
+    return nullptr;
+  }
+  MutexLock lock(mutex_);
+  std::optional<int64_t> load;
+  auto found = Find(name, *wanted, load);
+  return found.ok() ? std::move(found).value() : nullptr;
+}
+
 Result<std::shared_ptr<LoadedModel>> ModelManager::Find(std::string_view name,
                                                         std::optional<int64_t> wanted,
                                                         std::optional<int64_t>& load) const {

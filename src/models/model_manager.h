@@ -17,6 +17,7 @@
 // demand, which runs on the manager's loader thread) runs at a time.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -79,6 +80,20 @@ class LoadedModel {
   void MarkUsed(uint64_t tick) const { last_use_.store(tick, std::memory_order_relaxed); }
   uint64_t last_use() const { return last_use_.load(std::memory_order_relaxed); }
 
+  // How long an engine run of this version takes lately (a moving average
+  // over the last few runs), for the scheduler to tell a model quick enough
+  // to run on a transport's own thread; 0 before the first run.
+  void RecordRun(std::chrono::nanoseconds took) const {
+    const int64_t before = typical_run_ns_.load(std::memory_order_relaxed);
+    const int64_t now = std::max<int64_t>(took.count(), 1);  // 0 means no run yet
+    // Racing updates may lose a sample: this is an estimate.
+    typical_run_ns_.store(before == 0 ? now : before + (now - before) / 8,
+                          std::memory_order_relaxed);
+  }
+  std::chrono::nanoseconds typical_run() const {
+    return std::chrono::nanoseconds(typical_run_ns_.load(std::memory_order_relaxed));
+  }
+
  private:
   const std::string name_;
   const int64_t version_;
@@ -87,6 +102,7 @@ class LoadedModel {
   const std::unique_ptr<Session> session_;
   const std::string artifact_digest_;
   mutable std::atomic<uint64_t> last_use_{0};
+  mutable std::atomic<int64_t> typical_run_ns_{0};
 };
 
 struct VersionStatus {
@@ -170,6 +186,9 @@ class ModelManager {
   // Whether `name`/`version` can be served here, as Acquire would say,
   // without loading a version that is out of memory (for routing).
   Status Lookup(std::string_view name, std::string_view version) const;
+  // The version Acquire would hand out when it is in memory now; null
+  // otherwise. Loads nothing and counts no use (a peek, for scheduling).
+  std::shared_ptr<LoadedModel> Resident(std::string_view name, std::string_view version) const;
 
   MemoryBudgetStatus MemoryBudget() const;
 

@@ -63,7 +63,7 @@ Result<std::vector<Tensor>> Scheduler::Submit(const std::shared_ptr<LoadedModel>
       return Unavailable("the agent is shutting down");
     }
     ModelQueue& queue = queues_[model.get()];
-    if (RunsOnCaller(*model, queue, deadline.has_value())) {
+    if (RunsOnCaller(*model, &queue, deadline)) {
       const bool computes = !model->session().WaitsOnAnotherProcess();
       queue.model = model;
       ++queue.active;
@@ -72,6 +72,14 @@ Result<std::vector<Tensor>> Scheduler::Submit(const std::shared_ptr<LoadedModel>
       auto outputs = RunOne(*model, *pending);
       lock.Lock();
       FinishRun(model.get(), queue, computes);
+      // A quick model run here in a worker's stead answers as a worker's
+      // run would have: DeadlineExceeded once past the deadline.
+      const bool in_workers_stead = !options_.run_on_caller_when_free && computes;
+      if (in_workers_stead && deadline && Clock::now() > *deadline) {
+        return Status(
+            StatusCode::kDeadlineExceeded,
+            fmt::format("model '{}' did not answer within the request's timeout", model->name()));
+      }
       return outputs;
     }
     if (static_cast<int64_t>(queue.pending.size()) >= model->config().max_queue_size) {
@@ -96,15 +104,28 @@ Result<std::vector<Tensor>> Scheduler::Submit(const std::shared_ptr<LoadedModel>
   return done.get();
 }
 
-bool Scheduler::RunsOnCaller(const LoadedModel& model, const ModelQueue& queue,
-                             bool has_deadline) const {
-  if (!queue.pending.empty() || queue.active >= model.config().instances) {
+bool Scheduler::RunsAtOnce(const LoadedModel& model) {
+  const auto typical = model.typical_run();
+  if (typical.count() == 0 || typical > kQuickRun || model.session().WaitsOnAnotherProcess()) {
+    return false;
+  }
+  MutexLock lock(mutex_);
+  if (stopping_ || workers_.empty()) {
+    return false;
+  }
+  const auto queue = queues_.find(&model);
+  return RunsOnCaller(model, queue == queues_.end() ? nullptr : &queue->second, std::nullopt);
+}
+
+bool Scheduler::RunsOnCaller(const LoadedModel& model, const ModelQueue* queue,
+                             std::optional<Clock::time_point> deadline) const {
+  if (queue != nullptr && (!queue->pending.empty() || queue->active >= model.config().instances)) {
     return false;
   }
   // A batching model's request waits for company unless the model is idle
   // and need not wait then (TakeBatch).
   if (const auto& batching = model.config().dynamic_batching;
-      batching && (batching->wait_when_idle || queue.active > 0)) {
+      batching && (batching->wait_when_idle || (queue != nullptr && queue->active > 0))) {
     return false;
   }
   // A model that waits on its own server, or any model when the caller is
@@ -114,8 +135,17 @@ bool Scheduler::RunsOnCaller(const LoadedModel& model, const ModelQueue& queue,
   }
   // Otherwise only in a worker's stead: one is idle (no model listed for
   // one, fewer runs computing than workers) and no deadline needs a
-  // worker's run to be answered while the model still computes.
-  return !has_deadline && ready_.empty() && computing_ < worker_count_;
+  // worker's run to be answered while the model still computes: none, or
+  // one far beyond what a quick model takes.
+  if (!ready_.empty() || computing_ >= worker_count_) {
+    return false;
+  }
+  if (!deadline) {
+    return true;
+  }
+  const auto typical = model.typical_run();
+  return typical.count() > 0 && typical <= kQuickRun &&
+         *deadline - Clock::now() >= kQuickRunDeadline;
 }
 
 void Scheduler::List(ModelQueue& queue) {
@@ -255,9 +285,11 @@ Result<std::vector<Tensor>> Scheduler::RunOne(LoadedModel& model, Pending& pendi
   const auto started = Clock::now();
   RunContext context{.deadline = pending.deadline, .parameters = std::move(pending.parameters)};
   auto outputs = model.session().RunWithContext(pending.inputs, pending.output_names, context);
+  const auto finished = Clock::now();
   model.queue_seconds.Observe(SecondsBetween(pending.enqueued, started));
-  model.compute_seconds.Observe(SecondsBetween(started, Clock::now()));
+  model.compute_seconds.Observe(SecondsBetween(started, finished));
   model.batch_size.Observe(1);
+  model.RecordRun(finished - started);
   return outputs;
 }
 
@@ -290,6 +322,7 @@ void Scheduler::RunBatch(LoadedModel& model, const std::vector<std::shared_ptr<P
     model.compute_seconds.Observe(SecondsBetween(started, finished));
   }
   model.batch_size.Observe(static_cast<double>(batch.size()));
+  model.RecordRun(finished - started);
   if (!outputs.ok()) {
     for (const auto& pending : batch) {
       pending->done.set_value(outputs.status());

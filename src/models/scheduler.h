@@ -9,8 +9,9 @@
 // thread instead of a worker when it may start at once and a worker would
 // otherwise sit idle: nothing of its model queued, an instance free (with
 // dynamic batching: no batch of it running, and wait_when_idle off), no
-// deadline (a worker's run lets Submit answer at the
-// deadline while the model still computes), and fewer runs in progress than
+// deadline (a worker's run lets Submit answer at the deadline while the
+// model still computes) unless the model is quick and the deadline far (see
+// kQuickRun), and fewer runs in progress than
 // workers, so that no more models compute at once than there are workers.
 // The caller waits for its answer either way; what it spares is the hand-off
 // to a worker and back (two thread wake-ups, most of a tiny model's time).
@@ -34,6 +35,16 @@
 #include "tensor/tensor.h"
 
 namespace perch {
+
+// A model whose runs took at most kQuickRun lately (LoadedModel::
+// typical_run) is quick: a request of it with a deadline at least
+// kQuickRunDeadline away still runs on the calling thread when a worker is
+// idle, and an answer that comes past the deadline all the same is
+// DeadlineExceeded (late by about the run's overshoot, not a worker's
+// hand-off early). A transport may run a quick model's request on a thread
+// that must not wait long (Scheduler::RunsAtOnce).
+inline constexpr std::chrono::microseconds kQuickRun{200};
+inline constexpr std::chrono::milliseconds kQuickRunDeadline{20};
 
 struct SchedulerOptions {
   int workers = 0;  // 0: one per core
@@ -70,6 +81,11 @@ class Scheduler {
                                      std::optional<Clock::time_point> deadline,
                                      InferParameters parameters = {});
 
+  // Whether a request of `model` without a deadline, submitted now, would
+  // run on the calling thread at once, and the model is quick (kQuickRun):
+  // REST then runs it on its I/O thread, sparing two more hand-offs.
+  bool RunsAtOnce(const LoadedModel& model) EXCLUDES(mutex_);
+
  private:
   struct Pending {
     std::vector<Tensor> inputs;
@@ -98,8 +114,8 @@ class Scheduler {
   Result<std::vector<Tensor>> RunOne(LoadedModel& model, Pending& pending) EXCLUDES(mutex_);
   void List(ModelQueue& queue) REQUIRES(mutex_);
   // Whether Submit runs a request of `model` on the calling thread.
-  bool RunsOnCaller(const LoadedModel& model, const ModelQueue& queue, bool has_deadline) const
-      REQUIRES(mutex_);
+  bool RunsOnCaller(const LoadedModel& model, const ModelQueue* queue,
+                    std::optional<Clock::time_point> deadline) const REQUIRES(mutex_);
   // A run of `queue`'s model ended: frees its instance (and its worker's
   // share when it `computed`), lists what waits, and forgets an idle queue
   // (`queue` is invalid after).

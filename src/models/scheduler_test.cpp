@@ -130,17 +130,65 @@ TEST_F(SchedulerTest, ARequestRunsOnTheCallingThreadWhileAWorkerIsIdle) {
   WaitingSession& recorded = *session;
   const auto model = std::make_shared<LoadedModel>("fake", 1, Queued(1), FakeSignature(),
                                                    std::move(session), metrics_);
+  // With a deadline a worker runs it, so that the deadline can answer while
+  // the model still computes: the model has not shown it is quick yet.
+  ASSERT_TRUE(
+      scheduler_.Submit(model, {Input(1, 2)}, {"y"}, Clock::now() + std::chrono::seconds(30)).ok());
   const auto outputs = scheduler_.Submit(model, {Input(1, 2)}, {"y"}, std::nullopt);
   ASSERT_TRUE(outputs.ok()) << outputs.status().message();
   EXPECT_EQ(Values((*outputs)[0]), (std::vector<float>{3, 3}));
-  // With a deadline a worker runs it, so that the deadline can answer while
-  // the model still computes.
-  const auto deadline = Clock::now() + std::chrono::seconds(30);
-  ASSERT_TRUE(scheduler_.Submit(model, {Input(1, 2)}, {"y"}, deadline).ok());
+  // Quick now (its runs took far less than kQuickRun): a far deadline runs
+  // here as well, a near one still on a worker.
+  ASSERT_TRUE(
+      scheduler_.Submit(model, {Input(1, 2)}, {"y"}, Clock::now() + std::chrono::seconds(30)).ok());
+  ASSERT_TRUE(
+      scheduler_.Submit(model, {Input(1, 2)}, {"y"}, Clock::now() + kQuickRunDeadline / 4).ok());
+  std::lock_guard lock(recorded.mutex);
+  ASSERT_EQ(recorded.threads.size(), 4U);
+  EXPECT_NE(recorded.threads[0], std::this_thread::get_id());
+  EXPECT_EQ(recorded.threads[1], std::this_thread::get_id());
+  EXPECT_EQ(recorded.threads[2], std::this_thread::get_id());
+  EXPECT_NE(recorded.threads[3], std::this_thread::get_id());
+}
+
+TEST_F(SchedulerTest, AQuickModelRunOnTheCallerPastItsDeadlineIsDeadlineExceeded) {
+  scheduler_.Start();
+  auto session = std::make_unique<WaitingSession>(FakeModel{}, runs_, false);
+  WaitingSession& recorded = *session;
+  const auto model = std::make_shared<LoadedModel>("fake", 1, Queued(1), FakeSignature(),
+                                                   std::move(session), metrics_);
+  ASSERT_TRUE(scheduler_.Submit(model, {Input(1, 0)}, {"y"}, std::nullopt).ok());
+  // Quick so far, so it runs here; this run overshoots its deadline.
+  runs_->SetLatency(milliseconds(150));
+  const auto late =
+      scheduler_.Submit(model, {Input(1, 0)}, {"y"}, Clock::now() + kQuickRunDeadline * 3);
+  EXPECT_EQ(late.status().code(), StatusCode::kDeadlineExceeded);
   std::lock_guard lock(recorded.mutex);
   ASSERT_EQ(recorded.threads.size(), 2U);
-  EXPECT_EQ(recorded.threads[0], std::this_thread::get_id());
-  EXPECT_NE(recorded.threads[1], std::this_thread::get_id());
+  EXPECT_EQ(recorded.threads[1], std::this_thread::get_id());
+}
+
+TEST_F(SchedulerTest, RunsAtOnceOnlyForAQuickModelThatWouldStartNow) {
+  scheduler_.Start();
+  const auto model = Model(Queued(1));
+  EXPECT_FALSE(scheduler_.RunsAtOnce(*model));  // no run yet: not known to be quick
+  ASSERT_TRUE(scheduler_.Submit(model, {Input(1, 0)}, {"y"}, std::nullopt).ok());
+  EXPECT_TRUE(scheduler_.RunsAtOnce(*model));
+  runs_->Hold();
+  SubmitInBackground(model, Input(1, 0));
+  ASSERT_TRUE(runs_->AwaitHeld(1));
+  EXPECT_FALSE(scheduler_.RunsAtOnce(*model));  // its one instance is taken
+  runs_->Release();
+  ASSERT_TRUE(calls_.AwaitAnswers(1));
+
+  const auto batching = Model(Batching(4, {1}));
+  ASSERT_TRUE(scheduler_.Submit(batching, {Input(1, 0)}, {"y"}, std::nullopt).ok());
+  EXPECT_FALSE(scheduler_.RunsAtOnce(*batching));
+
+  const auto slow = Model(Queued(1));
+  runs_->SetLatency(kQuickRun * 5);
+  ASSERT_TRUE(scheduler_.Submit(slow, {Input(1, 0)}, {"y"}, std::nullopt).ok());
+  EXPECT_FALSE(scheduler_.RunsAtOnce(*slow));
 }
 
 TEST_F(SchedulerTest, CallersComputeNoMoreAtOnceThanThereAreWorkers) {
