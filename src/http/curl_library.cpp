@@ -1,25 +1,13 @@
 #include "http/curl_library.h"
 
-#include <dlfcn.h>
 #include <fmt/format.h>
+
+#include "core/dynamic_library.h"
 
 namespace perch::http {
 namespace {
 
-// Looks one function up; `name` is also what the error reports.
-template <typename Function>
-Status Resolve(void* handle, const char* file, const char* name, Function& function) {
-  void* const symbol = dlsym(handle, name);
-  if (symbol == nullptr) {
-    return Unavailable(
-        fmt::format("{} has no function {}: it is not libcurl 7.85 or later; "
-                    "install Debian's libcurl4 package",
-                    file, name));
-  }
-  // POSIX guarantees that dlsym's object pointer converts to the function's type.
-  function = reinterpret_cast<Function>(symbol);
-  return Status::Ok();
-}
+constexpr std::string_view kPackage = "libcurl4";
 
 Result<CurlLibrary> Initialised() {
   PERCH_ASSIGN_OR_RETURN(CurlLibrary library, OpenCurlLibrary(kCurlLibrary));
@@ -32,26 +20,21 @@ Result<CurlLibrary> Initialised() {
 }  // namespace
 
 Result<CurlLibrary> OpenCurlLibrary(const char* file) {
-  // RTLD_LOCAL: libcurl's symbols serve only the pointers below.
-  void* const handle = dlopen(file, RTLD_NOW | RTLD_LOCAL);
-  if (handle == nullptr) {
-    const char* const error = dlerror();
-    return Unavailable(
-        fmt::format("cannot load libcurl, which perch makes HTTP calls with ({}); "
-                    "install Debian's libcurl4 package",
-                    error != nullptr ? error : file));
-  }
+  PERCH_ASSIGN_OR_RETURN(void* const handle, OpenLibrary(file, "makes HTTP calls with", kPackage));
   CurlLibrary library;
-  PERCH_RETURN_IF_ERROR(Resolve(handle, file, "curl_global_init", library.global_init));
-  PERCH_RETURN_IF_ERROR(Resolve(handle, file, "curl_easy_init", library.easy_init));
-  PERCH_RETURN_IF_ERROR(Resolve(handle, file, "curl_easy_cleanup", library.easy_cleanup));
-  PERCH_RETURN_IF_ERROR(Resolve(handle, file, "curl_easy_reset", library.easy_reset));
-  PERCH_RETURN_IF_ERROR(Resolve(handle, file, "curl_easy_setopt", library.easy_setopt));
-  PERCH_RETURN_IF_ERROR(Resolve(handle, file, "curl_easy_getinfo", library.easy_getinfo));
-  PERCH_RETURN_IF_ERROR(Resolve(handle, file, "curl_easy_perform", library.easy_perform));
-  PERCH_RETURN_IF_ERROR(Resolve(handle, file, "curl_easy_strerror", library.easy_strerror));
-  PERCH_RETURN_IF_ERROR(Resolve(handle, file, "curl_slist_append", library.slist_append));
-  PERCH_RETURN_IF_ERROR(Resolve(handle, file, "curl_slist_free_all", library.slist_free_all));
+  const auto resolve = [&](const char* name, auto& function) {
+    return Resolve(handle, file, name, kPackage, function);
+  };
+  PERCH_RETURN_IF_ERROR(resolve("curl_global_init", library.global_init));
+  PERCH_RETURN_IF_ERROR(resolve("curl_easy_init", library.easy_init));
+  PERCH_RETURN_IF_ERROR(resolve("curl_easy_cleanup", library.easy_cleanup));
+  PERCH_RETURN_IF_ERROR(resolve("curl_easy_reset", library.easy_reset));
+  PERCH_RETURN_IF_ERROR(resolve("curl_easy_setopt", library.easy_setopt));
+  PERCH_RETURN_IF_ERROR(resolve("curl_easy_getinfo", library.easy_getinfo));
+  PERCH_RETURN_IF_ERROR(resolve("curl_easy_perform", library.easy_perform));
+  PERCH_RETURN_IF_ERROR(resolve("curl_easy_strerror", library.easy_strerror));
+  PERCH_RETURN_IF_ERROR(resolve("curl_slist_append", library.slist_append));
+  PERCH_RETURN_IF_ERROR(resolve("curl_slist_free_all", library.slist_free_all));
   return library;
 }
 
