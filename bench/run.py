@@ -980,6 +980,27 @@ def idle_rss(ctx, name, repo):
     return rss
 
 
+def echo_idle_rss(ctx):
+    """VmRSS of the bare HTTP echo and the bare gRPC echo together (2 s after
+    both are ready, no request served): the floor for perch with no model,
+    which serves both protocols from one process."""
+    answer = ctx.work / "echo_rss_answer.json"
+    answer.write_bytes(b'{"outputs": []}')
+    http_port, grpc_port = free_port(), free_port()
+    servers = [
+        Server(ctx, "echo-http-rss", [ctx.bench_bin("bench_echo_http"), "--port", str(http_port),
+                                      "--response-file", str(answer), "--content-type",
+                                      "application/json"], http_port=http_port).wait_ready(),
+        Server(ctx, "echo-grpc-rss", [ctx.bench_bin("bench_echo_grpc"), "--port", str(grpc_port),
+                                      "--output-bytes", "1024"], grpc_port=grpc_port).wait_ready()]
+    time.sleep(2.0)
+    rss = sum(read_rss_kb(server.process.pid) for server in servers)
+    for server in servers:
+        server.stop()
+        ctx.servers.remove(server)
+    return rss
+
+
 def bench_coldstart(ctx):
     log("== e. cold start and idle RSS")
     repeats = max(ctx.args.repeats, 5)
@@ -1010,14 +1031,26 @@ def bench_coldstart(ctx):
             ctx, "perch-rss-sample", sample_repo)
     empty = ctx.work / "repos" / "empty"
     empty.mkdir(parents=True, exist_ok=True)
-    rss["no model"] = idle_rss(ctx, "perch-rss-empty", empty)
+    # perch with no model against the two echo baselines, in alternating pairs.
+    empty_rss, echo_rss = [], []
+    for r in range(3):
+        for side in alternate(r, "perch", "echo"):
+            if side == "perch":
+                empty_rss.append(idle_rss(ctx, "perch-rss-empty", empty))
+            else:
+                echo_rss.append(echo_idle_rss(ctx))
+    rss["no model"] = median(empty_rss)
+    rss_ratios = pair_ratios(empty_rss, echo_rss)
     bare_rss = median([d["rss_kb"] for d in bare_details])
     ctx.stop_all()
     summary = {"perch_ms": p, "bare_ms": b, "ratio": median(cold_ratios), "rss_kb": rss,
-               "bare_rss_kb": bare_rss}
+               "bare_rss_kb": bare_rss, "echo_rss_kb": median(echo_rss),
+               "rss_ratio": median(rss_ratios)}
     log(f"  cold start perch {p:.1f} ms, bare {b:.1f} ms, ratio {ratio_cell(cold_ratios)}")
     for k, v in rss.items():
         log(f"  idle RSS, {k}: {v / 1024:.1f} MiB")
+    log(f"  idle RSS, HTTP + gRPC echo: {median(echo_rss) / 1024:.1f} MiB; no model / echo "
+        f"{ratio_cell(rss_ratios)}")
     body = (
         f"Cold start: wall time from spawning the process to the first successful MobileNetV2 "
         f"inference seen by the caller. perch: `perch serve --repo` (MobileNetV2 only); the "
@@ -1040,7 +1073,13 @@ def bench_coldstart(ctx):
         f", first inference answered {p:.0f}.\n\n"
         "Idle RSS of `perch serve` (VmRSS, 2 s after ready, no request served):\n\n" +
         table(["models loaded", "VmRSS"], [[k, f"{v / 1024:.1f} MiB"] for k, v in rss.items()] +
-              [["(bare ORT program with MobileNetV2, after one Run)", f"{bare_rss / 1024:.1f} MiB"]]))
+              [["(bare ORT program with MobileNetV2, after one Run)", f"{bare_rss / 1024:.1f} MiB"],
+               ["(bare HTTP echo + bare gRPC echo, bench/baselines)",
+                f"{median(echo_rss) / 1024:.1f} MiB"]]) +
+        "\nperch with no model against the two echo servers together (3 alternating pairs):\n\n" +
+        table(["measure", "perch, no model", "HTTP + gRPC echo", "perch / echo", "goal"], [
+            ["idle VmRSS", f"{median(empty_rss) / 1024:.1f} MiB", f"{median(echo_rss) / 1024:.1f} MiB",
+             ratio_cell(rss_ratios), verdict(median(rss_ratios), 1.5)]]))
     write_section(ctx, "coldstart", "e. Cold start and idle memory", body)
     return summary
 

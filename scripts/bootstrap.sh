@@ -14,6 +14,8 @@ debian_packages=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libmosquitto-dev libsqlite3-dev mosquitto mosquitto-clients skopeo docker-registry
   libgtest-dev libgmock-dev libarchive-dev
+  # perch links gRPC's static archives, these among them (cmake/grpc_stack.cmake).
+  libabsl-dev libre2-dev libc-ares-dev
   python3 python3-onnx python3-numpy python3-pytest python3-requests
   python3-grpcio python3-protobuf python3-paho-mqtt python3-distributed
   bubblewrap python3-sklearn
@@ -54,7 +56,8 @@ if [ "${1:-}" = arm64 ]; then
     libboost1.74-dev:arm64 libcurl4-openssl-dev:arm64 libssl-dev:arm64 zlib1g-dev:arm64
     libbrotli-dev:arm64 libsimdjson14:arm64 libspdlog-dev:arm64 libfmt-dev:arm64
     libgrpc++-dev:arm64 libprotobuf-dev:arm64 libmosquitto-dev:arm64 libsqlite3-dev:arm64
-    libgtest-dev:arm64 libgmock-dev:arm64 libarchive-dev:arm64)
+    libgtest-dev:arm64 libgmock-dev:arm64 libarchive-dev:arm64
+    libabsl-dev:arm64 libre2-dev:arm64 libc-ares-dev:arm64)
 fi
 # `make package` and its tests: lintian, and debootstrap for the fresh Debian
 # root the package is installed into. Only for `bootstrap.sh package`.

@@ -1,12 +1,11 @@
 #include "bundle/bundle_reader.h"
 
-#include <archive.h>
-#include <archive_entry.h>
 #include <fmt/format.h>
 
 #include <memory>
 #include <random>
 
+#include "bundle/archive_library.h"
 #include "bundle/bundle_format.h"
 #include "store/model_artifact.h"
 
@@ -17,21 +16,22 @@ constexpr size_t kBufferBytes = size_t{1} << 20;
 constexpr std::string_view kBlobPrefix = "blobs/sha256/";
 
 struct ArchiveCloser {
-  void operator()(archive* a) const { archive_read_free(a); }
+  const ArchiveLibrary* api;
+  void operator()(archive* a) const { api->read_free(a); }
 };
 using ArchivePtr = std::unique_ptr<archive, ArchiveCloser>;
 
-ArchivePtr NewReader() {
-  ArchivePtr reader(archive_read_new());
+ArchivePtr NewReader(const ArchiveLibrary& api) {
+  ArchivePtr reader(api.read_new(), ArchiveCloser{&api});
   // Only tar, uncompressed: the layout's blobs carry their own encoding,
   // and every other format is surface an attacker could use.
-  archive_read_support_format_tar(reader.get());
-  archive_read_support_format_gnutar(reader.get());
+  api.read_support_format_tar(reader.get());
+  api.read_support_format_gnutar(reader.get());
   return reader;
 }
 
-std::string ArchiveError(archive* reader) {
-  const char* text = archive_error_string(reader);
+std::string ArchiveError(const ArchiveLibrary& api, archive* reader) {
+  const char* text = api.error_string(reader);
   return text != nullptr ? text : "unreadable archive";
 }
 
@@ -53,15 +53,16 @@ std::string RandomSuffix() {
 }
 
 // Reads the entry's data (at most `max` bytes) into memory.
-Result<std::string> ReadSmall(archive* reader, const std::string& name, uint64_t max) {
+Result<std::string> ReadSmall(const ArchiveLibrary& api, archive* reader, const std::string& name,
+                              uint64_t max) {
   std::string bytes;
   std::string buffer(64 << 10, '\0');
   while (true) {
-    const la_ssize_t got = archive_read_data(reader, buffer.data(), buffer.size());
+    const la_ssize_t got = api.read_data(reader, buffer.data(), buffer.size());
     if (got < 0) {
       return InvalidArgument(
           fmt::format("bundle entry {}: the bundle is not a complete tar file: {}", name,
-                      ArchiveError(reader)));
+                      ArchiveError(api, reader)));
     }
     if (got == 0) {
       return bytes;
@@ -75,8 +76,8 @@ Result<std::string> ReadSmall(archive* reader, const std::string& name, uint64_t
 
 // Streams the entry's data through a hasher, into `blobs` unless the store
 // has it already; its bytes must hash to `digest` and number `size`.
-Status ReadBlob(archive* reader, const Digest& digest, uint64_t size, BlobStore& blobs,
-                std::string& buffer) {
+Status ReadBlob(const ArchiveLibrary& api, archive* reader, const Digest& digest, uint64_t size,
+                BlobStore& blobs, std::string& buffer) {
   std::unique_ptr<BlobWriter> writer;
   Sha256 hasher;
   const bool present = blobs.Has(digest);
@@ -87,11 +88,11 @@ Status ReadBlob(archive* reader, const Digest& digest, uint64_t size, BlobStore&
   }
   uint64_t total = 0;
   while (true) {
-    const la_ssize_t got = archive_read_data(reader, buffer.data(), buffer.size());
+    const la_ssize_t got = api.read_data(reader, buffer.data(), buffer.size());
     if (got < 0) {
       return InvalidArgument(
           fmt::format("bundle entry blobs/sha256/{}: the bundle is not a complete tar file: {}",
-                      digest.hex(), ArchiveError(reader)));
+                      digest.hex(), ArchiveError(api, reader)));
     }
     if (got == 0) {
       break;
@@ -128,7 +129,8 @@ Status ReadBlob(archive* reader, const Digest& digest, uint64_t size, BlobStore&
   return Status::Ok();
 }
 
-Result<BundleContents> ReadAll(archive* reader, BlobStore& blobs, const ReaderLimits& limits) {
+Result<BundleContents> ReadAll(const ArchiveLibrary& api, archive* reader, BlobStore& blobs,
+                               const ReaderLimits& limits) {
   BundleContents contents;
   bool have_layout = false;
   bool have_index = false;
@@ -136,23 +138,23 @@ Result<BundleContents> ReadAll(archive* reader, BlobStore& blobs, const ReaderLi
   uint64_t entries = 0;
   while (true) {
     archive_entry* entry = nullptr;
-    const int next = archive_read_next_header(reader, &entry);
+    const int next = api.read_next_header(reader, &entry);
     if (next == ARCHIVE_EOF) {
       break;
     }
     if (next != ARCHIVE_OK) {
       return InvalidArgument(
-          fmt::format("the bundle is not a complete tar file: {}", ArchiveError(reader)));
+          fmt::format("the bundle is not a complete tar file: {}", ArchiveError(api, reader)));
     }
     if (++entries > limits.max_entries) {
       return InvalidArgument(
           fmt::format("the bundle has more than {} entries", limits.max_entries));
     }
-    const char* raw_name = archive_entry_pathname(entry);
+    const char* raw_name = api.entry_pathname(entry);
     const std::string shown = raw_name != nullptr ? raw_name : "";
     const std::string name = CleanName(shown);
-    const mode_t type = archive_entry_filetype(entry);
-    if (archive_entry_hardlink(entry) != nullptr || archive_entry_symlink(entry) != nullptr ||
+    const mode_t type = api.entry_filetype(entry);
+    if (api.entry_hardlink(entry) != nullptr || api.entry_symlink(entry) != nullptr ||
         type == AE_IFLNK) {
       return InvalidArgument(
           fmt::format("bundle entry \"{}\" is a link; a bundle holds only files", shown));
@@ -169,10 +171,10 @@ Result<BundleContents> ReadAll(archive* reader, BlobStore& blobs, const ReaderLi
           "bundle entry \"{}\" is a device or other special file; a bundle holds only files",
           shown));
     }
-    if (!archive_entry_size_is_set(entry) || archive_entry_size(entry) < 0) {
+    if (!api.entry_size_is_set(entry) || api.entry_size(entry) < 0) {
       return InvalidArgument(fmt::format("bundle entry \"{}\" has no size", shown));
     }
-    const auto size = static_cast<uint64_t>(archive_entry_size(entry));
+    const auto size = static_cast<uint64_t>(api.entry_size(entry));
     if (name == kLayoutFile || name == kIndexFile) {
       bool& seen = name == kLayoutFile ? have_layout : have_index;
       if (seen) {
@@ -183,7 +185,7 @@ Result<BundleContents> ReadAll(archive* reader, BlobStore& blobs, const ReaderLi
         return InvalidArgument(fmt::format("bundle entry {} declares {} bytes, more than {}", name,
                                            size, kMaxManifestBytes));
       }
-      PERCH_ASSIGN_OR_RETURN(std::string bytes, ReadSmall(reader, name, kMaxManifestBytes));
+      PERCH_ASSIGN_OR_RETURN(std::string bytes, ReadSmall(api, reader, name, kMaxManifestBytes));
       if (bytes.size() != size) {
         return InvalidArgument(fmt::format("bundle entry {} is truncated", name));
       }
@@ -207,7 +209,7 @@ Result<BundleContents> ReadAll(archive* reader, BlobStore& blobs, const ReaderLi
           fmt::format("bundle entry \"{}\" declares {} bytes, more than the {} a blob may have",
                       shown, size, limits.max_blob_bytes));
     }
-    PERCH_RETURN_IF_ERROR(ReadBlob(reader, *digest, size, blobs, buffer));
+    PERCH_RETURN_IF_ERROR(ReadBlob(api, reader, *digest, size, blobs, buffer));
     contents.blobs.emplace(*digest, size);
   }
   if (!have_layout || !have_index) {
@@ -221,21 +223,26 @@ Result<BundleContents> ReadAll(archive* reader, BlobStore& blobs, const ReaderLi
 
 Result<BundleContents> ReadBundleFile(const std::filesystem::path& path, BlobStore& blobs,
                                       const ReaderLimits& limits) {
-  ArchivePtr reader = NewReader();
-  if (archive_read_open_filename(reader.get(), path.c_str(), kBufferBytes) != ARCHIVE_OK) {
+  PERCH_ASSIGN_OR_RETURN(const ArchiveLibrary* loaded, LoadArchive());
+  const ArchiveLibrary& api = *loaded;
+  ArchivePtr reader = NewReader(api);
+  if (api.read_open_filename(reader.get(), path.c_str(), kBufferBytes) != ARCHIVE_OK) {
     return InvalidArgument(
-        fmt::format("cannot read bundle {}: {}", path.string(), ArchiveError(reader.get())));
+        fmt::format("cannot read bundle {}: {}", path.string(), ArchiveError(api, reader.get())));
   }
-  return ReadAll(reader.get(), blobs, limits);
+  return ReadAll(api, reader.get(), blobs, limits);
 }
 
 Result<BundleContents> ReadBundleMemory(std::string_view bytes, BlobStore& blobs,
                                         const ReaderLimits& limits) {
-  ArchivePtr reader = NewReader();
-  if (archive_read_open_memory(reader.get(), bytes.data(), bytes.size()) != ARCHIVE_OK) {
-    return InvalidArgument(fmt::format("cannot read the bundle: {}", ArchiveError(reader.get())));
+  PERCH_ASSIGN_OR_RETURN(const ArchiveLibrary* loaded, LoadArchive());
+  const ArchiveLibrary& api = *loaded;
+  ArchivePtr reader = NewReader(api);
+  if (api.read_open_memory(reader.get(), bytes.data(), bytes.size()) != ARCHIVE_OK) {
+    return InvalidArgument(
+        fmt::format("cannot read the bundle: {}", ArchiveError(api, reader.get())));
   }
-  return ReadAll(reader.get(), blobs, limits);
+  return ReadAll(api, reader.get(), blobs, limits);
 }
 
 }  // namespace perch::bundle

@@ -1,61 +1,63 @@
 #include "bundle/bundle_writer.h"
 
-#include <archive.h>
-#include <archive_entry.h>
 #include <fmt/format.h>
 
 #include <fstream>
 #include <memory>
 
+#include "bundle/archive_library.h"
 #include "bundle/bundle_format.h"
 
 namespace perch::bundle {
 namespace {
 
 struct WriterCloser {
-  void operator()(archive* a) const { archive_write_free(a); }
+  const ArchiveLibrary* api;
+  void operator()(archive* a) const { api->write_free(a); }
 };
 struct EntryCloser {
-  void operator()(archive_entry* e) const { archive_entry_free(e); }
+  const ArchiveLibrary* api;
+  void operator()(archive_entry* e) const { api->entry_free(e); }
 };
 
 class TarWriter {
  public:
-  explicit TarWriter(std::filesystem::path path) : path_(std::move(path)) {}
+  TarWriter(const ArchiveLibrary& api, std::filesystem::path path)
+      : api_(api), path_(std::move(path)), writer_(api.write_new(), WriterCloser{&api}) {}
 
   Status Open() {
-    archive_write_set_format_pax_restricted(writer_.get());
-    if (archive_write_open_filename(writer_.get(), path_.c_str()) != ARCHIVE_OK) {
+    api_.write_set_format_pax_restricted(writer_.get());
+    if (api_.write_open_filename(writer_.get(), path_.c_str()) != ARCHIVE_OK) {
       return Error("cannot create");
     }
     return Status::Ok();
   }
 
   Status Folder(const std::string& name) {
-    std::unique_ptr<archive_entry, EntryCloser> entry(archive_entry_new());
-    archive_entry_set_pathname(entry.get(), name.c_str());
-    archive_entry_set_filetype(entry.get(), AE_IFDIR);
-    archive_entry_set_perm(entry.get(), 0755);
-    if (archive_write_header(writer_.get(), entry.get()) != ARCHIVE_OK) {
+    std::unique_ptr<archive_entry, EntryCloser> entry(api_.entry_new(), EntryCloser{&api_});
+    api_.entry_set_pathname(entry.get(), name.c_str());
+    api_.entry_set_filetype(entry.get(), AE_IFDIR);
+    api_.entry_set_perm(entry.get(), 0755);
+    if (api_.write_header(writer_.get(), entry.get()) != ARCHIVE_OK) {
       return Error("cannot write to");
     }
     return Status::Ok();
   }
 
   Status Begin(const std::string& name, uint64_t size) {
-    std::unique_ptr<archive_entry, EntryCloser> entry(archive_entry_new());
-    archive_entry_set_pathname(entry.get(), name.c_str());
-    archive_entry_set_filetype(entry.get(), AE_IFREG);
-    archive_entry_set_perm(entry.get(), 0644);
-    archive_entry_set_size(entry.get(), static_cast<la_int64_t>(size));
-    if (archive_write_header(writer_.get(), entry.get()) != ARCHIVE_OK) {
+    std::unique_ptr<archive_entry, EntryCloser> entry(api_.entry_new(), EntryCloser{&api_});
+    api_.entry_set_pathname(entry.get(), name.c_str());
+    api_.entry_set_filetype(entry.get(), AE_IFREG);
+    api_.entry_set_perm(entry.get(), 0644);
+    api_.entry_set_size(entry.get(), static_cast<la_int64_t>(size));
+    if (api_.write_header(writer_.get(), entry.get()) != ARCHIVE_OK) {
       return Error("cannot write to");
     }
     return Status::Ok();
   }
 
   Status Data(std::string_view bytes) {
-    if (archive_write_data(writer_.get(), bytes.data(), bytes.size()) !=
+    if (api_.write_data(writer_.get(), bytes.data(), bytes.size()) !=
         static_cast<la_ssize_t>(bytes.size())) {
       return Error("cannot write to");
     }
@@ -63,7 +65,7 @@ class TarWriter {
   }
 
   Status Close() {
-    if (archive_write_close(writer_.get()) != ARCHIVE_OK) {
+    if (api_.write_close(writer_.get()) != ARCHIVE_OK) {
       return Error("cannot finish");
     }
     return Status::Ok();
@@ -71,12 +73,13 @@ class TarWriter {
 
  private:
   Status Error(const char* what) {
-    const char* text = archive_error_string(writer_.get());
+    const char* text = api_.error_string(writer_.get());
     return Internal(fmt::format("{} {}: {}", what, path_.string(), text ? text : "I/O error"));
   }
 
+  const ArchiveLibrary& api_;
   const std::filesystem::path path_;
-  std::unique_ptr<archive, WriterCloser> writer_{archive_write_new()};
+  std::unique_ptr<archive, WriterCloser> writer_;
 };
 
 Status WriteAll(TarWriter& tar, const BlobStore& blobs, const std::set<Digest>& digests,
@@ -116,9 +119,10 @@ Status WriteAll(TarWriter& tar, const BlobStore& blobs, const std::set<Digest>& 
 Status WriteBundle(const std::filesystem::path& out, const BlobStore& blobs,
                    const std::set<Digest>& digests, const std::string& index_json) {
   const std::filesystem::path partial = out.string() + ".partial";
+  PERCH_ASSIGN_OR_RETURN(const ArchiveLibrary* api, LoadArchive());
   Status status;
   {
-    TarWriter tar(partial);
+    TarWriter tar(*api, partial);
     status = WriteAll(tar, blobs, digests, index_json);
   }
   std::error_code error;

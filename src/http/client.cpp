@@ -1,6 +1,5 @@
 #include "http/client.h"
 
-#include <curl/curl.h>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -9,6 +8,8 @@
 #include <cstdio>
 #include <exception>
 #include <fstream>
+
+#include "http/curl_library.h"
 
 namespace perch::http {
 namespace {
@@ -22,16 +23,6 @@ constexpr uint64_t kLargeBodyBytes = 64 << 10;
 constexpr long kLargeUploadBufferBytes = 512 << 10;
 // Beyond libcurl's own cap (10 MiB since 7.88), which it applies itself.
 constexpr size_t kMaxReceiveBufferBytes = 10 << 20;
-
-// libcurl must be initialised once per process before the first handle and
-// is not safe to initialise from two threads at once; a function-local
-// static is initialised exactly once, thread-safely, and hides the state from
-// everyone else. It is never cleaned up: other threads' clients may outlive
-// any point where that would be safe, and the process exit frees it.
-CURLcode GlobalInit() {
-  static const CURLcode code = curl_global_init(CURL_GLOBAL_DEFAULT);
-  return code;
-}
 
 bool SameName(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
@@ -64,25 +55,28 @@ std::string OriginOf(const std::string& url) {
 std::string WithoutQuery(const std::string& url) { return url.substr(0, url.find('?')); }
 
 struct CurlCleanup {
-  void operator()(CURL* curl) const { curl_easy_cleanup(curl); }
+  const CurlLibrary* api;
+  void operator()(CURL* curl) const { api->easy_cleanup(curl); }
 };
 using CurlHandle = std::unique_ptr<CURL, CurlCleanup>;
 
 struct ForgetOptions {
+  const CurlLibrary& api;
   CURL* curl;
-  ~ForgetOptions() { curl_easy_reset(curl); }
+  ~ForgetOptions() { api.easy_reset(curl); }
 };
 
 // Frees what one Send allocates in libcurl, whatever way it returns.
 struct HeaderList {
-  HeaderList() = default;
+  explicit HeaderList(const CurlLibrary& library) : api(library) {}
   HeaderList(const HeaderList&) = delete;
   HeaderList& operator=(const HeaderList&) = delete;
-  ~HeaderList() { curl_slist_free_all(list); }
+  ~HeaderList() { api.slist_free_all(list); }
 
+  const CurlLibrary& api;
   curl_slist* list = nullptr;
   bool Append(const std::string& line) {
-    curl_slist* grown = curl_slist_append(list, line.c_str());
+    curl_slist* grown = api.slist_append(list, line.c_str());
     if (grown == nullptr) {
       return false;
     }
@@ -98,6 +92,7 @@ bool Readable(const std::string& path) {
 
 // The state of one transfer, shared with libcurl's callbacks.
 struct Transfer {
+  const CurlLibrary* api = nullptr;
   CURL* curl = nullptr;
   const ClientRequest* request = nullptr;
   ClientResponse response;
@@ -133,7 +128,7 @@ bool CallOnHead(Transfer& transfer) {
   }
   transfer.head_called = true;
   long status = 0;
-  curl_easy_getinfo(transfer.curl, CURLINFO_RESPONSE_CODE, &status);
+  transfer.api->easy_getinfo(transfer.curl, CURLINFO_RESPONSE_CODE, &status);
   transfer.response.status = static_cast<int>(status);
   if (transfer.request->on_head &&
       !transfer.request->on_head(transfer.response.status, transfer.response.headers)) {
@@ -253,7 +248,7 @@ int OnProgress(void* user, curl_off_t download_total, curl_off_t downloaded,
     // Connecting has its own timeout; the read timeout counts from the
     // moment the request could go out.
     curl_off_t ready_us = 0;
-    curl_easy_getinfo(transfer.curl, CURLINFO_PRETRANSFER_TIME_T, &ready_us);
+    transfer.api->easy_getinfo(transfer.curl, CURLINFO_PRETRANSFER_TIME_T, &ready_us);
     if (ready_us == 0) {
       return 0;
     }
@@ -301,8 +296,8 @@ std::string Milliseconds(std::chrono::milliseconds value) {
 
 class Client::Impl {
  public:
-  Impl(ClientOptions options, CurlHandle curl)
-      : options_(std::move(options)), handle_(std::move(curl)), curl_(handle_.get()) {}
+  Impl(const CurlLibrary& api, ClientOptions options, CurlHandle curl)
+      : api_(api), options_(std::move(options)), handle_(std::move(curl)), curl_(handle_.get()) {}
 
   Result<ClientResponse> Send(const ClientRequest& request) {
     if (!request.url.starts_with("http://") && !request.url.starts_with("https://")) {
@@ -331,28 +326,29 @@ class Client::Impl {
     // Declared first, so it runs last: the handle forgets this request's
     // options (which point at the locals below) but keeps its connections,
     // so the next call to the same server reuses one.
-    const ForgetOptions forget{curl_};
+    const ForgetOptions forget{api_, curl_};
     Transfer transfer;
+    transfer.api = &api_;
     transfer.curl = curl_;
     transfer.request = &request;
     transfer.stop = options_.stop;
     transfer.read_timeout = options_.read_timeout;
     char error_text[CURL_ERROR_SIZE] = {};
-    HeaderList headers;
+    HeaderList headers(api_);
     PERCH_RETURN_IF_ERROR(Configure(request, transfer, headers, error_text));
-    curl_easy_setopt(curl_, CURLOPT_FRESH_CONNECT, fresh_connection ? 1L : 0L);
+    api_.easy_setopt(curl_, CURLOPT_FRESH_CONNECT, fresh_connection ? 1L : 0L);
 
     transfer.started = SteadyClock::now();
-    const CURLcode code = curl_easy_perform(curl_);
+    const CURLcode code = api_.easy_perform(curl_);
     if (code == CURLE_OK || transfer.stopped_at_head) {
       (void)CallOnHead(transfer);  // a body-less answer: the head is all there is
       char* effective = nullptr;
-      curl_easy_getinfo(curl_, CURLINFO_EFFECTIVE_URL, &effective);
+      api_.easy_getinfo(curl_, CURLINFO_EFFECTIVE_URL, &effective);
       transfer.response.url = effective != nullptr ? effective : request.url;
       return std::move(transfer.response);
     }
     long new_connections = 0;
-    curl_easy_getinfo(curl_, CURLINFO_NUM_CONNECTS, &new_connections);
+    api_.easy_getinfo(curl_, CURLINFO_NUM_CONNECTS, &new_connections);
     resend = !fresh_connection && code == CURLE_SEND_ERROR && new_connections == 0 &&
              !transfer.head_called && transfer.callback_error.empty() && NothingReceived();
     return Failure(request, transfer, code, error_text);
@@ -360,9 +356,9 @@ class Client::Impl {
 
   bool NothingReceived() const {
     curl_off_t received = 0;
-    curl_easy_getinfo(curl_, CURLINFO_SIZE_DOWNLOAD_T, &received);
+    api_.easy_getinfo(curl_, CURLINFO_SIZE_DOWNLOAD_T, &received);
     long head_bytes = 0;
-    curl_easy_getinfo(curl_, CURLINFO_HEADER_SIZE, &head_bytes);
+    api_.easy_getinfo(curl_, CURLINFO_HEADER_SIZE, &head_bytes);
     return received == 0 && head_bytes == 0;
   }
 
@@ -370,41 +366,41 @@ class Client::Impl {
   Status Configure(const ClientRequest& request, Transfer& transfer, HeaderList& headers,
                    char* error_text) {
     CURL* curl = curl_;
-    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, error_text);
-    curl_easy_setopt(curl, CURLOPT_URL, request.url.c_str());
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1));
-    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(curl, CURLOPT_USERAGENT, options_.user_agent.c_str());
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
+    api_.easy_setopt(curl, CURLOPT_ERRORBUFFER, error_text);
+    api_.easy_setopt(curl, CURLOPT_URL, request.url.c_str());
+    api_.easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    api_.easy_setopt(curl, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1));
+    api_.easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+    api_.easy_setopt(curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    api_.easy_setopt(curl, CURLOPT_USERAGENT, options_.user_agent.c_str());
+    api_.easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
                      static_cast<long>(options_.connect_timeout.count()));
     if (!options_.unix_socket.empty()) {
-      curl_easy_setopt(curl, CURLOPT_UNIX_SOCKET_PATH, options_.unix_socket.c_str());
+      api_.easy_setopt(curl, CURLOPT_UNIX_SOCKET_PATH, options_.unix_socket.c_str());
     }
-    curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
+    api_.easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
     if (!options_.ca_file.empty()) {
-      curl_easy_setopt(curl, CURLOPT_CAINFO, options_.ca_file.c_str());
+      api_.easy_setopt(curl, CURLOPT_CAINFO, options_.ca_file.c_str());
     }
     if (!options_.cert_file.empty()) {
-      curl_easy_setopt(curl, CURLOPT_SSLCERT, options_.cert_file.c_str());
-      curl_easy_setopt(
+      api_.easy_setopt(curl, CURLOPT_SSLCERT, options_.cert_file.c_str());
+      api_.easy_setopt(
           curl, CURLOPT_SSLKEY,
           (options_.key_file.empty() ? options_.cert_file : options_.key_file).c_str());
     }
 
-    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, OnHeader);
-    curl_easy_setopt(curl, CURLOPT_HEADERDATA, &transfer);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, OnWrite);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &transfer);
+    api_.easy_setopt(curl, CURLOPT_HEADERFUNCTION, OnHeader);
+    api_.easy_setopt(curl, CURLOPT_HEADERDATA, &transfer);
+    api_.easy_setopt(curl, CURLOPT_WRITEFUNCTION, OnWrite);
+    api_.easy_setopt(curl, CURLOPT_WRITEDATA, &transfer);
     if (request.receive_buffer_bytes > 0) {
-      curl_easy_setopt(
+      api_.easy_setopt(
           curl, CURLOPT_BUFFERSIZE,
           static_cast<long>(std::min(request.receive_buffer_bytes, kMaxReceiveBufferBytes)));
     }
-    curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, OnProgress);
-    curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &transfer);
+    api_.easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+    api_.easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, OnProgress);
+    api_.easy_setopt(curl, CURLOPT_XFERINFODATA, &transfer);
 
     const bool head = request.method == "HEAD";
     const bool has_body = !head && HasBody(request);
@@ -430,37 +426,37 @@ class Client::Impl {
         return ResourceExhausted("out of memory building the request headers");
       }
     }
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers.list);
+    api_.easy_setopt(curl, CURLOPT_HTTPHEADER, headers.list);
 
     if (head) {
-      curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
+      api_.easy_setopt(curl, CURLOPT_NOBODY, 1L);
     } else if (has_body) {
       PERCH_RETURN_IF_ERROR(OpenBody(request, transfer));
       // POST with a read function and a known size: a Content-Length body,
       // never chunked; any other method name replaces POST on the wire.
-      curl_easy_setopt(curl, CURLOPT_POST, 1L);
-      curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE,
+      api_.easy_setopt(curl, CURLOPT_POST, 1L);
+      api_.easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE,
                        static_cast<curl_off_t>(transfer.body_length));
-      curl_easy_setopt(curl, CURLOPT_READFUNCTION, OnRead);
-      curl_easy_setopt(curl, CURLOPT_READDATA, &transfer);
-      curl_easy_setopt(curl, CURLOPT_SEEKFUNCTION, OnSeek);
-      curl_easy_setopt(curl, CURLOPT_SEEKDATA, &transfer);
+      api_.easy_setopt(curl, CURLOPT_READFUNCTION, OnRead);
+      api_.easy_setopt(curl, CURLOPT_READDATA, &transfer);
+      api_.easy_setopt(curl, CURLOPT_SEEKFUNCTION, OnSeek);
+      api_.easy_setopt(curl, CURLOPT_SEEKDATA, &transfer);
       if (transfer.body_length > kLargeBodyBytes) {
-        curl_easy_setopt(curl, CURLOPT_UPLOAD_BUFFERSIZE, kLargeUploadBufferBytes);
+        api_.easy_setopt(curl, CURLOPT_UPLOAD_BUFFERSIZE, kLargeUploadBufferBytes);
       }
       transfer.reports_upload = transfer.body_length > 0;
       if (request.method != "POST") {
-        curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, request.method.c_str());
+        api_.easy_setopt(curl, CURLOPT_CUSTOMREQUEST, request.method.c_str());
       }
     } else {
-      curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
+      api_.easy_setopt(curl, CURLOPT_HTTPGET, 1L);
       if (request.method != "GET") {
-        curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, request.method.c_str());
+        api_.easy_setopt(curl, CURLOPT_CUSTOMREQUEST, request.method.c_str());
       }
     }
     if (request.follow_redirects && (request.method == "GET" || head)) {
-      curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 1L);
-      curl_easy_setopt(curl, CURLOPT_MAXREDIRS, kMaxRedirects);
+      api_.easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 1L);
+      api_.easy_setopt(curl, CURLOPT_MAXREDIRS, kMaxRedirects);
     }
     return Status::Ok();
   }
@@ -518,9 +514,9 @@ class Client::Impl {
                                      Milliseconds(options_.read_timeout)));
     }
     const std::string origin = OriginOf(request.url);
-    const std::string detail = error_text[0] != '\0' ? error_text : curl_easy_strerror(code);
+    const std::string detail = error_text[0] != '\0' ? error_text : api_.easy_strerror(code);
     long os_error = 0;
-    curl_easy_getinfo(curl_, CURLINFO_OS_ERRNO, &os_error);
+    api_.easy_getinfo(curl_, CURLINFO_OS_ERRNO, &os_error);
     const bool tls = request.url.starts_with("https://");
     const bool nothing_received = NothingReceived();
     if (!tls && nothing_received &&
@@ -604,6 +600,7 @@ class Client::Impl {
     }
   }
 
+  const CurlLibrary& api_;  // LoadCurl's, alive until the process exits
   const ClientOptions options_;
   const CurlHandle handle_;
   CURL* const curl_;  // handle_'s, for brevity
@@ -621,15 +618,13 @@ Result<std::unique_ptr<Client>> Client::Create(ClientOptions options) try {
   if (options.connect_timeout.count() <= 0 || options.read_timeout.count() <= 0) {
     return InvalidArgument("the HTTP client's timeouts must be positive");
   }
-  if (const CURLcode code = GlobalInit(); code != CURLE_OK) {
-    return Internal(fmt::format("libcurl failed to start: {}", curl_easy_strerror(code)));
-  }
-  CurlHandle curl(curl_easy_init());
+  PERCH_ASSIGN_OR_RETURN(const CurlLibrary* api, LoadCurl());
+  CurlHandle curl(api->easy_init(), CurlCleanup{api});
   if (curl == nullptr) {
     return ResourceExhausted("libcurl could not create a handle (out of memory?)");
   }
   return std::unique_ptr<Client>(
-      new Client(std::make_unique<Impl>(std::move(options), std::move(curl))));
+      new Client(std::make_unique<Impl>(*api, std::move(options), std::move(curl))));
 } catch (const std::exception& error) {
   return Internal(fmt::format("cannot create an HTTP client: {}", error.what()));
 }
