@@ -30,7 +30,8 @@ SLOW_MAX_QUEUE_SIZE = 2
 MODELS = ["slow", "dynamic_batched", "preferred_batched", "idle_batched", "row_wise",
           "add_sub"]
 
-# dynamic_batched waits 20 ms for company while a batch of it runs;
+# dynamic_batched waits 20 ms for company, even when idle (a tiny model
+# run from Python threads would otherwise seldom have a batch running);
 # preferred_batched 1 s even when idle, unless two rows make its preferred
 # batch; idle_batched 1 s, only while a batch of it runs.
 PREFERRED_DELAY_S = 1.0

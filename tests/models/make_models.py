@@ -285,7 +285,7 @@ WRITERS = {
     # Merges concurrent requests, waiting up to 20 ms for company.
     "dynamic_batched": write_row_wise({
         "max_batch_size": 8,
-        "dynamic_batching": {"max_queue_delay_us": 20000}}),
+        "dynamic_batching": {"max_queue_delay_us": 20000, "wait_when_idle": True}}),
     # Waits up to 1 s for company, unless two requests make a batch of 2,
     # even while idle.
     "preferred_batched": write_row_wise({
