@@ -94,7 +94,10 @@ def test_stream_over_a_flapping_link(servers, broker, tmp_path):
     start = time.monotonic()
     next_outage = min(20.0, DURATION / 3)
     outages = 0
-    silence_at = DURATION * 0.75
+    # Half of the silence falls after the last input, where the test waits
+    # for the agent to find it: a silence that ended while inputs were still
+    # going out would have been found (and healed) unseen.
+    silence_at = DURATION - SILENCE / 2
     silenced_at = None
     for i in range(count):
         due = start + i / RATE
