@@ -43,23 +43,13 @@ test-models: bootstrap
 unit-test: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
-# The 10-minute flapping-link run of issue 19 (docs/durability.md) mostly
-# waits on a slow link: it runs beside the rest of the suite, not after it.
+# Both run the 10-minute flapping-link run of issue 19 (docs/durability.md)
+# beside them: scripts/run_tests.sh.
 integration-test: build test-models
-	@export PERCH_BIN=$(abspath $(BUILD))/perch PERCH_BUILD=$(abspath $(BUILD)) \
-	  PERCH_TEST_MODELS=$(abspath $(BUILD))/test-models \
-	  PERCH_WAKEWORD_MODELS=$(abspath .deps/openwakeword) PYTHON=$(PYTHON); \
-	scripts/flapping_links.sh 600 $(BUILD)/flapping-links >$(BUILD)/flapping-links.out 2>&1 & \
-	flapping=$$!; \
-	$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration \
-	  --deselect tests/integration/test_flapping_links.py::test_stream_over_a_flapping_link \
-	  --deselect tests/integration/test_flapping_links.py::test_agent_converges_to_the_hub_over_a_flapping_link; \
-	suite=$$?; \
-	echo "waiting for the 10-minute flapping-link run"; wait $$flapping; flapped=$$?; \
-	cat $(BUILD)/flapping-links.out; \
-	[ $$suite -eq 0 ] && [ $$flapped -eq 0 ]
+	@PYTHON=$(PYTHON) scripts/run_tests.sh integration $(BUILD) $(JOBS)
 
-test: unit-test integration-test
+test: build test-models
+	@PYTHON=$(PYTHON) scripts/run_tests.sh all $(BUILD) $(JOBS)
 
 # The long run of issue 19 (docs/durability.md): an agent, a hub and a broker
 # behind flapping links for HOURS hours; samples in build/soak/.
