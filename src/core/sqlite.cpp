@@ -103,9 +103,10 @@ Status SqliteDb::Checkpoint() {
 void SqliteDb::StopAfterFailedFlush(const Status& cause) {
   sqlite3_db_config(db_, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
   failed_flush_ = Unavailable(
-      fmt::format("{}; what was written to {} since its last flush is in doubt, so perch uses "
-                  "it no more: check the disk (dmesg), then restart perch, which recovers the "
-                  "file up to what the disk holds",
+      fmt::format("{}; what was written to {} since its last flush is in doubt, so this "
+                  "connection is used no more: check the disk (dmesg); opening the file again "
+                  "recovers it up to what the disk holds (the agent's queues do that themselves, "
+                  "the hub needs to restart perch)",
                   cause.message(), path_.string()));
 }
 
